@@ -1,0 +1,260 @@
+"""A table of bad configurations: each reports exactly the right file, line and key path."""
+
+from __future__ import annotations
+
+import pytest
+
+from veylor.config import ConfigError, format_path, load_config
+
+OK_HEAD = """sources:
+  s: {url: "ws://127.0.0.1:9/"}
+endpoints:
+  e: {websocket: {port: 9001}}
+"""
+OK_ROUTE = "routes:\n  r: {from: s, to: e}\n"
+
+# (id, files, [(file, line, key path, text in the message)])
+CASES = [
+    (
+        "unknown-key-did-you-mean",
+        {"config.yaml": "sources:\n  s:\n    urll: ws://x\n"},
+        [
+            ("config.yaml", 2, "sources.s", "missing required key 'url'"),
+            ("config.yaml", 3, "sources.s.urll", "did you mean 'url'?"),
+        ],
+    ),
+    (
+        "http-url",
+        {"config.yaml": "sources:\n  s:\n    url: http://x\n"},
+        [("config.yaml", 3, "sources.s.url", "'http://x' is not a ws:// or wss:// URL")],
+    ),
+    (
+        "bad-url-port",
+        {"config.yaml": OK_HEAD.replace("ws://127.0.0.1:9/", "ws://127.0.0.1:99999/") + OK_ROUTE},
+        [("config.yaml", 2, "sources.s.url", "invalid port")],
+    ),
+    (
+        "yaml-syntax",
+        {"config.yaml": "sources:\n  s: {url: ws://x\nendpoints: {}\n"},
+        [("config.yaml", 3, "", "YAML syntax error")],
+    ),
+    (
+        "duplicate-yaml-key",
+        {"config.yaml": OK_HEAD + "routes:\n  r: {from: s, to: e}\n  r: {from: s, to: e}\n"},
+        [("config.yaml", 7, "routes.r", "duplicate key 'r' (first defined at line 6)")],
+    ),
+    (
+        "missing-env",
+        {"config.yaml": OK_HEAD.replace("{url:", "{headers: {K: '${NOT_SET_X}'}, url:") + OK_ROUTE},
+        [("config.yaml", 2, "sources.s.headers.K", "NOT_SET_X is not set")],
+    ),
+    (
+        "route-unknown-source",
+        {"config.yaml": OK_HEAD + "routes:\n  r: {from: t, to: e}\n  q:\n    from: ss\n    to: e\n"},
+        [
+            ("config.yaml", 6, "routes.r.from", "unknown source 't'"),
+            ("config.yaml", 8, "routes.q.from", "unknown source 'ss'; did you mean 's'?"),
+        ],
+    ),
+    (
+        "route-unknown-endpoint-in-list",
+        {"config.yaml": OK_HEAD + "routes:\n  r:\n    from: s\n    to:\n      - e\n      - ee\n"},
+        [("config.yaml", 10, "routes.r.to[1]", "unknown endpoint 'ee'; did you mean 'e'?")],
+    ),
+    (
+        "endpoint-both-kinds",
+        {"config.yaml": OK_HEAD + "  u:\n    websocket: {port: 1}\n    unix: {path: /tmp/u}\n" + OK_ROUTE},
+        [("config.yaml", 6, "endpoints.u", "has 'websocket' and 'unix'")],
+    ),
+    (
+        "endpoint-neither-kind",
+        {"config.yaml": OK_HEAD + "  u:\n    max_clients: 5\n" + OK_ROUTE},
+        [("config.yaml", 6, "endpoints.u", "needs exactly one of: websocket, unix")],
+    ),
+    (
+        "port-out-of-range",
+        {"config.yaml": OK_HEAD.replace("9001", "70000") + OK_ROUTE},
+        [("config.yaml", 4, "endpoints.e.websocket.port", "must be at most 65535")],
+    ),
+    (
+        "port-is-a-string",
+        {"config.yaml": OK_HEAD.replace("9001", "'abc'") + OK_ROUTE},
+        [("config.yaml", 4, "endpoints.e.websocket.port", "expected an integer, got the string 'abc'")],
+    ),
+    (
+        "unquoted-mode",
+        {"config.yaml": OK_HEAD + "  u:\n    unix:\n      path: /tmp/u.sock\n      mode: 0660\n" + OK_ROUTE},
+        [("config.yaml", 8, "endpoints.u.unix.mode", "quoted octal string")],
+    ),
+    (
+        "bad-enum-did-you-mean",
+        {
+            "config.yaml": OK_HEAD.replace(
+                "{websocket: {port: 9001}}", "{websocket: {port: 9001}, slow_client: dorp}"
+            )
+            + OK_ROUTE
+        },
+        [("config.yaml", 4, "endpoints.e.slow_client", "did you mean 'drop'?")],
+    ),
+    (
+        "bad-size",
+        {
+            "config.yaml": OK_HEAD.replace(
+                "{websocket: {port: 9001}}", "{websocket: {port: 9001}, client_buffer: 4 lots}"
+            )
+            + OK_ROUTE
+        },
+        [("config.yaml", 4, "endpoints.e.client_buffer", "is not a size")],
+    ),
+    (
+        "reconnect-max-below-initial",
+        {
+            "config.yaml": OK_HEAD.replace(
+                '{url: "ws://127.0.0.1:9/"}',
+                '\n    url: "ws://127.0.0.1:9/"\n    reconnect:\n      initial_delay: 10\n      max_delay: 1',
+            )
+            + OK_ROUTE
+        },
+        [("config.yaml", 6, "sources.s.reconnect.max_delay", "less than initial_delay")],
+    ),
+    (
+        "json-filter-two-operators",
+        {
+            "config.yaml": OK_HEAD + "routes:\n  r:\n    from: s\n    to: e\n    filter:\n"
+            "      json: {path: a, equals: 1, prefix: b}\n"
+        },
+        [("config.yaml", 10, "routes.r.filter.json", "has 'equals' and 'prefix'")],
+    ),
+    (
+        "json-filter-no-operator",
+        {"config.yaml": OK_HEAD + "routes:\n  r:\n    from: s\n    to: e\n    filter: {json: {path: a}}\n"},
+        [
+            (
+                "config.yaml",
+                9,
+                "routes.r.filter.json",
+                "needs exactly one of: equals, in, prefix, regex, exists",
+            )
+        ],
+    ),
+    (
+        "bad-regex-nested",
+        {
+            "config.yaml": OK_HEAD + "routes:\n  r:\n    from: s\n    to: e\n    filter:\n      any:\n"
+            "        - type: text\n        - text: {regex: '(['}\n"
+        },
+        [("config.yaml", 12, "routes.r.filter.any[1].text.regex", "not a valid regular expression")],
+    ),
+    (
+        "unknown-filter-operator",
+        {"config.yaml": OK_HEAD + "routes:\n  r:\n    from: s\n    to: e\n    filter: {jsn: {path: a}}\n"},
+        [("config.yaml", 9, "routes.r.filter.jsn", "did you mean 'json'?")],
+    ),
+    (
+        "bad-json-path",
+        {
+            "config.yaml": OK_HEAD + "routes:\n  r:\n    from: s\n    to: e\n    filter:\n"
+            "      json: {path: 'a..b', exists: true}\n"
+        },
+        [("config.yaml", 10, "routes.r.filter.json.path", "is not a JSON path")],
+    ),
+    (
+        "same-name-in-two-files",
+        {"config.yaml": OK_HEAD + OK_ROUTE, "routes.d/10-x.yaml": "\nroutes:\n  r: {from: s, to: e}\n"},
+        [("routes.d/10-x.yaml", 2, "routes.r", "already defined at config.yaml:6")],
+    ),
+    (
+        "same-unix-path-in-two-files",
+        {
+            "config.yaml": OK_HEAD + "  u1: {unix: {path: /tmp/same.sock}}\n"
+            "routes:\n  r: {from: s, to: [e, u1]}\n",
+            "routes.d/a.yaml": "endpoints:\n  u2: {unix: {path: /tmp/same.sock}}\n"
+            "routes:\n  r2: {from: s, to: u2}\n",
+        },
+        [("routes.d/a.yaml", 2, "endpoints.u2.unix.path", "already used by endpoint 'u1' (config.yaml:5)")],
+    ),
+    (
+        "same-host-port-path",
+        {
+            "config.yaml": OK_HEAD + "  f: {websocket: {port: 9001, host: 127.0.0.1}}\n"
+            "routes:\n  r: {from: s, to: [e, f]}\n"
+        },
+        [("config.yaml", 5, "endpoints.f.websocket", "already served by endpoint 'e'")],
+    ),
+    (
+        "wildcard-and-specific-host-same-port",
+        {
+            "config.yaml": OK_HEAD + "  f: {websocket: {port: 9001, host: 0.0.0.0, path: /f}}\n"
+            "routes:\n  r: {from: s, to: [e, f]}\n"
+        },
+        [("config.yaml", 5, "endpoints.f.websocket.host", "a wildcard address and another address")],
+    ),
+    (
+        "dropin-with-include",
+        {"config.yaml": OK_HEAD + OK_ROUTE, "routes.d/x.yaml": "include: [more/*.yaml]\n"},
+        [("routes.d/x.yaml", 1, "include", "'include' is only read from the main file")],
+    ),
+    (
+        "dropin-legacy-list",
+        {"config.yaml": OK_HEAD + OK_ROUTE, "routes.d/x.yaml": "sources:\n  - url: ws://x\n"},
+        [("routes.d/x.yaml", 2, "sources", "expected a mapping or empty, got a list")],
+    ),
+    (
+        "top-level-not-a-mapping",
+        {"config.yaml": "- just\n- a list\n"},
+        [("config.yaml", 1, "", "the top level must be a mapping")],
+    ),
+    (
+        "legacy-keys-in-v1",
+        {"config.yaml": OK_HEAD + OK_ROUTE + "rebroadcast: {websocket: {port: 1}}\n"},
+        [("config.yaml", 7, "rebroadcast", "belongs to Veylor 1.0 files")],
+    ),
+    (
+        "bad-name",
+        {"config.yaml": OK_HEAD + OK_ROUTE.replace("  r:", "  'bad name!':")},
+        [("config.yaml", 6, "routes.bad name!", "is not a valid name")],
+    ),
+    (
+        "unix-path-too-long",
+        {"config.yaml": OK_HEAD + "  u: {unix: {path: /tmp/" + "x" * 120 + "}}\n" + OK_ROUTE},
+        [("config.yaml", 5, "endpoints.u.unix.path", "at most 107")],
+    ),
+    (
+        "include-file-missing",
+        {"config.yaml": OK_HEAD + OK_ROUTE + "include: [routes.d/*.yaml, extra.yaml]\n"},
+        [("config.yaml", 7, "include[1]", "extra.yaml does not exist")],
+    ),
+    (
+        "version-2",
+        {"config.yaml": "version: 2\n" + OK_HEAD + OK_ROUTE},
+        [("config.yaml", 1, "version", "must be 1")],
+    ),
+    (
+        "errors-in-several-files-all-reported",
+        {
+            "config.yaml": OK_HEAD + OK_ROUTE + "  t: {from: s, to: e, upstream: maybe}\n",
+            "routes.d/1.yaml": "routes:\n  u: {from: s, to: e, filter: {type: json}}\n",
+            "routes.d/2.yaml": "routes:\n  v: {from: s}\n",
+        },
+        [
+            ("config.yaml", 7, "routes.t.upstream", "expected true or false"),
+            ("routes.d/1.yaml", 2, "routes.u.filter.type", "is not one of: text, binary"),
+            ("routes.d/2.yaml", 2, "routes.v", "missing required key 'to'"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("files", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_config_reports_file_line_and_path(tree, files, expected):
+    tree(files)
+    with pytest.raises(ConfigError) as err:
+        load_config("config.yaml", env={})
+    got = [(p.location.file, p.location.line, format_path(p.path), p.message) for p in err.value.problems]
+    assert [g[:3] for g in got] == [e[:3] for e in expected], "\n".join(map(str, err.value.problems))
+    for (_, _, _, message), (*_, text) in zip(got, expected, strict=True):
+        assert text in message
+
+
+def test_there_are_at_least_twenty_cases():
+    assert len(CASES) >= 20

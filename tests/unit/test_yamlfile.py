@@ -1,0 +1,125 @@
+"""Reading YAML with locations, duplicate keys and ${VAR} interpolation."""
+
+from __future__ import annotations
+
+import textwrap
+
+from veylor.config.yamlfile import read_yaml
+
+
+def read(text: str, env: dict[str, str] | None = None):
+    return read_yaml("f.yaml", textwrap.dedent(text).lstrip("\n"), env or {})
+
+
+def test_locations_of_keys_and_values_are_one_based_lines():
+    doc = read(
+        """
+        sources:
+          binance:
+            url: wss://x
+        routes:
+          - a
+          - b
+        """
+    )
+    assert doc.problems == []
+    assert doc.where.key(("sources", "binance")).line == 2
+    assert doc.where.value(("sources", "binance", "url")).line == 3
+    assert doc.where.value(("routes", 1)).line == 6
+    # An unknown deeper path falls back to its nearest ancestor.
+    assert doc.where.value(("sources", "binance", "url", "nope")).line == 3
+
+
+def test_duplicate_key_is_an_error_naming_both_lines():
+    doc = read(
+        """
+        sources:
+          a: {url: wss://x}
+          a: {url: wss://y}
+        """
+    )
+    (problem,) = doc.problems
+    assert problem.location.line == 3
+    assert problem.path == ("sources", "a")
+    assert "first defined at line 2" in problem.message
+
+
+def test_yaml11_boolean_words_stay_string_keys():
+    doc = read("on: 1\nyes: 2\n")
+    assert doc.data == {"on": 1, "yes": 2}
+
+
+def test_syntax_error_gives_line_and_column():
+    doc = read("a: [1, 2\nb: 3\n")
+    assert doc.fatal
+    (problem,) = doc.problems
+    assert problem.location.line == 2
+    assert "YAML syntax error, column" in problem.message
+
+
+def test_env_interpolation_in_strings_and_typed_whole_values():
+    doc = read(
+        """
+        a: "key-${KEY}"
+        port: ${PORT}
+        quoted: "${PORT}"
+        default: ${MISSING:-fallback}
+        empty_default: ${EMPTY:-d}
+        dash_keeps_empty: ${EMPTY-d}
+        literal: "$${NOT_A_VAR}"
+        dollars: "pa$$word"
+        """,
+        env={"KEY": "s3cret", "PORT": "8765", "EMPTY": ""},
+    )
+    assert doc.problems == []
+    assert doc.data == {
+        "a": "key-s3cret",
+        "port": 8765,
+        "quoted": "8765",
+        "default": "fallback",
+        "empty_default": "d",
+        "dash_keeps_empty": "",
+        "literal": "${NOT_A_VAR}",
+        "dollars": "pa$$word",
+    }
+
+
+def test_missing_env_variable_names_it_with_line_and_path():
+    doc = read(
+        """
+        sources:
+          s:
+            headers: {X-Key: "${API_KEY}"}
+        """
+    )
+    (problem,) = doc.problems
+    assert (problem.location.line, problem.path) == (3, ("sources", "s", "headers", "X-Key"))
+    assert "API_KEY is not set" in problem.message
+
+
+def test_bad_variable_reference_is_an_error():
+    doc = read('a: "${1X}"\n')
+    (problem,) = doc.problems
+    assert "not a variable reference" in problem.message
+
+
+def test_anchors_and_merge_keys():
+    doc = read(
+        """
+        base: &base {ping_interval: 5, open_timeout: 3}
+        s: {<<: *base, open_timeout: 9}
+        """
+    )
+    assert doc.problems == []
+    assert doc.data["s"] == {"ping_interval": 5, "open_timeout": 9}
+
+
+def test_empty_document_is_none():
+    doc = read("# only a comment\n")
+    assert doc.problems == [] and doc.data is None
+
+
+def test_unknown_tag_is_a_located_problem():
+    doc = read("a: !weird 1\n")
+    (problem,) = doc.problems
+    assert problem.location.line == 1 and problem.path == ("a",)

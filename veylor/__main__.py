@@ -1,0 +1,5 @@
+"""``python -m veylor``."""
+
+from .cli import main
+
+raise SystemExit(main())

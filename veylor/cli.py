@@ -1,0 +1,131 @@
+"""The ``veylor`` command: ``run`` (the default), ``check``.
+
+Veylor 1.x flags keep their meaning: ``-c/--config``, ``-v/--verbose``, ``--tui``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import ConfigError, load_config
+from .report import config_json, config_text, problems_json
+
+DEFAULT_CONFIGS = ("config.yaml", "/etc/veylor/config.yaml")
+
+log = logging.getLogger("veylor")
+
+
+def default_config() -> str:
+    """``./config.yaml`` when present, else ``/etc/veylor/config.yaml``."""
+    for candidate in DEFAULT_CONFIGS:
+        if os.path.exists(candidate):
+            return candidate
+    return DEFAULT_CONFIGS[-1]
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        default=default,
+        help="main configuration file (default: ./config.yaml if present, else /etc/veylor/config.yaml)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="debug logging",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="veylor",
+        description="Declarative WebSocket fan-out router: one upstream connection, many local clients.",
+    )
+    parser.add_argument("--version", action="version", version=f"veylor {__version__}")
+    _common(parser, suppress=False)
+    parser.add_argument("--tui", action="store_true", default=False, help="show the live terminal UI")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the router (the default command)")
+    _common(run, suppress=True)
+    run.add_argument(
+        "--tui", action="store_true", default=argparse.SUPPRESS, help="show the live terminal UI"
+    )
+
+    check = sub.add_parser(
+        "check",
+        help="validate the configuration and print the routing graph",
+        description="Load and validate the main file and every drop-in; print the graph and exit 0, "
+        "or print every problem found and exit 1.",
+    )
+    _common(check, suppress=True)
+    check.add_argument("--json", action="store_true", help="print the graph (or the problems) as JSON")
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    # Under systemd the journal stamps each line itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"{stamp}%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = args.config or default_config()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if args.json:
+            print(json.dumps(problems_json(exc.problems, exc.warnings), indent=2))
+        else:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            for warning in exc.warnings:
+                print(warning, file=sys.stderr)
+            n = len(exc.problems)
+            print(f"{path}: {n} problem{'s' * (n != 1)} found; nothing was changed", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(config_json(config), indent=2))
+    else:
+        print(config_text(config))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = args.config or default_config()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        log.error("%s: %d problem(s) in the configuration; not starting", path, len(exc.problems))
+        return 1
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    log.error("the relay runtime is not part of this build yet; 'veylor check' validates %s", path)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    command = args.command or "run"
+    if command == "check":
+        return cmd_check(args)
+    return cmd_run(args)

@@ -1,0 +1,213 @@
+"""Route filters: declarative specs (validated by the schema) compiled once into predicates.
+
+A predicate takes a :class:`veylor.message.Message` and returns a bool. It never
+raises on message content: a message that is not JSON does not match a ``json``
+filter, a binary message does not match a ``text`` filter. JSON and text are
+decoded lazily by the message itself, so all the routes of a source share one
+decode per message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .message import NOT_JSON, Message
+
+Predicate = Callable[[Message], bool]
+JsonPath = tuple[str | int, ...]
+
+_MISSING: Any = object()
+_PATH_PART = re.compile(r"([^.\[\]]+)((?:\[[0-9]+\])*)")
+
+
+class FilterError(ValueError):
+    """A filter spec that cannot be compiled; ``path`` is the key path inside the filter."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFilter:
+    """A compiled filter: call it with a message."""
+
+    spec: Mapping[str, Any]
+    match: Predicate
+    needs_json: bool
+
+    def __call__(self, message: Message) -> bool:
+        return self.match(message)
+
+    def __str__(self) -> str:
+        return describe(self.spec)
+
+
+def parse_json_path(path: str) -> JsonPath:
+    """``data.bids[0].price`` -> ``("data", "bids", 0, "price")``."""
+    parts: list[str | int] = []
+    for segment in path.split("."):
+        m = _PATH_PART.fullmatch(segment)
+        if m is None:
+            raise ValueError(f"{path!r} is not a JSON path")
+        parts.append(m.group(1))
+        parts.extend(int(i) for i in re.findall(r"\[([0-9]+)\]", m.group(2)))
+    return tuple(parts)
+
+
+def lookup(document: Any, path: JsonPath) -> Any:
+    """The value at ``path`` in a JSON document, or ``_MISSING``."""
+    value = document
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(value, list) or part >= len(value):
+                return _MISSING
+        elif not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: ``1 == 1.0`` but ``true != 1`` (Python would say it is)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def _regex(pattern: Any, path: tuple[str | int, ...]) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise FilterError(path, f"{pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def _compile_json(spec: Mapping[str, Any], at: tuple[str | int, ...]) -> Predicate:
+    try:
+        path = parse_json_path(spec["path"])
+    except ValueError as exc:
+        raise FilterError((*at, "path"), str(exc)) from None
+
+    def value_of(m: Message) -> Any:
+        doc = m.json
+        return _MISSING if doc is NOT_JSON else lookup(doc, path)
+
+    if "exists" in spec:
+        want = bool(spec["exists"])
+
+        def exists(m: Message) -> bool:
+            doc = m.json
+            if doc is NOT_JSON:
+                return False
+            return (lookup(doc, path) is not _MISSING) is want
+
+        return exists
+    if "equals" in spec:
+        target = spec["equals"]
+        return lambda m: (v := value_of(m)) is not _MISSING and json_equal(v, target)
+    if "in" in spec:
+        options = list(spec["in"])
+        if all(isinstance(o, str) for o in options):
+            strings = frozenset(options)
+            return lambda m: isinstance(v := value_of(m), str) and v in strings
+        return lambda m: (v := value_of(m)) is not _MISSING and any(json_equal(v, o) for o in options)
+    if "prefix" in spec:
+        prefix = spec["prefix"]
+        return lambda m: isinstance(v := value_of(m), str) and v.startswith(prefix)
+    if "regex" in spec:
+        rx = _regex(spec["regex"], (*at, "regex"))
+        return lambda m: isinstance(v := value_of(m), str) and rx.search(v) is not None
+    raise FilterError(at, "needs one of: equals, in, prefix, regex, exists")
+
+
+def _compile_text(spec: Mapping[str, Any], at: tuple[str | int, ...]) -> Predicate:
+    if "contains" in spec:
+        # A UTF-8 substring of valid UTF-8 is a substring of the text: search the bytes, no decode.
+        needle = str(spec["contains"]).encode()
+        return lambda m: m.is_text and needle in m.data
+    if "regex" in spec:
+        rx = _regex(spec["regex"], (*at, "regex"))
+        return lambda m: (t := m.text) is not None and rx.search(t) is not None
+    raise FilterError(at, "needs one of: contains, regex")
+
+
+def _compile(spec: Mapping[str, Any], at: tuple[str | int, ...]) -> tuple[Predicate, bool]:
+    if not isinstance(spec, Mapping) or not spec:
+        raise FilterError(at, "a filter is a mapping with at least one operator")
+    parts: list[Predicate] = []
+    needs_json = False
+    for op, arg in spec.items():
+        here = (*at, op)
+        if op == "json":
+            parts.append(_compile_json(arg, here))
+            needs_json = True
+        elif op == "text":
+            parts.append(_compile_text(arg, here))
+        elif op == "type":
+            want_text = arg == "text"
+            parts.append(lambda m, w=want_text: m.is_text is w)
+        elif op in ("all", "any"):
+            subs = [_compile(s, (*here, i)) for i, s in enumerate(arg)]
+            preds = [p for p, _ in subs]
+            needs_json |= any(j for _, j in subs)
+            if op == "all":
+                parts.append(lambda m, ps=preds: all(p(m) for p in ps))
+            else:
+                parts.append(lambda m, ps=preds: any(p(m) for p in ps))
+        elif op == "not":
+            inner, j = _compile(arg, here)
+            needs_json |= j
+            parts.append(lambda m, p=inner: not p(m))
+        else:
+            raise FilterError(here, f"unknown filter operator '{op}'")
+    if len(parts) == 1:
+        return parts[0], needs_json
+    return (lambda m, ps=tuple(parts): all(p(m) for p in ps)), needs_json
+
+
+def compile_filter(spec: Mapping[str, Any]) -> CompiledFilter:
+    """Compile a filter spec once; raises :class:`FilterError` for an invalid one."""
+    match, needs_json = _compile(spec, ())
+    return CompiledFilter(spec=spec, match=match, needs_json=needs_json)
+
+
+def _literal(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=dict)
+
+
+def describe(spec: Mapping[str, Any] | None) -> str:
+    """A one-line human rendering: ``json s in ["BTCUSDT"] and type text``."""
+    if spec is None:
+        return "everything"
+    parts = []
+    for op, arg in spec.items():
+        if op == "json":
+            path = arg["path"]
+            if "exists" in arg:
+                parts.append(f"json {path} {'exists' if arg['exists'] else 'is absent'}")
+            else:
+                (kind,) = (k for k in arg if k != "path")
+                parts.append(f"json {path} {kind} {_literal(arg[kind])}")
+        elif op == "text":
+            ((kind, val),) = arg.items()
+            parts.append(f"text {kind} {_literal(val)}")
+        elif op == "type":
+            parts.append(f"type {arg}")
+        elif op in ("all", "any"):
+            joiner = " and " if op == "all" else " or "
+            subs: Sequence[Mapping[str, Any]] = arg
+            parts.append("(" + joiner.join(describe(s) for s in subs) + ")")
+        elif op == "not":
+            parts.append(f"not ({describe(arg)})")
+    return " and ".join(parts)

@@ -1,0 +1,207 @@
+"""The routing graph built from a :class:`Config`, and the plan that turns one graph into another.
+
+Pure: no sockets, no event loop, no clock. The runtime applies a :class:`Plan`;
+everything about *what* changes is decided here and unit-tested.
+
+Identity is by name. A component is "changed" only when a setting that matters
+to it changed: a source whose connection settings are equal is unchanged even if
+the routes using it changed; an endpoint whose listen address is equal keeps its
+listener and clients even if its limits changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from .config.model import Config, EndpointSpec, RouteSpec, SourceSpec
+from .filters import CompiledFilter, compile_filter
+
+ListenerKey = tuple[Any, ...]  # ("websocket", host, port) or ("unix", path)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route edge with its compiled filter (``None`` passes everything)."""
+
+    spec: RouteSpec
+    filter: CompiledFilter | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def source(self) -> str:
+        return self.spec.source
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self.spec.endpoints
+
+    @property
+    def upstream(self) -> bool:
+        return self.spec.upstream
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Sources, endpoints and routes, plus the derived lookup tables the runtime uses."""
+
+    sources: Mapping[str, SourceSpec]
+    endpoints: Mapping[str, EndpointSpec]
+    routes: Mapping[str, Route]
+    routes_by_source: Mapping[str, tuple[Route, ...]]
+    upstream_targets: Mapping[str, tuple[str, ...]]
+    listeners: Mapping[ListenerKey, tuple[str, ...]]
+    digest: str = ""
+
+    @classmethod
+    def empty(cls) -> Graph:
+        return build_graph(Config(sources={}, endpoints={}, routes={}))
+
+
+def build_graph(config: Config) -> Graph:
+    """Build the graph; compiles every filter once. ``config`` must come from the loader."""
+    routes = {
+        name: Route(spec, compile_filter(spec.filter) if spec.filter is not None else None)
+        for name, spec in config.routes.items()
+    }
+    by_source: dict[str, list[Route]] = {name: [] for name in config.sources}
+    upstream: dict[str, list[str]] = {name: [] for name in config.endpoints}
+    for route in routes.values():
+        by_source[route.source].append(route)
+        if route.upstream:
+            for endpoint in route.endpoints:
+                if route.source not in upstream[endpoint]:
+                    upstream[endpoint].append(route.source)
+    listeners: dict[ListenerKey, list[str]] = {}
+    for name, endpoint in config.endpoints.items():
+        listeners.setdefault(endpoint.listen.listener, []).append(name)
+    return Graph(
+        sources=MappingProxyType(dict(config.sources)),
+        endpoints=MappingProxyType(dict(config.endpoints)),
+        routes=MappingProxyType(routes),
+        routes_by_source=MappingProxyType({k: tuple(v) for k, v in by_source.items()}),
+        upstream_targets=MappingProxyType({k: tuple(v) for k, v in upstream.items()}),
+        listeners=MappingProxyType({k: tuple(v) for k, v in listeners.items()}),
+        digest=config.digest,
+    )
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Names added, removed, changed and unchanged for one kind of component."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    why: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What applying a new graph must do to a running one.
+
+    - ``sources.changed``: restart those connections; all other sources keep theirs.
+    - ``endpoints.changed`` splits into ``endpoints_rebound`` (the listen address or wire
+      format changed: their clients are closed and the endpoint is served anew) and
+      ``endpoints_updated`` (limits or policies only: listener and clients stay).
+    - ``listeners_added`` / ``listeners_removed``: sockets to bind / close. An endpoint
+      moved to another path of a port that stays in use keeps that port's listener.
+    - ``routes``: any change is a routing-table swap; nothing reconnects for it.
+    """
+
+    sources: Changes
+    endpoints: Changes
+    routes: Changes
+    endpoints_rebound: tuple[str, ...]
+    endpoints_updated: tuple[str, ...]
+    listeners_added: tuple[ListenerKey, ...]
+    listeners_removed: tuple[ListenerKey, ...]
+
+    @property
+    def empty(self) -> bool:
+        return self.sources.empty and self.endpoints.empty and self.routes.empty
+
+    def describe(self) -> list[str]:
+        """Readable lines, one per affected component: ``+ source kraken``, ``~ route btc (filter)``."""
+        lines: list[str] = []
+        for kind, changes in (("source", self.sources), ("endpoint", self.endpoints), ("route", self.routes)):
+            lines += [f"+ {kind} {n}" for n in changes.added]
+            lines += [f"- {kind} {n}" for n in changes.removed]
+            for n in changes.changed:
+                what = ", ".join(changes.why.get(n, ()))
+                if kind == "source":
+                    verb = "restart"
+                elif kind == "endpoint":
+                    verb = "rebind" if n in self.endpoints_rebound else "update"
+                else:
+                    verb = "rewire"
+                lines.append(f"~ {kind} {n}: {verb} ({what})")
+        for key in self.listeners_added:
+            lines.append(f"+ listener {_listener_text(key)}")
+        for key in self.listeners_removed:
+            lines.append(f"- listener {_listener_text(key)}")
+        return lines or ["no changes"]
+
+
+def _listener_text(key: ListenerKey) -> str:
+    if key[0] == "unix":
+        return f"unix:{key[1]}"
+    return f"{key[1]}:{key[2]}"
+
+
+def _differences(a: Any, b: Any) -> tuple[str, ...]:
+    """Names of the settings that differ between two specs of one kind (``origin`` ignored)."""
+    if isinstance(a, Route):
+        a, b = a.spec, b.spec
+    out = []
+    for f in dataclasses.fields(a):
+        if f.name in ("origin", "name") or not f.compare:
+            continue
+        if f.name == "filter":
+            if a.filter_key != b.filter_key:
+                out.append("filter")
+        elif getattr(a, f.name) != getattr(b, f.name):
+            out.append(f.name)
+    return tuple(out)
+
+
+def _compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> Changes:
+    added = tuple(n for n in new if n not in old)
+    removed = tuple(n for n in old if n not in new)
+    changed, unchanged, why = [], [], {}
+    for name in new:
+        if name in old:
+            diff = _differences(old[name], new[name])
+            if diff:
+                changed.append(name)
+                why[name] = diff
+            else:
+                unchanged.append(name)
+    return Changes(added, removed, tuple(changed), tuple(unchanged), MappingProxyType(why))
+
+
+def diff(old: Graph, new: Graph) -> Plan:
+    """The plan that turns a runtime running ``old`` into one running ``new``."""
+    endpoints = _compare(old.endpoints, new.endpoints)
+    rebound = tuple(n for n in endpoints.changed if "listen" in endpoints.why[n])
+    updated = tuple(n for n in endpoints.changed if n not in rebound)
+    return Plan(
+        sources=_compare(old.sources, new.sources),
+        endpoints=endpoints,
+        routes=_compare(old.routes, new.routes),
+        endpoints_rebound=rebound,
+        endpoints_updated=updated,
+        listeners_added=tuple(k for k in new.listeners if k not in old.listeners),
+        listeners_removed=tuple(k for k in old.listeners if k not in new.listeners),
+    )
