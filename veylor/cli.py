@@ -1,4 +1,4 @@
-"""The ``veylor`` command: ``run`` (the default), ``check``.
+"""The ``veylor`` command: ``run`` (the default), ``check``, ``demo``.
 
 Veylor 1.x flags keep their meaning: ``-c/--config``, ``-v/--verbose``, ``--tui``.
 """
@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import ConfigError, load_config
-from .report import config_json, config_text, problems_json
+from .graph import build_graph
+from .report import SHAPE_TEXT, config_json, config_text, problems_json
+from .server import run_loop, serve
 
 DEFAULT_CONFIGS = ("config.yaml", "/etc/veylor/config.yaml")
 
@@ -71,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(check, suppress=True)
     check.add_argument("--json", action="store_true", help="print the graph (or the problems) as JSON")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a built-in demo: a synthetic ticker upstream relayed to WebSocket and Unix clients",
+    )
+    demo.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    demo.add_argument(
+        "--tui", action="store_true", default=argparse.SUPPRESS, help="show the live terminal UI"
+    )
+    demo.add_argument(
+        "--port", type=int, default=8765, help="relay WebSocket port on 127.0.0.1 (default 8765)"
+    )
+    demo.add_argument(
+        "--rate", type=float, default=10.0, help="demo upstream messages per second (default 10)"
+    )
     return parser
 
 
@@ -82,6 +99,10 @@ def setup_logging(verbose: bool) -> None:
         format=f"{stamp}%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # websockets' own per-connection lines repeat ours; keep its warnings and errors.
+    if not verbose:
+        logging.getLogger("veylor.websockets").setLevel(logging.WARNING)
+        logging.getLogger("veylor.demo.upstream").setLevel(logging.WARNING)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -106,6 +127,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tui_unavailable(args: argparse.Namespace) -> None:
+    if getattr(args, "tui", False):
+        log.warning("--tui: the terminal UI is not part of this version yet; running without it")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     path = args.config or default_config()
     try:
@@ -117,8 +143,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     for warning in config.warnings:
         log.warning("%s", warning)
-    log.error("the relay runtime is not part of this build yet; 'veylor check' validates %s", path)
-    return 2
+    log.info("veylor %s: configuration %s (%s)", __version__, path, SHAPE_TEXT[config.shape])
+    _tui_unavailable(args)
+    graph = build_graph(config)
+    return run_loop(lambda: serve(graph))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _tui_unavailable(args)
+    return run_loop(lambda: run_demo(args.port, args.rate))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,4 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command == "check":
         return cmd_check(args)
+    if command == "demo":
+        return cmd_demo(args)
     return cmd_run(args)

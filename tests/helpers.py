@@ -1,0 +1,223 @@
+"""Test doubles that are real: an upstream WebSocket server, Veylor as a subprocess or
+in-process, WebSocket and Unix clients. Everything on 127.0.0.1 or temporary Unix paths."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import struct
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from veylor.config import load_config
+from veylor.graph import build_graph
+from veylor.runtime import Runtime
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def eventually(
+    predicate, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"
+) -> None:
+    """Wait until ``predicate()`` is true, or fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class Upstream:
+    """A real upstream WebSocket server that counts its connections, records what it
+    receives, and sends what the test tells it to, to every connected relay."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server: Server | None = None
+        self.connections: list[ServerConnection] = []
+        self.connects = 0
+        self.received: list[str | bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.close_immediately = False
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/feed"
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        self.connects += 1
+        self.headers.append({k.lower(): v for k, v in conn.request.headers.raw_items()})
+        self.paths.append(conn.request.path)
+        if self.close_immediately:
+            await conn.close()
+            return
+        self.connections.append(conn)
+        try:
+            async for message in conn:
+                self.received.append(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            if conn in self.connections:
+                self.connections.remove(conn)
+
+    async def start(self) -> Upstream:
+        self.server = await serve(self._handler, "127.0.0.1", self.port, compression=None)
+        return self
+
+    async def stop(self, abort: bool = False) -> None:
+        """Stop the server; ``abort`` drops connections without a close frame (1006)."""
+        if self.server is None:
+            return
+        if abort:
+            for conn in list(self.connections):
+                conn.transport.abort()
+            self.server.close(close_connections=False)
+        else:
+            self.server.close()
+        await self.server.wait_closed()
+        self.server = None
+        self.connections.clear()
+
+    async def send(self, message: str | bytes) -> None:
+        for conn in list(self.connections):
+            await conn.send(message)
+
+    async def wait_connected(self, count: int = 1, timeout: float = 10.0) -> None:
+        await eventually(
+            lambda: len(self.connections) >= count, timeout, what=f"{count} upstream connections"
+        )
+
+
+@contextlib.asynccontextmanager
+async def veylor_inprocess(tmp_path: Path, config: str, name: str = "config.yaml") -> AsyncIterator[Runtime]:
+    """Run a Veylor runtime for ``config`` (YAML text) in this event loop."""
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(config))
+    graph = build_graph(load_config(path, env={}))
+    runtime = Runtime()
+    await runtime.start(graph)
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+class VeylorProcess:
+    """``python -m veylor ARGS`` as a real subprocess, with its stderr collected."""
+
+    def __init__(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.cwd = cwd
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+        self.stdout = ""
+
+    async def start(self, ready: str | None = "ready:", timeout: float = 15.0) -> VeylorProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "veylor",
+            *self.args,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+        if ready is not None:
+            await self.wait_for(ready, timeout)
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for(self, text: str, timeout: float = 10.0) -> str:
+        async def found() -> str:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                if self.proc is not None and self.proc.returncode is not None and self._reader.done():
+                    raise AssertionError(
+                        f"veylor exited ({self.proc.returncode}) before {text!r}:\n{self.log}"
+                    )
+                await asyncio.sleep(0.02)
+
+        try:
+            return await asyncio.wait_for(found(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no {text!r} in veylor's log within {timeout}s:\n{self.log}") from None
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None and self._reader is not None
+        out = await asyncio.wait_for(self.proc.stdout.read(), timeout)  # type: ignore[union-attr]
+        self.stdout = out.decode(errors="replace")
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        await asyncio.wait_for(self._reader, timeout)
+        return code
+
+    async def stop(self) -> None:
+        """Kill it if it is still running (test cleanup)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+class UnixClient:
+    """A Veylor 1.x style Unix socket client: 4-byte big-endian length, then the payload."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, path: str | Path) -> UnixClient:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        return cls(reader, writer)
+
+    async def recv(self, timeout: float = 5.0) -> bytes:
+        header = await asyncio.wait_for(self.reader.readexactly(4), timeout)
+        (n,) = struct.unpack("!I", header)
+        return await asyncio.wait_for(self.reader.readexactly(n), timeout)
+
+    async def send(self, payload: bytes) -> None:
+        self.writer.write(struct.pack("!I", len(payload)) + payload)
+        await self.writer.drain()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+async def ws_client(url: str, **kwargs):
+    return await connect(url, open_timeout=5, compression=None, **kwargs)

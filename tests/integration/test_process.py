@@ -1,0 +1,299 @@
+"""Veylor as a real process: signals, exit codes, startup failures, 1.x files, the demo,
+and a real third-party upstream (websocketd)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import textwrap
+import time
+
+import pytest
+from helpers import UnixClient, Upstream, VeylorProcess, eventually, free_port, ws_client
+from websockets.exceptions import ConnectionClosed
+
+pytestmark = pytest.mark.timeout(60)
+
+# Python prints these when a program leaves tasks or transports behind at exit.
+LEAKS = ("Task was destroyed", "unclosed", "Exception ignored", "Traceback", "never awaited")
+DEV_ENV = {"PYTHONWARNINGS": "default"}
+
+
+def write(tmp_path, text: str, name: str = "config.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _stalled(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    sock.settimeout(5)
+    assert sock.recv(1024).startswith(b"HTTP/1.1 101")
+    return sock
+
+
+async def test_sigterm_with_clients_exits_0_quickly_and_cleans_up(tmp_path):
+    up = await Upstream().start()
+    port, sock = free_port(), tmp_path / "v.sock"
+    config = write(
+        tmp_path,
+        f"""
+        sources:
+          up: {{url: {up.url}}}
+        endpoints:
+          ws: {{websocket: {{port: {port}}}}}
+          ipc: {{unix: {{path: {sock}}}}}
+        routes:
+          r: {{from: up, to: [ws, ipc]}}
+        """,
+    )
+    veylor = await VeylorProcess("-c", str(config), env=DEV_ENV).start()
+    try:
+        await up.wait_connected()
+        ws = await ws_client(f"ws://127.0.0.1:{port}/")
+        unix = await UnixClient.connect(sock)
+        stalled = await asyncio.to_thread(_stalled, port)
+        await veylor.wait_for("client 127.0.0.1", 5)
+        for _ in range(300):  # fill the stalled client's buffers: its close cannot complete
+            await up.send("z" * 20_000)
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        veylor.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1001
+        assert await asyncio.wait_for(unix.reader.read(), 5) is not None
+        code = await veylor.wait(10)
+        elapsed = time.monotonic() - started
+        assert code == 0, veylor.log
+        assert elapsed < 5.0, elapsed
+        assert not sock.exists()
+        assert "received SIGTERM: shutting down" in veylor.log and "stopped" in veylor.log
+        for leak in LEAKS:
+            assert leak not in veylor.log, veylor.log
+        stalled.close()
+        await unix.close()
+    finally:
+        await veylor.stop()
+        await up.stop()
+
+
+async def test_sigint_also_stops_cleanly(tmp_path):
+    config = write(
+        tmp_path,
+        f"""
+        sources: {{up: {{url: "ws://127.0.0.1:{free_port()}/"}}}}
+        endpoints: {{ws: {{websocket: {{port: {free_port()}}}}}}}
+        routes: {{r: {{from: up, to: ws}}}}
+        """,
+    )
+    veylor = await VeylorProcess("-c", str(config), env=DEV_ENV).start()
+    try:
+        veylor.signal(signal.SIGINT)
+        assert await veylor.wait(10) == 0
+        for leak in LEAKS:
+            assert leak not in veylor.log, veylor.log
+    finally:
+        await veylor.stop()
+
+
+async def test_port_in_use_fails_with_one_clear_line_and_cleans_up(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    free = free_port()
+    sock = tmp_path / "ok.sock"
+    config = write(
+        tmp_path,
+        f"""
+        sources: {{up: {{url: "ws://127.0.0.1:{free_port()}/"}}}}
+        endpoints:
+          fine: {{websocket: {{port: {free}}}}}
+          public: {{websocket: {{port: {port}, path: /feed}}}}
+          ipc: {{unix: {{path: {sock}}}}}
+        routes: {{r: {{from: up, to: [fine, public, ipc]}}}}
+        """,
+    )
+    veylor = await VeylorProcess("-c", str(config)).start(ready=None)
+    try:
+        code = await veylor.wait(10)
+        assert code == 1
+        errors = [line for line in veylor.lines if " ERROR " in line]
+        assert len(errors) == 1, veylor.log
+        assert f"endpoint public: cannot listen on 127.0.0.1:{port}: address already in use" in errors[0]
+        # What was bound before the failure was released.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", free))
+        assert not sock.exists()
+    finally:
+        busy.close()
+        await veylor.stop()
+
+
+async def test_socket_path_that_is_not_a_socket_is_an_error_and_never_deleted(tmp_path):
+    path = tmp_path / "precious.txt"
+    path.write_text("do not delete")
+    port = free_port()
+    config = write(
+        tmp_path,
+        f"""
+        sources: {{up: {{url: "ws://127.0.0.1:{free_port()}/"}}}}
+        endpoints:
+          ws: {{websocket: {{port: {port}}}}}
+          ipc: {{unix: {{path: {path}}}}}
+        routes: {{r: {{from: up, to: [ws, ipc]}}}}
+        """,
+    )
+    veylor = await VeylorProcess("-c", str(config)).start(ready=None)
+    try:
+        assert await veylor.wait(10) == 1
+        assert f"endpoint ipc: cannot listen on unix:{path}: {path} exists and is not a socket" in veylor.log
+        assert path.read_text() == "do not delete"
+        with socket.socket() as s:  # the WebSocket listener bound first was closed
+            s.bind(("127.0.0.1", port))
+    finally:
+        await veylor.stop()
+
+
+async def test_invalid_config_does_not_start(tmp_path):
+    config = write(tmp_path, "sources: {up: {url: http://nope}}\n")
+    veylor = await VeylorProcess("-c", str(config)).start(ready=None)
+    try:
+        assert await veylor.wait(10) == 1
+        assert "sources.up.url: 'http://nope' is not a ws:// or wss:// URL" in veylor.log
+        assert "not starting" in veylor.log
+    finally:
+        await veylor.stop()
+
+
+async def test_veylor_11_config_end_to_end_with_a_11_unix_client(tmp_path):
+    """A 1.1 file and a 1.1 client (4-byte big-endian length framing), unchanged."""
+    up = await Upstream().start()
+    port, sock = free_port(), tmp_path / "legacy.sock"
+    config = write(
+        tmp_path,
+        f"""
+        sources:
+          - url: {up.url}
+            headers: {{Authorization: "Bearer t"}}
+            websocket_host: 127.0.0.1
+            websocket_port: {port}
+            unix_socket_path: {sock}
+        performance:
+          reconnect_delay: 0.2
+        """,
+    )
+    veylor = await VeylorProcess("-c", str(config)).start()
+    try:
+        assert "Veylor 1.1 format" in veylor.log
+        await up.wait_connected()
+        assert up.headers[0]["authorization"] == "Bearer t"
+
+        # The 1.1 client, as written for 1.1: raw socket, struct framing.
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        ws = await ws_client(f"ws://127.0.0.1:{port}/any/path/works")
+        await asyncio.sleep(0.1)
+        await up.send(json.dumps({"price": 1}))
+        header = await asyncio.wait_for(reader.readexactly(4), 5)
+        assert json.loads(await reader.readexactly(int.from_bytes(header, "big"))) == {"price": 1}
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"price": 1}
+        order = b'{"op":"buy"}'
+        writer.write(len(order).to_bytes(4, "big") + order)  # 1.x clients could send upstream
+        await writer.drain()
+        await eventually(lambda: up.received == ['{"op":"buy"}'])
+        # 1.1 closed the clients when the source dropped: so does the translation.
+        await up.stop(abort=True)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await veylor.stop()
+        await up.stop()
+
+
+@pytest.mark.skipif(
+    shutil.which("websocketd") is None, reason="websocketd is not installed (apt-get install websocketd)"
+)
+async def test_real_third_party_upstream_websocketd(tmp_path):
+    up_port, port = free_port(), free_port()
+    script = tmp_path / "feed.sh"
+    script.write_text(
+        '#!/bin/sh\ni=0\nwhile [ $i -lt 1000 ]; do echo "tick $i"; i=$((i+1)); sleep 0.01; done\n'
+    )
+    script.chmod(0o755)
+    websocketd = await asyncio.create_subprocess_exec(
+        "websocketd",
+        f"--port={up_port}",
+        "--address=127.0.0.1",
+        str(script),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    config = write(
+        tmp_path,
+        f"""
+        sources:
+          shell: {{url: "ws://127.0.0.1:{up_port}/", reconnect: {{initial_delay: 0.1, max_delay: 0.5}}}}
+        endpoints:
+          ws: {{websocket: {{port: {port}}}}}
+        routes:
+          r: {{from: shell, to: ws}}
+        """,
+    )
+    veylor = None
+    try:
+        # websocketd may need a moment to listen; Veylor's backoff covers that.
+        veylor = await VeylorProcess("-c", str(config)).start()
+        await veylor.wait_for("source shell: connected", 10)
+        clients = [await ws_client(f"ws://127.0.0.1:{port}/") for _ in range(3)]
+        got = [[await asyncio.wait_for(c.recv(), 5) for _ in range(20)] for c in clients]
+        for messages in got:
+            numbers = [int(m.split()[1]) for m in messages]
+            assert numbers == list(range(numbers[0], numbers[0] + 20))  # consecutive, in order
+        for c in clients:
+            await c.close()
+    finally:
+        if veylor is not None:
+            await veylor.stop()
+        websocketd.terminate()
+        await websocketd.wait()
+
+
+async def test_demo_command_runs_and_stops(tmp_path):
+    port = free_port()
+    veylor = await VeylorProcess(
+        "demo", "--port", str(port), "--rate", "100", cwd=tmp_path, env=DEV_ENV
+    ).start()
+    try:
+        btc = await ws_client(f"ws://127.0.0.1:{port}/btc")
+        ticker = await ws_client(f"ws://127.0.0.1:{port}/ticker")
+        for _ in range(5):
+            assert json.loads(await asyncio.wait_for(btc.recv(), 5))["s"] == "BTCUSDT"
+        await ticker.send("hello")
+        for _ in range(200):
+            message = json.loads(await asyncio.wait_for(ticker.recv(), 5))
+            if message.get("e") == "echo":
+                assert message["data"] == "hello"
+                break
+        else:
+            pytest.fail("no echo from the demo upstream")
+        sock = veylor.log.split("unix:")[1].split()[0]
+        unix = await UnixClient.connect(sock)
+        assert json.loads(await unix.recv())["e"] in ("trade", "echo")
+        await unix.close()
+        veylor.signal(signal.SIGINT)
+        assert await veylor.wait(10) == 0
+        assert f"ws://127.0.0.1:{port}/ticker" in veylor.stdout
+        for leak in LEAKS:
+            assert leak not in veylor.log, veylor.log
+    finally:
+        await veylor.stop()

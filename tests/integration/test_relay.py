@@ -1,0 +1,491 @@
+"""The relay's promises, with a real upstream and real clients on 127.0.0.1 and Unix sockets.
+
+Veylor runs in this event loop (the runtime, not a mock); the process-level promises
+(signals, exit codes, the demo) are in test_process.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+
+import pytest
+from helpers import UnixClient, Upstream, eventually, free_port, veylor_inprocess, ws_client
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def upstream():
+    up = await Upstream().start()
+    yield up
+    await up.stop()
+
+
+def cfg(upstream: Upstream, port: int, sock: str = "", extra_routes: str = "", source_extra: str = "") -> str:
+    unix = f"  ipc: {{unix: {{path: {sock}}}}}\n" if sock else ""
+    to = "[ws, ipc]" if sock else "ws"
+    return f"""
+sources:
+  up:
+    url: {upstream.url}
+    reconnect: {{initial_delay: 0.1, max_delay: 0.5, jitter: 0}}
+{source_extra}
+endpoints:
+  ws: {{websocket: {{port: {port}, path: /feed}}}}
+{unix}
+routes:
+  all: {{from: up, to: {to}, upstream: true}}
+{extra_routes}
+"""
+
+
+async def collect(conn, n: int, timeout: float = 20.0) -> list:
+    out = []
+    async with asyncio.timeout(timeout):
+        while len(out) < n:
+            out.append(await conn.recv())
+    return out
+
+
+async def test_fanout_50_clients_2000_messages_in_order_text_and_binary(tmp_path, upstream):
+    port = free_port()
+    async with veylor_inprocess(tmp_path, cfg(upstream, port)) as rt:
+        await upstream.wait_connected()
+        clients = [await ws_client(f"ws://127.0.0.1:{port}/feed") for _ in range(50)]
+        await eventually(lambda: len(rt.endpoints["ws"].clients) == 50)
+        expected: list[str | bytes] = []
+        for i in range(2000):
+            expected.append(
+                json.dumps({"seq": i, "pad": "x" * (i % 300)}) if i % 3 else struct.pack("!I", i) * 5
+            )
+        receivers = [asyncio.create_task(collect(c, len(expected))) for c in clients]
+        for message in expected:
+            await upstream.send(message)
+        results = await asyncio.gather(*receivers)
+        for got in results:
+            assert got == expected  # all, in order, str stays str (text) and bytes stay bytes
+        assert rt.sources["up"].messages_in == 2000
+        assert rt.endpoints["ws"].messages_out == 2000 * 50
+        for c in clients:
+            await c.close()
+
+
+async def test_mixed_websocket_and_unix_clients_get_the_same_stream(tmp_path, upstream):
+    port, sock = free_port(), str(tmp_path / "v.sock")
+    async with veylor_inprocess(tmp_path, cfg(upstream, port, sock)):
+        await upstream.wait_connected()
+        ws = await ws_client(f"ws://127.0.0.1:{port}/feed")
+        unix = [await UnixClient.connect(sock) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        messages = [f"m{i}" for i in range(300)] + [b"\x00\x01binary"]
+        for m in messages:
+            await upstream.send(m)
+        assert await collect(ws, len(messages)) == messages
+        for u in unix:
+            got = [await u.recv() for _ in messages]
+            assert got == [m.encode() if isinstance(m, str) else m for m in messages]
+            await u.close()
+        await ws.close()
+
+
+async def test_filters_route_messages_to_endpoints_and_deliver_once(tmp_path, upstream):
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  btc: {{websocket: {{port: {port}, path: /btc}}}}
+  eth: {{websocket: {{port: {port}, path: /eth}}}}
+  both: {{websocket: {{port: {port}, path: /both}}}}
+  bin: {{websocket: {{port: {port}, path: /bin}}}}
+routes:
+  btc: {{from: up, to: [btc, both], filter: {{json: {{path: s, equals: BTC}}}}}}
+  eth: {{from: up, to: eth, filter: {{json: {{path: s, in: [ETH]}}}}}}
+  majors: {{from: up, to: both, filter: {{json: {{path: s, in: [BTC, ETH]}}}}}}
+  binary: {{from: up, to: bin, filter: {{type: binary}}}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        conns = {
+            name: await ws_client(f"ws://127.0.0.1:{port}/{name}") for name in ("btc", "eth", "both", "bin")
+        }
+        await eventually(lambda: all(len(rt.endpoints[n].clients) == 1 for n in conns))
+        sent = [json.dumps({"s": s, "i": i}) for i, s in enumerate(["BTC", "ETH", "XRP", "BTC", "not json"])]
+        sent[4] = "not json {"
+        for m in [*sent, b"\x01\x02"]:
+            await upstream.send(m)
+        await upstream.send(json.dumps({"s": "END"}))  # a marker nobody but... nobody gets
+        assert await collect(conns["btc"], 2) == [sent[0], sent[3]]
+        assert await collect(conns["eth"], 1) == [sent[1]]
+        # BTC reaches "both" through two routes: delivered once each time.
+        assert await collect(conns["both"], 3) == [sent[0], sent[1], sent[3]]
+        assert await collect(conns["bin"], 1) == [b"\x01\x02"]
+        # Nothing more arrives anywhere.
+        for conn in conns.values():
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(conn.recv(), 0.2)
+        assert rt.route_stats["btc"].messages == 2 and rt.route_stats["majors"].messages == 3
+        for conn in conns.values():
+            await conn.close()
+
+
+async def test_shared_port_dispatches_by_path_and_refuses_unknown_paths(tmp_path, upstream):
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  a: {{websocket: {{port: {port}, path: /a}}}}
+  b: {{websocket: {{port: {port}, path: /b}}}}
+routes:
+  a: {{from: up, to: a, filter: {{text: {{contains: for-a}}}}}}
+  b: {{from: up, to: b, filter: {{text: {{contains: for-b}}}}}}
+"""
+    async with veylor_inprocess(tmp_path, config):
+        await upstream.wait_connected()
+        a = await ws_client(f"ws://127.0.0.1:{port}/a?token=ignored")
+        b = await ws_client(f"ws://127.0.0.1:{port}/b")
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_client(f"ws://127.0.0.1:{port}/c")
+        assert refused.value.response.status_code == 404
+        await asyncio.sleep(0.05)
+        for m in ("for-a 1", "for-b 1", "for-a 2"):
+            await upstream.send(m)
+        assert await collect(a, 2) == ["for-a 1", "for-a 2"]
+        assert await collect(b, 1) == ["for-b 1"]
+        await a.close()
+        await b.close()
+
+
+async def test_clients_send_upstream_from_websocket_and_unix(tmp_path, upstream):
+    port, sock = free_port(), str(tmp_path / "v.sock")
+    config = cfg(upstream, port, sock).replace(
+        "routes:\n",
+        f"  quiet: {{websocket: {{port: {port}, path: /quiet}}}}\nroutes:\n  q: {{from: up, to: quiet}}\n",
+    )
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        ws = await ws_client(f"ws://127.0.0.1:{port}/feed")
+        quiet = await ws_client(f"ws://127.0.0.1:{port}/quiet")
+        unix = await UnixClient.connect(sock)
+        await ws.send("text from ws")
+        await ws.send(b"\x00binary from ws")
+        await unix.send(b"text from unix")
+        await unix.send(b"\xff\xfebinary from unix")
+        await quiet.send("nobody listens")  # no upstream route to /quiet: discarded, counted
+        await eventually(lambda: len(upstream.received) == 4)
+        assert sorted(upstream.received, key=repr) == sorted(
+            ["text from ws", b"\x00binary from ws", "text from unix", b"\xff\xfebinary from unix"], key=repr
+        )
+        await eventually(lambda: rt.endpoints["quiet"].discarded == 1)
+        assert rt.endpoints["ws"].received == 2 and rt.endpoints["ipc"].received == 2
+        await ws.close()
+        await quiet.close()
+        await unix.close()
+
+
+async def test_unix_frames_split_or_joined_across_reads(tmp_path, upstream):
+    port, sock = free_port(), str(tmp_path / "v.sock")
+    async with veylor_inprocess(tmp_path, cfg(upstream, port, sock)):
+        await upstream.wait_connected()
+        _reader, writer = await asyncio.open_unix_connection(sock)
+        one = struct.pack("!I", 11) + b"hello world"
+        two = struct.pack("!I", 3) + b"abc" + struct.pack("!I", 3) + b"def"
+        for piece in (one[:2], one[2:7], one[7:]):  # one frame in three writes
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        writer.write(two)  # two frames in one write
+        await writer.drain()
+        await eventually(lambda: len(upstream.received) == 3)
+        assert upstream.received == ["hello world", "abc", "def"]
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [(struct.pack("!I", 0), "empty frame"), (struct.pack("!I", 2**31) + b"x" * 10, "exceeds")],
+)
+async def test_malformed_unix_frame_closes_only_that_client(tmp_path, upstream, caplog, bad, why):
+    port, sock = free_port(), str(tmp_path / "v.sock")
+    async with veylor_inprocess(tmp_path, cfg(upstream, port, sock)) as rt:
+        await upstream.wait_connected()
+        good = await UnixClient.connect(sock)
+        reader, writer = await asyncio.open_unix_connection(sock)
+        await eventually(lambda: len(rt.endpoints["ipc"].clients) == 2)
+        writer.write(bad)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by Veylor
+        await eventually(lambda: rt.endpoints["ipc"].bad_frames == 1)
+        assert any(why in r.getMessage() and "unix#" in r.getMessage() for r in caplog.records)
+        await upstream.send("still flowing")
+        assert await good.recv() == b"still flowing"
+        assert upstream.received == []
+        await good.close()
+
+
+async def test_lines_framing_skips_what_cannot_be_a_line(tmp_path, upstream):
+    sock = str(tmp_path / "l.sock")
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  lines: {{unix: {{path: {sock}, framing: lines}}}}
+routes:
+  r: {{from: up, to: lines, upstream: true}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        reader, writer = await asyncio.open_unix_connection(sock)
+        await eventually(lambda: len(rt.endpoints["lines"].clients) == 1)
+        for m in ("first", b"binary", "two\nlines", "last"):
+            await upstream.send(m)
+        assert await asyncio.wait_for(reader.readline(), 5) == b"first\n"
+        assert await asyncio.wait_for(reader.readline(), 5) == b"last\n"
+        assert rt.endpoints["lines"].skipped == 2
+        writer.write(b"up one\r\nup two\n")
+        await writer.drain()
+        await eventually(lambda: upstream.received == ["up one", "up two"])
+        writer.close()
+
+
+async def test_upstream_restart_resends_on_connect_then_queued_messages(tmp_path):
+    up = await Upstream().start()
+    port, sock = free_port(), str(tmp_path / "v.sock")
+    extra = "    on_connect: [first, {op: subscribe, id: 1}]\n    upstream_queue: 2\n"
+    try:
+        async with veylor_inprocess(tmp_path, cfg(up, port, sock, source_extra=extra)) as rt:
+            await up.wait_connected()
+            await eventually(lambda: len(up.received) == 2)
+            assert up.received == ["first", '{"op":"subscribe","id":1}']
+            ws = await ws_client(f"ws://127.0.0.1:{port}/feed")
+            unix = await UnixClient.connect(sock)
+            await up.stop(abort=True)  # dies without a close frame (1006)
+            await eventually(lambda: rt.sources["up"].state == "backoff", what="backoff")
+            assert "code 1006" in rt.sources["up"].last_error
+            await ws.send("q1")
+            await eventually(lambda: len(rt.sources["up"].queue) == 1)
+            await unix.send(b"q2")
+            await eventually(lambda: len(rt.sources["up"].queue) == 2)
+            await ws.send("q3 is one too many")  # upstream_queue: 2 -> dropped and counted
+            await eventually(lambda: rt.sources["up"].queued_dropped == 1)
+            received_before = len(up.received)
+            await up.start()  # same port
+            await up.wait_connected()
+            await eventually(lambda: len(up.received) == received_before + 4)
+            assert up.received[received_before:] == ["first", '{"op":"subscribe","id":1}', "q1", "q2"]
+            assert up.connects == 2 and rt.sources["up"].connects == 2
+            await up.send("after restart")
+            assert await ws.recv() == "after restart"  # on_disconnect: keep
+            assert await unix.recv() == b"after restart"
+            await ws.close()
+            await unix.close()
+    finally:
+        await up.stop()
+
+
+async def test_on_disconnect_close_clients(tmp_path):
+    up = await Upstream().start()
+    port, sock = free_port(), str(tmp_path / "v.sock")
+    try:
+        config = cfg(up, port, sock, source_extra="    on_disconnect: close_clients\n")
+        async with veylor_inprocess(tmp_path, config):
+            await up.wait_connected()
+            ws = await ws_client(f"ws://127.0.0.1:{port}/feed")
+            unix = await UnixClient.connect(sock)
+            await asyncio.sleep(0.05)
+            await up.stop(abort=True)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1011
+            assert await asyncio.wait_for(unix.reader.read(), 5) == b""
+    finally:
+        await up.stop()
+
+
+async def test_upstream_that_accepts_then_closes_does_not_spin(tmp_path):
+    up = Upstream()
+    up.close_immediately = True
+    await up.start()
+    try:
+        config = f"""
+sources:
+  up:
+    url: {up.url}
+    reconnect: {{initial_delay: 0.2, multiplier: 2, max_delay: 10, jitter: 0}}
+endpoints:
+  ws: {{websocket: {{port: {free_port()}}}}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+        async with veylor_inprocess(tmp_path, config) as rt:
+            await asyncio.sleep(2.0)
+            # Attempts at t = 0, 0.2, 0.6, 1.4 (then 3.0): bounded by the backoff, not a loop.
+            assert 3 <= up.connects <= 4, up.connects
+            assert rt.sources["up"].state in ("backoff", "connecting")
+            assert rt.sources["up"].failures == up.connects
+    finally:
+        await up.stop()
+
+
+async def test_max_attempts_gives_up(tmp_path):
+    config = f"""
+sources:
+  up:
+    url: ws://127.0.0.1:{free_port()}/
+    reconnect: {{initial_delay: 0.05, max_delay: 0.1, max_attempts: 3}}
+endpoints:
+  ws: {{websocket: {{port: {free_port()}}}}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await eventually(lambda: rt.sources["up"].state == "stopped", what="giving up")
+        assert rt.sources["up"].attempts == 3
+        assert (
+            "Connect call failed" in rt.sources["up"].last_error or "refused" in rt.sources["up"].last_error
+        )
+
+
+async def test_headers_and_subprotocols_reach_the_upstream(tmp_path, upstream):
+    extra = '    headers: {X-Api-Key: "k-123"}\n'
+    async with veylor_inprocess(tmp_path, cfg(upstream, free_port(), source_extra=extra)):
+        await upstream.wait_connected()
+        assert upstream.headers[0]["x-api-key"] == "k-123"
+        assert upstream.headers[0]["user-agent"] == "Veylor"
+        assert upstream.paths == ["/feed"]
+
+
+def _stalled_ws_client(port: int, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    sock.settimeout(5)
+    assert sock.recv(1024).startswith(b"HTTP/1.1 101")
+    return sock
+
+
+@pytest.mark.parametrize("policy", ["disconnect", "drop"])
+async def test_slow_client_gets_the_policy_and_others_keep_receiving(tmp_path, upstream, policy):
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, client_buffer: 256KiB, slow_client: {policy}}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        stalled = await asyncio.to_thread(_stalled_ws_client, port, "/")
+        # Healthy readers: no client-side queue limit, so they never push back on Veylor.
+        readers = [
+            await ws_client(f"ws://127.0.0.1:{port}/", max_size=None, max_queue=None) for _ in range(3)
+        ]
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: len(ep.clients) == 4)
+        payload = "x" * 10_000
+        n = 1500  # 15 MB: far more than the stalled client's socket buffers and client_buffer
+        receivers = [asyncio.create_task(collect(c, n, timeout=40)) for c in readers]
+        peak = 0
+        for i in range(n):
+            await upstream.send(f"{i:06d}{payload}")
+            if i % 10 == 0:
+                await asyncio.sleep(0.002)  # paced: healthy clients keep up, the stalled one cannot
+                peak = max([peak] + [c.transport.get_write_buffer_size() for c in ep.clients if c.endpoint])
+        results = await asyncio.gather(*receivers)
+        for got in results:  # the others got everything, in order
+            assert [int(m[:6]) for m in got] == list(range(n))
+        if policy == "disconnect":
+            await eventually(lambda: ep.slow_disconnects == 1 and len(ep.clients) == 3)
+        else:
+            assert ep.dropped > 0 and ep.slow_disconnects == 0
+            assert len(ep.clients) == 4  # still connected, skipping messages
+        # Memory stays bounded: never more than client_buffer plus one pass of frames.
+        assert peak < 256 * 1024 + 1024 * 1024
+        stalled.close()
+        for c in readers:
+            await c.close()
+
+
+async def test_max_clients_refuses_extra_clients(tmp_path, upstream):
+    port, sock = free_port(), str(tmp_path / "v.sock")
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, max_clients: 2}}
+  ipc: {{unix: {{path: {sock}}}, max_clients: 1}}
+routes:
+  r: {{from: up, to: [ws, ipc]}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        a = await ws_client(f"ws://127.0.0.1:{port}/")
+        b = await ws_client(f"ws://127.0.0.1:{port}/")
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_client(f"ws://127.0.0.1:{port}/")
+        assert refused.value.response.status_code == 503
+        u1 = await UnixClient.connect(sock)
+        u2 = await UnixClient.connect(sock)
+        assert await asyncio.wait_for(u2.reader.read(), 5) == b""  # closed at once
+        assert rt.endpoints["ws"].refused == 1 and rt.endpoints["ipc"].refused == 1
+        await a.close()
+        await eventually(lambda: len(rt.endpoints["ws"].clients) == 1)
+        c = await ws_client(f"ws://127.0.0.1:{port}/")  # a place is free again
+        for conn in (b, c):
+            await conn.close()
+        await u1.close()
+
+
+async def test_oversized_websocket_message_closes_that_client_with_1009(tmp_path, upstream):
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, max_message_size: 1KiB}}
+routes:
+  r: {{from: up, to: ws, upstream: true}}
+"""
+    async with veylor_inprocess(tmp_path, config):
+        await upstream.wait_connected()
+        big = await ws_client(f"ws://127.0.0.1:{port}/")
+        fine = await ws_client(f"ws://127.0.0.1:{port}/")
+        await big.send("x" * 2000)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(big.recv(), 5)
+        assert big.close_code == 1009
+        await fine.send("y" * 1000)
+        await eventually(lambda: upstream.received == ["y" * 1000])
+        await fine.close()
+
+
+async def test_fragmented_client_message_is_reassembled(tmp_path, upstream):
+    port = free_port()
+    async with veylor_inprocess(tmp_path, cfg(upstream, port)):
+        await upstream.wait_connected()
+        ws = await ws_client(f"ws://127.0.0.1:{port}/feed")
+        await ws.send(["frag", "mented"])  # an iterable is sent as one fragmented message
+        await eventually(lambda: upstream.received == ["fragmented"])
+        await ws.close()
+
+
+async def test_stale_socket_file_is_replaced_and_removed_on_stop(tmp_path, upstream):
+    sock = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.close()  # the file stays behind, nobody listens: stale
+    async with veylor_inprocess(tmp_path, cfg(upstream, free_port(), str(sock))):
+        client = await UnixClient.connect(sock)
+        await client.close()
+        assert oct(sock.stat().st_mode & 0o777) == oct(0o660)
+    assert not sock.exists()

@@ -1,0 +1,149 @@
+"""``veylor demo``: a synthetic ticker upstream on loopback, relayed by a real Veylor.
+
+The demo goes through the same path as production: it writes a configuration file,
+loads and validates it with the normal loader, and runs the normal runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed
+
+from .config import load_config
+from .graph import build_graph
+from .server import serve
+
+log = logging.getLogger("veylor.demo")
+
+SYMBOLS = {"BTCUSDT": 64000.0, "ETHUSDT": 3400.0, "SOLUSDT": 150.0, "XRPUSDT": 0.6}
+
+
+def ticks(rng: random.Random) -> itertools.count:  # type: ignore[type-arg]
+    """An endless stream of trade-like JSON messages (a random walk per symbol)."""
+    prices = dict(SYMBOLS)
+    for seq in itertools.count(1):
+        symbol = rng.choice(list(prices))
+        prices[symbol] *= 1 + rng.uniform(-0.0005, 0.0005)
+        yield json.dumps(
+            {
+                "e": "trade",
+                "s": symbol,
+                "p": round(prices[symbol], 4),
+                "q": round(rng.uniform(0.001, 2), 4),
+                "seq": seq,
+                "T": int(time.time() * 1000),
+            },
+            separators=(",", ":"),
+        )
+
+
+async def demo_upstream(host: str = "127.0.0.1", port: int = 0, rate: float = 10.0) -> Server:
+    """A WebSocket server that streams ticks to each connection at ``rate`` messages/s and
+    echoes what it receives as ``{"e": "echo", "data": ...}``."""
+
+    async def handler(conn: ServerConnection) -> None:
+        rng = random.Random()
+        stream = ticks(rng)
+
+        async def produce() -> None:
+            while True:
+                await conn.send(next(stream))
+                await asyncio.sleep(1 / rate)
+
+        producer = asyncio.create_task(produce())
+        try:
+            async for message in conn:
+                text = message if isinstance(message, str) else message.decode(errors="replace")
+                await conn.send(json.dumps({"e": "echo", "data": text}))
+        except ConnectionClosed:
+            pass
+        finally:
+            producer.cancel()
+
+    return await ws_serve(handler, host, port, logger=logging.getLogger("veylor.demo.upstream"))
+
+
+DEMO_CONFIG = """\
+# Written by `veylor demo`: the demo's configuration, loaded like any other.
+sources:
+  demo:
+    url: ws://127.0.0.1:{upstream_port}/
+    on_connect:
+      - {{op: subscribe, channel: trades}}
+    reconnect: {{initial_delay: 0.2, max_delay: 2}}
+endpoints:
+  ticker:
+    websocket: {{host: 127.0.0.1, port: {port}, path: /ticker}}
+  btc:
+    websocket: {{host: 127.0.0.1, port: {port}, path: /btc}}
+  ipc:
+    unix: {{path: {sock}}}
+routes:
+  everything:
+    from: demo
+    to: [ticker, ipc]
+    upstream: true          # clients of /ticker and the socket may talk to the upstream
+  btc-only:
+    from: demo
+    to: btc
+    filter: {{json: {{path: s, equals: BTCUSDT}}}}
+"""
+
+
+async def run_demo(port: int, rate: float) -> int:
+    upstream = await demo_upstream(rate=rate)
+    upstream_port = next(iter(upstream.sockets)).getsockname()[1]
+    workdir = Path(tempfile.mkdtemp(prefix="veylor-demo-"))
+    sock = workdir / "demo.sock"
+    config_path = workdir / "config.yaml"
+    config_path.write_text(DEMO_CONFIG.format(upstream_port=upstream_port, port=port, sock=sock))
+    graph = build_graph(load_config(config_path))
+    py = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python3"
+    unix_client = Path("examples/unix_client.py")
+    unix_hint = (
+        f"{py} {unix_client} {sock}"
+        if unix_client.exists()
+        else f"socat - UNIX-CONNECT:{sock}  (1.x length-prefixed)"
+    )
+
+    def ready(_runtime: object) -> None:
+        print(
+            textwrap.dedent(
+                f"""
+                Veylor demo: a synthetic ticker (ws://127.0.0.1:{upstream_port}/, {rate:g} msg/s) relayed to:
+
+                  every trade, and you can type messages upstream (echoed back):
+                    {py} -m websockets ws://127.0.0.1:{port}/ticker
+                  BTCUSDT trades only (a JSON filter):
+                    {py} -m websockets ws://127.0.0.1:{port}/btc
+                  every trade over a Unix socket (Veylor 1.x framing):
+                    {unix_hint}
+
+                The configuration is {config_path} (try: veylor check -c {config_path}).
+                Press Ctrl-C to stop.
+                """
+            ),
+            flush=True,
+        )
+
+    try:
+        return await serve(graph, on_ready=ready)
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
+        for path in (sock, config_path):
+            path.unlink(missing_ok=True)
+        workdir.rmdir()

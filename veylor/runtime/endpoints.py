@@ -1,0 +1,570 @@
+"""Endpoints: where local clients connect (WebSocket paths on shared listeners, Unix sockets).
+
+An endpoint owns its set of clients. The fan-out appends frames to ``pending`` and
+calls :meth:`Endpoint.flush` once per event-loop pass; the endpoint writes the joined
+frames to each client with one ``transport.write``, applying the slow-client policy
+from the transport's write-buffer size.
+
+Veylor writes downstream WebSocket data frames itself (built once in
+:mod:`veylor.runtime.wire`) straight to the connection's transport, bypassing
+``Connection.send()``: websockets' ``send()`` and ``broadcast()`` build one frame per
+connection, and ``send()`` costs a coroutine per message. This stays correct because
+everything runs on the event loop thread: every write, ours and the library's
+(ping, pong, close), is a whole frame, so frames never interleave mid-frame; and we
+write only while the connection's protocol state is OPEN, so nothing follows a close
+frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from ..config.model import EndpointSpec, UnixListen, WebSocketListen
+from .frames import DataFrames, is_data
+from .util import Throttled
+from .wire import LENGTH_PREFIXED, LINES, WS, FrameError, LengthPrefixedDecoder, LineDecoder
+
+if TYPE_CHECKING:
+    from .source import Source
+
+log = logging.getLogger("veylor.endpoint")
+OPEN = State.OPEN
+DEFLATE = "websocket+deflate"  # wire tag: frames are built per client by websockets (compression)
+CLOSE_GRACE = 2.0  # seconds a closing client has to answer before its connection is aborted
+
+
+class StartupError(Exception):
+    """A listener could not be bound; the message names the endpoint and the address."""
+
+
+class Endpoint:
+    """State and counters shared by both kinds of endpoint."""
+
+    wire: str
+
+    def __init__(self, spec: EndpointSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.clients: set[Any] = set()
+        self.pending: list[bytes] = []
+        self.pending_messages: list[tuple[bytes, bool]] = []
+        self.scheduled = False
+        self.upstream: tuple[Source, ...] = ()  # sources its clients may send to
+        # Counters (metrics and the TUI read them).
+        self.accepted = 0
+        self.refused = 0
+        self.messages_out = 0  # messages written, summed over clients
+        self.bytes_out = 0
+        self.dropped = 0  # messages skipped for slow clients (slow_client: drop)
+        self.slow_disconnects = 0
+        self.skipped = 0  # messages that cannot travel in this framing (lines)
+        self.received = 0  # messages from clients
+        self.discarded = 0  # messages from clients with no upstream route
+        self.bad_frames = 0
+        self._discard_log = Throttled(log)
+
+    # Settings that may change on reload without rebinding.
+    def update(self, spec: EndpointSpec) -> None:
+        self.spec = spec
+
+    @property
+    def client_buffer(self) -> int:
+        return self.spec.client_buffer
+
+    def flush(self) -> None:
+        frames = self.pending
+        if frames:
+            self.pending = []
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            self.write_all(data, len(frames))
+
+    def write_all(self, data: bytes, count: int) -> None:
+        raise NotImplementedError
+
+    def from_client(self, who: str, data: bytes, is_text: bool) -> None:
+        """A message from one of this endpoint's clients: to every source that allows it."""
+        self.received += 1
+        targets = self.upstream
+        if not targets:
+            self.discarded += 1
+            self._discard_log(
+                "endpoint %s: discarded a message from %s: no route to this endpoint has upstream: true",
+                self.name,
+                who,
+            )
+            return
+        for source in targets:
+            source.send(data, is_text)
+
+    def close_clients(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- WebSocket
+
+
+class DownstreamConnection(DataFrames, ServerConnection):
+    """A client connection on a WebSocket endpoint.
+
+    Incoming data frames go straight to the endpoint (no per-message coroutine, no
+    receive queue); the endpoint learns of the connection before the handshake
+    completes, so ``max_clients`` counts handshakes in progress too.
+    """
+
+    endpoint: WebSocketEndpoint | None = None
+    dropped = 0
+
+    @property
+    def label(self) -> str:
+        addr = self.remote_address
+        return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+
+    def process_event(self, event: Any) -> None:
+        if not is_data(event):
+            super().process_event(event)
+            return
+        message = self.message_of(event)
+        if message is not None and self.endpoint is not None:
+            self.endpoint.from_client(self.label, *message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.endpoint is not None:
+            self.endpoint.clients.discard(self)
+
+
+def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float = CLOSE_GRACE) -> None:
+    """Start the closing handshake without waiting for the write buffer to drain (a stalled
+    client would never drain it), and abort the TCP connection if it is not closed
+    within ``grace`` seconds."""
+    if conn.protocol.state is OPEN:
+        conn.protocol.send_close(code, reason)
+        try:
+            conn.send_data()
+        except Exception:  # the transport is already broken: abort below
+            conn.transport.abort()
+            return
+    if not conn.connection_lost_waiter.done():
+        conn.loop.call_later(grace, _abort_if_open, conn)
+
+
+def _abort_if_open(conn: ServerConnection) -> None:
+    if not conn.connection_lost_waiter.done():
+        conn.transport.abort()
+
+
+class WebSocketEndpoint(Endpoint):
+    """An endpoint served at one path (or ``*``) of a :class:`WebSocketListener`."""
+
+    def __init__(self, spec: EndpointSpec) -> None:
+        super().__init__(spec)
+        self.wire = DEFLATE if spec.compression else WS
+
+    @property
+    def path(self) -> str:
+        assert isinstance(self.spec.listen, WebSocketListen)
+        return self.spec.listen.path
+
+    def write_all(self, data: bytes, count: int) -> None:
+        limit = self.spec.client_buffer
+        drop = self.spec.slow_client == "drop"
+        slow: list[DownstreamConnection] = []
+        written = 0
+        for conn in self.clients:
+            if conn.protocol.state is not OPEN:
+                continue
+            transport = conn.transport
+            if transport.get_write_buffer_size() > limit:
+                if drop:
+                    conn.dropped += count
+                    self.dropped += count
+                else:
+                    slow.append(conn)
+                continue
+            transport.write(data)
+            written += 1
+        self.messages_out += written * count
+        self.bytes_out += written * len(data)
+        for conn in slow:
+            self.disconnect_slow(conn)
+
+    def flush(self) -> None:
+        if self.wire is not DEFLATE:
+            super().flush()
+            return
+        # Compression: websockets compresses per connection (its context is per
+        # connection), so each client gets its own frames. Costly; off by default.
+        messages, self.pending_messages = self.pending_messages, []
+        limit = self.spec.client_buffer
+        for conn in list(self.clients):
+            if conn.protocol.state is not OPEN:
+                continue
+            if conn.transport.get_write_buffer_size() > limit:
+                if self.spec.slow_client == "drop":
+                    conn.dropped += len(messages)
+                    self.dropped += len(messages)
+                else:
+                    self.disconnect_slow(conn)
+                continue
+            for data, is_text in messages:
+                if is_text:
+                    conn.protocol.send_text(data)
+                else:
+                    conn.protocol.send_binary(data)
+            conn.send_data()
+            self.messages_out += len(messages)
+            self.bytes_out += sum(len(d) for d, _ in messages)
+
+    def disconnect_slow(self, conn: DownstreamConnection) -> None:
+        self.slow_disconnects += 1
+        log.warning(
+            "endpoint %s: client %s is too slow (more than %d bytes buffered): disconnecting (1008)",
+            self.name,
+            conn.label,
+            self.spec.client_buffer,
+        )
+        close_websocket(conn, 1008, "client too slow", grace=0.5)
+
+    def close_clients(self, code: int, reason: str) -> None:
+        for conn in list(self.clients):
+            close_websocket(conn, code, reason)
+
+
+class WebSocketListener:
+    """One ``websockets`` server on a host:port, dispatching handshakes to endpoints by path.
+
+    Unknown paths get HTTP 404, a full endpoint HTTP 503, both during the handshake.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.paths: dict[str, WebSocketEndpoint] = {}
+        self.server: Server | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def set_endpoints(self, endpoints: list[WebSocketEndpoint]) -> None:
+        self.paths = {ep.path: ep for ep in endpoints}
+
+    def lookup(self, path: str) -> WebSocketEndpoint | None:
+        return self.paths.get(path) or self.paths.get("*")
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        assert isinstance(conn, DownstreamConnection)
+        path = request.path.partition("?")[0]
+        ep = self.lookup(path)
+        if ep is None:
+            log.info("listener %s: refused %s: no endpoint at path %s (404)", self.address, conn.label, path)
+            return _respond(conn, 404, f"No Veylor endpoint at {path}\n")
+        if len(ep.clients) >= ep.spec.max_clients:
+            ep.refused += 1
+            log.warning(
+                "endpoint %s: refused %s: max_clients (%d) reached (503)",
+                ep.name,
+                conn.label,
+                ep.spec.max_clients,
+            )
+            return _respond(conn, 503, "Too many clients on this endpoint\n")
+        proto = conn.protocol
+        if hasattr(proto, "max_message_size"):
+            proto.max_message_size = ep.spec.max_message_size
+        else:  # pragma: no cover - websockets < 15
+            proto.max_size = ep.spec.max_message_size
+        if not ep.spec.compression:
+            proto.available_extensions = []  # type: ignore[attr-defined]
+        conn.endpoint = ep
+        ep.clients.add(conn)
+        return None
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        assert isinstance(conn, DownstreamConnection)
+        ep = conn.endpoint
+        if ep is None:  # pragma: no cover - refused in process_request
+            return
+        ep.accepted += 1
+        log.info("endpoint %s: client %s connected (%d clients)", ep.name, conn.label, len(ep.clients))
+        try:
+            await conn.wait_closed()
+        finally:
+            ep.clients.discard(conn)
+            log.info(
+                "endpoint %s: client %s disconnected (code %s, %d clients)",
+                ep.name,
+                conn.label,
+                conn.close_code,
+                len(ep.clients),
+            )
+
+    async def start(self) -> None:
+        try:
+            self.server = await serve(
+                self._handler,
+                self.host,
+                self.port,
+                process_request=self._process_request,
+                create_connection=DownstreamConnection,
+                compression="deflate",  # offered only where an endpoint enables it (process_request)
+                server_header="Veylor",
+                close_timeout=CLOSE_GRACE,
+                max_size=2**20,
+                logger=logging.getLogger("veylor.websockets"),
+            )
+        except OSError as exc:
+            names = ", ".join(sorted(ep.name for ep in self.paths.values()))
+            raise StartupError(
+                f"endpoint {names}: cannot listen on {self.address}: {_os_reason(exc)}"
+            ) from None
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.server.close()
+
+    async def wait_closed(self) -> None:
+        if self.server is not None:
+            self.server.close(close_connections=False)
+            await self.server.wait_closed()
+
+
+def _respond(conn: ServerConnection, status: int, text: str) -> Response:
+    return conn.respond(status, text)
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another process listens there)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "address not available on this machine"
+    return exc.strerror or str(exc)
+
+
+# ---------------------------------------------------------------- Unix
+
+
+class UnixClient(asyncio.Protocol):
+    """A client of a Unix endpoint: reads frames as they arrive, no task per client."""
+
+    def __init__(self, endpoint: UnixEndpoint, number: int) -> None:
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.dropped = 0
+        self.closing = False
+        self.label = f"unix#{number}"
+        spec = endpoint.spec.listen
+        assert isinstance(spec, UnixListen)
+        size = endpoint.spec.max_message_size
+        self.decoder = LineDecoder(size) if spec.framing == LINES else LengthPrefixedDecoder(size)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] # uvloop's transports are not asyncio's classes
+        ep = self.endpoint
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                self.label += f" (pid {pid}, uid {uid})"
+            except OSError:  # pragma: no cover - not Linux
+                pass
+        if len(ep.clients) >= ep.spec.max_clients:
+            ep.refused += 1
+            log.warning(
+                "endpoint %s: refused %s: max_clients (%d) reached", ep.name, self.label, ep.spec.max_clients
+            )
+            self.closing = True
+            transport.close()
+            return
+        ep.clients.add(self)
+        ep.accepted += 1
+        log.info("endpoint %s: client %s connected (%d clients)", ep.name, self.label, len(ep.clients))
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        ep = self.endpoint
+        lines = isinstance(self.decoder, LineDecoder)
+        try:
+            for payload in self.decoder.feed(data):
+                if lines:
+                    ep.from_client(self.label, payload, True)
+                else:
+                    # 1.x framing has no frame type: valid UTF-8 goes upstream as text.
+                    try:
+                        payload.decode()
+                        is_text = True
+                    except UnicodeDecodeError:
+                        is_text = False
+                    ep.from_client(self.label, payload, is_text)
+        except FrameError as exc:
+            ep.bad_frames += 1
+            log.warning("endpoint %s: closing client %s: malformed input: %s", ep.name, self.label, exc)
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        ep = self.endpoint
+        if self in ep.clients:
+            ep.clients.discard(self)
+            log.info("endpoint %s: client %s disconnected (%d clients)", ep.name, self.label, len(ep.clients))
+
+    def close(self, grace: float = CLOSE_GRACE) -> None:
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.transport.close()  # flushes what is buffered, then closes
+        asyncio.get_running_loop().call_later(grace, self.transport.abort)
+
+
+class UnixEndpoint(Endpoint):
+    """A Unix domain socket endpoint (its own listener)."""
+
+    def __init__(self, spec: EndpointSpec) -> None:
+        super().__init__(spec)
+        assert isinstance(spec.listen, UnixListen)
+        self.wire = LENGTH_PREFIXED if spec.listen.framing == LENGTH_PREFIXED else LINES
+        self.server: asyncio.AbstractServer | None = None
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
+        self._numbers = 0
+
+    @property
+    def path(self) -> str:
+        assert isinstance(self.spec.listen, UnixListen)
+        return self.spec.listen.path
+
+    def write_all(self, data: bytes, count: int) -> None:
+        limit = self.spec.client_buffer
+        drop = self.spec.slow_client == "drop"
+        slow: list[UnixClient] = []
+        written = 0
+        for client in self.clients:
+            if client.closing:
+                continue
+            transport = client.transport
+            if transport.get_write_buffer_size() > limit:
+                if drop:
+                    client.dropped += count
+                    self.dropped += count
+                else:
+                    slow.append(client)
+                continue
+            transport.write(data)
+            written += 1
+        self.messages_out += written * count
+        self.bytes_out += written * len(data)
+        for client in slow:
+            self.slow_disconnects += 1
+            log.warning(
+                "endpoint %s: client %s is too slow (more than %d bytes buffered): disconnecting",
+                self.name,
+                client.label,
+                limit,
+            )
+            client.transport.abort()  # it is not reading: what is buffered would never leave
+
+    def close_clients(self, code: int, reason: str) -> None:
+        for client in list(self.clients):
+            client.close()
+
+    def _client(self) -> UnixClient:
+        self._numbers += 1
+        return UnixClient(self, self._numbers)
+
+    async def start(self) -> None:
+        path = self.path
+        where = f"endpoint {self.name}: cannot listen on unix:{path}"
+        _clear_stale_socket(path, where)
+        assert isinstance(self.spec.listen, UnixListen)
+        mode = self.spec.listen.mode
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o777 & ~mode)  # the file is created with its final mode: no window
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.ENOENT:
+                raise StartupError(
+                    f"{where}: directory {os.path.dirname(path) or '.'} does not exist "
+                    "(create it; under systemd, RuntimeDirectory=veylor makes /run/veylor)"
+                ) from None
+            raise StartupError(f"{where}: {_os_reason(exc)}") from None
+        finally:
+            os.umask(old_umask)
+        try:
+            os.chmod(path, mode)
+            st = os.stat(path)
+            self._bound = (st.st_dev, st.st_ino)
+            sock.listen(1024)
+            loop = asyncio.get_running_loop()
+            self.server = await loop.create_unix_server(self._client, sock=sock)
+        except OSError as exc:
+            sock.close()
+            self.remove_socket_file()
+            raise StartupError(f"{where}: {_os_reason(exc)}") from None
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def remove_socket_file(self) -> None:
+        """Remove the socket file if it is still the one this endpoint created."""
+        if self._bound is None:
+            return
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._bound:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("endpoint %s: could not remove %s: %s", self.name, self.path, exc)
+        self._bound = None
+
+
+def _clear_stale_socket(path: str, where: str) -> None:
+    """Remove a socket file left by a dead process; refuse anything else at ``path``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"{where}: {path} exists and is not a socket (it was left untouched)")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # nobody listens: stale
+        log.info("removed stale socket file %s", path)
+        return
+    except OSError as exc:
+        raise StartupError(f"{where}: {path} exists and cannot be checked: {_os_reason(exc)}") from None
+    finally:
+        probe.close()
+    raise StartupError(f"{where}: another process is listening on {path}")
+
+
+MakeEndpoint = Callable[[EndpointSpec], Endpoint]
+
+
+def make_endpoint(spec: EndpointSpec) -> Endpoint:
+    if isinstance(spec.listen, WebSocketListen):
+        return WebSocketEndpoint(spec)
+    return UnixEndpoint(spec)

@@ -1,0 +1,41 @@
+"""Reassembly of incoming WebSocket data frames into messages, for our connection classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from websockets.frames import Frame, Opcode
+
+TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+
+
+class DataFrames:
+    """Mixin for websockets connections that take data frames directly from the parser
+    (in ``process_event``) instead of through its receive queue and ``recv()``.
+
+    The protocol layer has already enforced the size limit and the frame sequence.
+    """
+
+    _fragments: list[bytes] | None = None
+    _fragments_text = False
+
+    def message_of(self, event: Any) -> tuple[bytes, bool] | None:
+        """``(payload, is_text)`` when ``event`` completes a message; ``None`` otherwise."""
+        assert isinstance(event, Frame)
+        if event.opcode is CONT:
+            if self._fragments is None:  # pragma: no cover - the protocol layer rejects this
+                return None
+            self._fragments.append(bytes(event.data))
+            if not event.fin:
+                return None
+            message = b"".join(self._fragments), self._fragments_text
+            self._fragments = None
+            return message
+        if not event.fin:
+            self._fragments, self._fragments_text = [bytes(event.data)], event.opcode is TEXT
+            return None
+        return bytes(event.data), event.opcode is TEXT
+
+
+def is_data(event: Any) -> bool:
+    return isinstance(event, Frame) and event.opcode in (TEXT, BINARY, CONT)

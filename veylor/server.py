@@ -1,0 +1,69 @@
+"""The process lifecycle: event loop, signals, start, run until told to stop, ordered shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from .graph import Graph
+from .runtime import Runtime, StartupError
+
+log = logging.getLogger("veylor")
+
+
+def run_loop(main: Callable[[], Awaitable[int]]) -> int:
+    """Run ``main`` on uvloop (where available) and return its exit code."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - non-Linux
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
+
+
+async def serve(graph: Graph, on_ready: Callable[[Runtime], Awaitable[None] | None] | None = None) -> int:
+    """Start the runtime for ``graph`` and run until SIGTERM or SIGINT; 0 on a clean stop."""
+    loop = asyncio.get_running_loop()
+    runtime = Runtime()
+    try:
+        await runtime.start(graph)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(
+        signal.SIGHUP,
+        lambda: log.warning("received SIGHUP: configuration reload is not available in this version"),
+    )
+    log.info(
+        "ready: %d sources, %d endpoints, %d routes (event loop: %s)",
+        len(graph.sources),
+        len(graph.endpoints),
+        len(graph.routes),
+        type(loop).__module__.split(".")[0],
+    )
+    sys.stderr.flush()
+    try:
+        if on_ready is not None:
+            result = on_ready(runtime)
+            if result is not None:
+                await result
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await runtime.stop()
+        log.info("stopped")
+    return 0
