@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import ConfigError, load_config
-from .graph import build_graph
+from .graph import build_graph, diff
 from .report import SHAPE_TEXT, config_json, config_text, problems_json
 from .server import run_loop, serve
 
@@ -49,6 +49,25 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
+def _watch_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--watch",
+        choices=("auto", "poll"),
+        default=argparse.SUPPRESS if suppress else "auto",
+        help="reload when the configuration files change: auto (file system notifications, "
+        "the default) or poll (for symlink-swapped directories such as Kubernetes ConfigMaps)",
+    )
+    group.add_argument(
+        "--no-watch",
+        dest="watch",
+        action="store_const",
+        const="off",
+        default=argparse.SUPPRESS,
+        help="do not watch files (SIGHUP still reloads)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="veylor",
@@ -57,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"veylor {__version__}")
     _common(parser, suppress=False)
     parser.add_argument("--tui", action="store_true", default=False, help="show the live terminal UI")
+    _watch_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the router (the default command)")
     _common(run, suppress=True)
+    _watch_options(run, suppress=True)
     run.add_argument(
         "--tui", action="store_true", default=argparse.SUPPRESS, help="show the live terminal UI"
     )
@@ -73,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(check, suppress=True)
     check.add_argument("--json", action="store_true", help="print the graph (or the problems) as JSON")
+    check.add_argument(
+        "--against",
+        metavar="OLD_CONFIG",
+        help="print the plan a reload from OLD_CONFIG to CONFIG would apply (a dry run)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -107,6 +133,8 @@ def setup_logging(verbose: bool) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     path = args.config or default_config()
+    if args.against:
+        return _check_against(args.against, path, args.json)
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -124,6 +152,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(config_json(config), indent=2))
     else:
         print(config_text(config))
+    return 0
+
+
+def _check_against(old_path: str, new_path: str, as_json: bool) -> int:
+    configs = []
+    for path in (old_path, new_path):
+        try:
+            configs.append(load_config(path))
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            print(f"{path}: {len(exc.problems)} problem(s); no plan", file=sys.stderr)
+            return 1
+    plan = diff(build_graph(configs[0]), build_graph(configs[1]))
+    if as_json:
+        print(
+            json.dumps(
+                {"ok": True, "empty": plan.empty, "plan": plan.describe() if not plan.empty else []}, indent=2
+            )
+        )
+    else:
+        print(f"A reload from {old_path} to {new_path} would:")
+        for line in plan.describe():
+            print(f"  {line}")
     return 0
 
 
@@ -146,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("veylor %s: configuration %s (%s)", __version__, path, SHAPE_TEXT[config.shape])
     _tui_unavailable(args)
     graph = build_graph(config)
-    return run_loop(lambda: serve(graph))
+    return run_loop(lambda: serve(graph, config_path=path, watch=args.watch))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

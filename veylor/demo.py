@@ -140,7 +140,7 @@ async def run_demo(port: int, rate: float) -> int:
         )
 
     try:
-        return await serve(graph, on_ready=ready)
+        return await serve(graph, config_path=str(config_path), watch="off", on_ready=ready)
     finally:
         upstream.close()
         await upstream.wait_closed()

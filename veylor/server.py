@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from .graph import Graph
+from .reload import Reloader
 from .runtime import Runtime, StartupError
 
 log = logging.getLogger("veylor")
@@ -26,8 +27,16 @@ def run_loop(main: Callable[[], Awaitable[int]]) -> int:
         return runner.run(main())
 
 
-async def serve(graph: Graph, on_ready: Callable[[Runtime], Awaitable[None] | None] | None = None) -> int:
-    """Start the runtime for ``graph`` and run until SIGTERM or SIGINT; 0 on a clean stop."""
+async def serve(
+    graph: Graph,
+    config_path: str | None = None,
+    watch: str = "auto",
+    on_ready: Callable[[Runtime], Awaitable[None] | None] | None = None,
+) -> int:
+    """Start the runtime for ``graph`` and run until SIGTERM or SIGINT; 0 on a clean stop.
+
+    With ``config_path``, SIGHUP and (unless ``watch`` is "off") file changes reload it.
+    """
     loop = asyncio.get_running_loop()
     runtime = Runtime()
     try:
@@ -36,6 +45,7 @@ async def serve(graph: Graph, on_ready: Callable[[Runtime], Awaitable[None] | No
         log.error("%s", exc)
         return 1
     stop = asyncio.Event()
+    reloader = Reloader(config_path, runtime, watch) if config_path else None
 
     def on_signal(signum: int) -> None:
         log.info("received %s: shutting down", signal.Signals(signum).name)
@@ -43,10 +53,11 @@ async def serve(graph: Graph, on_ready: Callable[[Runtime], Awaitable[None] | No
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    loop.add_signal_handler(
-        signal.SIGHUP,
-        lambda: log.warning("received SIGHUP: configuration reload is not available in this version"),
-    )
+    if reloader is not None:
+        loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
+        reloader.start()
+    else:
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("received SIGHUP: nothing to reload"))
     log.info(
         "ready: %d sources, %d endpoints, %d routes (event loop: %s)",
         len(graph.sources),
@@ -64,6 +75,8 @@ async def serve(graph: Graph, on_ready: Callable[[Runtime], Awaitable[None] | No
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        if reloader is not None:
+            await reloader.stop()
         await runtime.stop()
         log.info("stopped")
     return 0

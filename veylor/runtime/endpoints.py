@@ -442,7 +442,7 @@ class UnixEndpoint(Endpoint):
         self.wire = LENGTH_PREFIXED if spec.listen.framing == LENGTH_PREFIXED else LINES
         self.server: asyncio.AbstractServer | None = None
         self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
-        self._numbers = 0
+        self._acceptor: _Acceptor | None = None
 
     @property
     def path(self) -> str:
@@ -483,9 +483,15 @@ class UnixEndpoint(Endpoint):
         for client in list(self.clients):
             client.close()
 
-    def _client(self) -> UnixClient:
-        self._numbers += 1
-        return UnixClient(self, self._numbers)
+    def adopt(self, old: UnixEndpoint) -> None:
+        """Take over ``old``'s listening socket at the same path (a reload that changed the
+        framing or the mode): new connections come to this endpoint, with this mode."""
+        self.server, self._bound, self._acceptor = old.server, old._bound, old._acceptor
+        old.server, old._bound, old._acceptor = None, None, None
+        if self._acceptor is not None:
+            self._acceptor.endpoint = self
+        assert isinstance(self.spec.listen, UnixListen)
+        os.chmod(self.path, self.spec.listen.mode)
 
     async def start(self) -> None:
         path = self.path
@@ -513,7 +519,8 @@ class UnixEndpoint(Endpoint):
             self._bound = (st.st_dev, st.st_ino)
             sock.listen(1024)
             loop = asyncio.get_running_loop()
-            self.server = await loop.create_unix_server(self._client, sock=sock)
+            self._acceptor = _Acceptor(self)
+            self.server = await loop.create_unix_server(self._acceptor, sock=sock)
         except OSError as exc:
             sock.close()
             self.remove_socket_file()
@@ -536,6 +543,18 @@ class UnixEndpoint(Endpoint):
         except OSError as exc:
             log.warning("endpoint %s: could not remove %s: %s", self.name, self.path, exc)
         self._bound = None
+
+
+class _Acceptor:
+    """The protocol factory of a Unix listener; a reload may point it at a new endpoint."""
+
+    def __init__(self, endpoint: UnixEndpoint) -> None:
+        self.endpoint = endpoint
+        self.numbers = 0
+
+    def __call__(self) -> UnixClient:
+        self.numbers += 1
+        return UnixClient(self.endpoint, self.numbers)
 
 
 def _clear_stale_socket(path: str, where: str) -> None:

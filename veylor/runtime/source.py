@@ -99,7 +99,15 @@ class Source:
         return self.spec.safe_url
 
     def start(self) -> None:
+        self._set_state("connecting")
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"veylor-source-{self.name}")
+
+    async def restart(self, spec: SourceSpec) -> None:
+        """Reconnect with new settings; queued client messages and counters are kept."""
+        await self.stop()
+        self.spec = spec
+        self.failures = 0
+        self.start()
 
     async def stop(self) -> None:
         """Stop reconnecting and close the connection (1001), bounded in time."""
@@ -112,9 +120,8 @@ class Source:
                 pass
         self._set_state("stopped")
 
-    def _set_state(self, state: str, detail: str = "") -> None:
-        if state != self.state:
-            self.state = state
+    def _set_state(self, state: str) -> None:
+        self.state = state
 
     def _on_message(self, data: bytes, is_text: bool) -> None:
         self.messages_in += 1
