@@ -375,3 +375,19 @@ def test_check_against_prints_the_plan(tmp_path):
         "  + route s",
         "  ~ route r: rewire (filter)",
     ]
+
+
+async def test_endpoint_losing_all_routes_keeps_its_clients(setup):
+    await setup.start()
+    other = await ws_client(f"ws://127.0.0.1:{setup.port2}/b")
+    no_route = setup.config().replace("  b: {from: b, to: other}\n", "")
+    setup.write(no_route)
+    await setup.reloaded()
+    await setup.veylor.wait_for("- route b")
+    await setup.b.send('{"n": 1}')
+    await nothing_arrives(other)  # connected, receiving nothing
+    setup.write(setup.config())
+    await setup.reloaded()
+    await setup.b.send('{"n": 2}')
+    assert (await recv_json(other))["n"] == 2  # the same socket, once the route is back
+    assert setup.b.connects == 1
