@@ -44,3 +44,16 @@ def run_veylor(
         text=True,
         timeout=timeout,
     )
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """In-process tests run on uvloop, the loop Veylor runs on in production; a module can
+    ask for the default loop with ``ASYNCIO_LOOP = "asyncio"`` (its transports can be
+    instrumented, uvloop's cannot)."""
+    import asyncio
+
+    import uvloop
+
+    if getattr(item.module, "ASYNCIO_LOOP", "uvloop") == "asyncio":
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}

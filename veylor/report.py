@@ -115,6 +115,8 @@ def _endpoint_json(e: EndpointSpec) -> dict[str, Any]:
         "slow_client": e.slow_client,
         "compression": e.compression,
         "max_message_size": e.max_message_size,
+        "ping_interval": e.ping_interval,
+        "ping_timeout": e.ping_timeout,
         "origin": str(e.origin),
     }
 

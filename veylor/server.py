@@ -15,6 +15,29 @@ from .runtime import Runtime, StartupError
 log = logging.getLogger("veylor")
 
 
+def raise_fd_limit(needed: int) -> None:
+    """Raise the soft limit on open files to the hard limit (systemd's soft default is
+    1024: far fewer than max_clients allows); warn if it stays low for ``needed``."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < min(needed, 4096):
+        log.warning(
+            "the open-file limit is %d but the endpoints allow %d clients: raise it "
+            "(LimitNOFILE= in the systemd unit, --ulimit nofile= for podman)",
+            soft,
+            needed,
+        )
+
+
 def run_loop(main: Callable[[], Awaitable[int]]) -> int:
     """Run ``main`` on uvloop (where available) and return its exit code."""
     try:
@@ -38,6 +61,7 @@ async def serve(
     With ``config_path``, SIGHUP and (unless ``watch`` is "off") file changes reload it.
     """
     loop = asyncio.get_running_loop()
+    raise_fd_limit(sum(e.max_clients for e in graph.endpoints.values()) + 64)
     runtime = Runtime()
     try:
         await runtime.start(graph)

@@ -489,3 +489,68 @@ async def test_stale_socket_file_is_replaced_and_removed_on_stop(tmp_path, upstr
         await client.close()
         assert oct(sock.stat().st_mode & 0o777) == oct(0o660)
     assert not sock.exists()
+
+
+async def test_keepalive_pings_idle_clients_and_closes_silent_ones(tmp_path, upstream):
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, ping_interval: 0.2, ping_timeout: 0.3}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        alive = await ws_client(
+            f"ws://127.0.0.1:{port}/", ping_interval=None
+        )  # answers pings (the library does)
+        silent = await asyncio.to_thread(_stalled_ws_client, port, "/")  # never reads, never answers
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: ep.keepalive_closed == 1, timeout=5, what="the silent client closed")
+        await eventually(lambda: len(ep.clients) == 1, timeout=5, what="its connection gone")
+        assert ep.keepalive_closed == 1  # the one that answers pings was kept
+        await upstream.send("still here")
+        assert await asyncio.wait_for(alive.recv(), 5) == "still here"
+        silent.close()
+        await alive.close()
+
+
+async def test_slow_unix_client_is_disconnected_once_and_others_get_everything(tmp_path, upstream, caplog):
+    sock = str(tmp_path / "s.sock")
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ipc: {{unix: {{path: {sock}}}, client_buffer: 128KiB}}
+routes:
+  r: {{from: up, to: ipc}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        stalled = socket.socket(socket.AF_UNIX)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(sock)  # and never reads
+        reader = await UnixClient.connect(sock)
+        ep = rt.endpoints["ipc"]
+        await eventually(lambda: len(ep.clients) == 2)
+        n = 1500
+        got: list[bytes] = []
+
+        async def consume():
+            while len(got) < n:
+                got.append(await reader.recv(10))
+
+        consumer = asyncio.create_task(consume())
+        conn = upstream.connections[0]
+        for i in range(0, n, 50):  # bursts: several flushes within one read from upstream
+            await asyncio.gather(*(conn.send(f"{k:06d}" + "u" * 5000) for k in range(i, i + 50)))
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(consumer, 30)
+        assert [int(m[:6]) for m in got] == list(range(n))
+        await eventually(lambda: len(ep.clients) == 1)
+        await asyncio.sleep(0.2)
+        assert ep.slow_disconnects == 1  # counted (and logged) once, not once per pass
+        assert sum("too slow" in r.getMessage() for r in caplog.records) == 1
+        stalled.close()
+        await reader.close()

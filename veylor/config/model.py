@@ -170,6 +170,8 @@ class EndpointSpec:
     slow_client: Literal["disconnect", "drop"]
     compression: bool
     max_message_size: int
+    ping_interval: float | None = None
+    ping_timeout: float | None = None
     origin: Location = field(compare=False, default=Location(""))
 
     @property
@@ -267,6 +269,8 @@ def endpoint_from(name: str, raw: Mapping[str, Any], origin: Location) -> Endpoi
         slow_client=raw["slow_client"],
         compression=bool(raw["compression"]),
         max_message_size=parse_size(raw["max_message_size"]),
+        ping_interval=raw["ping_interval"],
+        ping_timeout=raw["ping_timeout"],
         origin=origin,
     )
 

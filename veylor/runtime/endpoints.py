@@ -28,11 +28,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ..config.model import EndpointSpec, UnixListen, WebSocketListen
-from .frames import DataFrames, is_data
+from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data
 from .util import Throttled
 from .wire import LENGTH_PREFIXED, LINES, WS, FrameError, LengthPrefixedDecoder, LineDecoder
 
@@ -43,6 +44,7 @@ log = logging.getLogger("veylor.endpoint")
 OPEN = State.OPEN
 DEFLATE = "websocket+deflate"  # wire tag: frames are built per client by websockets (compression)
 CLOSE_GRACE = 2.0  # seconds a closing client has to answer before its connection is aborted
+BACKLOG = 1024  # pending connections per listener (asyncio's default, 100, refuses bursts)
 
 
 class StartupError(Exception):
@@ -59,6 +61,7 @@ class Endpoint:
         self.name = spec.name
         self.clients: set[Any] = set()
         self.pending: list[bytes] = []
+        self.pending_bytes = 0
         self.pending_messages: list[tuple[bytes, bool]] = []
         self.scheduled = False
         self.upstream: tuple[Source, ...] = ()  # sources its clients may send to
@@ -87,6 +90,7 @@ class Endpoint:
         frames = self.pending
         if frames:
             self.pending = []
+            self.pending_bytes = 0
             data = frames[0] if len(frames) == 1 else b"".join(frames)
             self.write_all(data, len(frames))
 
@@ -125,6 +129,7 @@ class DownstreamConnection(DataFrames, ServerConnection):
 
     endpoint: WebSocketEndpoint | None = None
     dropped = 0
+    last_seen = 0.0  # loop time of the last frame received (any kind): the keepalive's clock
 
     @property
     def label(self) -> str:
@@ -132,12 +137,17 @@ class DownstreamConnection(DataFrames, ServerConnection):
         return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
 
     def process_event(self, event: Any) -> None:
+        self.last_seen = self.loop.time()
         if not is_data(event):
             super().process_event(event)
             return
         message = self.message_of(event)
         if message is not None and self.endpoint is not None:
             self.endpoint.from_client(self.label, *message)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.recv_messages = NO_RECEIVE_QUEUE  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -165,12 +175,64 @@ def _abort_if_open(conn: ServerConnection) -> None:
         conn.transport.abort()
 
 
+PING_FRAME = b"\x89\x00"  # an empty ping, built once
+
+
 class WebSocketEndpoint(Endpoint):
-    """An endpoint served at one path (or ``*``) of a :class:`WebSocketListener`."""
+    """An endpoint served at one path (or ``*``) of a :class:`WebSocketListener`.
+
+    Keepalive is one timer per endpoint, not a task per client (websockets' own
+    keepalive costs a task per connection: about 2 KiB each): every ``ping_interval``
+    it writes one prebuilt ping frame to each open client and closes (1011) those
+    from which nothing at all, not even a pong, arrived for ``ping_interval +
+    ping_timeout`` seconds.
+    """
 
     def __init__(self, spec: EndpointSpec) -> None:
         super().__init__(spec)
         self.wire = DEFLATE if spec.compression else WS
+        self.keepalive_closed = 0
+        self._keepalive: asyncio.TimerHandle | None = None
+
+    def update(self, spec: EndpointSpec) -> None:
+        changed = (spec.ping_interval, spec.ping_timeout) != (self.spec.ping_interval, self.spec.ping_timeout)
+        super().update(spec)
+        if changed and self._keepalive is not None:
+            self.start_keepalive()
+
+    def start_keepalive(self) -> None:
+        self.stop_keepalive()
+        if self.spec.ping_interval is not None:
+            loop = asyncio.get_running_loop()
+            self._keepalive = loop.call_later(self.spec.ping_interval, self._ping_all)
+
+    def stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+
+    def _ping_all(self) -> None:
+        interval, timeout = self.spec.ping_interval, self.spec.ping_timeout
+        if interval is None:
+            self._keepalive = None
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self.clients):
+            if conn.protocol.state is not OPEN:
+                continue
+            if timeout is not None and now - conn.last_seen > interval + timeout:
+                self.keepalive_closed += 1
+                log.info(
+                    "endpoint %s: client %s sent nothing for %.0fs, not even a pong: closing (1011)",
+                    self.name,
+                    conn.label,
+                    now - conn.last_seen,
+                )
+                close_websocket(conn, 1011, "keepalive ping timeout")
+            else:
+                conn.transport.write(PING_FRAME)
+        self._keepalive = loop.call_later(interval, self._ping_all)
 
     @property
     def path(self) -> str:
@@ -289,6 +351,7 @@ class WebSocketListener:
         if not ep.spec.compression:
             proto.available_extensions = []  # type: ignore[attr-defined]
         conn.endpoint = ep
+        conn.last_seen = conn.loop.time()
         ep.clients.add(conn)
         return None
 
@@ -298,6 +361,9 @@ class WebSocketListener:
         if ep is None:  # pragma: no cover - refused in process_request
             return
         ep.accepted += 1
+        # The handshake is over: keep the path, free the headers (memory per idle client).
+        conn.request = Request(conn.request.path, Headers())  # type: ignore[union-attr]
+        conn.response = None
         log.info("endpoint %s: client %s connected (%d clients)", ep.name, conn.label, len(ep.clients))
         try:
             await conn.wait_closed()
@@ -322,8 +388,10 @@ class WebSocketListener:
                 compression="deflate",  # offered only where an endpoint enables it (process_request)
                 server_header="Veylor",
                 close_timeout=CLOSE_GRACE,
+                ping_interval=None,  # keepalive is per endpoint (WebSocketEndpoint), not a task per client
                 max_size=2**20,
                 logger=logging.getLogger("veylor.websockets"),
+                backlog=BACKLOG,
             )
         except OSError as exc:
             names = ", ".join(sorted(ep.name for ep in self.paths.values()))
@@ -477,6 +545,7 @@ class UnixEndpoint(Endpoint):
                 client.label,
                 limit,
             )
+            client.closing = True  # connection_lost comes later: never count or write it again
             client.transport.abort()  # it is not reading: what is buffered would never leave
 
     def close_clients(self, code: int, reason: str) -> None:
@@ -517,10 +586,9 @@ class UnixEndpoint(Endpoint):
             os.chmod(path, mode)
             st = os.stat(path)
             self._bound = (st.st_dev, st.st_ino)
-            sock.listen(1024)
             loop = asyncio.get_running_loop()
             self._acceptor = _Acceptor(self)
-            self.server = await loop.create_unix_server(self._acceptor, sock=sock)
+            self.server = await loop.create_unix_server(self._acceptor, sock=sock, backlog=BACKLOG)
         except OSError as exc:
             sock.close()
             self.remove_socket_file()

@@ -9,7 +9,9 @@ The hot path, per upstream message:
    the frame for its wire format once per message and append it to the endpoint's
    pending list;
 4. at the end of the event-loop pass (``call_soon``), each endpoint joins its pending
-   frames into one buffer and writes it to each client with one ``transport.write``.
+   frames into one buffer and writes it to each client with one ``transport.write``
+   (a pass that reads a large burst from upstream writes every ``FLUSH_AT`` bytes:
+   buffers the kernel takes whole beat one huge buffer per client).
 
 No task, coroutine or queue per client per message. Ordering per client follows the
 order of ``dispatch`` calls, which is the upstream order of each source.
@@ -29,6 +31,9 @@ from .wire import LENGTH_PREFIXED, LINES, WS, length_prefixed_frame, line_frame,
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint
+
+
+FLUSH_AT = 64 * 1024  # bytes pending for one endpoint that trigger a write within the pass
 
 
 class RouteStats:
@@ -124,6 +129,12 @@ class Router:
                 frame = None
             if frame is not None:
                 ep.pending.append(frame)
+                ep.pending_bytes += len(frame)
+                if ep.pending_bytes >= FLUSH_AT:
+                    # A big pass (a burst read from upstream): write what we have now
+                    # rather than one huge buffer per client that the kernel cannot take.
+                    ep.flush()
+                    continue
             if not ep.scheduled:
                 ep.scheduled = True
                 dirty.append(ep)

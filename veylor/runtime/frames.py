@@ -39,3 +39,19 @@ class DataFrames:
 
 def is_data(event: Any) -> bool:
     return isinstance(event, Frame) and event.opcode in (TEXT, BINARY, CONT)
+
+
+class NoReceiveQueue:
+    """Stands in for websockets' per-connection receive queue (its ``Assembler``) on
+    connections whose data frames go straight to Veylor: shared by all of them, it
+    saves the queue's memory on every idle client. ``recv()`` is never called on such
+    connections."""
+
+    def put(self, frame: Any) -> None:  # pragma: no cover - data frames never reach it
+        raise AssertionError("data frames are handled in process_event")
+
+    def close(self) -> None:
+        pass
+
+
+NO_RECEIVE_QUEUE = NoReceiveQueue()

@@ -135,6 +135,9 @@ class Runtime:
         old_listeners = [lst for key, lst in self.listeners.items() if key not in wanted]
         for new_ep, old_ep in adopt:
             new_ep.adopt(old_ep)
+        for ep in fresh.values():
+            if isinstance(ep, WebSocketEndpoint):
+                ep.start_keepalive()
         for name in plan.endpoints_updated:
             endpoints[name].update(new.endpoints[name])
         self.endpoints = endpoints
@@ -158,6 +161,8 @@ class Runtime:
         # 4. Close what is no longer served.
         closed: dict[str, int] = {}
         for ep in retired:
+            if isinstance(ep, WebSocketEndpoint):
+                ep.stop_keepalive()
             closed[ep.name] = len(ep.clients)
             why = "endpoint removed" if ep.name not in endpoints else "endpoint moved"
             ep.close_clients(1001, why)
@@ -217,6 +222,8 @@ class Runtime:
                 ep.stop_accepting()
         self.router.flush()  # what was dispatched before the signal still goes out
         for ep in self.endpoints.values():
+            if isinstance(ep, WebSocketEndpoint):
+                ep.stop_keepalive()
             ep.close_clients(1001, "Veylor is shutting down")
         waits = [asyncio.ensure_future(s.stop()) for s in self.sources.values()]
         waits += [asyncio.ensure_future(listener.wait_closed()) for listener in self.listeners.values()]

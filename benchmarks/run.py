@@ -1,0 +1,520 @@
+"""Veylor's fan-out benchmark: Veylor and reference relays in the same run, on 127.0.0.1.
+
+    .venv/bin/python benchmarks/run.py                 # every scenario (about 10 minutes)
+    .venv/bin/python benchmarks/run.py --quick         # shorter runs, fewer scenarios
+    .venv/bin/python benchmarks/run.py --only ws_max   # scenarios whose name starts so
+
+For each scenario and relay it starts the upstream generator, the relay and the load
+client (relay pinned to CPU 0, the other two to CPU 1), warms up, measures, reads the
+relay's CPU time (user/system) and RSS from /proc, kills everything it started, and
+prints a table. The targets of the performance issue are checked at the end, as
+ratios measured in this run. Results also go to benchmarks/results/latest.json and,
+with --markdown FILE, to a Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+TICK = os.sysconf("SC_CLK_TCK")
+CPUS = os.cpu_count() or 1
+LOGS = HERE / "results" / "logs"  # each relay's standard error, for when a number looks wrong
+RELAY_CPU = {0}
+LOAD_CPU = {1} if CPUS > 1 else {0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Result:
+    scenario: str
+    relay: str
+    clients: int
+    rate: float  # requested upstream rate (0: max)
+    sent: int = 0
+    delivered: int = 0
+    expected: int = 0
+    deliveries_per_s: float = 0.0
+    msgs_per_s: float = 0.0
+    loss: int = 0
+    gaps: int = 0
+    reorders: int = 0
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+    rss_mib: float = 0.0
+    rss_per_client_kib: float = 0.0
+    stalled_open: int = 0
+    closed: int = 0  # clients the relay disconnected during the run (slow-client policy)
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class Proc:
+    """A child process with line-oriented stdout."""
+
+    def __init__(
+        self, args: list[str], cpus: set[int], stdin: bool = False, cwd: Path = HERE, log: Path | None = None
+    ) -> None:
+        self.p = subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=open(log, "w") if log else subprocess.DEVNULL,  # noqa: SIM115
+            text=True,
+            bufsize=1,
+        )
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(self.p.pid, cpus)
+
+    def line(self, timeout: float = 60.0) -> str:
+        import select
+
+        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"no output from {self.p.args[:3]} in {timeout}s")
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.p.args[:3]} exited ({self.p.poll()})")
+        return line.strip()
+
+    def expect(self, prefix: str, timeout: float = 60.0) -> str:
+        while True:
+            line = self.line(timeout)
+            if line.startswith(prefix):
+                return line
+
+    def send(self, command: str) -> None:
+        self.p.stdin.write(command + "\n")
+        self.p.stdin.flush()
+
+    def cpu(self) -> tuple[float, float]:
+        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+            self.p.wait()
+
+
+def wait_listening(port: int | None, unix: str | None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if unix:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(unix)
+            else:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("relay did not start listening")
+
+
+VEYLOR_CONFIG = """
+sources:
+  feed: {{url: "{upstream}", max_message_size: 1MiB}}
+endpoints:
+  out:
+    {listen}
+    max_clients: 100000
+routes:
+  all: {{from: feed, to: out{filter}}}
+"""
+
+
+def relay_command(
+    relay: str, upstream: str, port: int, unix: str | None, workdir: Path, filtered: bool
+) -> list[str]:
+    if relay.startswith("veylor"):
+        listen = f"unix: {{path: {unix}}}" if unix else f"websocket: {{host: 127.0.0.1, port: {port}}}"
+        flt = ", filter: {json: {path: s, in: [BTCUSDT, ETHUSDT]}}" if filtered else ""
+        config = workdir / "veylor.yaml"
+        config.write_text(VEYLOR_CONFIG.format(upstream=upstream, listen=listen, filter=flt))
+        return [PY, "-m", "veylor", "-c", str(config), "--no-watch"]
+    if relay == "node-ws":
+        return ["node", str(HERE / "relays" / "node_ws.js"), "--upstream", upstream, "--port", str(port)]
+    script = {
+        "limit": "limit_proxy.py",
+        "broadcast": "broadcast.py",
+        "gather": "naive_gather.py",
+        "bare": "bare_websockets.py",
+    }[relay]
+    where = ["--unix", unix] if unix else ["--port", str(port)]
+    return [PY, str(HERE / "relays" / script), "--upstream", upstream, *where]
+
+
+def run_one(
+    scenario: str,
+    relay: str,
+    clients: int,
+    rate: float,
+    seconds: float,
+    *,
+    unix: bool = False,
+    filtered: bool = False,
+    stall: int = 0,
+    idle: bool = False,
+) -> Result:
+    result = Result(scenario, relay, clients, rate)
+    workdir = Path(tempfile.mkdtemp(prefix="veylor-bench-"))
+    procs: list[Proc] = []
+    try:
+        upstream = Proc([PY, str(HERE / "upstream.py")], LOAD_CPU, stdin=True)
+        procs.append(upstream)
+        up_port = int(upstream.expect("listening").split()[1])
+        port = free_port()
+        sock = str(workdir / "relay.sock") if unix else None
+        LOGS.mkdir(parents=True, exist_ok=True)
+        relay_proc = Proc(
+            relay_command(relay, f"ws://127.0.0.1:{up_port}/", port, sock, workdir, filtered),
+            RELAY_CPU,
+            log=LOGS / f"{scenario}-{relay}-{clients}.log",
+        )
+        procs.append(relay_proc)
+        upstream.expect("relay connected", 30)
+        wait_listening(port, sock)
+        time.sleep(0.3)
+        rss_before = relay_proc.rss_kib()
+        target = ["--unix", sock] if unix else ["--url", f"ws://127.0.0.1:{port}/"]
+        load = Proc(
+            [PY, str(HERE / "loadclient.py"), *target, "-n", str(clients), "--stall", str(stall)],
+            LOAD_CPU,
+            stdin=True,
+        )
+        procs.append(load)
+        load.expect("ready", 120)
+        if idle:
+            time.sleep(2)
+            rss = relay_proc.rss_kib()
+            result.rss_mib = rss / 1024
+            result.rss_per_client_kib = (rss - rss_before) / clients
+            return result
+        if rate > 0:  # warm-up at a rate the relay is meant to sustain
+            upstream.send(f"go 1 {rate}")
+            upstream.expect("{", 60)
+            time.sleep(0.5)
+        upstream.send("seq")
+        first = int(upstream.expect("seq").split()[1])
+        load.send(f"reset {first} {2**62}")
+        load.expect("ok")
+        user0, sys0 = relay_proc.cpu()
+        upstream.send(f"go {seconds} {rate}")
+        went = json.loads(upstream.expect("{", seconds + 60))
+        sent = went["sent"]
+        load.send(f"reset-window {went['first']} {went['last']}")
+        readers = clients - stall
+        expected = sent * readers
+        # Let what is in flight arrive: until nothing more comes for 0.5 s (or 5 s).
+        last, report, still = -1, {}, 0
+        for _ in range(50):
+            time.sleep(0.1)
+            load.send("report")
+            report = json.loads(load.expect("{"))
+            if report["delivered"] >= expected:
+                break
+            still = still + 1 if report["delivered"] == last else 0
+            if still >= 5:
+                break
+            last = report["delivered"]
+        user1, sys1 = relay_proc.cpu()
+        result.sent = sent
+        result.expected = expected
+        result.delivered = report["delivered"]
+        result.loss = max(0, expected - report["delivered"])
+        result.gaps = report["gaps"]
+        result.reorders = report["reorders"]
+        span = max(report["span_s"], 1e-9)
+        result.deliveries_per_s = report["delivered"] / span
+        result.msgs_per_s = result.deliveries_per_s / max(readers, 1)
+        result.p50_ms = report["p50_ms"]
+        result.p99_ms = report["p99_ms"]
+        result.cpu_user_s = user1 - user0
+        result.cpu_sys_s = sys1 - sys0
+        result.rss_mib = relay_proc.rss_kib() / 1024
+        result.stalled_open = report["stalled_open"]
+        result.closed = report["clients"] - report["open"]
+        result.extra = {"span_s": span, "open": report["open"], "slow_paths": report["slow_paths"]}
+        return result
+    except (TimeoutError, RuntimeError) as exc:
+        result.note = f"failed: {exc}"
+        return result
+    finally:
+        for p in reversed(procs):
+            if p is procs[-1] and len(procs) == 3:
+                with contextlib.suppress(Exception):
+                    p.send("quit")
+            p.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def fmt(r: Result) -> str:
+    if r.note:
+        return f"| {r.relay} | {r.clients} | {r.note} |"
+    rate = "max" if r.rate <= 0 else f"{r.rate:g}/s"
+    return (
+        f"| {r.relay} | {r.clients} | {rate} | {r.deliveries_per_s / 1e3:,.0f}k | {r.msgs_per_s:,.0f} | "
+        f"{r.loss} | {r.closed} | {r.reorders} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.cpu_user_s:.1f}/{r.cpu_sys_s:.1f} | {r.rss_mib:.0f} |"
+    )
+
+
+HEAD = (
+    "| relay | clients | upstream rate | deliveries/s | msg/s per client | undelivered | clients closed | reorders "
+    "| p50 ms | p99 ms | relay CPU user/sys s | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--quick", action="store_true", help="2-second runs, fewer scenarios")
+    parser.add_argument("--only", default="", help="comma-separated scenario name prefixes")
+    parser.add_argument(
+        "--relays", default="veylor,limit,broadcast,gather", help="comma-separated reference relays"
+    )
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="also Node.js ws (needs: npm install --prefix benchmarks/relays ws)",
+    )
+    parser.add_argument("--markdown", help="write a Markdown report here")
+    args = parser.parse_args()
+    seconds = 2.0 if args.quick else args.seconds
+    relays = args.relays.split(",")
+    if args.node:
+        relays.append("node-ws")
+    only = [p for p in args.only.split(",") if p]
+    results: list[Result] = []
+    sections: list[tuple[str, list[Result]]] = []
+
+    def scenario(name: str, title: str, runs: list[tuple[str, dict]]) -> list[Result]:
+        if only and not any(name.startswith(p) for p in only):
+            return []
+        print(f"\n## {title}\n\n{HEAD}", flush=True)
+        out = []
+        for relay, kw in runs:
+            kw = dict(kw)
+            repeat = kw.pop("repeat", 1)
+            tries = [run_one(name, relay, **kw) for _ in range(repeat)]
+            ok = sorted((t for t in tries if not t.note), key=lambda t: t.deliveries_per_s)
+            r = ok[len(ok) // 2] if ok else tries[0]  # the median run
+            if repeat > 1 and ok:
+                r.note = ""
+                r.extra["runs_deliveries_per_s"] = [round(t.deliveries_per_s) for t in tries]
+            print(fmt(r), flush=True)
+            out.append(r)
+        results.extend(out)
+        sections.append((title, out))
+        return out
+
+    sizes = (100, 1000) if args.quick else (10, 100, 1000, 2000)
+    for n in sizes:
+        rl = [r for r in relays if not (r == "gather" and n >= 2000)]
+        scenario(
+            f"ws_max_{n}",
+            f"WebSocket, max rate, {n} clients",
+            [(r, dict(clients=n, rate=0, seconds=seconds)) for r in rl],
+        )
+    unix_relays = [r for r in relays if r != "node-ws"]
+    for n in (100, 1000):
+        scenario(
+            f"unix_max_{n}",
+            f"Unix (length-prefixed), max rate, {n} clients",
+            [(r, dict(clients=n, rate=0, seconds=seconds, unix=True)) for r in unix_relays],
+        )
+    for n in (100, 1000):
+        scenario(
+            f"fixed500_{n}",
+            f"WebSocket, 500 msg/s, {n} clients",
+            [(r, dict(clients=n, rate=500, seconds=seconds)) for r in relays],
+        )
+    capacity_rates = (1000, 2000, 3000, 5000, 7000) if not args.quick else (2000, 5000)
+    scenario(
+        "capacity_1000",
+        "Sustained capacity, 1000 WebSocket clients (fixed rates)",
+        [
+            (r, dict(clients=1000, rate=rate, seconds=seconds))
+            for r in ("veylor", "limit")
+            for rate in capacity_rates
+        ],
+    )
+    scenario(
+        "filter_100",
+        "JSON-filtered route vs unfiltered, 100 clients, max rate",
+        [
+            ("veylor", dict(clients=100, rate=0, seconds=seconds)),
+            ("veylor-filtered", dict(clients=100, rate=0, seconds=seconds, filtered=True)),
+        ],
+    )
+    scenario(
+        "stalled_1000",
+        "One stalled client among 1000, max rate",
+        [
+            ("veylor", dict(clients=1000, rate=0, seconds=seconds)),
+            ("veylor", dict(clients=1000, rate=0, seconds=seconds, stall=1)),
+        ],
+    )
+    idle_n = 2000 if args.quick else 10000
+    scenario(
+        "idle",
+        f"Memory: {idle_n} idle clients",
+        [(r, dict(clients=idle_n, rate=0, seconds=0, idle=True)) for r in ("veylor", "bare")],
+    )
+
+    verdicts = targets(results)
+    print("\n## Targets (ratios within this run)\n")
+    for line in verdicts:
+        print(line)
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    meta = machine()
+    (out_dir / "latest.json").write_text(
+        json.dumps({"machine": meta, "results": [asdict(r) for r in results], "targets": verdicts}, indent=2)
+    )
+    if args.markdown:
+        md = [
+            f"Machine: {meta['cpu']}, {meta['cpus']} CPUs, {meta['kernel']}; Python {meta['python']}, "
+            f"websockets {meta['websockets']}, uvloop {meta['uvloop']}; {seconds:g} s per run.",
+            "",
+        ]
+        for title, rs in sections:
+            md += [f"### {title}", "", HEAD, *map(fmt, rs), ""]
+        md += ["### Targets", "", *verdicts]
+        Path(args.markdown).write_text("\n".join(md) + "\n")
+    return 0
+
+
+def _pick(results: list[Result], scenario: str, relay: str, **kw) -> Result | None:
+    for r in results:
+        if (
+            r.scenario == scenario
+            and r.relay == relay
+            and all(getattr(r, k) == v for k, v in kw.items())
+            and not r.note
+        ):
+            return r
+    return None
+
+
+def targets(results: list[Result]) -> list[str]:
+    out = []
+
+    def check(ok: bool, text: str) -> None:
+        out.append(f"- {'PASS' if ok else 'FAIL'}: {text}")
+
+    v, b, lim = (_pick(results, "ws_max_1000", r) for r in ("veylor", "broadcast", "limit"))
+    if v and b and lim:
+        check(
+            v.deliveries_per_s >= 10 * b.deliveries_per_s
+            and v.deliveries_per_s >= 0.5 * lim.deliveries_per_s
+            and v.loss == 0
+            and v.reorders == 0
+            and v.gaps == 0,
+            f"max rate, 1000 WebSocket clients: Veylor {v.deliveries_per_s / 1e6:.2f}M deliveries/s = "
+            f"{v.deliveries_per_s / max(b.deliveries_per_s, 1):.1f}x broadcast (>= 10x), "
+            f"{v.deliveries_per_s / max(lim.deliveries_per_s, 1):.0%} of the limit proxy (>= 50%), loss {v.loss}, reorders {v.reorders}",
+        )
+    caps = [r for r in results if r.scenario == "capacity_1000" and r.relay == "veylor" and not r.note]
+    if caps:
+        ok_rates = [r.rate for r in caps if r.p99_ms < 50 and r.loss == 0]
+        best = max(ok_rates, default=0)
+        check(
+            best >= 2000,
+            f"sustained capacity, 1000 clients: {best:g} msg/s with p99 < 50 ms and no loss (>= 2000)",
+        )
+    v, lim = _pick(results, "fixed500_100", "veylor"), _pick(results, "fixed500_100", "limit")
+    if v and lim:
+        check(
+            v.p99_ms <= 2 and v.p99_ms <= 1.5 * max(lim.p99_ms, 0.001),
+            f"500 msg/s, 100 clients: p99 {v.p99_ms:.2f} ms (<= 2 ms), limit proxy {lim.p99_ms:.2f} ms (<= 1.5x)",
+        )
+    v, b = _pick(results, "unix_max_1000", "veylor"), _pick(results, "unix_max_1000", "broadcast")
+    if v and b:
+        check(
+            v.deliveries_per_s >= 5 * b.deliveries_per_s and v.loss == 0,
+            f"Unix max rate, 1000 clients: {v.deliveries_per_s / max(b.deliveries_per_s, 1):.1f}x the broadcast-style relay (>= 5x), loss {v.loss}",
+        )
+    v, f = _pick(results, "filter_100", "veylor"), _pick(results, "filter_100", "veylor-filtered")
+    if v and f:
+        check(
+            f.deliveries_per_s >= 0.5 * v.deliveries_per_s,
+            f"JSON-filtered route, 100 clients: {f.deliveries_per_s / max(v.deliveries_per_s, 1):.0%} of unfiltered (>= 50%)",
+        )
+    plain = _pick(results, "stalled_1000", "veylor", clients=1000)
+    stalled = [r for r in results if r.scenario == "stalled_1000" and r.relay == "veylor" and not r.note]
+    if len(stalled) == 2:
+        plain, stalled_run = stalled
+        ratio = stalled_run.deliveries_per_s / max(plain.deliveries_per_s, 1)
+        check(
+            ratio >= 0.9 and stalled_run.loss == 0,
+            f"one stalled client among 1000: the others at {ratio:.0%} of the run without it (>= 90%), loss {stalled_run.loss}, "
+            f"RSS {stalled_run.rss_mib:.0f} MiB vs {plain.rss_mib:.0f} MiB, stalled client still open: {stalled_run.stalled_open}",
+        )
+    v, bare = _pick(results, "idle", "veylor"), _pick(results, "idle", "bare")
+    if v:
+        ref = f", bare websockets {bare.rss_per_client_kib:.1f} KiB" if bare else ""
+        check(
+            v.rss_per_client_kib <= 12,
+            f"idle clients: {v.rss_per_client_kib:.1f} KiB RSS per client (<= 12){ref}",
+        )
+    return out
+
+
+def machine() -> dict[str, str]:
+    import websockets
+
+    try:
+        import uvloop
+
+        uv = uvloop.__version__
+    except ImportError:
+        uv = "-"
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cpus": str(CPUS),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "websockets": websockets.__version__,
+        "uvloop": uv,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
