@@ -140,7 +140,10 @@ async def run_demo(port: int, rate: float) -> int:
         )
 
     try:
-        return await serve(graph, config_path=str(config_path), watch="off", on_ready=ready)
+        code = await serve(graph, config_path=str(config_path), watch="off", on_ready=ready)
+        if code == 1:
+            log.error("is port %d taken? run the demo on another one: veylor demo --port PORT", port)
+        return code
     finally:
         upstream.close()
         await upstream.wait_closed()

@@ -38,6 +38,17 @@ def raise_fd_limit(needed: int) -> None:
         )
 
 
+def _counts(graph: Graph) -> str:
+    parts = []
+    for word, n in (
+        ("source", len(graph.sources)),
+        ("endpoint", len(graph.endpoints)),
+        ("route", len(graph.routes)),
+    ):
+        parts.append(f"{n} {word}{'s' * (n != 1)}")
+    return ", ".join(parts)
+
+
 def run_loop(main: Callable[[], Awaitable[int]]) -> int:
     """Run ``main`` on uvloop (where available) and return its exit code."""
     try:
@@ -82,13 +93,7 @@ async def serve(
         reloader.start()
     else:
         loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("received SIGHUP: nothing to reload"))
-    log.info(
-        "ready: %d sources, %d endpoints, %d routes (event loop: %s)",
-        len(graph.sources),
-        len(graph.endpoints),
-        len(graph.routes),
-        type(loop).__module__.split(".")[0],
-    )
+    log.info("ready: %s (event loop: %s)", _counts(graph), type(loop).__module__.split(".")[0])
     sys.stderr.flush()
     try:
         if on_ready is not None:

@@ -554,3 +554,33 @@ routes:
         assert sum("too slow" in r.getMessage() for r in caplog.records) == 1
         stalled.close()
         await reader.close()
+
+
+async def test_compression_endpoint_delivers_to_deflate_and_plain_clients(tmp_path, upstream):
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  z: {{websocket: {{port: {port}}}, compression: true}}
+routes:
+  r: {{from: up, to: z}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        deflate = await connect_with(f"ws://127.0.0.1:{port}/", compression="deflate")
+        plain = await ws_client(f"ws://127.0.0.1:{port}/")
+        await eventually(lambda: len(rt.endpoints["z"].clients) == 2)
+        assert deflate.protocol.extensions  # permessage-deflate was negotiated
+        messages = ["a" * 1000, b"\x00" * 500, "end"]
+        for m in messages:
+            await upstream.send(m)
+        for conn in (deflate, plain):
+            assert [await asyncio.wait_for(conn.recv(), 5) for _ in messages] == messages
+            await conn.close()
+
+
+async def connect_with(url: str, **kwargs):
+    from websockets.asyncio.client import connect
+
+    return await connect(url, open_timeout=5, **kwargs)
