@@ -132,12 +132,13 @@ class Plan:
     def empty(self) -> bool:
         return self.sources.empty and self.endpoints.empty and self.routes.empty
 
-    def describe(self) -> list[str]:
-        """Readable lines, one per affected component: ``+ source kraken``, ``~ route btc (filter)``."""
-        lines: list[str] = []
+    def entries(self) -> list[tuple[str, str, str, str]]:
+        """``(sign, kind, name, line)`` per affected component, e.g.
+        ``("~", "route", "btc", "~ route btc: rewire (filter)")``."""
+        out: list[tuple[str, str, str, str]] = []
         for kind, changes in (("source", self.sources), ("endpoint", self.endpoints), ("route", self.routes)):
-            lines += [f"+ {kind} {n}" for n in changes.added]
-            lines += [f"- {kind} {n}" for n in changes.removed]
+            out += [("+", kind, n, f"+ {kind} {n}") for n in changes.added]
+            out += [("-", kind, n, f"- {kind} {n}") for n in changes.removed]
             for n in changes.changed:
                 what = ", ".join(changes.why.get(n, ()))
                 if kind == "source":
@@ -146,12 +147,20 @@ class Plan:
                     verb = "rebind" if n in self.endpoints_rebound else "update"
                 else:
                     verb = "rewire"
-                lines.append(f"~ {kind} {n}: {verb} ({what})")
-        for key in self.listeners_added:
-            lines.append(f"+ listener {_listener_text(key)}")
-        for key in self.listeners_removed:
-            lines.append(f"- listener {_listener_text(key)}")
-        return lines or ["no changes"]
+                out.append(("~", kind, n, f"~ {kind} {n}: {verb} ({what})"))
+        out += [
+            ("+", "listener", _listener_text(k), f"+ listener {_listener_text(k)}")
+            for k in self.listeners_added
+        ]
+        out += [
+            ("-", "listener", _listener_text(k), f"- listener {_listener_text(k)}")
+            for k in self.listeners_removed
+        ]
+        return out
+
+    def describe(self) -> list[str]:
+        """Readable lines, one per affected component: ``+ source kraken``, ``~ route btc (filter)``."""
+        return [line for *_, line in self.entries()] or ["no changes"]
 
 
 def _listener_text(key: ListenerKey) -> str:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 
 from .config import ConfigError, load_config
-from .graph import build_graph, diff
+from .graph import Graph, build_graph, diff
 from .runtime import Runtime, StartupError
 
 log = logging.getLogger("veylor.reload")
@@ -131,11 +131,10 @@ class Reloader:
         self.last_error = None
         for warning in config.warnings:
             log.warning("%s", warning)
-        lines = plan.describe()
-        for i, line in enumerate(lines):
-            for name, count in applied.clients_closed.items():
-                if line.split(":")[0].endswith(f" endpoint {name}") and count:
-                    lines[i] = f"{line} (closed {count} client{'s' * (count != 1)})"
+        lines = [
+            self._with_clients(kind, name, line, running, graph, applied.clients_closed)
+            for _, kind, name, line in plan.entries()
+        ]
         changes = 0 if plan.empty else len(lines)
         log.info(
             "reload #%d (%s): config %s, %s, applied in %.0f ms",
@@ -149,6 +148,24 @@ class Reloader:
             for line in lines:
                 log.info("  %s", line)
         return True
+
+    def _with_clients(
+        self, kind: str, name: str, line: str, old: Graph, new: Graph, closed: Mapping[str, int]
+    ) -> str:
+        """Annotate one plan line with the clients it affects."""
+        if kind == "endpoint" and closed.get(name):
+            return f"{line} (closed {_clients(closed[name])})"
+        endpoints = self.runtime.endpoints
+        if kind == "endpoint" and name in endpoints and endpoints[name].clients:
+            return f"{line} ({_clients(len(endpoints[name].clients))} kept)"
+        if kind == "source":
+            names = {e for g in (old, new) for r in g.routes_by_source.get(name, ()) for e in r.endpoints}
+        elif kind == "route":
+            names = {e for g in (old, new) if name in g.routes for e in g.routes[name].endpoints}
+        else:
+            return line
+        count = sum(len(endpoints[e].clients) for e in names if e in endpoints)
+        return f"{line} ({_clients(count)} on its endpoints)" if count else line
 
     # ------------------------------------------------------------------ file watching
 
@@ -184,6 +201,10 @@ class Reloader:
         ):
             names = sorted({os.path.basename(path) for _, path in changes})
             self.request("file change: " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else ""))
+
+
+def _clients(n: int) -> str:
+    return f"{n} client{'s' * (n != 1)}"
 
 
 def _include_patterns(config_path: str) -> list[str]:

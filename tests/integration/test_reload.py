@@ -105,7 +105,8 @@ async def test_unchanged_source_keeps_connection(setup):
     setup.write(setup.config(b_headers='{X-Key: "rotated"}'))
     line = await setup.reloaded()
     assert "1 change" in line
-    await setup.veylor.wait_for("~ source b: restart (headers)")
+    restart = await setup.veylor.wait_for("~ source b: restart (headers)")
+    assert restart.endswith("(1 client on its endpoints)")  # the plan says whom it affects
     await setup.b.wait_connected()
     assert setup.b.connects == 2 and setup.b.headers[-1]["x-key"] == "rotated"
     assert setup.a.connects == 1  # the other source kept its connection
@@ -171,6 +172,7 @@ async def test_removed_dropin_removes_only_its_components(setup):
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(extra.recv(), 5)
     assert extra.close_code == 1001
+    assert (await setup.veylor.wait_for("- endpoint extra")).endswith("(closed 1 client)")
     await eventually(lambda: len(setup.a.connections) == 1)
     await setup.a.send('{"n": 1}')
     assert (await recv_json(stays))["n"] == 1

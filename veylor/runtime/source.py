@@ -171,7 +171,13 @@ class Source:
                 self._set_state("connecting")
                 self.attempts += 1
                 self.next_attempt_at = None
-                log.debug("source %s: connecting to %s (attempt %d)", self.name, self.url, self.attempts)
+                log.log(
+                    logging.INFO if self.failures == 0 else logging.DEBUG,
+                    "source %s: connecting to %s (attempt %d)",
+                    self.name,
+                    self.url,
+                    self.attempts,
+                )
                 up_since = None
                 try:
                     conn = await connect(
