@@ -206,12 +206,9 @@ async def test_port_in_use_aborts_reload_entirely(setup):
     busy.listen()
     busy_port = busy.getsockname()[1]
     try:
-        extra = "  # and a new endpoint on a port that is taken\n"
-        text = (
-            setup.config(filter_symbol="ETH").replace(
-                "endpoints:\n", f"endpoints:\n  taken: {{websocket: {{port: {busy_port}}}}}\n"
-            )
-            + extra
+        # A filter change, and a new endpoint on a port that is taken: neither may apply.
+        text = setup.config(filter_symbol="ETH").replace(
+            "endpoints:\n", f"endpoints:\n  taken: {{websocket: {{port: {busy_port}}}}}\n"
         )
         setup.write(text)
         line = await setup.veylor.wait_for("aborted")
