@@ -24,7 +24,6 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -55,6 +54,7 @@ class Endpoint:
     """State and counters shared by both kinds of endpoint."""
 
     wire: str
+    slow_close_code = ""  # for the log line: how a slow client is closed
 
     def __init__(self, spec: EndpointSpec) -> None:
         self.spec = spec
@@ -82,10 +82,6 @@ class Endpoint:
     def update(self, spec: EndpointSpec) -> None:
         self.spec = spec
 
-    @property
-    def client_buffer(self) -> int:
-        return self.spec.client_buffer
-
     def flush(self) -> None:
         frames = self.pending
         if frames:
@@ -95,6 +91,49 @@ class Endpoint:
             self.write_all(data, len(frames))
 
     def write_all(self, data: bytes, count: int) -> None:
+        """Write ``data`` (``count`` whole frames) to every client that can take it."""
+        writable = self.writable(count)
+        for client in writable:
+            client.transport.write(data)
+        self.messages_out += len(writable) * count
+        self.bytes_out += len(writable) * len(data)
+
+    def writable(self, count: int) -> list[Any]:
+        """The open clients whose unsent bytes are within ``client_buffer``. The others get
+        the ``slow_client`` policy for these ``count`` messages: skipped and counted
+        (``drop``), or disconnected (``disconnect``)."""
+        limit = self.spec.client_buffer
+        drop = self.spec.slow_client == "drop"
+        is_open = self.is_open
+        ok: list[Any] = []
+        slow: list[Any] = []
+        for client in self.clients:
+            if not is_open(client):
+                continue
+            if client.transport.get_write_buffer_size() <= limit:
+                ok.append(client)
+            elif drop:
+                client.dropped += count
+                self.dropped += count
+            else:
+                slow.append(client)
+        for client in slow:
+            self.slow_disconnects += 1
+            log.warning(
+                "endpoint %s: client %s is too slow (more than %d bytes buffered): disconnecting%s",
+                self.name,
+                client.label,
+                limit,
+                self.slow_close_code,
+            )
+            self.disconnect_slow(client)
+        return ok
+
+    @staticmethod
+    def is_open(client: Any) -> bool:
+        raise NotImplementedError
+
+    def disconnect_slow(self, client: Any) -> None:
         raise NotImplementedError
 
     def from_client(self, who: str, data: bytes, is_text: bool) -> None:
@@ -239,28 +278,11 @@ class WebSocketEndpoint(Endpoint):
         assert isinstance(self.spec.listen, WebSocketListen)
         return self.spec.listen.path
 
-    def write_all(self, data: bytes, count: int) -> None:
-        limit = self.spec.client_buffer
-        drop = self.spec.slow_client == "drop"
-        slow: list[DownstreamConnection] = []
-        written = 0
-        for conn in self.clients:
-            if conn.protocol.state is not OPEN:
-                continue
-            transport = conn.transport
-            if transport.get_write_buffer_size() > limit:
-                if drop:
-                    conn.dropped += count
-                    self.dropped += count
-                else:
-                    slow.append(conn)
-                continue
-            transport.write(data)
-            written += 1
-        self.messages_out += written * count
-        self.bytes_out += written * len(data)
-        for conn in slow:
-            self.disconnect_slow(conn)
+    slow_close_code = " (1008)"
+
+    @staticmethod
+    def is_open(client: DownstreamConnection) -> bool:
+        return client.protocol.state is OPEN
 
     def flush(self) -> None:
         if self.wire is not DEFLATE:
@@ -269,35 +291,19 @@ class WebSocketEndpoint(Endpoint):
         # Compression: websockets compresses per connection (its context is per
         # connection), so each client gets its own frames. Costly; off by default.
         messages, self.pending_messages = self.pending_messages, []
-        limit = self.spec.client_buffer
-        for conn in list(self.clients):
-            if conn.protocol.state is not OPEN:
-                continue
-            if conn.transport.get_write_buffer_size() > limit:
-                if self.spec.slow_client == "drop":
-                    conn.dropped += len(messages)
-                    self.dropped += len(messages)
-                else:
-                    self.disconnect_slow(conn)
-                continue
+        writable = self.writable(len(messages))
+        for conn in writable:
             for data, is_text in messages:
                 if is_text:
                     conn.protocol.send_text(data)
                 else:
                     conn.protocol.send_binary(data)
             conn.send_data()
-            self.messages_out += len(messages)
-            self.bytes_out += sum(len(d) for d, _ in messages)
+        self.messages_out += len(writable) * len(messages)
+        self.bytes_out += len(writable) * sum(len(d) for d, _ in messages)
 
-    def disconnect_slow(self, conn: DownstreamConnection) -> None:
-        self.slow_disconnects += 1
-        log.warning(
-            "endpoint %s: client %s is too slow (more than %d bytes buffered): disconnecting (1008)",
-            self.name,
-            conn.label,
-            self.spec.client_buffer,
-        )
-        close_websocket(conn, 1008, "client too slow", grace=0.5)
+    def disconnect_slow(self, client: DownstreamConnection) -> None:
+        close_websocket(client, 1008, "client too slow", grace=0.5)
 
     def close_clients(self, code: int, reason: str) -> None:
         for conn in list(self.clients):
@@ -517,36 +523,13 @@ class UnixEndpoint(Endpoint):
         assert isinstance(self.spec.listen, UnixListen)
         return self.spec.listen.path
 
-    def write_all(self, data: bytes, count: int) -> None:
-        limit = self.spec.client_buffer
-        drop = self.spec.slow_client == "drop"
-        slow: list[UnixClient] = []
-        written = 0
-        for client in self.clients:
-            if client.closing:
-                continue
-            transport = client.transport
-            if transport.get_write_buffer_size() > limit:
-                if drop:
-                    client.dropped += count
-                    self.dropped += count
-                else:
-                    slow.append(client)
-                continue
-            transport.write(data)
-            written += 1
-        self.messages_out += written * count
-        self.bytes_out += written * len(data)
-        for client in slow:
-            self.slow_disconnects += 1
-            log.warning(
-                "endpoint %s: client %s is too slow (more than %d bytes buffered): disconnecting",
-                self.name,
-                client.label,
-                limit,
-            )
-            client.closing = True  # connection_lost comes later: never count or write it again
-            client.transport.abort()  # it is not reading: what is buffered would never leave
+    @staticmethod
+    def is_open(client: UnixClient) -> bool:
+        return not client.closing
+
+    def disconnect_slow(self, client: UnixClient) -> None:
+        client.closing = True  # connection_lost comes later: never count or write it again
+        client.transport.abort()  # it is not reading: what is buffered would never leave
 
     def close_clients(self, code: int, reason: str) -> None:
         for client in list(self.clients):
@@ -646,9 +629,6 @@ def _clear_stale_socket(path: str, where: str) -> None:
     finally:
         probe.close()
     raise StartupError(f"{where}: another process is listening on {path}")
-
-
-MakeEndpoint = Callable[[EndpointSpec], Endpoint]
 
 
 def make_endpoint(spec: EndpointSpec) -> Endpoint:
