@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from . import __version__
 from .config import ConfigError, load_config
 from .graph import build_graph, diff
-from .report import SHAPE_TEXT, config_json, config_text, problems_json
+from .report import SHAPE_TEXT, config_json, config_text, plural, problems_json
 from .server import run_loop, serve
 
 DEFAULT_CONFIGS = ("config.yaml", "/etc/veylor/config.yaml")
@@ -146,7 +146,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             for warning in exc.warnings:
                 print(warning, file=sys.stderr)
             n = len(exc.problems)
-            print(f"{path}: {n} problem{'s' * (n != 1)} found; nothing was changed", file=sys.stderr)
+            print(f"{path}: {plural(n, 'problem')} found; nothing was changed", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(config_json(config), indent=2))

@@ -65,9 +65,10 @@ class Graph:
 
 
 def build_graph(config: Config) -> Graph:
-    """Build the graph; compiles every filter once. ``config`` must come from the loader."""
+    """Build the graph. ``config`` must come from the loader, which compiled each filter
+    while checking it; a filter is compiled here only for a spec made some other way."""
     routes = {
-        name: Route(spec, compile_filter(spec.filter) if spec.filter is not None else None)
+        name: Route(spec, spec.compiled or (compile_filter(spec.filter) if spec.filter is not None else None))
         for name, spec in config.routes.items()
     }
     by_source: dict[str, list[Route]] = {name: [] for name in config.sources}

@@ -15,7 +15,8 @@ import time
 from collections.abc import Mapping
 
 from .config import ConfigError, load_config
-from .graph import Graph, build_graph, diff
+from .graph import Graph, build_graph
+from .report import plural
 from .runtime import Runtime, StartupError
 
 log = logging.getLogger("veylor.reload")
@@ -100,10 +101,9 @@ class Reloader:
             self.reloads_failed += 1
             self.last_error = str(exc.problems[0]) if exc.problems else "invalid configuration"
             log.error(
-                "reload (%s) rejected: %d problem%s; still running generation %d (config %s)",
+                "reload (%s) rejected: %s; still running generation %d (config %s)",
                 reason,
-                len(exc.problems),
-                "s" * (len(exc.problems) != 1),
+                plural(len(exc.problems), "problem"),
                 self.runtime.generation,
                 running.digest[:12],
             )
@@ -114,7 +114,6 @@ class Reloader:
             log.log(logging.DEBUG if quiet else logging.INFO, "reload (%s): no changes", reason)
             return False
         graph = build_graph(config)
-        plan = diff(running, graph)
         try:
             applied = await self.runtime.apply(graph)
         except StartupError as exc:
@@ -127,6 +126,7 @@ class Reloader:
                 self.runtime.generation,
             )
             return False
+        plan = applied.plan
         self.reloads_ok += 1
         self.last_error = None
         for warning in config.warnings:
@@ -141,7 +141,7 @@ class Reloader:
             self.runtime.generation,
             reason,
             graph.digest[:12],
-            f"{changes} change{'s' * (changes != 1)}" if changes else "no component changed",
+            plural(changes, "change") if changes else "no component changed",
             (time.monotonic() - started) * 1000,
         )
         if changes:
@@ -154,10 +154,10 @@ class Reloader:
     ) -> str:
         """Annotate one plan line with the clients it affects."""
         if kind == "endpoint" and closed.get(name):
-            return f"{line} (closed {_clients(closed[name])})"
+            return f"{line} (closed {plural(closed[name], 'client')})"
         endpoints = self.runtime.endpoints
         if kind == "endpoint" and name in endpoints and endpoints[name].clients:
-            return f"{line} ({_clients(len(endpoints[name].clients))} kept)"
+            return f"{line} ({plural(len(endpoints[name].clients), 'client')} kept)"
         if kind == "source":
             names = {e for g in (old, new) for r in g.routes_by_source.get(name, ()) for e in r.endpoints}
         elif kind == "route":
@@ -165,7 +165,7 @@ class Reloader:
         else:
             return line
         count = sum(len(endpoints[e].clients) for e in names if e in endpoints)
-        return f"{line} ({_clients(count)} on its endpoints)" if count else line
+        return f"{line} ({plural(count, 'client')} on its endpoints)" if count else line
 
     # ------------------------------------------------------------------ file watching
 
@@ -201,10 +201,6 @@ class Reloader:
         ):
             names = sorted({os.path.basename(path) for _, path in changes})
             self.request("file change: " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else ""))
-
-
-def _clients(n: int) -> str:
-    return f"{n} client{'s' * (n != 1)}"
 
 
 def _include_patterns(config_path: str) -> list[str]:

@@ -19,6 +19,18 @@ SHAPE_TEXT = {
 REDACTED = "<redacted>"
 
 
+def plural(n: int, word: str) -> str:
+    """``1 route``, ``2 routes``."""
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def counts(graph: Any) -> str:
+    """``1 source, 2 endpoints, 3 routes`` of a Config or a Graph."""
+    return ", ".join(
+        plural(len(getattr(graph, kind)), kind[:-1]) for kind in ("sources", "endpoints", "routes")
+    )
+
+
 def _reconnect_text(s: SourceSpec) -> str:
     r = s.reconnect
     tries = "forever" if r.max_attempts == 0 else f"up to {r.max_attempts} attempts"
@@ -55,7 +67,7 @@ def config_text(config: Config) -> str:
         if s.headers:
             extras.insert(0, "headers " + ", ".join(f"{k}={REDACTED}" for k, _ in s.headers))
         if s.on_connect:
-            extras.append(f"on_connect {len(s.on_connect)} message{'s' * (len(s.on_connect) != 1)}")
+            extras.append(f"on_connect {plural(len(s.on_connect), 'message')}")
         extras.append(f"on_disconnect {s.on_disconnect}")
         rows.append((s.name, f"{s.safe_url}; " + "; ".join(extras), str(s.origin)))
     out += [*_table("sources", rows), ""]
@@ -71,10 +83,7 @@ def config_text(config: Config) -> str:
         out.append(f"warnings ({len(config.warnings)})")
         out += [f"  {w}" for w in config.warnings]
         out.append("")
-    n_s, n_e, n_r = len(config.sources), len(config.endpoints), len(config.routes)
-    out.append(
-        f"OK: {n_s} source{'s' * (n_s != 1)}, {n_e} endpoint{'s' * (n_e != 1)}, {n_r} route{'s' * (n_r != 1)}"
-    )
+    out.append(f"OK: {counts(config)}")
     return "\n".join(out)
 
 

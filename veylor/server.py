@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from .graph import Graph
 from .reload import Reloader
+from .report import counts
 from .runtime import Runtime, StartupError
 
 log = logging.getLogger("veylor")
@@ -36,17 +37,6 @@ def raise_fd_limit(needed: int) -> None:
             soft,
             needed,
         )
-
-
-def _counts(graph: Graph) -> str:
-    parts = []
-    for word, n in (
-        ("source", len(graph.sources)),
-        ("endpoint", len(graph.endpoints)),
-        ("route", len(graph.routes)),
-    ):
-        parts.append(f"{n} {word}{'s' * (n != 1)}")
-    return ", ".join(parts)
 
 
 def run_loop(main: Callable[[], Awaitable[int]]) -> int:
@@ -93,7 +83,7 @@ async def serve(
         reloader.start()
     else:
         loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("received SIGHUP: nothing to reload"))
-    log.info("ready: %s (event loop: %s)", _counts(graph), type(loop).__module__.split(".")[0])
+    log.info("ready: %s (event loop: %s)", counts(graph), type(loop).__module__.split(".")[0])
     sys.stderr.flush()
     try:
         if on_ready is not None:

@@ -18,6 +18,7 @@ from ..filters import FilterError, compile_filter
 from .legacy import legacy_shape, translate
 from .model import (
     Config,
+    EndpointSpec,
     Shape,
     UnixListen,
     WebSocketListen,
@@ -252,7 +253,7 @@ def _build(load: _Load, shape: Shape, main: str) -> Config:
                 f"is {len(os.fsencode(listen.path))} bytes long; Unix socket paths may have at most "
                 f"{_UNIX_PATH_MAX}: choose a shorter path",
             )
-    _check_addresses(load)
+    _check_addresses(load, endpoints)
 
     routes = {}
     for name, d in _usable(load, "routes"):
@@ -274,12 +275,13 @@ def _build(load: _Load, shape: Shape, main: str) -> Config:
                     f"unknown endpoint '{target}'{did_you_mean(target, load.defined['endpoints'])}"
                     + ("" if load.defined["endpoints"] else " (no endpoints are defined)"),
                 )
+        compiled = None
         if raw.get("filter") is not None:
             try:
-                compile_filter(raw["filter"])
+                compiled = compile_filter(raw["filter"])
             except FilterError as exc:
                 load.error(d.where, (*d.path, "filter", *exc.path), exc.message)
-        routes[name] = route_from(name, raw, d.origin)
+        routes[name] = route_from(name, raw, d.origin, compiled)
 
     used_sources = {r.source for r in routes.values()}
     used_endpoints = {e for r in routes.values() for e in r.endpoints}
@@ -313,15 +315,14 @@ def _usable(load: _Load, kind: str) -> list[tuple[str, _Defined]]:
     return [(name, d) for name, d in load.defined[kind].items() if not d.broken]
 
 
-def _check_addresses(load: _Load) -> None:
+def _check_addresses(load: _Load, endpoints: Mapping[str, EndpointSpec]) -> None:
     """Two endpoints on one Unix path or one host:port:path, or a wildcard and a specific
     host on one port (the second bind would fail), are errors naming both."""
     unix: dict[str, _Defined] = {}
     ws_paths: dict[tuple[str, int, str], _Defined] = {}
     ws_hosts: dict[int, dict[str, _Defined]] = {}
-    for name, d in _usable(load, "endpoints"):
-        raw = with_defaults(definition("endpoint"), d.raw)
-        spec = endpoint_from(name, raw, d.origin)
+    for name, spec in endpoints.items():
+        d = load.defined["endpoints"][name]
         listen = spec.listen
         if isinstance(listen, UnixListen):
             key = os.path.normpath(listen.path)

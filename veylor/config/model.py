@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from ..filters import CompiledFilter
 from .problems import Location, Problem
 
 Shape = Literal["v1", "1.1", "1.0"]
@@ -189,6 +190,7 @@ class RouteSpec:
     filter: Mapping[str, Any] | None
     upstream: bool
     origin: Location = field(compare=False, default=Location(""))
+    compiled: CompiledFilter | None = field(compare=False, default=None, repr=False)  # compiled at load
 
     def __hash__(self) -> int:
         return hash((self.name, self.source, self.endpoints, self.filter_key, self.upstream))
@@ -275,8 +277,11 @@ def endpoint_from(name: str, raw: Mapping[str, Any], origin: Location) -> Endpoi
     )
 
 
-def route_from(name: str, raw: Mapping[str, Any], origin: Location) -> RouteSpec:
-    """A :class:`RouteSpec` from schema-valid data with defaults applied."""
+def route_from(
+    name: str, raw: Mapping[str, Any], origin: Location, compiled: CompiledFilter | None = None
+) -> RouteSpec:
+    """A :class:`RouteSpec` from schema-valid data with defaults applied (and its filter,
+    compiled by the loader while checking it)."""
     to = raw["to"]
     targets = (to,) if isinstance(to, str) else tuple(dict.fromkeys(to))
     filt = raw.get("filter")
@@ -287,4 +292,5 @@ def route_from(name: str, raw: Mapping[str, Any], origin: Location) -> RouteSpec
         filter=_frozen(filt) if filt is not None else None,
         upstream=bool(raw["upstream"]),
         origin=origin,
+        compiled=compiled,
     )
