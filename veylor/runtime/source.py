@@ -99,7 +99,7 @@ class Source:
         return self.spec.safe_url
 
     def start(self) -> None:
-        self._set_state("connecting")
+        self.state = "connecting"
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"veylor-source-{self.name}")
 
     async def restart(self, spec: SourceSpec) -> None:
@@ -118,10 +118,7 @@ class Source:
                 await task
             except asyncio.CancelledError:
                 pass
-        self._set_state("stopped")
-
-    def _set_state(self, state: str) -> None:
-        self.state = state
+        self.state = "stopped"
 
     def _on_message(self, data: bytes, is_text: bool) -> None:
         self.messages_in += 1
@@ -168,7 +165,7 @@ class Source:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                self._set_state("connecting")
+                self.state = "connecting"
                 self.attempts += 1
                 self.next_attempt_at = None
                 log.log(
@@ -217,11 +214,11 @@ class Source:
                         self.url,
                         self.failures,
                     )
-                    self._set_state("stopped")
+                    self.state = "stopped"
                     return
                 delay = backoff_delay(spec.reconnect, self.failures)
                 self.next_attempt_at = time.time() + delay
-                self._set_state("backoff")
+                self.state = "backoff"
                 log.info("source %s: reconnecting to %s in %.2fs", self.name, self.url, delay)
                 await asyncio.sleep(delay)
         finally:
@@ -232,7 +229,7 @@ class Source:
         self.conn = conn
         self.connects += 1
         self.connected_since = time.time()
-        self._set_state("connected")
+        self.state = "connected"
         log.info(
             "source %s: connected to %s%s",
             self.name,

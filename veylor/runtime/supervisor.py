@@ -149,7 +149,7 @@ class Runtime:
             sources[name] = Source(new.sources[name], self.router.dispatch, self._source_dropped)
         self.sources = sources
         self.route_stats = {name: self.route_stats.get(name) or RouteStats() for name in new.routes}
-        old_graph, self.graph = self.graph, new
+        self.graph = new
         self._install(new)
 
         # 3. Sources.
@@ -175,7 +175,6 @@ class Runtime:
         if waits:
             await asyncio.gather(*waits)
         self.generation += 1
-        del old_graph
         return Applied(plan, closed)
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
