@@ -192,6 +192,35 @@ class VeylorProcess:
             self._reader.cancel()
 
 
+def raw_handshake(path: str = "/") -> bytes:
+    """The opening handshake of a hand-made WebSocket client (no extensions offered)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def stalled_ws_client(port: int, path: str = "/") -> socket.socket:
+    """A WebSocket client that completes the handshake, then never reads nor answers pings
+    (blocking: call it with ``asyncio.to_thread``)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(raw_handshake(path))
+    sock.settimeout(5)
+    assert sock.recv(1024).startswith(b"HTTP/1.1 101")
+    return sock
+
+
+async def pump(upstream: Upstream, stop: asyncio.Event, size: int, burst: int) -> None:
+    """Send numbered messages (an 8-digit counter, then ``size`` bytes of padding) from the
+    upstream in bursts of ``burst``, as fast as it can, until ``stop`` is set."""
+    conn = upstream.connections[0]
+    i = 0
+    while not stop.is_set():
+        await asyncio.gather(*(conn.send(f"{i + k:08d}" + "x" * size) for k in range(burst)))
+        i += burst
+
+
 class UnixClient:
     """A Veylor 1.x style Unix socket client: 4-byte big-endian length, then the payload."""
 

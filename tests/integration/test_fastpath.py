@@ -8,7 +8,7 @@ import os
 import struct
 
 import pytest
-from helpers import Upstream, eventually, free_port, veylor_inprocess, ws_client
+from helpers import Upstream, eventually, free_port, pump, raw_handshake, veylor_inprocess, ws_client
 
 from veylor.runtime.endpoints import DownstreamConnection
 
@@ -119,13 +119,6 @@ async def test_ping_pong_and_close_work_while_streaming_at_full_rate(tmp_path, u
         others = [await ws_client(f"ws://127.0.0.1:{port}/", max_queue=None) for _ in range(5)]
         stop = asyncio.Event()
 
-        async def pump():
-            conn = upstream.connections[0]
-            i = 0
-            while not stop.is_set():
-                await asyncio.gather(*(conn.send(f"{i + k:08d}" + "x" * 200) for k in range(50)))
-                i += 50
-
         async def drain(c):
             n = 0
             try:
@@ -135,7 +128,7 @@ async def test_ping_pong_and_close_work_while_streaming_at_full_rate(tmp_path, u
                 pass
             return n
 
-        pumping = asyncio.create_task(pump())
+        pumping = asyncio.create_task(pump(upstream, stop, size=200, burst=50))
         draining = [asyncio.create_task(drain(c)) for c in others]
         received = 0
         deadline = asyncio.get_running_loop().time() + 1.5
@@ -159,23 +152,13 @@ async def test_client_closing_mid_stream_never_receives_a_partial_frame(tmp_path
     async with veylor_inprocess(tmp_path, config(upstream, port)) as rt:
         await upstream.wait_connected()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        writer.write(raw_handshake())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 101")
         await eventually(lambda: any(c.protocol.state.name == "OPEN" for c in rt.endpoints["ws"].clients))
         stop = asyncio.Event()
 
-        async def pump():
-            conn = upstream.connections[0]
-            i = 0
-            while not stop.is_set():
-                await asyncio.gather(*(conn.send(f"{i + k:08d}" + "y" * 3000) for k in range(20)))
-                i += 20
-
-        pumping = asyncio.create_task(pump())
+        pumping = asyncio.create_task(pump(upstream, stop, size=3000, burst=20))
         stream = await asyncio.wait_for(reader.readexactly(200_000), 10)  # mid-stream
         mask = os.urandom(4)
         payload = struct.pack("!H", 1000)

@@ -12,7 +12,7 @@ import textwrap
 import time
 
 import pytest
-from helpers import UnixClient, Upstream, VeylorProcess, eventually, free_port, ws_client
+from helpers import UnixClient, Upstream, VeylorProcess, eventually, free_port, stalled_ws_client, ws_client
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,18 +26,6 @@ def write(tmp_path, text: str, name: str = "config.yaml"):
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def _stalled(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    sock.settimeout(5)
-    assert sock.recv(1024).startswith(b"HTTP/1.1 101")
-    return sock
 
 
 async def test_sigterm_with_clients_exits_0_quickly_and_cleans_up(tmp_path):
@@ -60,7 +48,7 @@ async def test_sigterm_with_clients_exits_0_quickly_and_cleans_up(tmp_path):
         await up.wait_connected()
         ws = await ws_client(f"ws://127.0.0.1:{port}/")
         unix = await UnixClient.connect(sock)
-        stalled = await asyncio.to_thread(_stalled, port)
+        stalled = await asyncio.to_thread(stalled_ws_client, port)
         await veylor.wait_for("client 127.0.0.1", 5)
         for _ in range(300):  # fill the stalled client's buffers: its close cannot complete
             await up.send("z" * 20_000)

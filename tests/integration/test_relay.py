@@ -12,7 +12,15 @@ import socket
 import struct
 
 import pytest
-from helpers import UnixClient, Upstream, eventually, free_port, veylor_inprocess, ws_client
+from helpers import (
+    UnixClient,
+    Upstream,
+    eventually,
+    free_port,
+    stalled_ws_client,
+    veylor_inprocess,
+    ws_client,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 pytestmark = pytest.mark.timeout(60)
@@ -360,19 +368,6 @@ async def test_headers_and_subprotocols_reach_the_upstream(tmp_path, upstream):
         assert upstream.paths == ["/feed"]
 
 
-def _stalled_ws_client(port: int, path: str) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    sock.settimeout(5)
-    assert sock.recv(1024).startswith(b"HTTP/1.1 101")
-    return sock
-
-
 @pytest.mark.parametrize("policy", ["disconnect", "drop"])
 async def test_slow_client_gets_the_policy_and_others_keep_receiving(tmp_path, upstream, policy):
     port = free_port()
@@ -386,7 +381,7 @@ routes:
 """
     async with veylor_inprocess(tmp_path, config) as rt:
         await upstream.wait_connected()
-        stalled = await asyncio.to_thread(_stalled_ws_client, port, "/")
+        stalled = await asyncio.to_thread(stalled_ws_client, port)
         # Healthy readers: no client-side queue limit, so they never push back on Veylor.
         readers = [
             await ws_client(f"ws://127.0.0.1:{port}/", max_size=None, max_queue=None) for _ in range(3)
@@ -505,7 +500,7 @@ routes:
         alive = await ws_client(
             f"ws://127.0.0.1:{port}/", ping_interval=None
         )  # answers pings (the library does)
-        silent = await asyncio.to_thread(_stalled_ws_client, port, "/")  # never reads, never answers
+        silent = await asyncio.to_thread(stalled_ws_client, port)  # never reads, never answers
         ep = rt.endpoints["ws"]
         await eventually(lambda: ep.keepalive_closed == 1, timeout=5, what="the silent client closed")
         await eventually(lambda: len(ep.clients) == 1, timeout=5, what="its connection gone")
