@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from . import __version__
 from .config import ConfigError, load_config
 from .graph import build_graph, diff
+from .observe.logs import remember, setup_logging
 from .report import SHAPE_TEXT, config_json, config_text, plural, problems_json
 from .server import run_loop, serve
 
@@ -40,12 +41,17 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=default,
         help="main configuration file (default: ./config.yaml if present, else /etc/veylor/config.yaml)",
     )
+    _verbosity(parser, suppress)
+
+
+def _verbosity(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument(
         "-v",
         "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS if suppress else False,
-        help="debug logging",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        help="-v: Veylor's debug detail (connections, reload steps, policy decisions); "
+        "-vv: also the WebSocket protocol (handshakes, frames). Secrets are masked at every level",
     )
 
 
@@ -68,6 +74,16 @@ def _watch_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
+def _trace_option(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    parser.add_argument(
+        "--trace-frames",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="log one line per message received from a source or sent to it (payloads shortened; "
+        "on_connect payloads and secrets masked). Heavy on a real feed: for debugging",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="veylor",
@@ -77,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, suppress=False)
     parser.add_argument("--tui", action="store_true", default=False, help="show the live terminal UI")
     _watch_options(parser, suppress=False)
+    _trace_option(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the router (the default command)")
@@ -85,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--tui", action="store_true", default=argparse.SUPPRESS, help="show the live terminal UI"
     )
+    _trace_option(run, suppress=True)
 
     check = sub.add_parser(
         "check",
@@ -104,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run a built-in demo: a synthetic ticker upstream relayed to WebSocket and Unix clients",
     )
-    demo.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    _verbosity(demo, suppress=True)
+    _trace_option(demo, suppress=True)
     demo.add_argument(
         "--tui", action="store_true", default=argparse.SUPPRESS, help="show the live terminal UI"
     )
@@ -115,20 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=10.0, help="demo upstream messages per second (default 10)"
     )
     return parser
-
-
-def setup_logging(verbose: bool) -> None:
-    # Under systemd the journal stamps each line itself.
-    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=f"{stamp}%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # websockets' own per-connection lines repeat ours; keep its warnings and errors.
-    if not verbose:
-        logging.getLogger("veylor.websockets").setLevel(logging.WARNING)
-        logging.getLogger("veylor.demo.upstream").setLevel(logging.WARNING)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -193,6 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.error("%s", problem)
         log.error("%s: %d problem(s) in the configuration; not starting", path, len(exc.problems))
         return 1
+    remember(config)
     for warning in config.warnings:
         log.warning("%s", warning)
     log.info("veylor %s: configuration %s (%s)", __version__, path, SHAPE_TEXT[config.shape])
@@ -211,7 +217,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.trace_frames)
     command = args.command or "run"
     if command == "check":
         return cmd_check(args)

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .config import load_config
 from .graph import build_graph
+from .observe.logs import remember
 from .server import serve
 
 log = logging.getLogger("veylor.demo")
@@ -110,7 +111,9 @@ async def run_demo(port: int, rate: float) -> int:
     sock = workdir / "demo.sock"
     config_path = workdir / "config.yaml"
     config_path.write_text(DEMO_CONFIG.format(upstream_port=upstream_port, port=port, sock=sock))
-    graph = build_graph(load_config(config_path))
+    config = load_config(config_path)
+    remember(config)
+    graph = build_graph(config)
     py = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python3"
     unix_client = Path("examples/unix_client.py")
     unix_hint = (

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from .config import ConfigError, load_config
 from .graph import Graph, build_graph
+from .observe.logs import remember
 from .report import plural
 from .runtime import Runtime, StartupError
 
@@ -110,6 +111,7 @@ class Reloader:
             for problem in exc.problems:
                 log.error("  %s", problem)
             return False
+        remember(config)
         if config.digest == running.digest:
             log.log(logging.DEBUG if quiet else logging.INFO, "reload (%s): no changes", reason)
             return False

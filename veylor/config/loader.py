@@ -23,6 +23,7 @@ from .model import (
     UnixListen,
     WebSocketListen,
     endpoint_from,
+    redact_url,
     route_from,
     source_from,
 )
@@ -238,7 +239,7 @@ def _build(load: _Load, shape: Shape, main: str) -> Config:
         try:
             urlsplit(raw["url"]).port  # noqa: B018 - raises on a bad port
         except ValueError:
-            load.error(d.where, (*d.path, "url"), f"{raw['url']!r} has an invalid port")
+            load.error(d.where, (*d.path, "url"), f"{redact_url(raw['url'])!r} has an invalid port")
         sources[name] = source_from(name, raw, d.origin)
 
     endpoints = {}

@@ -49,6 +49,11 @@ def format_size(n: int) -> str:
 _SECRET_QUERY = re.compile(r"(?i)(token|key|secret|pass|auth|sig|session|credential)")
 
 
+def secret_query_key(key: str) -> bool:
+    """Whether a URL query parameter of this name probably carries a secret."""
+    return _SECRET_QUERY.search(key) is not None
+
+
 def redact_url(url: str) -> str:
     """The URL with any password and secret-looking query values replaced by ``***``."""
     parts = urlsplit(url)
@@ -56,7 +61,7 @@ def redact_url(url: str) -> str:
     if parts.password is not None:
         netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
     query = "&".join(
-        f"{k}=***" if _SECRET_QUERY.search(k) else (f"{k}={v}" if sep else k)
+        f"{k}=***" if secret_query_key(k) else (f"{k}={v}" if sep else k)
         for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

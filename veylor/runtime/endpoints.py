@@ -32,6 +32,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ..config.model import EndpointSpec, UnixListen, WebSocketListen
+from ..observe.logs import DOWNSTREAM_LOGGER
 from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data
 from .util import Throttled
 from .wire import LENGTH_PREFIXED, LINES, WS, FrameError, LengthPrefixedDecoder, LineDecoder
@@ -396,7 +397,7 @@ class WebSocketListener:
                 close_timeout=CLOSE_GRACE,
                 ping_interval=None,  # keepalive is per endpoint (WebSocketEndpoint), not a task per client
                 max_size=2**20,
-                logger=logging.getLogger("veylor.websockets"),
+                logger=logging.getLogger(DOWNSTREAM_LOGGER),
                 backlog=BACKLOG,
             )
         except OSError as exc:

@@ -10,20 +10,24 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
 from websockets.protocol import State
 
 from ..backoff import backoff_delay
 from ..config.model import SourceSpec
+from ..observe.logs import TRACE_LOGGER, UPSTREAM_LOGGER, preview, tracing
+from ..report import plural
 from .frames import DataFrames, is_data
 from .util import Throttled
 
 log = logging.getLogger("veylor.source")
+trace_log = logging.getLogger(TRACE_LOGGER)
 OPEN = State.OPEN
 
 STABLE_AFTER = 10.0  # a connection that stayed up this long resets the backoff
 UPSTREAM_WRITE_LIMIT = 4 * 2**20  # client->source bytes buffered on a live connection before dropping
 CLOSE_TIMEOUT = 2.0
+SUMMARY_INTERVAL = 60.0  # seconds between "still cannot connect" lines of one source
 
 Dispatch = Callable[[str, bytes, bool], None]
 
@@ -93,6 +97,9 @@ class Source:
         self.sent_up = 0
         self.queued_dropped = 0
         self._drop_log = Throttled(log)
+        self._streak_since: float | None = None  # wall clock of the first failure of a streak
+        self._streak_failures = 0
+        self._summary_at = 0.0
 
     @property
     def url(self) -> str:
@@ -118,6 +125,8 @@ class Source:
                 await task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # pragma: no cover - the loop catches everything; belt and braces
+                log.exception("source %s: its connection loop had failed", self.name)
         self.state = "stopped"
 
     def _on_message(self, data: bytes, is_text: bool) -> None:
@@ -157,10 +166,24 @@ class Source:
             conn.protocol.send_binary(data)
         conn.send_data()
         self.sent_up += 1
+        if trace_log.isEnabledFor(logging.DEBUG):
+            trace_log.debug(
+                "source %s > %s %d bytes from a client: %s",
+                self.name,
+                "text" if is_text else "binary",
+                len(data),
+                preview(data),
+            )
 
     # ------------------------------------------------------------------ connection loop
 
     async def _run(self) -> None:
+        """Connect, relay, reconnect with backoff: forever (or until ``max_attempts``).
+
+        Whatever an attempt does (refuses, fails the handshake, closes at once, makes
+        an ``on_connect`` send fail, or hits a bug in Veylor), it ends as a failed or
+        closed attempt with its reason logged, and the loop goes on.
+        """
         spec = self.spec
         loop = asyncio.get_running_loop()
         try:
@@ -168,61 +191,122 @@ class Source:
                 self.state = "connecting"
                 self.attempts += 1
                 self.next_attempt_at = None
-                log.log(
-                    logging.INFO if self.failures == 0 else logging.DEBUG,
-                    "source %s: connecting to %s (attempt %d)",
-                    self.name,
-                    self.url,
-                    self.attempts,
-                )
-                up_since = None
+                if self.failures == 0:
+                    log.info("source %s: connecting to %s", self.name, self.url)
+                up_since: float | None = None
+                connected = False
                 try:
-                    conn = await connect(
-                        spec.url,
-                        additional_headers=list(spec.headers),
-                        subprotocols=list(spec.subprotocols) or None,  # type: ignore[arg-type]
-                        open_timeout=spec.open_timeout,
-                        ping_interval=spec.ping_interval,
-                        ping_timeout=spec.ping_timeout,
-                        close_timeout=CLOSE_TIMEOUT,
-                        max_size=spec.max_message_size,
-                        user_agent_header="Veylor",
-                        proxy=None,
-                        create_connection=UpstreamConnection,
-                        logger=logging.getLogger("veylor.websockets"),
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self.last_error = _describe(exc)
-                    log.warning("source %s: cannot connect to %s: %s", self.name, self.url, self.last_error)
-                else:
-                    assert isinstance(conn, UpstreamConnection)
+                    conn = await self._connect()
+                    connected = True
                     up_since = loop.time()
                     await self._connected(conn)
                     up_for = loop.time() - up_since
                     self.last_error = f"closed (code {conn.close_code}{_reason(conn)}) after {up_for:.1f}s"
-                    log.warning("source %s: connection to %s %s", self.name, self.url, self.last_error)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.last_error = _describe(exc)
+                    if not _expected(exc):
+                        log.error(
+                            "source %s: unexpected error (a bug: please report it); reconnecting",
+                            self.name,
+                            exc_info=True,
+                        )
+                finally:
+                    self.conn = None
+                    self.connected_since = None
+                if connected:
                     self._on_disconnect(self)
                 if up_since is not None and loop.time() - up_since >= STABLE_AFTER:
                     self.failures = 0
                 self.failures += 1
                 if spec.reconnect.max_attempts and self.failures >= spec.reconnect.max_attempts:
                     log.error(
-                        "source %s: giving up on %s after %d failed attempts (reconnect.max_attempts)",
+                        "source %s: giving up on %s after %d failed attempts (reconnect.max_attempts); "
+                        "last error: %s",
                         self.name,
                         self.url,
                         self.failures,
+                        self.last_error,
                     )
                     self.state = "stopped"
                     return
                 delay = backoff_delay(spec.reconnect, self.failures)
                 self.next_attempt_at = time.time() + delay
                 self.state = "backoff"
-                log.info("source %s: reconnecting to %s in %.2fs", self.name, self.url, delay)
+                self._log_failure(connected, delay)
                 await asyncio.sleep(delay)
         finally:
             self.next_attempt_at = None
+
+    def _log_failure(self, connected: bool, delay: float) -> None:
+        """A lost connection and the first failure of a streak at WARNING; later failures
+        at DEBUG, with a summary at INFO at most every ``SUMMARY_INTERVAL`` seconds."""
+        now = time.monotonic()
+        if connected:
+            log.warning(
+                "source %s: connection to %s %s; reconnecting in %.2fs",
+                self.name,
+                self.url,
+                self.last_error,
+                delay,
+            )
+            self._streak_since = None
+            return
+        if self._streak_since is None:
+            self._streak_since = time.time()
+            self._streak_failures = 1
+            self._summary_at = now
+            log.warning(
+                "source %s: cannot connect to %s: %s; retrying in %.2fs "
+                "(further failures are summarized every %.0fs; -v shows each)",
+                self.name,
+                self.url,
+                self.last_error,
+                delay,
+                SUMMARY_INTERVAL,
+            )
+            return
+        self._streak_failures += 1
+        log.debug(
+            "source %s: attempt %d to %s failed: %s; retrying in %.2fs",
+            self.name,
+            self.attempts,
+            self.url,
+            self.last_error,
+            delay,
+        )
+        if now - self._summary_at >= SUMMARY_INTERVAL:
+            self._summary_at = now
+            log.info(
+                "source %s: still cannot connect to %s: %d attempts failed since %s; last error: %s; "
+                "next attempt in %.1fs",
+                self.name,
+                self.url,
+                self._streak_failures,
+                time.strftime("%H:%M:%S", time.localtime(self._streak_since)),
+                self.last_error,
+                delay,
+            )
+
+    async def _connect(self) -> UpstreamConnection:
+        spec = self.spec
+        conn = await connect(
+            spec.url,
+            additional_headers=list(spec.headers),
+            subprotocols=list(spec.subprotocols) or None,  # type: ignore[arg-type]
+            open_timeout=spec.open_timeout,
+            ping_interval=spec.ping_interval,
+            ping_timeout=spec.ping_timeout,
+            close_timeout=CLOSE_TIMEOUT,
+            max_size=spec.max_message_size,
+            user_agent_header="Veylor",
+            proxy=None,
+            create_connection=UpstreamConnection,
+            logger=logging.getLogger(UPSTREAM_LOGGER),
+        )
+        assert isinstance(conn, UpstreamConnection)
+        return conn
 
     async def _connected(self, conn: UpstreamConnection) -> None:
         """Relay until the connection closes; on cancellation close it (1001), bounded."""
@@ -230,33 +314,55 @@ class Source:
         self.connects += 1
         self.connected_since = time.time()
         self.state = "connected"
+        after = f" after {plural(self.failures, 'failed attempt')}" if self._streak_since is not None else ""
+        self._streak_since = None
         log.info(
-            "source %s: connected to %s%s",
+            "source %s: connected to %s%s%s",
             self.name,
             self.url,
             f" (subprotocol {conn.subprotocol})" if conn.subprotocol else "",
+            after,
         )
         try:
-            for message in self.spec.on_connect:
+            trace = tracing()
+            for i, message in enumerate(self.spec.on_connect, 1):
                 data = message.data
                 if isinstance(data, str):
-                    conn.protocol.send_text(data.encode())
+                    payload = data.encode()
+                    conn.protocol.send_text(payload)
                 else:
+                    payload = data
                     conn.protocol.send_binary(data)
+                if trace:
+                    trace_log.debug(
+                        "source %s > on_connect message %d (%d bytes, not shown)", self.name, i, len(payload)
+                    )
             conn.send_data()
             queued = len(self.queue)
             while self.queue and conn.protocol.state is OPEN:
                 self._write(conn, *self.queue.popleft())
             if queued:
                 log.info("source %s: sent %d client messages queued while it was down", self.name, queued)
-            conn.attach(self._on_message)
+            conn.attach(self._on_message_traced if trace else self._on_message)
             await conn.wait_closed()
         except asyncio.CancelledError:
             await _close_bounded(conn)
             raise
-        finally:
-            self.conn = None
-            self.connected_since = None
+        except Exception:
+            # The connection broke under us (an on_connect send on a connection that
+            # just closed, say): make sure it is gone, then let the loop reconnect.
+            conn.transport.abort()
+            raise
+
+    def _on_message_traced(self, data: bytes, is_text: bool) -> None:
+        trace_log.debug(
+            "source %s < %s %d bytes: %s",
+            self.name,
+            "text" if is_text else "binary",
+            len(data),
+            preview(data),
+        )
+        self._on_message(data, is_text)
 
 
 async def _close_bounded(conn: ClientConnection) -> None:
@@ -269,6 +375,11 @@ async def _close_bounded(conn: ClientConnection) -> None:
 
 def _reason(conn: ClientConnection) -> str:
     return f", {conn.close_reason}" if conn.close_reason else ""
+
+
+def _expected(exc: BaseException) -> bool:
+    """Whether ``exc`` is something an upstream or the network can do (not a Veylor bug)."""
+    return isinstance(exc, OSError | TimeoutError | WebSocketException | EOFError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,1 @@
+"""Observability: logging (and, to come, metrics and the admin endpoint)."""
