@@ -269,9 +269,8 @@ async def test_demo_command_runs_and_stops(tmp_path):
         await ticker.send("hello")
         for _ in range(200):
             message = json.loads(await asyncio.wait_for(ticker.recv(), 5))
-            if message.get("e") == "echo":
-                assert message["data"] == "hello"
-                break
+            if message.get("e") == "echo" and message["data"] == "hello":
+                break  # (the echo of the on_connect subscription may come first)
         else:
             pytest.fail("no echo from the demo upstream")
         sock = veylor.log.split("unix:")[1].split()[0]

@@ -24,6 +24,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -31,10 +32,11 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from ..config.model import EndpointSpec, UnixListen, WebSocketListen
+from ..config.model import EndpointSpec, UnixListen, WebSocketListen, format_size
 from ..observe.logs import DOWNSTREAM_LOGGER
+from ..report import plural
 from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data
-from .util import Throttled
+from .util import CountedLog, Throttled
 from .wire import LENGTH_PREFIXED, LINES, WS, FrameError, LengthPrefixedDecoder, LineDecoder
 
 if TYPE_CHECKING:
@@ -45,6 +47,10 @@ OPEN = State.OPEN
 DEFLATE = "websocket+deflate"  # wire tag: frames are built per client by websockets (compression)
 CLOSE_GRACE = 2.0  # seconds a closing client has to answer before its connection is aborted
 BACKLOG = 1024  # pending connections per listener (asyncio's default, 100, refuses bursts)
+LOSS_LOG_INTERVAL = 60.0  # seconds between two reports of messages dropped for one client
+SLOW_CLOSE_CHECK = 0.25  # seconds between checks that a closing client still drains its buffer
+CLOSE_DEADLINE = 10.0  # seconds a closing client may take to drain its buffer and answer, at most
+UNFRAMEABLE = {"binary": "binary messages", "newline": "messages that contain a newline"}
 
 
 class StartupError(Exception):
@@ -71,13 +77,16 @@ class Endpoint:
         self.refused = 0
         self.messages_out = 0  # messages written, summed over clients
         self.bytes_out = 0
-        self.dropped = 0  # messages skipped for slow clients (slow_client: drop)
+        # Deliveries not made (a message times a client), by reason: see undelivered().
+        self.dropped = 0  # the client was over client_buffer (slow_client: drop)
+        self.lost_slow = 0  # the client was being disconnected for being slow
+        self.unframeable = 0  # this endpoint's framing cannot carry the message (lines)
         self.slow_disconnects = 0
-        self.skipped = 0  # messages that cannot travel in this framing (lines)
         self.received = 0  # messages from clients
         self.discarded = 0  # messages from clients with no upstream route
         self.bad_frames = 0
         self._discard_log = Throttled(log)
+        self._unframeable_log = {reason: CountedLog(log) for reason in UNFRAMEABLE}
 
     # Settings that may change on reload without rebinding.
     def update(self, spec: EndpointSpec) -> None:
@@ -114,21 +123,69 @@ class Endpoint:
             if client.transport.get_write_buffer_size() <= limit:
                 ok.append(client)
             elif drop:
-                client.dropped += count
                 self.dropped += count
+                self._note_dropped(client, count)
             else:
                 slow.append(client)
         for client in slow:
             self.slow_disconnects += 1
+            self.lost_slow += count
             log.warning(
-                "endpoint %s: client %s is too slow (more than %d bytes buffered): disconnecting%s",
+                "endpoint %s: client %s is too slow (more than %s buffered): disconnecting%s; "
+                "%s of this pass not delivered to it",
                 self.name,
                 client.label,
-                limit,
+                format_size(limit),
                 self.slow_close_code,
+                plural(count, "message"),
             )
             self.disconnect_slow(client)
         return ok
+
+    def _note_dropped(self, client: Any, count: int) -> None:
+        """Count messages dropped for a slow client; log at most once per
+        ``LOSS_LOG_INTERVAL`` per client, with the count so far."""
+        client.dropped += count
+        now = time.monotonic()
+        if now - client.dropped_logged_at >= LOSS_LOG_INTERVAL:
+            client.dropped_logged_at = now
+            log.warning(
+                "endpoint %s: client %s is too slow (more than %s buffered): %s dropped for it so far "
+                "(slow_client: drop; logged at most every %.0fs per client)",
+                self.name,
+                client.label,
+                format_size(self.spec.client_buffer),
+                plural(client.dropped, "message"),
+                LOSS_LOG_INTERVAL,
+            )
+
+    def cannot_frame(self, reason: str) -> None:
+        """A message this endpoint's framing cannot carry (``reason``: ``binary`` or
+        ``newline``): not delivered to any of its clients; counted and logged."""
+        n = len(self.clients)
+        if not n:
+            return
+        self.unframeable += n
+        self._unframeable_log[reason].add(
+            n,
+            "endpoint %s (framing: lines): %s not delivered to its %s: lines cannot carry %s",
+            self.name,
+            "a message",
+            plural(n, "client"),
+            UNFRAMEABLE[reason],
+        )
+
+    def undelivered(self) -> dict[str, int]:
+        """Deliveries not made (a message times a client), by reason."""
+        return {
+            "slow_client_drop": self.dropped,
+            "slow_client_disconnect": self.lost_slow,
+            "framing": self.unframeable,
+        }
+
+    def departed(self, client: Any) -> str:
+        """The tail of a 'client disconnected' line: what it missed, if anything."""
+        return f"; {plural(client.dropped, 'message')} dropped for it while slow" if client.dropped else ""
 
     @staticmethod
     def is_open(client: Any) -> bool:
@@ -168,7 +225,8 @@ class DownstreamConnection(DataFrames, ServerConnection):
     """
 
     endpoint: WebSocketEndpoint | None = None
-    dropped = 0
+    dropped = 0  # messages dropped for it while it was slow (slow_client: drop)
+    dropped_logged_at = -LOSS_LOG_INTERVAL
     last_seen = 0.0  # loop time of the last frame received (any kind): the keepalive's clock
 
     @property
@@ -196,23 +254,44 @@ class DownstreamConnection(DataFrames, ServerConnection):
 
 
 def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float = CLOSE_GRACE) -> None:
-    """Start the closing handshake without waiting for the write buffer to drain (a stalled
-    client would never drain it), and abort the TCP connection if it is not closed
-    within ``grace`` seconds."""
+    """Start the closing handshake without waiting for the write buffer to drain.
+
+    The close frame goes after what is already queued for the client (frames are never
+    cut or reordered), so a client that reads gets everything, then the code and the
+    reason. Nothing more is written to it. The TCP connection is aborted as soon as the
+    client stops draining its buffer (a stalled client would never reach the close
+    frame), ``grace`` seconds after the buffer drained if the client has not answered
+    the close, and at the latest ``CLOSE_DEADLINE`` seconds after the close began.
+    """
     if conn.protocol.state is OPEN:
         conn.protocol.send_close(code, reason)
         try:
             conn.send_data()
-        except Exception:  # the transport is already broken: abort below
+        except Exception:  # the transport is already broken
             conn.transport.abort()
             return
     if not conn.connection_lost_waiter.done():
-        conn.loop.call_later(grace, _abort_if_open, conn)
+        now = conn.loop.time()
+        size = conn.transport.get_write_buffer_size()
+        conn.loop.call_later(SLOW_CLOSE_CHECK, _watch_close, conn, now, grace, size, None if size else now)
 
 
-def _abort_if_open(conn: ServerConnection) -> None:
-    if not conn.connection_lost_waiter.done():
+def _watch_close(
+    conn: ServerConnection, began: float, grace: float, last_size: int, drained_at: float | None
+) -> None:
+    if conn.connection_lost_waiter.done():
+        return
+    now = conn.loop.time()
+    size = conn.transport.get_write_buffer_size()
+    if size and size >= last_size:
+        conn.transport.abort()  # it read nothing since the last check: it never will
+        return
+    if drained_at is None and not size:
+        drained_at = now
+    if now - began >= CLOSE_DEADLINE or (drained_at is not None and now - drained_at >= grace):
         conn.transport.abort()
+        return
+    conn.loop.call_later(SLOW_CLOSE_CHECK, _watch_close, conn, began, grace, size, drained_at)
 
 
 PING_FRAME = b"\x89\x00"  # an empty ping, built once
@@ -304,7 +383,7 @@ class WebSocketEndpoint(Endpoint):
         self.bytes_out += len(writable) * sum(len(d) for d, _ in messages)
 
     def disconnect_slow(self, client: DownstreamConnection) -> None:
-        close_websocket(client, 1008, "client too slow", grace=0.5)
+        close_websocket(client, 1008, "client too slow")
 
     def close_clients(self, code: int, reason: str) -> None:
         for conn in list(self.clients):
@@ -377,11 +456,12 @@ class WebSocketListener:
         finally:
             ep.clients.discard(conn)
             log.info(
-                "endpoint %s: client %s disconnected (code %s, %d clients)",
+                "endpoint %s: client %s disconnected (code %s, %d clients%s)",
                 ep.name,
                 conn.label,
                 conn.close_code,
                 len(ep.clients),
+                ep.departed(conn),
             )
 
     async def start(self) -> None:
@@ -440,6 +520,7 @@ class UnixClient(asyncio.Protocol):
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
         self.dropped = 0
+        self.dropped_logged_at = -LOSS_LOG_INTERVAL
         self.closing = False
         self.label = f"unix#{number}"
         spec = endpoint.spec.listen
@@ -498,7 +579,13 @@ class UnixClient(asyncio.Protocol):
         ep = self.endpoint
         if self in ep.clients:
             ep.clients.discard(self)
-            log.info("endpoint %s: client %s disconnected (%d clients)", ep.name, self.label, len(ep.clients))
+            log.info(
+                "endpoint %s: client %s disconnected (%d clients%s)",
+                ep.name,
+                self.label,
+                len(ep.clients),
+                ep.departed(self),
+            )
 
     def close(self, grace: float = CLOSE_GRACE) -> None:
         if self.closing or self.transport is None:

@@ -121,7 +121,7 @@ class Router:
                 if ln is False:
                     ln = line_frame(data, is_text)
                 if ln is None:
-                    ep.skipped += 1
+                    ep.cannot_frame("newline" if is_text else "binary")
                     continue
                 frame = ln  # type: ignore[assignment]
             else:  # per-client encoding (compression): the endpoint gets the message itself

@@ -1,0 +1,174 @@
+"""Nothing lost or skipped in silence: every message not delivered to a client is
+counted with its reason and logged (rate limited), and a slow client that is
+disconnected is told why (1008)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+
+import pytest
+from helpers import Upstream, eventually, free_port, raw_handshake, stalled_ws_client, veylor_inprocess
+
+from veylor.runtime import endpoints
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def upstream():
+    up = await Upstream().start()
+    yield up
+    await up.stop()
+
+
+def read_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Parse unmasked server-to-client frames: [(opcode, payload)]."""
+    out = []
+    pos = 0
+    while pos + 2 <= len(data):
+        opcode = data[pos] & 0x0F
+        n = data[pos + 1] & 0x7F
+        pos += 2
+        if n == 126:
+            (n,) = struct.unpack_from("!H", data, pos)
+            pos += 2
+        elif n == 127:
+            (n,) = struct.unpack_from("!Q", data, pos)
+            pos += 8
+        if pos + n > len(data):
+            break
+        out.append((opcode, data[pos : pos + n]))
+        pos += n
+    return out
+
+
+def paused_client(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(raw_handshake("/"))
+    sock.settimeout(5)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    chunks = []
+    sock.settimeout(10)
+    while True:
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def test_slow_client_disconnect_sends_close_1008(tmp_path, upstream):
+    """A client that fell behind and is disconnected receives a close frame with 1008
+    (policy violation) after what was queued for it, if it reads within the grace."""
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, client_buffer: 64KiB, slow_client: disconnect}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        sock = await asyncio.to_thread(paused_client, port)
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: len(ep.clients) == 1)
+        i = 0
+        while ep.slow_disconnects == 0 and i < 5000:
+            await upstream.send(f"{i:06d}" + "p" * 2000)
+            i += 1
+            if i % 20 == 0:
+                await asyncio.sleep(0.001)
+        assert ep.slow_disconnects == 1
+        data = await asyncio.to_thread(read_to_eof, sock)  # the client wakes up and reads
+        sock.close()
+    frames = read_frames(data)
+    closes = [payload for opcode, payload in frames if opcode == 8]
+    assert closes, f"no close frame among {len(frames)} frames"
+    assert struct.unpack("!H", closes[0][:2])[0] == 1008
+    seqs = [int(p[:6]) for op, p in frames if op == 1]
+    assert seqs == list(range(len(seqs)))  # what it got came in order, nothing in between lost
+
+
+async def test_dropped_messages_for_a_slow_client_are_counted_and_logged_with_the_count(
+    tmp_path, upstream, caplog, monkeypatch
+):
+    """slow_client: drop used to lose messages without a word."""
+    monkeypatch.setattr(endpoints, "LOSS_LOG_INTERVAL", 0.3)
+    caplog.set_level(logging.INFO, "veylor.endpoint")
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, client_buffer: 64KiB, slow_client: drop}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        stalled = await asyncio.to_thread(stalled_ws_client, port)
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: len(ep.clients) == 1)
+        client = next(iter(ep.clients))
+        for i in range(3000):
+            await upstream.send(f"{i:06d}" + "d" * 2000)
+            if i % 50 == 0:
+                await asyncio.sleep(0.02)  # spread over more than one log interval
+        await eventually(lambda: ep.messages_out + ep.dropped == 3000, what="every message accounted for")
+        assert ep.dropped > 0 and client.dropped == ep.dropped
+        assert ep.undelivered()["slow_client_drop"] == ep.dropped
+        stalled.close()
+        await eventually(lambda: not ep.clients, what="the client gone")
+    lines = [r.getMessage() for r in caplog.records]
+    reports = [m for m in lines if "dropped for it so far" in m]
+    assert reports, lines
+    counts = [int(m.split("buffered): ")[1].split(" ")[0]) for m in reports]
+    assert counts == sorted(counts) and counts[-1] <= ep.dropped  # the count so far, growing
+    assert any(f"{ep.dropped} messages dropped for it while slow" in m for m in lines)
+
+
+async def test_lines_framing_counts_and_logs_what_it_cannot_carry(tmp_path, upstream, caplog):
+    caplog.set_level(logging.INFO, "veylor.endpoint")
+    sock = str(tmp_path / "l.sock")
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  lines: {{unix: {{path: {sock}, framing: lines}}}}
+routes:
+  r: {{from: up, to: lines}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        readers = [await asyncio.open_unix_connection(sock) for _ in range(2)]
+        ep = rt.endpoints["lines"]
+        await eventually(lambda: len(ep.clients) == 2)
+        for m in ("a", b"bin1", "two\nlines", b"bin2", "three\nmore\nlines", "z"):
+            await upstream.send(m)
+        for reader, _ in readers:
+            assert await asyncio.wait_for(reader.readline(), 5) == b"a\n"
+            assert await asyncio.wait_for(reader.readline(), 5) == b"z\n"
+        assert ep.unframeable == 8  # four messages, two clients
+        assert ep.undelivered()["framing"] == 8
+        for _, writer in readers:
+            writer.close()
+    lines = [r.getMessage() for r in caplog.records]
+    binary = [m for m in lines if "cannot carry binary messages" in m]
+    newline = [m for m in lines if "cannot carry messages that contain a newline" in m]
+    assert len(binary) == 1 and "(2 so far" in binary[0]  # once per interval, with the count
+    assert len(newline) == 1 and "its 2 clients" in newline[0]
