@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -21,6 +22,41 @@ from websockets.exceptions import ConnectionClosed
 from veylor.config import load_config
 from veylor.graph import build_graph
 from veylor.runtime import Runtime
+
+_PR_CAPBSET_DROP = 24
+_FILE_CAPS = (1, 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+
+
+def obey_file_permissions() -> None:
+    """A ``preexec_fn``: the child obeys file permissions even when it runs as root (the
+    CI does): it loses the capabilities that let root read what it may not. A test
+    that chmods a file to 000 then sees what an unprivileged Veylor would."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in _FILE_CAPS:
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def can_drop_file_permissions() -> bool:
+    """Whether a child started with :func:`obey_file_permissions` is refused a file with
+    mode 000 here (as root it needs CAP_SETPCAP to drop the capabilities)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as f:
+        os.chmod(f.name, 0)
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", f"open({f.name!r}).read()"],
+                preexec_fn=obey_file_permissions,
+                capture_output=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return result.returncode != 0 and b"PermissionError" in result.stderr
 
 
 def free_port() -> int:
@@ -120,8 +156,15 @@ async def veylor_inprocess(tmp_path: Path, config: str, name: str = "config.yaml
 class VeylorProcess:
     """``python -m veylor ARGS`` as a real subprocess, with its stderr collected."""
 
-    def __init__(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        obey_permissions: bool = False,
+    ) -> None:
         self.args = args
+        self.preexec = obey_file_permissions if obey_permissions else None
         self.cwd = cwd
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
@@ -139,6 +182,7 @@ class VeylorProcess:
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=self.preexec,
         )
         self._reader = asyncio.create_task(self._read())
         if ready is not None:
@@ -154,12 +198,17 @@ class VeylorProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
-    async def wait_for(self, text: str, timeout: float = 10.0) -> str:
+    async def wait_for(self, text: str, timeout: float = 10.0, count: int = 1) -> str:
+        """The ``count``-th line (from the start) that contains ``text``, when it comes."""
+
         async def found() -> str:
             while True:
+                seen = 0
                 for line in self.lines:
                     if text in line:
-                        return line
+                        seen += 1
+                        if seen == count:
+                            return line
                 if self.proc is not None and self.proc.returncode is not None and self._reader.done():
                     raise AssertionError(
                         f"veylor exited ({self.proc.returncode}) before {text!r}:\n{self.log}"

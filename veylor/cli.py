@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import ConfigError, load_config
+from .config.loader import FileCache
 from .graph import build_graph, diff
 from .observe.logs import remember, setup_logging
 from .report import SHAPE_TEXT, config_json, config_text, plural, problems_json
@@ -151,7 +152,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             for warning in exc.warnings:
                 print(warning, file=sys.stderr)
             n = len(exc.problems)
-            print(f"{path}: {plural(n, 'problem')} found; nothing was changed", file=sys.stderr)
+            print(f"{path}: {plural(n, 'problem')} found", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(config_json(config), indent=2))
@@ -191,8 +192,9 @@ def _tui_unavailable(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     path = args.config or default_config()
+    cache = FileCache()
     try:
-        config = load_config(path)
+        config = load_config(path, cache=cache)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
@@ -204,7 +206,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("veylor %s: configuration %s (%s)", __version__, path, SHAPE_TEXT[config.shape])
     _tui_unavailable(args)
     graph = build_graph(config)
-    return run_loop(lambda: serve(graph, config_path=path, watch=args.watch))
+    return run_loop(
+        lambda: serve(graph, config_path=path, watch=args.watch, include=config.include, cache=cache)
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

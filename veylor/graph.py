@@ -174,6 +174,8 @@ def _differences(a: Any, b: Any) -> tuple[str, ...]:
     """Names of the settings that differ between two specs of one kind (``origin`` ignored)."""
     if isinstance(a, Route):
         a, b = a.spec, b.spec
+    if a is b:  # the same spec object (a file the loader's cache did not read again)
+        return ()
     out = []
     for f in dataclasses.fields(a):
         if f.name in ("origin", "name") or not f.compare:

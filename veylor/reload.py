@@ -8,17 +8,18 @@ untouched; so does a listener that cannot be bound (the apply is all or nothing)
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
 import os
 import time
 from collections.abc import Mapping
 
-from .config import ConfigError, load_config
-from .graph import Graph, build_graph
+from .config import Config, ConfigError, load_config
+from .config.loader import FileCache
+from .graph import Graph, Plan, build_graph, diff
 from .observe.logs import remember
 from .report import plural
 from .runtime import Runtime, StartupError
+from .watchscope import WatchScope
 
 log = logging.getLogger("veylor.reload")
 
@@ -26,7 +27,12 @@ WATCH_MODES = ("auto", "poll", "off")
 
 
 class Reloader:
-    """Owns the reload loop and its triggers for one running :class:`Runtime`."""
+    """Owns the reload loop and its triggers for one running :class:`Runtime`.
+
+    Loading (reading, parsing, validating) runs in a worker thread with a per-file cache,
+    so that a reload never stalls the event loop that serves every client: with a
+    thousand drop-ins and one of them edited, the thread re-parses one file.
+    """
 
     def __init__(
         self,
@@ -34,21 +40,29 @@ class Reloader:
         runtime: Runtime,
         watch: str = "auto",
         env: Mapping[str, str] | None = None,
+        include: tuple[str, ...] | None = None,
+        cache: FileCache | None = None,
     ) -> None:
         self.config_path = config_path
         self.runtime = runtime
         self.watch_mode = watch
         self.env = env
+        self.include = include if include is not None else _include_default()
+        self.cache = cache if cache is not None else FileCache()
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.last_error: str | None = None
         self.last_reload_at: float | None = None
+        self.watch_error: str | None = None  # why the file watch is not running, if it is not
+        self._failing = False  # the last reload was rejected: say so when it recovers
         self._requested = asyncio.Event()
         self._reasons: list[str] = []
         self._stop = asyncio.Event()
+        self._rewatch = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._scope: WatchScope | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -58,6 +72,7 @@ class Reloader:
 
     async def stop(self) -> None:
         self._stop.set()
+        self._rewatch.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -90,6 +105,15 @@ class Reloader:
             if not self._requested.is_set():
                 self._idle.set()
 
+    def _load(self, running: Graph) -> tuple[Config, Graph, Plan]:
+        """Runs in a worker thread: everything pure of a reload (read, parse and validate,
+        cached per file; build; diff against ``running``), so that the event loop only
+        applies the plan."""
+        config = load_config(self.config_path, env=self.env, cache=self.cache)
+        remember(config)
+        graph = build_graph(config)
+        return config, graph, diff(running, graph)
+
     async def reload(self, reason: str) -> bool:
         """One reload; True when a new configuration was applied."""
         started = time.monotonic()
@@ -97,9 +121,10 @@ class Reloader:
         running = self.runtime.graph
         quiet = reason.startswith("file change")
         try:
-            config = load_config(self.config_path, env=self.env)
+            config, graph, plan = await asyncio.to_thread(self._load, running)
         except ConfigError as exc:
             self.reloads_failed += 1
+            self._failing = True
             self.last_error = str(exc.problems[0]) if exc.problems else "invalid configuration"
             log.error(
                 "reload (%s) rejected: %s; still running generation %d (config %s)",
@@ -110,16 +135,27 @@ class Reloader:
             )
             for problem in exc.problems:
                 log.error("  %s", problem)
+            self._watch_again()
             return False
-        remember(config)
+        self._watch_again(config.include)
         if config.digest == running.digest:
-            log.log(logging.DEBUG if quiet else logging.INFO, "reload (%s): no changes", reason)
+            if self._failing:
+                self._failing = False
+                log.info(
+                    "reload (%s): the configuration is valid again and the same as the running one: "
+                    "still generation %d (config %s)",
+                    reason,
+                    self.runtime.generation,
+                    running.digest[:12],
+                )
+            else:
+                log.log(logging.DEBUG if quiet else logging.INFO, "reload (%s): no changes", reason)
             return False
-        graph = build_graph(config)
         try:
-            applied = await self.runtime.apply(graph)
+            applied = await self.runtime.apply(graph, plan, base=running)
         except StartupError as exc:
             self.reloads_failed += 1
+            self._failing = True
             self.last_error = str(exc)
             log.error(
                 "reload (%s) aborted: %s; nothing was changed, still running generation %d",
@@ -131,6 +167,8 @@ class Reloader:
         plan = applied.plan
         self.reloads_ok += 1
         self.last_error = None
+        recovered = " (the configuration is valid again)" if self._failing else ""
+        self._failing = False
         for warning in config.warnings:
             log.warning("%s", warning)
         lines = [
@@ -139,12 +177,13 @@ class Reloader:
         ]
         changes = 0 if plan.empty else len(lines)
         log.info(
-            "reload #%d (%s): config %s, %s, applied in %.0f ms",
+            "reload #%d (%s): config %s, %s, applied in %.0f ms%s",
             self.runtime.generation,
             reason,
             graph.digest[:12],
             plural(changes, "change") if changes else "no component changed",
             (time.monotonic() - started) * 1000,
+            recovered,
         )
         if changes:
             for line in lines:
@@ -171,51 +210,107 @@ class Reloader:
 
     # ------------------------------------------------------------------ file watching
 
-    def watched_dirs(self) -> list[str]:
-        """The main file's directory and the base directories of include patterns outside it."""
-        main_dir = os.path.dirname(os.path.abspath(self.config_path))
-        dirs = [main_dir]
-        for include in _include_patterns(self.config_path):
-            base = include
-            while glob.has_magic(base):
-                base = os.path.dirname(base)
-            base = os.path.abspath(os.path.join(main_dir, base))
-            if not os.path.isdir(base):
-                base = os.path.dirname(base)
-            if os.path.isdir(base) and not any(base == d or base.startswith(d + os.sep) for d in dirs):
-                dirs.append(base)
-        return dirs
+    def _watch_again(self, include: tuple[str, ...] | None = None) -> None:
+        """After a reload: re-derive what to watch (the include patterns may have changed,
+        a pattern's directory may have appeared) and retry a watch that failed."""
+        if include is not None:
+            self.include = include
+        if self.watch_mode == "off":
+            return
+        scope = WatchScope.of(self.config_path, self.include)
+        if scope != self._scope or self.watch_error is not None:
+            self._rewatch.set()
 
     async def _watch(self) -> None:
+        """Watch the scope's directories until stopped; start again whenever the scope
+        changes; when a watch fails, say so (SIGHUP still works) and retry at the next
+        reload."""
         from watchfiles import awatch
 
-        dirs = self.watched_dirs()
         poll = self.watch_mode == "poll"
-        log.info("watching %s for changes%s", ", ".join(dirs), " (polling)" if poll else "")
-        async for changes in awatch(
-            *dirs,
-            debounce=1000,
-            step=100,
-            stop_event=self._stop,
-            force_polling=poll,
-            poll_delay_ms=300,
-            ignore_permission_denied=True,
-        ):
-            names = sorted({os.path.basename(path) for _, path in changes})
-            self.request("file change: " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else ""))
+        while not self._stop.is_set():
+            self._rewatch.clear()
+            scope = self._scope = WatchScope.of(self.config_path, self.include)
+            problem = _unwatchable(scope.roots)
+            if problem is not None:
+                self._watch_failed(problem)
+                await self._rewatch.wait()
+                continue
+            stop = asyncio.Event()
+            relay = asyncio.ensure_future(self._rewatch.wait())
+            relay.add_done_callback(lambda _, stop=stop: stop.set())
+            if self.watch_error is not None:
+                log.info("file watch restored")
+            self.watch_error = None
+            log.info(
+                "watching %s for changes%s%s",
+                ", ".join(scope.roots),
+                " (polling)" if poll else "",
+                " (with subdirectories)" if scope.recursive else "",
+            )
+            started = False
+            try:
+                async for changes in awatch(
+                    *scope.roots,
+                    watch_filter=lambda _change, path, scope=scope: scope.matters(path),
+                    debounce=WATCH_DEBOUNCE_MS,
+                    step=WATCH_STEP_MS,
+                    stop_event=stop,
+                    rust_timeout=WATCH_TIMEOUT_MS,
+                    yield_on_timeout=True,
+                    force_polling=poll,
+                    poll_delay_ms=300,
+                    recursive=scope.recursive,
+                    ignore_permission_denied=False,
+                ):
+                    if not started:
+                        # The watch is in place: a change made while it was starting (since
+                        # the configuration was loaded) would be missed; look once (cheap:
+                        # unchanged files come from the cache; quiet when nothing changed).
+                        started = True
+                        self.request("file change: catching up after the watch started")
+                    if not changes:
+                        continue
+                    names = sorted({os.path.basename(path) for _, path in changes})
+                    more = " ..." if len(names) > 3 else ""
+                    self.request("file change: " + ", ".join(names[:3]) + more)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._watch_failed(f"{type(exc).__name__}: {exc}")
+                await self._rewatch.wait()
+            finally:
+                relay.cancel()
+
+    def _watch_failed(self, why: str) -> None:
+        self.watch_error = why
+        log.warning(
+            "cannot watch the configuration files: %s; file changes will not reload Veylor until "
+            "this is fixed (SIGHUP, systemctl reload, still reloads; the watch is retried at each reload)",
+            why,
+        )
 
 
-def _include_patterns(config_path: str) -> list[str]:
-    """The main file's include patterns, read leniently (the watcher must start even when
-    the configuration is broken: fixing it is what it waits for)."""
-    import yaml
+WATCH_STEP_MS = 50  # a change is picked up once its directory has been quiet this long
+WATCH_DEBOUNCE_MS = 500  # ... or after this long, under a stream of changes
+WATCH_TIMEOUT_MS = 1000  # the watcher wakes this often when nothing changes (its first wake-up
+# tells the watch is in place)
 
-    try:
-        with open(config_path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-        include = data.get("include", ["routes.d/*.yaml"]) if isinstance(data, dict) else []
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        include = ["routes.d/*.yaml"]
-    if isinstance(include, str):
-        include = [include]
-    return [p for p in include if isinstance(p, str)]
+
+def _unwatchable(roots: tuple[str, ...]) -> str | None:
+    """Why one of ``roots`` cannot be watched (an unreadable directory), or None."""
+    for root in roots:
+        try:
+            with os.scandir(root):
+                pass
+        except PermissionError:
+            return f"permission denied on {root} (uid {os.geteuid()})"
+        except OSError as exc:
+            return f"{root}: {exc.strerror or exc}"
+    return None
+
+
+def _include_default() -> tuple[str, ...]:
+    from .config.schema import definition
+
+    return tuple(definition("config")["properties"]["include"]["default"])

@@ -258,3 +258,30 @@ def test_bad_config_reports_file_line_and_path(tree, files, expected):
 
 def test_there_are_at_least_twenty_cases():
     assert len(CASES) >= 20
+
+
+def _documents():
+    """Every YAML document of the table and of the shipped examples, with its kind."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    docs = [(name, text) for _, files, _ in CASES for name, text in files.items()]
+    docs += [("config.yaml", (repo / "config.yaml.example").read_text())]
+    docs += [(p.name, p.read_text()) for p in sorted((repo / "routes.d").glob("*.example"))]
+    return docs
+
+
+@pytest.mark.parametrize(("name", "text"), _documents())
+def test_fast_validator_never_accepts_what_jsonschema_rejects(name, text):
+    """jsonschema-rs is only a fast path: where it says valid, jsonschema must agree (it
+    has the final word and gives the messages); the other way round costs only time."""
+    from veylor.config.schema import _fast_validator, _validator
+    from veylor.config.yamlfile import read_yaml
+
+    doc = read_yaml(name, text, {})
+    if doc.fatal or not isinstance(doc.data, dict):
+        return
+    kind = None if name == "config.yaml" else "dropin"
+    fast = _fast_validator(kind)
+    assert fast is not None, "jsonschema-rs is a dependency"
+    assert fast.is_valid(doc.data) == _validator(kind).is_valid(doc.data)

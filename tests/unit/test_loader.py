@@ -220,3 +220,76 @@ def test_redact_url_hides_passwords_and_token_like_query_values():
 
 def test_schema_file_is_found():
     assert schema_path().name == "veylor.schema.json"
+
+
+VARS = """
+sources:
+  s:
+    url: ws://127.0.0.1:${UP_PORT}/feed
+    headers: {X-Id: ${NUMERIC_ID}}
+    ping_interval: ${PING}
+    reconnect: {initial_delay: "${DELAY}", max_attempts: ${ATTEMPTS}}
+endpoints:
+  e: {websocket: {port: ${WS_PORT}, path: /x}, compression: ${COMPRESS}}
+  q: {websocket: {port: "${WS_PORT}", path: /y}}
+routes:
+  r: {from: s, to: [e, q]}
+"""
+VAR_ENV = {
+    "UP_PORT": "9000",
+    "NUMERIC_ID": "12345",
+    "PING": "",
+    "DELAY": "0.5",
+    "ATTEMPTS": "3",
+    "WS_PORT": "18020",
+    "COMPRESS": "false",
+}
+
+
+def test_a_whole_reference_takes_the_type_the_schema_expects_quoted_or_not(tree):
+    tree({"config.yaml": VARS})
+    config = load_config("config.yaml", env=VAR_ENV)
+    assert config.endpoints["e"].listen.port == 18020  # unquoted, in flow style
+    assert config.endpoints["q"].listen.port == 18020  # quoted
+    assert config.endpoints["e"].compression is False
+    src = config.sources["s"]
+    assert src.headers == (("X-Id", "12345"),)  # a header is a string: stays one
+    assert src.ping_interval is None  # empty: null, which the schema allows
+    assert src.reconnect.initial_delay == 0.5 and src.reconnect.max_attempts == 3
+
+
+def test_a_wrong_value_from_a_variable_names_the_variable(tree):
+    tree({"config.yaml": VARS})
+    with pytest.raises(ConfigError) as exc:
+        load_config("config.yaml", env={**VAR_ENV, "WS_PORT": "eighty"})
+    problems = [str(p) for p in exc.value.problems]
+    assert len(problems) == 2, problems
+    assert all("expected an integer, got the string 'eighty' (from ${WS_PORT})" in p for p in problems)
+
+
+def test_reference_problems_are_reported_with_type_errors_in_one_pass(tree):
+    """An unknown endpoint used to be reported only after the type errors were fixed."""
+    tree(
+        {
+            "config.yaml": """
+sources:
+  a: {url: "ws://127.0.0.1:1/", open_timeout: ten}
+endpoints:
+  e: {websocket: {port: 1}}
+routes:
+  r:
+    from: a
+    to: [e, nosuch]
+    upstream: "yes"
+  r2: {from: nosource, to: e, upstream: 2}
+"""
+        }
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config("config.yaml", env={})
+    text = "\n".join(map(str, exc.value.problems))
+    assert "open_timeout: expected a number" in text
+    assert "routes.r.upstream: expected true or false" in text
+    assert "routes.r.to[1]: unknown endpoint 'nosuch'" in text
+    assert "routes.r2.from: unknown source 'nosource'" in text
+    assert len(exc.value.problems) == 5, text

@@ -57,7 +57,7 @@ def test_syntax_error_gives_line_and_column():
     assert "YAML syntax error, column" in problem.message
 
 
-def test_env_interpolation_in_strings_and_typed_whole_values():
+def test_env_interpolation_in_strings_whole_values_marked_for_the_schema():
     doc = read(
         """
         a: "key-${KEY}"
@@ -74,7 +74,7 @@ def test_env_interpolation_in_strings_and_typed_whole_values():
     assert doc.problems == []
     assert doc.data == {
         "a": "key-s3cret",
-        "port": 8765,
+        "port": "8765",  # typed later, by what the schema expects there
         "quoted": "8765",
         "default": "fallback",
         "empty_default": "d",
@@ -82,6 +82,28 @@ def test_env_interpolation_in_strings_and_typed_whole_values():
         "literal": "${NOT_A_VAR}",
         "dollars": "pa$$word",
     }
+    assert doc.whole == {("port",), ("quoted",), ("default",), ("empty_default",), ("dash_keeps_empty",)}
+    assert doc.variables[("a",)] == ("KEY",)
+    assert doc.env_used == {"KEY": "s3cret", "PORT": "8765", "MISSING": None, "EMPTY": ""}
+
+
+def test_unquoted_reference_in_flow_style_is_read():
+    doc = read("e: {port: ${PORT}, path: /x${SUFFIX}}\n", env={"PORT": "1", "SUFFIX": "-a"})
+    assert doc.problems == []
+    assert doc.data == {"e": {"port": "1", "path": "/x-a"}}
+
+
+def test_syntax_error_near_a_reference_says_to_quote_it():
+    doc = read("e: {default: ${X:-a,b}}\n")
+    (problem,) = doc.problems
+    assert "must be quoted" in problem.message and problem.location.line == 1
+
+
+def test_tab_indentation_says_indent_with_spaces():
+    doc = read("sources:\n\ts: {url: ws://x}\n")
+    (problem,) = doc.problems
+    assert problem.location.line == 2
+    assert "indent with spaces" in problem.message
 
 
 def test_missing_env_variable_names_it_with_line_and_path():

@@ -68,12 +68,12 @@ def translate(data: dict[str, Any], where: SourceMap) -> tuple[dict[str, Any], S
         if ws is not None and ws["enabled"]:
             endpoints["websocket"] = {"websocket": {"host": ws["host"], "port": ws["port"], "path": "*"}}
             out_map.graft(where, ("rebroadcast", "websocket"), ("endpoints", "websocket", "websocket"))
-            out_map.values[("endpoints", "websocket")] = where.value(("rebroadcast", "websocket"))
+            out_map.set_value(("endpoints", "websocket"), where.value(("rebroadcast", "websocket")))
             shared.append("websocket")
         if ux is not None and ux["enabled"]:
             endpoints["unix"] = {"unix": {"path": ux["path"]}}
             out_map.graft(where, ("rebroadcast", "unix_socket"), ("endpoints", "unix", "unix"))
-            out_map.values[("endpoints", "unix")] = where.value(("rebroadcast", "unix_socket"))
+            out_map.set_value(("endpoints", "unix"), where.value(("rebroadcast", "unix_socket")))
             shared.append("unix")
 
     taken: set[str] = set()
@@ -87,8 +87,9 @@ def translate(data: dict[str, Any], where: SourceMap) -> tuple[dict[str, Any], S
             delay = perf["reconnect_delay"]
             reconnect["initial_delay"] = delay
             reconnect["max_delay"] = max(delay, default_of("reconnect", "max_delay"))
-            out_map.values[("sources", name, "reconnect", "initial_delay")] = where.value(
-                ("performance", "reconnect_delay")
+            out_map.set_value(
+                ("sources", name, "reconnect", "initial_delay"),
+                where.value(("performance", "reconnect_delay")),
             )
         if "reconnect_max_attempts" in perf:
             reconnect["max_attempts"] = perf["reconnect_max_attempts"]
@@ -108,15 +109,15 @@ def translate(data: dict[str, Any], where: SourceMap) -> tuple[dict[str, Any], S
             endpoints[ep] = {
                 "websocket": {"host": src["websocket_host"], "port": src["websocket_port"], "path": "*"}
             }
-            out_map.values[("endpoints", ep)] = where.value((*item, "websocket_port"))
-            out_map.values[("endpoints", ep, "websocket", "port")] = where.value((*item, "websocket_port"))
-            out_map.values[("endpoints", ep, "websocket", "host")] = where.value((*item, "websocket_host"))
+            out_map.set_value(("endpoints", ep), where.value((*item, "websocket_port")))
+            out_map.set_value(("endpoints", ep, "websocket", "port"), where.value((*item, "websocket_port")))
+            out_map.set_value(("endpoints", ep, "websocket", "host"), where.value((*item, "websocket_host")))
             own.append(ep)
         if "unix_socket_path" in src:
             ep = f"{name}-unix"
             endpoints[ep] = {"unix": {"path": src["unix_socket_path"]}}
-            out_map.values[("endpoints", ep)] = where.value((*item, "unix_socket_path"))
-            out_map.values[("endpoints", ep, "unix", "path")] = where.value((*item, "unix_socket_path"))
+            out_map.set_value(("endpoints", ep), where.value((*item, "unix_socket_path")))
+            out_map.set_value(("endpoints", ep, "unix", "path"), where.value((*item, "unix_socket_path")))
             own.append(ep)
         if not own and not shared:
             hint = (
@@ -127,7 +128,7 @@ def translate(data: dict[str, Any], where: SourceMap) -> tuple[dict[str, Any], S
             problems.append(Problem(where.value(item), item, hint))
             continue
         routes[name] = {"from": name, "to": own + shared, "upstream": True}
-        out_map.values[("routes", name)] = where.value(item)
+        out_map.set_value(("routes", name), where.value(item))
 
     out: dict[str, Any] = {"sources": sources, "endpoints": endpoints, "routes": routes}
     if "include" in data:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,9 @@ from .legacy import legacy_shape, translate
 from .model import (
     Config,
     EndpointSpec,
+    RouteSpec,
     Shape,
+    SourceSpec,
     UnixListen,
     WebSocketListen,
     endpoint_from,
@@ -28,7 +31,7 @@ from .model import (
     source_from,
 )
 from .problems import ConfigError, Location, PathT, Problem, did_you_mean
-from .schema import definition, validate, with_defaults
+from .schema import coerce_variables, definition, validate, with_defaults
 from .yamlfile import SourceMap, read_yaml
 
 KINDS = ("sources", "endpoints", "routes")
@@ -46,6 +49,13 @@ class _Defined:
     where: SourceMap
     path: PathT
     broken: bool = False
+    error_paths: frozenset[PathT] = frozenset()  # where its schema errors are
+    read: FileRead | None = None  # the (cacheable) read it came from, if the data is as read
+
+    def valid_at(self, *keys: str | int) -> bool:
+        """Whether the value at ``keys`` inside this component has no schema error."""
+        full = (*self.path, *keys)
+        return not any(p[: len(full)] == full for p in self.error_paths)
 
     @property
     def origin(self) -> Location:
@@ -67,50 +77,165 @@ class _Load:
         self.problems.append(Problem(where.key(path), path, message, warning=True))
 
 
-def _read_text(label: str, load: _Load) -> str | None:
+MAX_FILE_SIZE = 4 * 2**20  # a configuration file larger than this is refused unread
+
+
+@dataclass
+class FileRead:
+    """One file read, parsed and validated: all the loader needs of it. Cacheable: the
+    same content (and the same values of the variables it uses) gives the same read."""
+
+    sha: bytes  # sha256 of the content
+    data: Any  # None when the file cannot be used at all
+    where: SourceMap
+    shape: Shape
+    problems: list[Problem]  # errors and warnings found in this file
+    errors: list[Problem]  # the errors among them, with those of reading it
+    env_used: Mapping[str, str | None]
+    built: dict[tuple[str, str], Any] = field(default_factory=dict)  # (kind, name) -> (spec, problems)
+
+
+class FileCache:
+    """Validated reads of configuration files, by path and kind, reused while a file's
+    content and the variables it uses are unchanged: a reload re-parses and
+    re-validates only the files that changed (a thousand drop-ins, one edited, cost
+    one file's work plus reading them)."""
+
+    def __init__(self) -> None:
+        self._reads: dict[tuple[str, str | None], FileRead] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, label: str, def_name: str | None, sha: bytes, env: Mapping[str, str]) -> FileRead | None:
+        read = self._reads.get((label, def_name))
+        if read is None or read.sha != sha or any(env.get(k) != v for k, v in read.env_used.items()):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return read
+
+    def put(self, label: str, def_name: str | None, read: FileRead) -> None:
+        self._reads[(label, def_name)] = read
+
+    def keep_only(self, labels: set[str]) -> None:
+        """Forget the files the last load did not read (removed drop-ins)."""
+        for key in [k for k in self._reads if k[0] not in labels]:
+            del self._reads[key]
+
+
+def _read_blob(label: str, load: _Load) -> bytes | None:
     try:
         with open(label, "rb") as fh:
-            blob = fh.read()
+            blob = fh.read(MAX_FILE_SIZE + 1)
     except FileNotFoundError:
         load.problems.append(Problem(Location(label), (), "file not found"))
         return None
     except IsADirectoryError:
         load.problems.append(Problem(Location(label), (), "is a directory, not a YAML file"))
         return None
+    except PermissionError:
+        load.problems.append(Problem(Location(label), (), _permission_text("cannot read this file")))
+        return None
     except OSError as exc:
         load.problems.append(Problem(Location(label), (), f"cannot read: {exc.strerror or exc}"))
         return None
-    load.digest.update(label.encode() + b"\0" + blob + b"\0")
-    try:
-        return blob.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = blob[: exc.start].count(b"\n") + 1
-        load.problems.append(Problem(Location(label, line), (), "is not UTF-8 text"))
+    if len(blob) > MAX_FILE_SIZE:
+        load.problems.append(
+            Problem(
+                Location(label),
+                (),
+                f"is larger than {MAX_FILE_SIZE // 2**20} MiB: a configuration file that big is "
+                "refused unread (split it into drop-ins)",
+            )
+        )
         return None
+    load.digest.update(label.encode() + b"\0" + blob + b"\0")
+    return blob
+
+
+def _permission_text(what: str) -> str:
+    return (
+        f"{what}: permission denied; make it readable by the user Veylor runs as "
+        f"(uid {os.geteuid()}), or take it out of include"
+    )
 
 
 def _include_files(main: str, patterns: list[str], where: SourceMap, load: _Load) -> list[str]:
+    """The drop-in files the include patterns match, in order. A directory a pattern
+    must list, or a matched file, that exists but cannot be reached is a problem, never
+    a silent gap in the configuration."""
     base = os.path.dirname(main)
-    seen = {os.path.realpath(main)}
+    try:
+        st = os.stat(main)
+        seen = {(st.st_dev, st.st_ino)}
+    except OSError:
+        seen = set()
     out: list[str] = []
     for i, pattern in enumerate(patterns):
         full = os.path.join(base, os.path.expanduser(pattern))
+
+        def denied(what: str, i: int = i, pattern: str = pattern) -> None:
+            if where.has_key(("include",)):
+                load.error(where, ("include", i), _permission_text(f"{what} (include pattern {pattern!r})"))
+            else:  # the default pattern: there is no line to point at
+                text = _permission_text(f"{what} (default include pattern {pattern!r})")
+                load.problems.append(Problem(Location(main), (), text))
+
         if glob.has_magic(full):
+            for directory in _listed_dirs(full):
+                try:
+                    with os.scandir(directory):
+                        pass
+                except PermissionError:
+                    denied(f"cannot list directory {directory}")
+                except OSError:
+                    pass  # absent: an empty or missing routes.d/ is fine
             matches = sorted(glob.glob(full, recursive=True))
-        elif os.path.exists(full):
+        elif os.path.lexists(full):
             matches = [full]
         else:
             load.error(where, ("include", i), f"included file {full} does not exist")
             matches = []
         for path in matches:
-            real = os.path.realpath(path)
-            if os.path.isfile(path) and real not in seen:
-                seen.add(real)
+            try:
+                st = os.stat(path)
+            except PermissionError:
+                denied(f"cannot reach {path}")
+                continue
+            except OSError:
+                continue  # removed since it was listed, or a dangling link
+            identity = (
+                st.st_dev,
+                st.st_ino,
+            )  # a file reached twice (links, overlapping patterns) is read once
+            if not stat.S_ISREG(st.st_mode) and path is full:
+                kind = (
+                    "a directory (use a pattern such as dir/*.yaml)"
+                    if stat.S_ISDIR(st.st_mode)
+                    else "not a file"
+                )
+                load.error(where, ("include", i), f"included path {full} is {kind}")
+            if stat.S_ISREG(st.st_mode) and identity not in seen:
+                seen.add(identity)
                 out.append(path)
     return out
 
 
-def _collect(doc_data: dict[str, Any], where: SourceMap, errors: list[Problem], load: _Load) -> None:
+def _listed_dirs(pattern: str) -> list[str]:
+    """The directories glob must list to expand ``pattern``."""
+    parent = os.path.dirname(pattern) or "."
+    if not glob.has_magic(parent):
+        return [parent]
+    return [d for d in glob.glob(parent, recursive=True) if os.path.isdir(d)]
+
+
+def _collect(
+    doc_data: dict[str, Any],
+    where: SourceMap,
+    errors: list[Problem],
+    load: _Load,
+    read: FileRead | None = None,
+) -> None:
     """Add the components of one document to the merged set; a name defined twice is an error.
 
     ``errors`` are the schema errors of this document: a component with one is kept as
@@ -132,69 +257,110 @@ def _collect(doc_data: dict[str, Any], where: SourceMap, errors: list[Problem], 
                     key=True,
                 )
                 continue
-            broken = not isinstance(raw, dict) or any(p.path[:2] == path for p in errors)
-            load.defined[kind][name] = _Defined(raw, where, path, broken)
+            mine = frozenset(p.path for p in errors if p.path[:2] == path)
+            broken = not isinstance(raw, dict) or bool(mine)
+            load.defined[kind][name] = _Defined(raw, where, path, broken, mine, read)
 
 
-def _read_document(label: str, def_name: str | None, env: Mapping[str, str], load: _Load):
-    """Read and validate one file.
+def _read_document(
+    label: str, def_name: str | None, env: Mapping[str, str], load: _Load, cache: FileCache | None
+) -> FileRead | None:
+    """Read and validate one file (or take its read from ``cache``).
 
-    Returns (data, source map, shape, errors) or None when the file cannot be read as a
-    mapping at all. Environment and schema errors are recorded and returned; the data is
-    still returned so that the rest of the file is checked too.
+    None when it cannot be read at all. Otherwise its problems are recorded; its data
+    is None when it is not YAML or not a mapping, and is still returned when it has
+    schema errors, so that the rest of the file is checked too.
     """
-    text = _read_text(label, load)
-    if text is None:
+    blob = _read_blob(label, load)
+    if blob is None:
         return None
+    sha = hashlib.sha256(blob).digest()
+    read = cache.get(label, def_name, sha, env) if cache is not None else None
+    if read is None:
+        read = _parse_document(label, blob, sha, def_name, env)
+        if cache is not None:
+            cache.put(label, def_name, read)
+    load.problems.extend(read.problems)
+    return read
+
+
+def _parse_document(
+    label: str, blob: bytes, sha: bytes, def_name: str | None, env: Mapping[str, str]
+) -> FileRead:
+    def unusable(problems: list[Problem], where: SourceMap | None = None, used: Any = None) -> FileRead:
+        errors = [p for p in problems if not p.warning]
+        return FileRead(sha, None, where or SourceMap(file=label), "v1", problems, errors, used or {})
+
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = blob[: exc.start].count(b"\n") + 1
+        return unusable([Problem(Location(label, line), (), "is not UTF-8 text")])
     doc = read_yaml(label, text, env)
-    load.problems.extend(doc.problems)
+    problems = list(doc.problems)
     if doc.fatal:
-        return None
+        return unusable(problems, doc.where, doc.env_used)
     data = doc.data
     if data is None:
-        return {}, doc.where, "v1", list(doc.problems)
+        return FileRead(sha, {}, doc.where, "v1", problems, list(problems), doc.env_used)
     if not isinstance(data, dict):
-        load.problems.append(
+        problems.append(
             Problem(
                 doc.where.value(()), (), "the top level must be a mapping with sources, endpoints and routes"
             )
         )
-        return None
+        return unusable(problems, doc.where, doc.env_used)
     shape: Shape = "v1"
     if def_name is None:
         shape = legacy_shape(data) or "v1"
-    problems = validate(data, doc.where, def_name)
+    coerce_variables(data, doc.whole, def_name)
+    found = validate(data, doc.where, def_name)
     # A value whose ${VAR} failed was already reported; do not report its emptiness again.
     env_paths = {p.path for p in doc.problems}
-    problems = [p for p in problems if p.path not in env_paths]
+    found = [_from_variables(p, doc.variables) for p in found if p.path not in env_paths]
     if shape != "v1":
         # Veylor 1.x ignored keys it did not know; keep such files working, but say so.
-        problems = [
+        found = [
             Problem(p.location, p.path, p.message + " (ignored, as Veylor 1.x did)", True, p.code)
             if p.code == "unknown-key"
             else p
-            for p in problems
+            for p in found
         ]
-    load.problems.extend(problems)
-    errors = [p for p in [*doc.problems, *problems] if not p.warning]
-    return data, doc.where, shape, errors
+    problems.extend(found)
+    errors = [p for p in problems if not p.warning]
+    return FileRead(sha, data, doc.where, shape, problems, errors, doc.env_used)
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+def _from_variables(problem: Problem, variables: Mapping[PathT, tuple[str, ...]]) -> Problem:
+    """Name the variables a wrong value came from: the fix is in the environment."""
+    names = variables.get(problem.path)
+    if not names:
+        return problem
+    refs = ", ".join(f"${{{n}}}" for n in dict.fromkeys(names))
+    return Problem(
+        problem.location, problem.path, f"{problem.message} (from {refs})", problem.warning, problem.code
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, cache: FileCache | None = None
+) -> Config:
     """Load, validate and check the configuration rooted at ``path``.
 
     Raises :class:`ConfigError` listing every problem; warnings are kept on the result.
+    With ``cache`` (a reloader keeps one), files whose content did not change since the
+    last load are not parsed or validated again.
     """
     env = os.environ if env is None else env
     main = os.fspath(path)
     load = _Load()
     load.files.append(main)
     shape: Shape = "v1"
-    read = _read_document(main, None, env, load)
+    read = _read_document(main, None, env, load, cache)
     include: list[str] = list(definition("config")["properties"]["include"]["default"])
     main_map = SourceMap(file=main)
-    if read is not None:
-        data, main_map, shape, errors = read
+    if read is not None and read.data is not None:
+        data, main_map, shape, errors = read.data, read.where, read.shape, read.errors
         if shape != "v1" and not errors:
             data, main_map, more = translate(data, main_map)
             load.problems.extend(more)
@@ -202,15 +368,17 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         if isinstance(inc, str) or (isinstance(inc, list) and all(isinstance(i, str) for i in inc)):
             include = [inc] if isinstance(inc, str) else list(inc)
         if shape == "v1" or not errors:
-            _collect(data, main_map, errors, load)
+            _collect(data, main_map, errors, load, read if shape == "v1" else None)
 
     for label in _include_files(main, include, main_map, load):
         load.files.append(label)
-        dropin = _read_document(label, "dropin", env, load)
-        if dropin is not None:
-            _collect(dropin[0], dropin[1], dropin[3], load)
+        dropin = _read_document(label, "dropin", env, load, cache)
+        if dropin is not None and dropin.data is not None:
+            _collect(dropin.data, dropin.where, dropin.errors, load, dropin)
+    if cache is not None:
+        cache.keep_only(set(load.files))
 
-    config = _build(load, shape, main)
+    config = _build(load, shape, main, tuple(include))
     if any(not p.warning for p in load.problems):
         raise ConfigError(_ordered(load))
     return config
@@ -224,65 +392,88 @@ def _ordered(load: _Load) -> list[Problem]:
     )
 
 
-def _build(load: _Load, shape: Shape, main: str) -> Config:
-    """Typed components from the merged raw data, with the checks that span components."""
-    sources = {}
-    for name, d in _usable(load, "sources"):
-        raw = with_defaults(definition("source"), d.raw)
-        r = raw["reconnect"]
-        if r["max_delay"] < r["initial_delay"]:
-            load.error(
-                d.where,
-                (*d.path, "reconnect", "max_delay"),
+def _source(name: str, d: _Defined) -> tuple[SourceSpec, list[Problem]]:
+    raw = with_defaults(definition("source"), d.raw)
+    problems = []
+    r = raw["reconnect"]
+    if r["max_delay"] < r["initial_delay"]:
+        at = (*d.path, "reconnect", "max_delay")
+        problems.append(
+            Problem(
+                d.where.value(at),
+                at,
                 f"max_delay ({r['max_delay']}) is less than initial_delay ({r['initial_delay']})",
             )
-        try:
-            urlsplit(raw["url"]).port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            load.error(d.where, (*d.path, "url"), f"{redact_url(raw['url'])!r} has an invalid port")
-        sources[name] = source_from(name, raw, d.origin)
+        )
+    try:
+        urlsplit(raw["url"]).port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        at = (*d.path, "url")
+        problems.append(Problem(d.where.value(at), at, f"{redact_url(raw['url'])!r} has an invalid port"))
+    return source_from(name, raw, d.origin), problems
 
-    endpoints = {}
-    for name, d in _usable(load, "endpoints"):
-        raw = with_defaults(definition("endpoint"), d.raw)
-        endpoints[name] = endpoint_from(name, raw, d.origin)
-        listen = endpoints[name].listen
-        if isinstance(listen, UnixListen) and len(os.fsencode(listen.path)) > _UNIX_PATH_MAX:
-            load.error(
-                d.where,
-                (*d.path, "unix", "path"),
+
+def _endpoint(name: str, d: _Defined) -> tuple[EndpointSpec, list[Problem]]:
+    spec = endpoint_from(name, with_defaults(definition("endpoint"), d.raw), d.origin)
+    problems = []
+    listen = spec.listen
+    if isinstance(listen, UnixListen) and len(os.fsencode(listen.path)) > _UNIX_PATH_MAX:
+        at = (*d.path, "unix", "path")
+        problems.append(
+            Problem(
+                d.where.value(at),
+                at,
                 f"is {len(os.fsencode(listen.path))} bytes long; Unix socket paths may have at most "
                 f"{_UNIX_PATH_MAX}: choose a shorter path",
             )
-    _check_addresses(load, endpoints)
+        )
+    return spec, problems
 
-    routes = {}
-    for name, d in _usable(load, "routes"):
-        raw = with_defaults(definition("route"), d.raw)
-        if raw["from"] not in load.defined["sources"]:
-            load.error(
-                d.where,
-                (*d.path, "from"),
-                f"unknown source '{raw['from']}'{did_you_mean(raw['from'], load.defined['sources'])}"
-                + ("" if load.defined["sources"] else " (no sources are defined)"),
-            )
-        targets = [raw["to"]] if isinstance(raw["to"], str) else raw["to"]
-        for i, target in enumerate(targets):
-            if target not in load.defined["endpoints"]:
-                at = (*d.path, "to") if isinstance(raw["to"], str) else (*d.path, "to", i)
-                load.error(
-                    d.where,
-                    at,
-                    f"unknown endpoint '{target}'{did_you_mean(target, load.defined['endpoints'])}"
-                    + ("" if load.defined["endpoints"] else " (no endpoints are defined)"),
-                )
-        compiled = None
-        if raw.get("filter") is not None:
-            try:
-                compiled = compile_filter(raw["filter"])
-            except FilterError as exc:
-                load.error(d.where, (*d.path, "filter", *exc.path), exc.message)
-        routes[name] = route_from(name, raw, d.origin, compiled)
+
+def _route(name: str, d: _Defined) -> tuple[RouteSpec, list[Problem]]:
+    raw = with_defaults(definition("route"), d.raw)
+    compiled = None
+    problems = []
+    if raw.get("filter") is not None:
+        try:
+            compiled = compile_filter(raw["filter"])
+        except FilterError as exc:
+            at = (*d.path, "filter", *exc.path)
+            problems.append(Problem(d.where.value(at), at, exc.message))
+    return route_from(name, raw, d.origin, compiled), problems
+
+
+_BUILDERS: dict[str, Any] = {"sources": _source, "endpoints": _endpoint, "routes": _route}
+
+
+def _built(load: _Load, kind: str) -> dict[str, Any]:
+    """The typed specs of one kind of component, with the problems found building them.
+
+    A component read from a cached file is built once: its spec (and its compiled
+    filter) is kept with the file's read and reused while the file is unchanged.
+    """
+    out = {}
+    for name, d in _usable(load, kind):
+        memo = d.read.built if d.read is not None else None
+        made = memo.get((kind, name)) if memo is not None else None
+        if made is None:
+            made = _BUILDERS[kind](name, d)
+            if memo is not None:
+                memo[(kind, name)] = made
+        spec, problems = made
+        load.problems.extend(problems)
+        out[name] = spec
+    return out
+
+
+def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...]) -> Config:
+    """Typed components from the merged raw data, with the checks that span components."""
+    sources = _built(load, "sources")
+    endpoints = _built(load, "endpoints")
+    _check_addresses(load, endpoints)
+    for d in load.defined["routes"].values():  # broken ones too: every problem in one pass
+        _check_references(load, d)
+    routes = _built(load, "routes")
 
     used_sources = {r.source for r in routes.values()}
     used_endpoints = {e for r in routes.values() for e in r.endpoints}
@@ -309,7 +500,40 @@ def _build(load: _Load, shape: Shape, main: str) -> Config:
         files=tuple(load.files),
         warnings=tuple(p for p in _ordered(load) if p.warning),
         digest=load.digest.hexdigest(),
+        include=include,
     )
+
+
+def _check_references(load: _Load, d: _Defined) -> None:
+    """A route's ``from`` and ``to`` must name defined components (checked wherever the
+    value itself is valid, even in a route with schema errors elsewhere)."""
+    raw = d.raw
+    if not isinstance(raw, dict):
+        return
+    source = raw.get("from")
+    sources, endpoints = load.defined["sources"], load.defined["endpoints"]
+    if isinstance(source, str) and d.valid_at("from") and source not in sources:
+        load.error(
+            d.where,
+            (*d.path, "from"),
+            f"unknown source '{source}'{did_you_mean(source, sources)}"
+            + ("" if sources else " (no sources are defined)"),
+        )
+    to = raw.get("to")
+    if isinstance(to, str):
+        targets: list[tuple[PathT, Any]] = [((*d.path, "to"), to)]
+    elif isinstance(to, list):
+        targets = [((*d.path, "to", i), t) for i, t in enumerate(to)]
+    else:
+        return
+    for at, target in targets:
+        if isinstance(target, str) and d.valid_at(*at[len(d.path) :]) and target not in endpoints:
+            load.error(
+                d.where,
+                at,
+                f"unknown endpoint '{target}'{did_you_mean(target, endpoints)}"
+                + ("" if endpoints else " (no endpoints are defined)"),
+            )
 
 
 def _usable(load: _Load, kind: str) -> list[tuple[str, _Defined]]:

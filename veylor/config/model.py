@@ -196,6 +196,11 @@ class RouteSpec:
     upstream: bool
     origin: Location = field(compare=False, default=Location(""))
     compiled: CompiledFilter | None = field(compare=False, default=None, repr=False)  # compiled at load
+    _filter_key: str | None = field(compare=False, default=None, repr=False, init=False)
+
+    def __post_init__(self) -> None:
+        key = None if self.filter is None else json.dumps(thaw(self.filter), sort_keys=True)
+        object.__setattr__(self, "_filter_key", key)
 
     def __hash__(self) -> int:
         return hash((self.name, self.source, self.endpoints, self.filter_key, self.upstream))
@@ -213,10 +218,8 @@ class RouteSpec:
 
     @property
     def filter_key(self) -> str | None:
-        """A canonical text of the filter, for comparisons."""
-        if self.filter is None:
-            return None
-        return json.dumps(thaw(self.filter), sort_keys=True)
+        """A canonical text of the filter, for comparisons (computed once)."""
+        return self._filter_key
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,7 @@ class Config:
     files: tuple[str, ...] = ()
     warnings: tuple[Problem, ...] = ()
     digest: str = ""  # sha256 of every file read, in order: identifies a configuration generation
+    include: tuple[str, ...] = ("routes.d/*.yaml",)  # the main file's drop-in patterns
 
 
 def source_from(name: str, raw: Mapping[str, Any], origin: Location) -> SourceSpec:

@@ -81,9 +81,14 @@ class Runtime:
 
     # ------------------------------------------------------------------ apply
 
-    async def apply(self, new: Graph) -> Applied:
-        """Turn the running graph into ``new`` (see the module docstring for the order)."""
-        plan = diff(self.graph, new)
+    async def apply(self, new: Graph, plan: Plan | None = None, base: Graph | None = None) -> Applied:
+        """Turn the running graph into ``new`` (see the module docstring for the order).
+
+        ``plan`` may come precomputed (off the event loop) as ``diff(base, new)``; it is
+        used only if ``base`` is still the running graph.
+        """
+        if plan is None or base is not self.graph:
+            plan = diff(self.graph, new)
         rebound = set(plan.endpoints_rebound)
 
         # New endpoint objects for added and rebound endpoints; the others are kept.
