@@ -57,6 +57,7 @@ class Reloader:
         self._failing = False  # the last reload was rejected: say so when it recovers
         self._requested = asyncio.Event()
         self._reasons: list[str] = []
+        self._changed: set[str] | None = set()  # None: read every file
         self._stop = asyncio.Event()
         self._rewatch = asyncio.Event()
         self._idle = asyncio.Event()
@@ -83,8 +84,17 @@ class Reloader:
             except Exception as exc:
                 log.warning("reload: %s while stopping", exc)
 
-    def request(self, reason: str) -> None:
-        """Ask for a reload (from a signal handler, the file watcher, the admin API)."""
+    def request(self, reason: str, paths: set[str] | None = None) -> None:
+        """Ask for a reload (from a signal handler, the file watcher, the admin API).
+
+        ``paths``: the files that changed, when the trigger knows (the watcher); the
+        reload then reads only those and the files whose stat changed. Without it
+        (SIGHUP: the operator asks), every file is read again.
+        """
+        if paths is None:
+            self._changed = None
+        elif self._changed is not None:
+            self._changed |= paths
         self._reasons.append(reason)
         self._idle.clear()
         self._requested.set()
@@ -98,30 +108,35 @@ class Reloader:
             await self._requested.wait()
             self._requested.clear()
             reasons, self._reasons = self._reasons, []
+            changed, self._changed = self._changed, set()
             try:
-                await self.reload(", ".join(dict.fromkeys(reasons)) or "request")
+                await self.reload(
+                    ", ".join(dict.fromkeys(reasons)) or "request",
+                    frozenset(changed) if changed is not None else None,
+                )
             except Exception:  # a bug must not end reloading for the life of the process
                 log.exception("reload: unexpected error; the running configuration is unchanged")
             if not self._requested.is_set():
                 self._idle.set()
 
-    def _load(self, running: Graph) -> tuple[Config, Graph, Plan]:
+    def _load(self, running: Graph, changed: frozenset[str] | None) -> tuple[Config, Graph, Plan]:
         """Runs in a worker thread: everything pure of a reload (read, parse and validate,
         cached per file; build; diff against ``running``), so that the event loop only
         applies the plan."""
-        config = load_config(self.config_path, env=self.env, cache=self.cache)
+        config = load_config(self.config_path, env=self.env, cache=self.cache, changed=changed)
         remember(config)
-        graph = build_graph(config)
+        graph = build_graph(config, previous=running)
         return config, graph, diff(running, graph)
 
-    async def reload(self, reason: str) -> bool:
-        """One reload; True when a new configuration was applied."""
+    async def reload(self, reason: str, changed: frozenset[str] | None = None) -> bool:
+        """One reload; True when a new configuration was applied. ``changed``: see
+        :meth:`request`."""
         started = time.monotonic()
         self.last_reload_at = time.time()
         running = self.runtime.graph
         quiet = reason.startswith("file change")
         try:
-            config, graph, plan = await asyncio.to_thread(self._load, running)
+            config, graph, plan = await asyncio.to_thread(self._load, running, changed)
         except ConfigError as exc:
             self.reloads_failed += 1
             self._failing = True
@@ -273,7 +288,7 @@ class Reloader:
                         continue
                     names = sorted({os.path.basename(path) for _, path in changes})
                     more = " ..." if len(names) > 3 else ""
-                    self.request("file change: " + ", ".join(names[:3]) + more)
+                    self.request("file change: " + ", ".join(names[:3]) + more, {p for _, p in changes})
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -291,7 +306,7 @@ class Reloader:
         )
 
 
-WATCH_STEP_MS = 50  # a change is picked up once its directory has been quiet this long
+WATCH_STEP_MS = 30  # a change is picked up once its files have been quiet this long (the settle time)
 WATCH_DEBOUNCE_MS = 500  # ... or after this long, under a stream of changes
 WATCH_TIMEOUT_MS = 1000  # the watcher wakes this often when nothing changes (its first wake-up
 # tells the watch is in place)

@@ -153,6 +153,34 @@ def test_the_file_cache_reparses_only_changed_files(tree, tmp_path):
     assert "e7" not in load_config("config.yaml", env={}, cache=cache).endpoints
 
 
+def test_a_watcher_reload_reads_only_reported_files_and_files_whose_stat_changed(tree, tmp_path, monkeypatch):
+    files = {"config.yaml": "sources: {a: {url: 'ws://127.0.0.1:1/'}}\n"}
+    for i in range(10):
+        files[f"routes.d/{i:02d}.yaml"] = dropin(f"e{i}", 9000 + i)
+    tree(files)
+    cache = FileCache()
+    first = load_config("config.yaml", env={}, cache=cache)
+    reads: list[str] = []
+    real = loader_module._read_blob
+
+    def counting(label, load):
+        reads.append(os.path.basename(label))
+        return real(label, load)
+
+    monkeypatch.setattr(loader_module, "_read_blob", counting)
+    reported = str(tmp_path / "routes.d" / "03.yaml")
+    same = load_config("config.yaml", env={}, cache=cache, changed=frozenset({reported}))
+    assert reads == ["03.yaml"] and same.digest == first.digest
+    reads.clear()
+    (tmp_path / "routes.d" / "05.yaml").write_text(dropin("e5", 9105))  # a change nobody reported
+    changed = load_config("config.yaml", env={}, cache=cache, changed=frozenset())
+    assert reads == ["05.yaml"]  # its stat changed: read again
+    assert changed.endpoints["e5"].listen.port == 9105 and changed.digest != first.digest
+    reads.clear()
+    load_config("config.yaml", env={}, cache=cache)  # SIGHUP: every file is read
+    assert len(reads) == 11
+
+
 def test_a_cached_file_is_read_again_when_a_variable_it_uses_changes(tree):
     tree(
         {

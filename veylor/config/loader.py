@@ -93,6 +93,19 @@ class FileRead:
     errors: list[Problem]  # the errors among them, with those of reading it
     env_used: Mapping[str, str | None]
     built: dict[tuple[str, str], Any] = field(default_factory=dict)  # (kind, name) -> (spec, problems)
+    components: list[tuple[str, str, Any]] | None = None  # (kind, name, _Defined), once collected
+    signature: Signature | None = None  # the file's stat when it was read
+
+
+Signature = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _same_env(read: FileRead, env: Mapping[str, str]) -> bool:
+    return all(env.get(k) == v for k, v in read.env_used.items())
 
 
 class FileCache:
@@ -107,9 +120,22 @@ class FileCache:
         self.misses = 0
 
     def get(self, label: str, def_name: str | None, sha: bytes, env: Mapping[str, str]) -> FileRead | None:
+        """The cached read of ``label`` if its content (``sha``) and variables are unchanged."""
         read = self._reads.get((label, def_name))
-        if read is None or read.sha != sha or any(env.get(k) != v for k, v in read.env_used.items()):
+        if read is None or read.sha != sha or not _same_env(read, env):
             self.misses += 1
+            return None
+        self.hits += 1
+        return read
+
+    def unchanged(
+        self, label: str, def_name: str | None, signature: Signature, env: Mapping[str, str]
+    ) -> FileRead | None:
+        """The cached read of ``label`` if the file looks untouched (same inode, size,
+        modification and change times) and its variables are unchanged: for a reload
+        whose trigger says which files changed, the others are not even read."""
+        read = self._reads.get((label, def_name))
+        if read is None or read.signature != signature or not _same_env(read, env):
             return None
         self.hits += 1
         return read
@@ -123,9 +149,10 @@ class FileCache:
             del self._reads[key]
 
 
-def _read_blob(label: str, load: _Load) -> bytes | None:
+def _read_blob(label: str, load: _Load) -> tuple[bytes, Signature] | None:
     try:
         with open(label, "rb") as fh:
+            signature = _signature(os.fstat(fh.fileno()))  # before reading: a later write shows
             blob = fh.read(MAX_FILE_SIZE + 1)
     except FileNotFoundError:
         load.problems.append(Problem(Location(label), (), "file not found"))
@@ -149,8 +176,7 @@ def _read_blob(label: str, load: _Load) -> bytes | None:
             )
         )
         return None
-    load.digest.update(label.encode() + b"\0" + blob + b"\0")
-    return blob
+    return blob, signature
 
 
 def _permission_text(what: str) -> str:
@@ -160,7 +186,9 @@ def _permission_text(what: str) -> str:
     )
 
 
-def _include_files(main: str, patterns: list[str], where: SourceMap, load: _Load) -> list[str]:
+def _include_files(
+    main: str, patterns: list[str], where: SourceMap, load: _Load
+) -> list[tuple[str, os.stat_result]]:
     """The drop-in files the include patterns match, in order. A directory a pattern
     must list, or a matched file, that exists but cannot be reached is a problem, never
     a silent gap in the configuration."""
@@ -170,7 +198,7 @@ def _include_files(main: str, patterns: list[str], where: SourceMap, load: _Load
         seen = {(st.st_dev, st.st_ino)}
     except OSError:
         seen = set()
-    out: list[str] = []
+    out: list[tuple[str, os.stat_result]] = []
     for i, pattern in enumerate(patterns):
         full = os.path.join(base, os.path.expanduser(pattern))
 
@@ -217,7 +245,7 @@ def _include_files(main: str, patterns: list[str], where: SourceMap, load: _Load
                 load.error(where, ("include", i), f"included path {full} is {kind}")
             if stat.S_ISREG(st.st_mode) and identity not in seen:
                 seen.add(identity)
-                out.append(path)
+                out.append((path, st))
     return out
 
 
@@ -241,45 +269,76 @@ def _collect(
     ``errors`` are the schema errors of this document: a component with one is kept as
     broken, so that one mistake is reported once and not again as an unknown reference.
     """
+    components = read.components if read is not None else None
+    if components is None:
+        components = _components(doc_data, where, errors, read)
+        if read is not None:
+            read.components = components
+    for kind, name, d in components:
+        defined = load.defined[kind]
+        first = defined.get(name)
+        if first is not None:
+            load.error(
+                where,
+                d.path,
+                f"{kind[:-1]} '{name}' is already defined at {first.origin}: "
+                "names must be unique across the main file and all drop-ins; rename one",
+                key=True,
+            )
+            continue
+        defined[name] = d
+
+
+def _components(
+    doc_data: dict[str, Any], where: SourceMap, errors: list[Problem], read: FileRead | None
+) -> list[tuple[str, str, _Defined]]:
+    out = []
     for kind in KINDS:
         section = doc_data.get(kind)
         if not isinstance(section, dict):
             continue
         for name, raw in section.items():
             path = (kind, name)
-            first = load.defined[kind].get(name)
-            if first is not None:
-                load.error(
-                    where,
-                    path,
-                    f"{kind[:-1]} '{name}' is already defined at {first.origin}: "
-                    "names must be unique across the main file and all drop-ins; rename one",
-                    key=True,
-                )
-                continue
-            mine = frozenset(p.path for p in errors if p.path[:2] == path)
+            mine = frozenset(p.path for p in errors if p.path[:2] == path) if errors else frozenset()
             broken = not isinstance(raw, dict) or bool(mine)
-            load.defined[kind][name] = _Defined(raw, where, path, broken, mine, read)
+            out.append((kind, name, _Defined(raw, where, path, broken, mine, read)))
+    return out
 
 
 def _read_document(
-    label: str, def_name: str | None, env: Mapping[str, str], load: _Load, cache: FileCache | None
+    label: str,
+    def_name: str | None,
+    env: Mapping[str, str],
+    load: _Load,
+    cache: FileCache | None,
+    st: os.stat_result | None = None,
+    changed: frozenset[str] | None = None,
 ) -> FileRead | None:
     """Read and validate one file (or take its read from ``cache``).
 
     None when it cannot be read at all. Otherwise its problems are recorded; its data
     is None when it is not YAML or not a mapping, and is still returned when it has
     schema errors, so that the rest of the file is checked too.
+
+    With ``changed`` (the absolute paths a file watcher saw change) and ``st`` (the
+    file's stat), a file not among them whose stat is as when it was cached is not read.
     """
-    blob = _read_blob(label, load)
-    if blob is None:
-        return None
-    sha = hashlib.sha256(blob).digest()
-    read = cache.get(label, def_name, sha, env) if cache is not None else None
+    read = None
+    if cache is not None and changed is not None and st is not None and os.path.abspath(label) not in changed:
+        read = cache.unchanged(label, def_name, _signature(st), env)
     if read is None:
-        read = _parse_document(label, blob, sha, def_name, env)
-        if cache is not None:
-            cache.put(label, def_name, read)
+        got = _read_blob(label, load)
+        if got is None:
+            return None
+        blob, signature = got
+        sha = hashlib.sha256(blob).digest()
+        read = cache.get(label, def_name, sha, env) if cache is not None else None
+        if read is None:
+            read = _parse_document(label, blob, sha, def_name, env)
+            if cache is not None:
+                cache.put(label, def_name, read)
+        read.signature = signature
+    load.digest.update(label.encode() + b"\0" + read.sha)
     load.problems.extend(read.problems)
     return read
 
@@ -343,20 +402,29 @@ def _from_variables(problem: Problem, variables: Mapping[PathT, tuple[str, ...]]
 
 
 def load_config(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, cache: FileCache | None = None
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    cache: FileCache | None = None,
+    changed: frozenset[str] | None = None,
 ) -> Config:
     """Load, validate and check the configuration rooted at ``path``.
 
     Raises :class:`ConfigError` listing every problem; warnings are kept on the result.
     With ``cache`` (a reloader keeps one), files whose content did not change since the
-    last load are not parsed or validated again.
+    last load are not parsed or validated again; with ``changed`` too (the absolute
+    paths a file watcher reported), the other files are not even read if their stat is
+    unchanged.
     """
     env = os.environ if env is None else env
     main = os.fspath(path)
     load = _Load()
     load.files.append(main)
     shape: Shape = "v1"
-    read = _read_document(main, None, env, load, cache)
+    try:
+        main_st: os.stat_result | None = os.stat(main)
+    except OSError:
+        main_st = None
+    read = _read_document(main, None, env, load, cache, main_st, changed)
     include: list[str] = list(definition("config")["properties"]["include"]["default"])
     main_map = SourceMap(file=main)
     if read is not None and read.data is not None:
@@ -370,9 +438,9 @@ def load_config(
         if shape == "v1" or not errors:
             _collect(data, main_map, errors, load, read if shape == "v1" else None)
 
-    for label in _include_files(main, include, main_map, load):
+    for label, st in _include_files(main, include, main_map, load):
         load.files.append(label)
-        dropin = _read_document(label, "dropin", env, load, cache)
+        dropin = _read_document(label, "dropin", env, load, cache, st, changed)
         if dropin is not None and dropin.data is not None:
             _collect(dropin.data, dropin.where, dropin.errors, load, dropin)
     if cache is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..filters import CompiledFilter
-from ..graph import Graph
+from ..graph import Graph, Route
 from ..message import Message
 from .wire import LENGTH_PREFIXED, LINES, WS, length_prefixed_frame, line_frame, ws_frame
 
@@ -52,17 +52,32 @@ class SourceFanout:
     always: tuple[Endpoint, ...]  # reached by an unfiltered route (each once)
     always_stats: tuple[RouteStats, ...]
     filtered: tuple[tuple[CompiledFilter, tuple[Endpoint, ...], RouteStats], ...]
+    # What it was built from, to reuse it when a reload changed none of it.
+    routes: tuple[Route, ...] = ()
+    targets: tuple[Endpoint, ...] = ()
 
 
 RoutingTable = Mapping[str, SourceFanout]
 
 
 def build_table(
-    graph: Graph, endpoints: Mapping[str, Endpoint], stats: Mapping[str, RouteStats]
+    graph: Graph,
+    endpoints: Mapping[str, Endpoint],
+    stats: Mapping[str, RouteStats],
+    previous: RoutingTable | None = None,
 ) -> dict[str, SourceFanout]:
-    """The routing table for ``graph`` over the running endpoint objects."""
+    """The routing table for ``graph`` over the running endpoint objects. An entry of
+    ``previous`` built from the same routes and endpoint objects is kept as it is."""
     table: dict[str, SourceFanout] = {}
     for source, routes in graph.routes_by_source.items():
+        before = previous.get(source) if previous is not None else None
+        if (
+            before is not None
+            and before.routes is routes
+            and all(endpoints.get(e.name) is e for e in before.targets)
+        ):
+            table[source] = before
+            continue
         always: dict[str, Endpoint] = {}
         always_stats: list[RouteStats] = []
         filtered = []
@@ -74,7 +89,10 @@ def build_table(
             else:
                 filtered.append((route.filter, targets, stats[route.name]))
         if always or filtered:
-            table[source] = SourceFanout(tuple(always.values()), tuple(always_stats), tuple(filtered))
+            targets = tuple(dict.fromkeys(e for r in routes for e in (endpoints[n] for n in r.endpoints)))
+            table[source] = SourceFanout(
+                tuple(always.values()), tuple(always_stats), tuple(filtered), routes, targets
+            )
     return table
 
 

@@ -193,7 +193,7 @@ class Runtime:
             ep.upstream = tuple(
                 self.sources[s] for s in graph.upstream_targets.get(name, ()) if s in self.sources
             )
-        self.router.install(build_table(graph, self.endpoints, self.route_stats))
+        self.router.install(build_table(graph, self.endpoints, self.route_stats, self.router.table))
 
     def _endpoints_of_source(self, source: str) -> Iterable[Endpoint]:
         names = dict.fromkeys(e for r in self.graph.routes_by_source.get(source, ()) for e in r.endpoints)
