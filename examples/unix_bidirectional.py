@@ -35,7 +35,10 @@ async def main(path: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path")
+    path = parser.parse_args().path
     try:
-        asyncio.run(main(parser.parse_args().path))
+        asyncio.run(main(path))
     except (KeyboardInterrupt, asyncio.IncompleteReadError):
         pass
+    except OSError as exc:
+        sys.exit(f"{path}: {exc.strerror or exc}")

@@ -10,6 +10,7 @@ every message is a 4-byte big-endian length, then the payload.
 import argparse
 import socket
 import struct
+import sys
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -41,3 +42,7 @@ if __name__ == "__main__":
         main(args.path, args.count)
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        sys.exit(f"{args.path}: {exc.strerror or exc}")
+    except EOFError:
+        sys.exit(f"{args.path}: Veylor closed the connection")

@@ -11,6 +11,7 @@ import asyncio
 import sys
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError, InvalidHandshake, InvalidStatus, InvalidURI
 
 
 async def main(url: str) -> None:
@@ -31,7 +32,16 @@ async def main(url: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
+    url = parser.parse_args().url
     try:
-        asyncio.run(main(parser.parse_args().url))
+        asyncio.run(main(url))
     except KeyboardInterrupt:
         pass
+    except InvalidStatus as exc:
+        code = exc.response.status_code
+        hint = {404: " (no Veylor endpoint at this path)", 503: " (the endpoint is full: max_clients)"}
+        sys.exit(f"{url}: the server answered HTTP {code}{hint.get(code, '')}")
+    except (OSError, InvalidHandshake, InvalidURI) as exc:
+        sys.exit(f"{url}: cannot connect: {exc}")
+    except ConnectionClosedError as exc:
+        sys.exit(f"{url}: connection closed: {exc}")

@@ -6,8 +6,10 @@ python examples/ws_client.py ws://127.0.0.1:8765/ticker [--count N]
 
 import argparse
 import asyncio
+import sys
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError, InvalidHandshake, InvalidStatus, InvalidURI
 
 
 async def main(url: str, count: int) -> None:
@@ -32,3 +34,11 @@ if __name__ == "__main__":
         asyncio.run(main(args.url, args.count))
     except KeyboardInterrupt:
         pass
+    except InvalidStatus as exc:
+        code = exc.response.status_code
+        hint = {404: " (no Veylor endpoint at this path)", 503: " (the endpoint is full: max_clients)"}
+        sys.exit(f"{args.url}: the server answered HTTP {code}{hint.get(code, '')}")
+    except (OSError, InvalidHandshake, InvalidURI) as exc:
+        sys.exit(f"{args.url}: cannot connect: {exc}")
+    except ConnectionClosedError as exc:
+        sys.exit(f"{args.url}: connection closed: {exc}")

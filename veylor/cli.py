@@ -137,7 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def no_config(args: argparse.Namespace) -> str | None:
+    """What to say when there is no configuration file to read, or None if there is one."""
+    if args.config is not None:
+        if os.path.exists(args.config):
+            return None
+        return f"{args.config}: no such file (given with -c); check the path"
+    if any(os.path.exists(c) for c in DEFAULT_CONFIGS):
+        return None
+    tried = " and ".join(os.path.abspath(c) if c == "config.yaml" else c for c in DEFAULT_CONFIGS)
+    return (
+        f"no configuration file: tried {tried}. Give one with -c FILE; start from "
+        "config.yaml.example (every key, with its default, in Veylor's source); "
+        "or see Veylor run with `veylor demo`"
+    )
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    missing = no_config(args)
+    if missing is not None and not args.against:
+        print(missing, file=sys.stderr)
+        return 1
     path = args.config or default_config()
     if args.against:
         return _check_against(args.against, path, args.json)
@@ -191,6 +211,10 @@ def _tui_unavailable(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    missing = no_config(args)
+    if missing is not None:
+        log.error("%s", missing)
+        return 1
     path = args.config or default_config()
     cache = FileCache()
     try:

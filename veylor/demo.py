@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -104,6 +105,34 @@ routes:
 """
 
 
+def _shortest(path: str) -> str:
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full)
+    return rel if not rel.startswith("..") else full
+
+
+def python_command() -> str:
+    """How to run this Python from where the user stands: ``python3`` only when that is
+    the one on PATH (a virtual environment's python is not, unless activated)."""
+    on_path = shutil.which("python3")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(sys.executable):
+        return "python3"
+    return _shortest(sys.executable)
+
+
+def veylor_command() -> str:
+    """How to run this Veylor from where the user stands (``veylor``, ``.venv/bin/veylor``
+    or ``python -m veylor``), as it was started."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "veylor":
+        on_path = shutil.which("veylor")
+        if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+            return "veylor"
+        return _shortest(argv0)
+    return f"{python_command()} -m veylor"
+
+
 async def run_demo(port: int, rate: float) -> int:
     upstream = await demo_upstream(rate=rate)
     upstream_port = next(iter(upstream.sockets)).getsockname()[1]
@@ -114,7 +143,8 @@ async def run_demo(port: int, rate: float) -> int:
     config = load_config(config_path)
     remember(config)
     graph = build_graph(config)
-    py = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python3"
+    py = python_command()
+    veylor = veylor_command()
     unix_client = Path("examples/unix_client.py")
     unix_hint = (
         f"{py} {unix_client} {sock}"
@@ -135,7 +165,7 @@ async def run_demo(port: int, rate: float) -> int:
                   every trade over a Unix socket (Veylor 1.x framing):
                     {unix_hint}
 
-                The configuration is {config_path} (try: veylor check -c {config_path}).
+                The configuration is {config_path} (try: {veylor} check -c {config_path}).
                 Press Ctrl-C to stop.
                 """
             ),
@@ -145,7 +175,7 @@ async def run_demo(port: int, rate: float) -> int:
     try:
         code = await serve(graph, config_path=str(config_path), watch="off", on_ready=ready)
         if code == 1:
-            log.error("is port %d taken? run the demo on another one: veylor demo --port PORT", port)
+            log.error("is port %d taken? run the demo on another one: %s demo --port PORT", port, veylor)
         return code
     finally:
         upstream.close()

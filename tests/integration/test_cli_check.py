@@ -100,7 +100,7 @@ def test_check_json_on_bad_file(tmp_path):
 def test_missing_config_file(tmp_path):
     result = run_veylor("check", "-c", "nope.yaml", cwd=tmp_path)
     assert result.returncode == 1
-    assert "nope.yaml: file not found" in result.stderr
+    assert "nope.yaml: no such file (given with -c); check the path" in result.stderr
 
 
 def test_default_config_is_dot_config_yaml_and_options_go_before_or_after_the_command(tmp_path):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(60)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-async def run_example(*args: str, stdin: bytes | None = None, timeout: float = 15) -> str:
+async def run_example(*args: str, stdin: bytes | None = None, timeout: float = 15, expect: int = 0) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLES / args[0]),
@@ -29,8 +29,8 @@ async def run_example(*args: str, stdin: bytes | None = None, timeout: float = 1
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    assert proc.returncode == expect, err.decode()
+    return out.decode() if expect == 0 else err.decode()
 
 
 async def test_examples_against_the_example_upstream(tmp_path):
@@ -65,6 +65,19 @@ routes:
             assert '"data": "hello from ws"' in out
             out = await run_example("unix_bidirectional.py", str(sock), stdin=b"hello from unix\n")
             assert '"data": "hello from unix"' in out
+            # A wrong path, a wrong port, a wrong socket: one line each, no traceback.
+            for example, target in (
+                ("ws_client.py", f"ws://127.0.0.1:{port}/wrong"),
+                ("ws_bidirectional.py", f"ws://127.0.0.1:{port}/wrong"),
+                ("ws_client.py", f"ws://127.0.0.1:{free_port()}/ticker"),
+                ("unix_client.py", str(tmp_path / "nope.sock")),
+                ("unix_bidirectional.py", str(tmp_path / "nope.sock")),
+            ):
+                err = await run_example(example, target, stdin=b"", expect=1)
+                assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+                assert target in err
+            err = await run_example("ws_client.py", f"ws://127.0.0.1:{port}/wrong", expect=1)
+            assert "HTTP 404 (no Veylor endpoint at this path)" in err
     finally:
         upstream.terminate()
         await upstream.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import socket
@@ -12,6 +13,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import run_veylor
 from helpers import UnixClient, Upstream, VeylorProcess, eventually, free_port, stalled_ws_client, ws_client
 from websockets.exceptions import ConnectionClosed
 
@@ -258,8 +260,10 @@ async def test_real_third_party_upstream_websocketd(tmp_path):
 
 async def test_demo_command_runs_and_stops(tmp_path):
     port = free_port()
+    scratch = tmp_path / "tmp"  # the demo's files go here, and must be gone afterwards
+    scratch.mkdir()
     veylor = await VeylorProcess(
-        "demo", "--port", str(port), "--rate", "100", cwd=tmp_path, env=DEV_ENV
+        "demo", "--port", str(port), "--rate", "100", cwd=tmp_path, env={**DEV_ENV, "TMPDIR": str(scratch)}
     ).start()
     try:
         btc = await ws_client(f"ws://127.0.0.1:{port}/btc")
@@ -282,5 +286,47 @@ async def test_demo_command_runs_and_stops(tmp_path):
         assert f"ws://127.0.0.1:{port}/ticker" in veylor.stdout
         for leak in LEAKS:
             assert leak not in veylor.log, veylor.log
+        assert list(scratch.iterdir()) == []  # its configuration and socket removed
+        # The commands it prints work from where the user stands (the venv need not be on PATH).
+        command = veylor.stdout.split("(try: ")[1].split(")")[0]
+        assert command.split()[0] != "veylor" or shutil.which("veylor")
+        assert "-m websockets" in veylor.stdout
     finally:
         await veylor.stop()
+
+
+async def test_printed_demo_commands_run_as_printed(tmp_path):
+    """The check command the demo prints works when pasted, from the directory it ran in,
+    by a user whose virtual environment is not activated."""
+    port = free_port()
+    env = {**DEV_ENV, "PATH": "/usr/bin:/bin"}
+    veylor = await VeylorProcess("demo", "--port", str(port), cwd=tmp_path, env=env).start()
+    try:
+        assert veylor.proc is not None and veylor.proc.stdout is not None
+        line = b""
+        while b"(try: " not in line:
+            line = await asyncio.wait_for(veylor.proc.stdout.readline(), 10)
+            assert line, "the demo printed no check command"
+        command = line.decode().split("(try: ")[1].split(")")[0]
+        proc = await asyncio.create_subprocess_shell(
+            command, cwd=tmp_path, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0 and "OK: 1 source, 3 endpoints, 2 routes" in out.decode(), command
+        veylor.signal(signal.SIGINT)
+        assert await veylor.wait(10) == 0
+    finally:
+        await veylor.stop()
+
+
+def test_missing_configuration_says_what_was_tried_and_what_to_do(tmp_path):
+    if os.path.exists("/etc/veylor/config.yaml"):
+        pytest.skip("this machine has /etc/veylor/config.yaml")
+    for args in ([], ["check"]):
+        result = run_veylor(*args, cwd=tmp_path)
+        assert result.returncode == 1
+        text = result.stderr
+        assert f"tried {tmp_path}/config.yaml and /etc/veylor/config.yaml" in text
+        assert "-c FILE" in text and "config.yaml.example" in text and "veylor demo" in text
+    result = run_veylor("-c", "nope.yaml", cwd=tmp_path)
+    assert result.returncode == 1 and "nope.yaml: no such file (given with -c)" in result.stderr

@@ -8,6 +8,7 @@ ports (they sit in backoff), which is enough to compare what runs with what is c
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -27,7 +28,16 @@ pytestmark = pytest.mark.timeout(300)
 
 PORTS = (free_port(), free_port())
 DEAD = free_port()  # nothing listens here
-SOCKDIR = Path(tempfile.mkdtemp(prefix="veylor-prop-"))
+SOCKDIR = Path("/nonexistent")  # set by the sockdir fixture: short Unix paths, removed afterwards
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sockdir():
+    global SOCKDIR
+    SOCKDIR = Path(tempfile.mkdtemp(prefix="veylor-prop-"))
+    yield SOCKDIR
+    shutil.rmtree(SOCKDIR, ignore_errors=True)
+
 
 SOURCES = ("s0", "s1", "s2")
 ENDPOINTS = ("e0", "e1", "e2", "e3")

@@ -183,3 +183,65 @@ async def test_repeated_failures_are_summarized_not_logged_each(tmp_path, caplog
     assert "attempts failed since" in summaries[0] and "next attempt in" in summaries[0]
     assert sum("failed" in m for m in by_level[logging.DEBUG]) >= failures - 2
     assert any("connected to" in m and "failed attempts" in m for m in by_level[logging.INFO])
+
+
+async def test_tls_failures_say_what_happened(tmp_path):
+    """A TLS failure used to log an empty reason ("cannot connect to wss://...: ")."""
+    plain = await Upstream().start()  # a ws:// server at a wss:// URL
+    try:
+        async with veylor_inprocess(
+            tmp_path, config(f"wss://127.0.0.1:{plain.port}/", free_port(), False)
+        ) as rt:
+            src = rt.sources["up"]
+            await eventually(lambda: src.last_error is not None, what="a failed attempt")
+            assert "TLS" in src.last_error and "wss://" in src.last_error, src.last_error
+    finally:
+        await plain.stop()
+
+
+async def test_an_untrusted_certificate_is_named_as_such(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    from websockets.asyncio.server import serve
+
+    async def handler(conn):
+        await conn.wait_closed()
+
+    port = free_port()
+    url = f"wss://127.0.0.1:{port}/"
+    async with (
+        serve(handler, "127.0.0.1", port, ssl=context),
+        veylor_inprocess(tmp_path, config(url, free_port(), False)) as rt,
+    ):
+        src = rt.sources["up"]
+        await eventually(lambda: src.last_error is not None, what="a failed attempt")
+        assert src.last_error.startswith("TLS certificate verification failed: "), src.last_error
+        assert "self-signed" in src.last_error or "self signed" in src.last_error

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -205,7 +207,7 @@ class Source:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self.last_error = _describe(exc)
+                    self.last_error = _describe(exc, secure=self.spec.url.startswith("wss:"))
                     if not _expected(exc):
                         log.error(
                             "source %s: unexpected error (a bug: please report it); reconnecting",
@@ -382,7 +384,8 @@ def _expected(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | WebSocketException | EOFError)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, secure: bool = False) -> str:
+    """One line saying what went wrong with a connection attempt, never empty."""
     if isinstance(exc, InvalidStatus):
         return f"server answered HTTP {exc.response.status_code}"
     if isinstance(exc, InvalidURI):
@@ -391,6 +394,22 @@ def _describe(exc: BaseException) -> str:
         return f"handshake failed: {exc}"
     if isinstance(exc, TimeoutError):
         return "timed out (open_timeout)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc.reason or exc}"
+    if isinstance(exc, ssl.SSLError):
+        reason = (exc.reason or "").replace("_", " ").lower()
+        if exc.reason == "WRONG_VERSION_NUMBER":
+            return "TLS handshake failed: the server does not speak TLS (a ws:// server at a wss:// URL?)"
+        return f"TLS handshake failed: {reason or exc}"
+    if isinstance(exc, ConnectionResetError | EOFError) and secure:
+        return (
+            "connection reset during the TLS handshake (the server closed it: does it speak TLS? "
+            "a ws:// server at a wss:// URL?)"
+        )
     if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        text = exc.strerror or str(exc)
+        if text:
+            return text
+        name = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
+        return f"{type(exc).__name__}{f' ({name})' if name else ''}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
