@@ -3,6 +3,12 @@
     .venv/bin/python benchmarks/run.py                 # every scenario (about 10 minutes)
     .venv/bin/python benchmarks/run.py --quick         # shorter runs, fewer scenarios
     .venv/bin/python benchmarks/run.py --only ws_max   # scenarios whose name starts so
+    .venv/bin/python benchmarks/run.py --baseline ../veylor-old   # before/after, same run
+
+With ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add
+../veylor-old HEAD~3``), every Veylor run is also made with the Veylor of DIR
+(``veylor-base``: ``python -m veylor`` started from DIR imports DIR's package), and
+a before/after table compares the headline figures of the two in this run.
 
 For each scenario and relay it starts the upstream generator, the relay and the load
 client (relay pinned to CPU 0, the other two to CPU 1), warms up, measures, reads the
@@ -35,6 +41,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 CPUS = os.cpu_count() or 1
 LOGS = HERE / "results" / "logs"  # each relay's standard error, for when a number looks wrong
 RELAY_CPU = {0}
+BASELINE: Path | None = None  # --baseline: the checkout that "veylor-base" runs
+BASE = "-base"
 LOAD_CPU = {1} if CPUS > 1 else {0}
 
 
@@ -65,6 +73,7 @@ class Result:
     rss_mib: float = 0.0
     rss_per_client_kib: float = 0.0
     stalled_open: int = 0
+    stall: int = 0  # clients that never read
     closed: int = 0  # clients the relay disconnected during the run (slow-client policy)
     note: str = ""
     extra: dict = field(default_factory=dict)
@@ -156,7 +165,7 @@ routes:
 def relay_command(
     relay: str, upstream: str, port: int, unix: str | None, workdir: Path, filtered: bool
 ) -> list[str]:
-    if relay.startswith("veylor"):
+    if relay.startswith("veylor"):  # veylor, veylor-filtered, and their -base twins
         listen = f"unix: {{path: {unix}}}" if unix else f"websocket: {{host: 127.0.0.1, port: {port}}}"
         flt = ", filter: {json: {path: s, in: [BTCUSDT, ETHUSDT]}}" if filtered else ""
         config = workdir / "veylor.yaml"
@@ -186,7 +195,7 @@ def run_one(
     stall: int = 0,
     idle: bool = False,
 ) -> Result:
-    result = Result(scenario, relay, clients, rate)
+    result = Result(scenario, relay, clients, rate, stall=stall)
     workdir = Path(tempfile.mkdtemp(prefix="veylor-bench-"))
     procs: list[Proc] = []
     try:
@@ -199,6 +208,7 @@ def run_one(
         relay_proc = Proc(
             relay_command(relay, f"ws://127.0.0.1:{up_port}/", port, sock, workdir, filtered),
             RELAY_CPU,
+            cwd=BASELINE if relay.endswith(BASE) and BASELINE is not None else HERE,
             log=LOGS / f"{scenario}-{relay}-{clients}.log",
         )
         procs.append(relay_proc)
@@ -308,9 +318,26 @@ def main() -> int:
         help="also Node.js ws (needs: npm install --prefix benchmarks/relays ws)",
     )
     parser.add_argument("--markdown", help="write a Markdown report here")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each max-rate measurement at least this many times and keep the median",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the Veylor of this checkout (as veylor-base) and compare before/after",
+    )
     args = parser.parse_args()
     seconds = 2.0 if args.quick else args.seconds
     relays = args.relays.split(",")
+    global BASELINE
+    if args.baseline:
+        BASELINE = Path(args.baseline).resolve()
+        if not (BASELINE / "veylor" / "__main__.py").is_file():
+            parser.error(f"{BASELINE} is not a Veylor checkout")
+
     if args.node:
         relays.append("node-ws")
     only = [p for p in args.only.split(",") if p]
@@ -322,17 +349,26 @@ def main() -> int:
             return []
         print(f"\n## {title}\n\n{HEAD}", flush=True)
         out = []
+        if BASELINE is not None:  # each Veylor run is made with the baseline too
+            runs = [(r, kw) for r, kw in runs if not r.endswith(BASE)]
         for relay, kw in runs:
             kw = dict(kw)
             repeat = kw.pop("repeat", 1)
-            tries = [run_one(name, relay, **kw) for _ in range(repeat)]
-            ok = sorted((t for t in tries if not t.note), key=lambda t: t.deliveries_per_s)
-            r = ok[len(ok) // 2] if ok else tries[0]  # the median run
-            if repeat > 1 and ok:
-                r.note = ""
-                r.extra["runs_deliveries_per_s"] = [round(t.deliveries_per_s) for t in tries]
-            print(fmt(r), flush=True)
-            out.append(r)
+            if kw.get("rate", 1) <= 0 and not kw.get("idle"):
+                repeat = max(repeat, args.repeat)  # max-rate runs vary: medians of several
+            twin = relay + BASE if BASELINE is not None and relay.startswith("veylor") else None
+            tries: dict[str, list[Result]] = {relay: [], **({twin: []} if twin else {})}
+            for _ in range(repeat):  # the two alternate, so that drift hits both alike
+                for who in tries:
+                    tries[who].append(run_one(name, who, **kw))
+            for made in tries.values():
+                ok = sorted((t for t in made if not t.note), key=lambda t: t.deliveries_per_s)
+                r = ok[len(ok) // 2] if ok else made[0]  # the median run
+                if repeat > 1 and ok:
+                    r.note = ""
+                    r.extra["runs_deliveries_per_s"] = [round(t.deliveries_per_s) for t in made]
+                print(fmt(r), flush=True)
+                out.append(r)
         results.extend(out)
         sections.append((title, out))
         return out
@@ -407,6 +443,10 @@ def main() -> int:
     print("\n## Targets (ratios within this run)\n")
     for line in verdicts:
         print(line)
+    compared = before_after(results) if BASELINE is not None else []
+    if compared:
+        print(f"\n## Before ({BASELINE}) and after, in this run\n")
+        print("\n".join(compared))
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     meta = machine()
@@ -422,6 +462,8 @@ def main() -> int:
         for title, rs in sections:
             md += [f"### {title}", "", HEAD, *map(fmt, rs), ""]
         md += ["### Targets", "", *verdicts]
+        if compared:
+            md += ["", "### Before and after, in this run", "", *compared]
         Path(args.markdown).write_text("\n".join(md) + "\n")
     return 0
 
@@ -504,6 +546,52 @@ def targets(results: list[Result]) -> list[str]:
             f"idle clients: {v.rss_per_client_kib:.1f} KiB RSS per client (<= 12){ref}",
         )
     return out
+
+
+def before_after(results: list[Result]) -> list[str]:
+    """A table of each Veylor run against its baseline twin: throughput for max-rate
+    runs, p99 latency for fixed-rate ones, RSS per client for idle ones; a change
+    worse than 5% is marked."""
+    rows = [
+        "| scenario | relay | clients | rate | measure | before | after | change |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for new in results:
+        if not new.relay.startswith("veylor") or new.relay.endswith(BASE) or new.note:
+            continue
+        old = next(
+            (
+                r
+                for r in results
+                if r.relay == new.relay + BASE
+                and (r.scenario, r.clients, r.rate) == (new.scenario, new.clients, new.rate)
+                and r.stall == new.stall
+                and not r.note
+            ),
+            None,
+        )
+        if old is None:
+            continue
+        if new.scenario == "idle":
+            measure, a, b, higher_better = (
+                "KiB RSS per client",
+                old.rss_per_client_kib,
+                new.rss_per_client_kib,
+                False,
+            )
+        elif new.rate > 0:
+            measure, a, b, higher_better = "p99 ms", old.p99_ms, new.p99_ms, False
+        else:
+            measure, a, b, higher_better = "deliveries/s", old.deliveries_per_s, new.deliveries_per_s, True
+        change = (b - a) / a if a else 0.0
+        worse = -change if higher_better else change
+        flag = " (worse by more than 5%)" if worse > 0.05 else ""
+        rate = "max" if new.rate <= 0 else f"{new.rate:g}/s"
+        rows.append(
+            f"| {new.scenario} | {new.relay} | {new.clients} | {rate} | {measure} | {a:,.1f} | {b:,.1f} | "
+            f"{change:+.1%}{flag} |"
+        )
+    return rows if len(rows) > 2 else []
 
 
 def machine() -> dict[str, str]:

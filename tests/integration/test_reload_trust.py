@@ -385,3 +385,38 @@ def test_check_does_not_claim_nothing_was_changed(tmp_path):
     assert result.returncode == 1
     assert "nothing was changed" not in result.stderr
     assert os.path.basename("config.yaml") in result.stderr
+
+
+async def test_a_reload_rebuilds_the_fanout_only_of_sources_whose_routes_changed(tmp_path, up):
+    port = free_port()
+    other = await Upstream().start()
+    try:
+        (tmp_path / "routes.d").mkdir()
+        (tmp_path / "routes.d" / "b-src.yaml").write_text(
+            f"sources: {{b: {{url: '{other.url}'}}}}\n"
+            f"endpoints: {{f: {{websocket: {{host: 127.0.0.1, port: {port}, path: /f}}}}}}\n"
+        )
+        (tmp_path / "routes.d" / "b.yaml").write_text("routes: {rb: {from: b, to: f}}\n")
+        (tmp_path / "config.yaml").write_text(main_config(up, port))
+        async with veylor_inprocess(tmp_path, (tmp_path / "config.yaml").read_text()) as rt:
+            reloader = Reloader(str(tmp_path / "config.yaml"), rt, watch="off", env={})
+            (tmp_path / "routes.d" / "c.yaml").write_text("routes: {rc: {from: a, to: f}}\n")
+            assert await reloader.reload("first: the running graph now comes from the cache")
+            (tmp_path / "routes.d" / "c.yaml").unlink()
+            assert await reloader.reload("second")
+            before = dict(rt.router.table)
+            (tmp_path / "routes.d" / "b.yaml").write_text("routes: {rb: {from: b, to: [f, e]}}\n")
+            assert await reloader.reload("test")
+            assert rt.router.table["a"] is before["a"]  # untouched: the same object
+            assert rt.router.table["b"] is not before["b"]
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            await eventually(lambda: len(rt.endpoints["e"].clients) == 1)
+            await up.wait_connected()
+            await other.wait_connected()
+            await up.send("from a")
+            await other.send("from b")
+            got = {await asyncio.wait_for(client.recv(), 5) for _ in range(2)}
+            assert got == {"from a", "from b"}
+            await client.close()
+    finally:
+        await other.stop()

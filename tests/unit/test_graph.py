@@ -187,3 +187,25 @@ def test_diff_from_empty_graph_adds_everything(tmp_path):
     assert len(plan.listeners_added) == 2
     back = diff(graph_of(tmp_path, BASE), Graph.empty())
     assert back.routes.removed == ("btc", "kr") and len(back.listeners_removed) == 2
+
+
+def test_a_rebuilt_graph_keeps_the_objects_of_what_did_not_change(tmp_path):
+    """With the loader's cache, an unchanged route keeps its spec object; build_graph then
+    keeps its Route and its source's tuple, so that the runtime (and the garbage
+    collector) see few new objects after a reload."""
+    from veylor.config.loader import FileCache
+
+    path = tmp_path / "config.yaml"
+    cache = FileCache()
+    path.write_text(yaml.safe_dump(BASE, sort_keys=False))
+    (tmp_path / "routes.d").mkdir()
+    (tmp_path / "routes.d" / "10.yaml").write_text("routes: {extra: {from: kraken, to: dash}}\n")
+    old = build_graph(load_config(path, env={}, cache=cache))
+    (tmp_path / "routes.d" / "10.yaml").write_text("routes: {extra: {from: kraken, to: public}}\n")
+    new = build_graph(load_config(path, env={}, cache=cache), previous=old)
+    assert new.routes["btc"] is old.routes["btc"]  # in an unchanged file: same object
+    assert new.routes_by_source["binance"] is old.routes_by_source["binance"]
+    assert new.routes["extra"] is not old.routes["extra"]
+    assert new.routes_by_source["kraken"] is not old.routes_by_source["kraken"]
+    assert [r.name for r in new.routes_by_source["kraken"]] == ["kr", "extra"]
+    assert new.routes["extra"].endpoints == ("public",)

@@ -293,3 +293,27 @@ routes:
     assert "routes.r.to[1]: unknown endpoint 'nosuch'" in text
     assert "routes.r2.from: unknown source 'nosource'" in text
     assert len(exc.value.problems) == 5, text
+
+
+def test_a_fifo_or_device_as_the_main_file_is_refused_not_waited_on(tree, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError) as exc:
+        load_config("config.yaml", env={})
+    assert "is not a regular file" in str(exc.value.problems[0])
+    (tmp_path / "routes.d").mkdir()
+    os.mkfifo(tmp_path / "routes.d" / "10-fifo.yaml")  # a drop-in FIFO is not even included
+    (tmp_path / "config.yaml").unlink()
+    (tmp_path / "config.yaml").write_text("sources: {a: {url: 'ws://127.0.0.1:1/'}}\n")
+    config = load_config("config.yaml", env={})
+    assert config.files == ("config.yaml",)
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tree, tmp_path):
+    from veylor.config.loader import MAX_FILE_SIZE
+
+    tree({"config.yaml": "sources: {}\n" + "#" * MAX_FILE_SIZE + "\n"})
+    with pytest.raises(ConfigError) as exc:
+        load_config("config.yaml", env={})
+    assert "is larger than 4 MiB" in str(exc.value.problems[0])

@@ -31,7 +31,14 @@ from .model import (
     source_from,
 )
 from .problems import ConfigError, Location, PathT, Problem, did_you_mean
-from .schema import coerce_variables, definition, validate, with_defaults
+from .schema import (
+    FAST_VALIDATION_FILES,
+    coerce_variables,
+    definition,
+    use_fast_validation,
+    validate,
+    with_defaults,
+)
 from .yamlfile import SourceMap, read_yaml
 
 KINDS = ("sources", "endpoints", "routes")
@@ -151,8 +158,18 @@ class FileCache:
 
 def _read_blob(label: str, load: _Load) -> tuple[bytes, Signature] | None:
     try:
-        with open(label, "rb") as fh:
-            signature = _signature(os.fstat(fh.fileno()))  # before reading: a later write shows
+        # Non-blocking, and only regular files: a FIFO or a device put in place of a
+        # configuration file must not hang the reload (or read forever).
+        fd = os.open(label, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                what = (
+                    "is a directory, not a YAML file" if stat.S_ISDIR(st.st_mode) else "is not a regular file"
+                )
+                load.problems.append(Problem(Location(label), (), what))
+                return None
+            signature = _signature(st)  # before reading: a later write shows
             blob = fh.read(MAX_FILE_SIZE + 1)
     except FileNotFoundError:
         load.problems.append(Problem(Location(label), (), "file not found"))
@@ -438,7 +455,10 @@ def load_config(
         if shape == "v1" or not errors:
             _collect(data, main_map, errors, load, read if shape == "v1" else None)
 
-    for label, st in _include_files(main, include, main_map, load):
+    dropins = _include_files(main, include, main_map, load)
+    if len(dropins) + 1 >= FAST_VALIDATION_FILES:
+        use_fast_validation()
+    for label, st in dropins:
         load.files.append(label)
         dropin = _read_document(label, "dropin", env, load, cache, st, changed)
         if dropin is not None and dropin.data is not None:

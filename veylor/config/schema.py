@@ -199,6 +199,18 @@ def default_of(def_name: str, key: str) -> Any:
     return copy.deepcopy(definition(def_name)["properties"][key]["default"])
 
 
+FAST_VALIDATION_FILES = 64  # a load of this many files or more validates the fast way
+_fast = False
+
+
+def use_fast_validation() -> None:
+    """Validate with ``jsonschema-rs`` from now on (see :func:`is_valid`). The loader
+    turns it on for configurations of many files only: the library costs about 4 MiB of
+    memory once imported, which a small configuration does not need to pay."""
+    global _fast
+    _fast = True
+
+
 @functools.cache
 def _fast_validator(def_name: str | None) -> Any:
     """A compiled validator from ``jsonschema-rs`` (Rust; about 75 times faster than
@@ -219,7 +231,7 @@ def is_valid(data: Any, def_name: str | None = None) -> bool:
     """Whether ``data`` is valid, the fast way where possible (a thousand drop-ins are
     validated on every cold start: 4 ms instead of 300). The messages for invalid data
     always come from ``jsonschema`` (:func:`validate`), which has the final word."""
-    fast = _fast_validator(def_name)
+    fast = _fast_validator(def_name) if _fast else None
     if fast is not None:
         try:
             return bool(fast.is_valid(data))
