@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/hotpath.py                         # this checkout
     .venv/bin/python benchmarks/hotpath.py --baseline ../veylor-old  # before/after, same run
+    .venv/bin/python benchmarks/hotpath.py --baseline ../veylor-old --instructions  # exact
 
 Max-rate runs of ``run.py`` vary by 30% from one run to the next on a 2-core machine,
 too much to tell a 5% change. This measures only what Veylor's own code costs per
@@ -117,6 +118,52 @@ def measure(tree: Path, case: dict) -> dict:
     return json.loads(out.stdout)
 
 
+def instructions(tree: Path, case: dict) -> int:
+    """Instructions the worker executes under callgrind (deterministic: same binary, same
+    inputs, same count, whatever else the machine is doing)."""
+    out = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            textwrap.dedent(WORKER),
+            json.dumps(case),
+        ],
+        cwd=tree,
+        # pymalloc (the default) gives counts within about 1.5% whatever the heap's history;
+        # glibc's malloc (PYTHONMALLOC=malloc) moves them by up to 9%.
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )
+    for line in out.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise RuntimeError(f"no instruction count from callgrind:\n{out.stderr[-2000:]}")
+
+
+def count_instructions(trees: dict[str, Path], messages: int) -> None:
+    """Instructions per delivery, from two runs (N and 2N messages, one pass each): the
+    difference is the cost of N messages, without start-up and imports."""
+    print("| case | " + " | ".join(f"{k} instructions/delivery" for k in trees) + " | change |")
+    print("|---|" + "---|" * len(trees) + "---|")
+    for name, spec in CASES.items():
+        per: dict[str, float] = {}
+        for who, tree in trees.items():
+            small = instructions(tree, {**spec, "messages": messages, "repeats": 1})
+            large = instructions(tree, {**spec, "messages": 2 * messages, "repeats": 1})
+            deliveries = spec["clients"] * messages * (2 / 3 if spec["filtered"] else 1)
+            per[who] = (large - small) / deliveries
+        row = f"| {name} | " + " | ".join(f"{v:.1f}" for v in per.values())
+        if "before" in per:
+            row += f" | {(per['after'] - per['before']) / per['before']:+.1%}"
+        print(row + " |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", metavar="DIR", help="another checkout to compare with")
@@ -125,10 +172,18 @@ def main() -> int:
         "--repeats", type=int, default=7, help="repetitions in a process (the fastest counts)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="processes per checkout (the median counts)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions with valgrind's callgrind instead of timing (slow, exact)",
+    )
     args = parser.parse_args()
     trees = {"after": ROOT}
     if args.baseline:
         trees = {"before": Path(args.baseline).resolve(), "after": ROOT}
+    if args.instructions:
+        count_instructions(trees, args.messages)
+        return 0
     print(
         "| case | "
         + " | ".join(f"{k} ns/delivery" for k in trees)

@@ -15,6 +15,7 @@ Two layers keep secrets out of the log, whatever the level:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ..config.model import Config, redact_url, secret_query_key
+from ..config.model import Config, SourceSpec, redact_url, secret_query_key
 
 MASK = "***"
 MIN_SECRET = 4  # shorter values are masked only where structure says they are secret
@@ -88,16 +89,23 @@ def secrets_of(config: Config) -> set[str]:
     """Every value of ``config`` that must never reach a log line."""
     out: set[str] = set()
     for source in config.sources.values():
-        for _, value in source.headers:
-            out.add(value)
-            scheme, _, credentials = value.partition(" ")
-            if credentials and scheme.isalpha():  # "Bearer TOKEN": the token alone is secret too
-                out.add(credentials.strip())
-        for message in source.on_connect:
-            data = message.data
-            out.add(data if isinstance(data, str) else data.decode("utf-8", "replace"))
-        out.update(url_secrets(source.url))
+        out.update(_source_secrets(source))
     return out
+
+
+@functools.lru_cache(maxsize=8192)  # a reload of a thousand unchanged sources: no work
+def _source_secrets(source: SourceSpec) -> frozenset[str]:
+    out: set[str] = set()
+    for _, value in source.headers:
+        out.add(value)
+        scheme, _, credentials = value.partition(" ")
+        if credentials and scheme.isalpha():  # "Bearer TOKEN": the token alone is secret too
+            out.add(credentials.strip())
+    for message in source.on_connect:
+        data = message.data
+        out.add(data if isinstance(data, str) else data.decode("utf-8", "replace"))
+    out.update(url_secrets(source.url))
+    return frozenset(out)
 
 
 def url_secrets(url: str) -> set[str]:
