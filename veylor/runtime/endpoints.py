@@ -168,9 +168,8 @@ class Endpoint:
         self.unframeable += n
         self._unframeable_log[reason].add(
             n,
-            "endpoint %s (framing: lines): %s not delivered to its %s: lines cannot carry %s",
+            "endpoint %s (framing: lines): a message not delivered to its %s: lines cannot carry %s",
             self.name,
-            "a message",
             plural(n, "client"),
             UNFRAMEABLE[reason],
         )
