@@ -228,10 +228,8 @@ class DownstreamConnection(DataFrames, ServerConnection):
     dropped_logged_at = -LOSS_LOG_INTERVAL
     last_seen = 0.0  # loop time of the last frame received (any kind): the keepalive's clock
 
-    @property
-    def label(self) -> str:
-        addr = self.remote_address
-        return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+    label = "?"  # the client's address, set when the TCP connection is made (read later,
+    # the transport may be closed already)
 
     def process_event(self, event: Any) -> None:
         self.last_seen = self.loop.time()
@@ -245,6 +243,8 @@ class DownstreamConnection(DataFrames, ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.recv_messages = NO_RECEIVE_QUEUE  # type: ignore[assignment]
+        addr = transport.get_extra_info("peername")
+        self.label = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -414,6 +414,11 @@ class WebSocketListener:
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         assert isinstance(conn, DownstreamConnection)
+        if conn.connection_lost_waiter.done() or conn.transport.is_closing():
+            # The client left while its request was being read: its connection_lost has
+            # run, so it must not be counted (it would never be removed).
+            log.debug("listener %s: %s left during its handshake", self.address, conn.label)
+            return _respond(conn, 400, "Connection closed during the handshake\n")
         path = request.path.partition("?")[0]
         ep = self.lookup(path)
         if ep is None:
