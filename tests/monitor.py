@@ -9,7 +9,9 @@ Prints ``upstream PORT`` once its upstream listens. Then reads commands on stdin
 - ``connect URL``: connect the control client to Veylor; prints ``connected``;
 - ``reset``: forget what was received so far (the measure starts now);
 - ``report``: prints one JSON line: messages sent and received, lost (sequence
-  numbers missing), reordered, the largest gap between two deliveries in ms;
+  numbers missing), reordered, the largest gap between two deliveries in ms, and on
+  the upstream's side: connections made, messages received from Veylor, and the
+  connections that ended with an error (an invalid UTF-8 text frame: 1007);
 - ``raw HEX``: send these bytes as one raw WebSocket frame to every Veylor
   connection of the upstream (a faulty upstream: invalid UTF-8 in a text frame...);
 - ``quit``.
@@ -21,6 +23,7 @@ connection to the upstream, whatever its path.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -40,16 +43,22 @@ class Monitor:
         self.times: list[float] = []
         self.client_task: asyncio.Task[None] | None = None
         self.closed: str | None = None
+        self.connections = 0  # to the upstream, ever
+        self.upstream_received = 0  # messages Veylor sent upstream
+        self.upstream_errors: list[str] = []  # connections to the upstream that ended badly
 
     async def handler(self, conn: ServerConnection) -> None:
         self.feeds.add(conn)
+        self.connections += 1
         try:
-            async for _ in conn:  # what clients send upstream: ignored
-                pass
+            async for _ in conn:  # what clients send upstream (websockets checks UTF-8)
+                self.upstream_received += 1
         except ConnectionClosed:
             pass
         finally:
             self.feeds.discard(conn)
+            if conn.close_code not in (1000, 1001):
+                self.upstream_errors.append(f"{conn.close_code} {conn.close_reason}")
 
     async def pump(self) -> None:
         start = time.monotonic()
@@ -83,8 +92,8 @@ class Monitor:
     def report(self) -> dict[str, object]:
         seqs = self.seqs
         lost = (seqs[-1] - seqs[0] + 1 - len(set(seqs))) if seqs else 0
-        reordered = sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b < a)
-        gaps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
+        reordered = sum(1 for a, b in itertools.pairwise(seqs) if b < a)
+        gaps = [b - a for a, b in itertools.pairwise(self.times)]
         silent = time.monotonic() - self.times[-1] if self.times else 0.0
         return {
             "sent": self.sent,
@@ -93,6 +102,9 @@ class Monitor:
             "reordered": reordered,
             "max_gap_ms": round(max([*gaps, silent]) * 1000, 1),
             "closed": self.closed,
+            "connections": self.connections,
+            "upstream_received": self.upstream_received,
+            "upstream_errors": self.upstream_errors,
         }
 
 

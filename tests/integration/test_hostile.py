@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers import VeylorProcess, eventually, free_port, raw_handshake, ws_client
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,6 +112,7 @@ class Arena:
         assert report["lost"] == 0 and report["reordered"] == 0, report
         assert report["received"] > 0, report
         assert report["max_gap_ms"] < MAX_GAP_MS, report
+        assert report["connections"] == 1 and report["upstream_errors"] == [], report  # the feed held
         return report
 
 
@@ -225,3 +226,108 @@ async def test_churning_clients_do_not_disturb_a_control_client(arena):
     for round_ in range(5):
         await asyncio.gather(*(_abort_at(a.port, "/control", (round_ + i) % 5) for i in range(200)))
     await a.unharmed()
+
+
+def client_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
+    """A masked client-to-server WebSocket frame (RFC 6455 5.2), built by hand: a real
+    client library would refuse to send invalid UTF-8."""
+    mask = b"\x11\x22\x33\x44"
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def raw_client(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw_handshake(path))
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def close_code(reader: asyncio.StreamReader) -> int | None:
+    """Read server frames until a close frame; its code (None if the connection ends first)."""
+    try:
+        while True:
+            b0, b1 = await asyncio.wait_for(reader.readexactly(2), 5)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(await reader.readexactly(2), "big")
+            elif n == 127:
+                n = int.from_bytes(await reader.readexactly(8), "big")
+            payload = await reader.readexactly(n)
+            if b0 & 0x0F == 8:
+                return int.from_bytes(payload[:2], "big")
+    except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+        return None
+
+
+async def test_invalid_utf8_from_a_client_closes_it_with_1007_and_never_goes_upstream(tmp_path, witness):
+    sock = tmp_path / "lines.sock"
+    a = Arena(
+        tmp_path,
+        witness,
+        endpoints=f"""
+attack: {{websocket: {{host: 127.0.0.1, port: 0, path: /attack}}}}
+lines: {{unix: {{path: {sock}, framing: lines}}}}
+""",
+        routes="attack: {from: feed, to: [attack, lines], upstream: true}\n",
+    )
+    a.config.write_text(a.config.read_text().replace("port: 0", f"port: {a.port}"))
+    await a.start()
+    try:
+        before = (await witness.report())["upstream_received"]
+        for _ in range(40):  # the report: 40 such frames in 20 s starved everyone
+            reader, writer = await raw_client(a.port, "/attack")
+            writer.write(client_frame(b"bad \xff\xfe text"))
+            await writer.drain()
+            assert await close_code(reader) == 1007
+            writer.close()
+        # Split across fragments, the bytes of one character: still invalid, still refused.
+        reader, writer = await raw_client(a.port, "/attack")
+        writer.write(client_frame(b"ok \xe2\x82", fin=False) + client_frame(b"\xff", opcode=0))
+        await writer.drain()
+        assert await close_code(reader) == 1007
+        writer.close()
+        # A valid message split inside a character goes through.
+        reader, writer = await raw_client(a.port, "/attack")
+        writer.write(client_frame(b"euro \xe2\x82", fin=False) + client_frame(b"\xac", opcode=0))
+        await writer.drain()
+        # Unix lines: a line that is not UTF-8 closes that client and goes nowhere.
+        ur, uw = await asyncio.open_unix_connection(str(sock))
+        uw.write(b"fine line\n\xff\xfe not text\nnever read\n")
+        await uw.drain()
+        await asyncio.wait_for(ur.read(), 5)  # returns at end of stream: Veylor closed it
+        report = await a.unharmed()
+        assert report["upstream_received"] - before == 2, report  # the euro sign and "fine line"
+        assert "invalid" not in " ".join(report["upstream_errors"])
+        writer.close()
+        uw.close()
+        assert a.veylor is not None
+        assert "not valid UTF-8" in a.veylor.log
+        # Rate limited: 42 closed clients, a handful of lines.
+        assert sum("not valid UTF-8" in line for line in a.veylor.lines) <= 3
+    finally:
+        if a.veylor is not None:
+            await a.veylor.stop()
+
+
+async def test_invalid_utf8_from_the_upstream_is_dropped_not_relayed_as_text(arena):
+    """Relayed as text, it made every standard client close with 1007."""
+    a = await arena()
+    bad_text_frame = b"\x81\x06bad\xff\xfe!"
+    for _ in range(40):
+        assert await a.witness.command(f"raw {bad_text_frame.hex()}") == "ok"
+        await asyncio.sleep(0.01)
+    report = await a.unharmed()  # the control client (a websockets client) was not closed
+    assert report["closed"] is None
+    assert a.veylor is not None
+    line = await a.veylor.wait_for("not valid UTF-8")
+    assert "source feed" in line and "dropped" in line

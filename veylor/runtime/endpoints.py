@@ -35,7 +35,7 @@ from websockets.protocol import State
 from ..config.model import EndpointSpec, UnixListen, WebSocketListen, format_size
 from ..observe.logs import DOWNSTREAM_LOGGER
 from ..report import plural
-from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data
+from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data, valid_utf8
 from .util import CountedLog, Throttled
 from .wire import LENGTH_PREFIXED, LINES, WS, FrameError, LengthPrefixedDecoder, LineDecoder
 
@@ -86,6 +86,8 @@ class Endpoint:
         self.discarded = 0  # messages from clients with no upstream route
         self.bad_frames = 0
         self._discard_log = Throttled(log)
+        self._bad_log = Throttled(log)
+        self.invalid_utf8 = 0  # text messages from clients that were not UTF-8 (client closed)
         self._unframeable_log = {reason: CountedLog(log) for reason in UNFRAMEABLE}
 
     # Settings that may change on reload without rebinding.
@@ -174,6 +176,16 @@ class Endpoint:
             UNFRAMEABLE[reason],
         )
 
+    def invalid_text(self, who: str) -> None:
+        """A client sent text that is not UTF-8: it is closed (WebSocket: 1007) and the
+        message never goes upstream."""
+        self.invalid_utf8 += 1
+        self._bad_log(
+            "endpoint %s: closing client %s: it sent text that is not valid UTF-8 (not forwarded)",
+            self.name,
+            who,
+        )
+
     def undelivered(self) -> dict[str, int]:
         """Deliveries not made (a message times a client), by reason."""
         return {
@@ -237,8 +249,15 @@ class DownstreamConnection(DataFrames, ServerConnection):
             super().process_event(event)
             return
         message = self.message_of(event)
-        if message is not None and self.endpoint is not None:
-            self.endpoint.from_client(self.label, *message)
+        ep = self.endpoint
+        if message is None or ep is None or self.protocol.state is not OPEN:
+            return  # incomplete, or the client is being closed: nothing more goes upstream
+        data, is_text = message
+        if is_text and not valid_utf8(data):
+            ep.invalid_text(self.label)
+            close_websocket(self, 1007, "invalid UTF-8 in a text frame")
+            return
+        ep.from_client(self.label, data, is_text)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -562,6 +581,12 @@ class UnixClient(asyncio.Protocol):
         try:
             for payload in self.decoder.feed(data):
                 if lines:
+                    if not valid_utf8(payload):
+                        # A line is text; one that is not UTF-8 would make the upstream
+                        # close the shared connection (1007) if sent as text.
+                        ep.invalid_text(self.label)
+                        self.close()
+                        return
                     ep.from_client(self.label, payload, True)
                 else:
                     # 1.x framing has no frame type: valid UTF-8 goes upstream as text.
@@ -573,7 +598,7 @@ class UnixClient(asyncio.Protocol):
                     ep.from_client(self.label, payload, is_text)
         except FrameError as exc:
             ep.bad_frames += 1
-            log.warning("endpoint %s: closing client %s: malformed input: %s", ep.name, self.label, exc)
+            ep._bad_log("endpoint %s: closing client %s: malformed input: %s", ep.name, self.label, exc)
             self.close()
 
     def eof_received(self) -> bool:

@@ -37,6 +37,18 @@ class DataFrames:
         return bytes(event.data), event.opcode is TEXT
 
 
+def valid_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8 (what a text frame must carry, RFC 6455 8.1);
+    ASCII, the common case, is checked without decoding."""
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def is_data(event: Any) -> bool:
     return isinstance(event, Frame) and event.opcode in (TEXT, BINARY, CONT)
 

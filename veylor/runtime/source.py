@@ -19,7 +19,7 @@ from ..backoff import backoff_delay
 from ..config.model import SourceSpec
 from ..observe.logs import TRACE_LOGGER, UPSTREAM_LOGGER, preview, tracing
 from ..report import plural
-from .frames import DataFrames, is_data
+from .frames import DataFrames, is_data, valid_utf8
 from .util import Throttled
 
 log = logging.getLogger("veylor.source")
@@ -99,6 +99,8 @@ class Source:
         self.sent_up = 0
         self.queued_dropped = 0
         self._drop_log = Throttled(log)
+        self.invalid_utf8 = 0  # text messages from the upstream that were not UTF-8 (dropped)
+        self._invalid_log = Throttled(log)
         self._streak_since: float | None = None  # wall clock of the first failure of a streak
         self._streak_failures = 0
         self._summary_at = 0.0
@@ -134,7 +136,23 @@ class Source:
     def _on_message(self, data: bytes, is_text: bool) -> None:
         self.messages_in += 1
         self.bytes_in += len(data)
+        if is_text and not valid_utf8(data):
+            self._invalid_text(data)
+            return
         self._dispatch(self.name, data, is_text)
+
+    def _invalid_text(self, data: bytes) -> None:
+        """A text message that is not UTF-8 (the upstream broke RFC 6455): relayed as text,
+        it would make every standard client close (1007). Dropped, counted, logged."""
+        self.invalid_utf8 += 1
+        self._invalid_log(
+            "source %s (%s): dropped a text message of %d bytes that is not valid UTF-8 "
+            "(%d so far; clients would close on it)",
+            self.name,
+            self.url,
+            len(data),
+            self.invalid_utf8,
+        )
 
     # ------------------------------------------------------------------ client -> source
 
