@@ -331,3 +331,59 @@ async def test_invalid_utf8_from_the_upstream_is_dropped_not_relayed_as_text(are
     assert a.veylor is not None
     line = await a.veylor.wait_for("not valid UTF-8")
     assert "source feed" in line and "dropped" in line
+
+
+async def test_a_ping_flood_closes_that_client_with_1008(arena):
+    a = await arena()
+    reader, writer = await raw_client(a.port, "/control")
+    for _ in range(400):
+        writer.write(client_frame(b"p" * 125, opcode=9))
+    await writer.drain()
+    assert await close_code(reader) == 1008
+    writer.close()
+    await a.unharmed()
+    assert a.veylor is not None and "more than 50 pings or pongs in a second" in a.veylor.log
+
+
+async def test_a_client_that_pings_and_never_reads_is_disconnected_whatever_the_policy(tmp_path):
+    """Pongs queued for a client that never reads used to grow without bound (+141 MiB
+    in 4 s on an endpoint with no route). They count against client_buffer, and a
+    client whose own pings fill it is disconnected, even with slow_client: drop."""
+    from helpers import Upstream, veylor_inprocess
+
+    up = await Upstream().start()
+    port = free_port()
+    config = f"""
+sources: {{up: {{url: "{up.url}"}}}}
+endpoints:
+  quiet: {{websocket: {{port: {port}}}, client_buffer: 1KiB, slow_client: drop}}
+routes: {{}}
+"""
+    try:
+        async with veylor_inprocess(tmp_path, config) as rt:
+            ep = rt.endpoints["quiet"]
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # before connecting: the window
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(raw_handshake("/"))
+            await eventually(lambda: len(ep.clients) == 1, what="connected")
+            # Shrink the kernel's send buffer for this client (to about 4 KiB): what the
+            # kernel holds, Veylor does not queue, and the test would take minutes.
+            (conn,) = ep.clients
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2048)
+            sock.setblocking(False)
+            closed = False
+            for _ in range(600):  # 40 pings a second, under the rate cap; never reads
+                try:
+                    sock.send(client_frame(b"p" * 125, opcode=9))
+                except (BlockingIOError, ConnectionError):
+                    closed = True
+                    break
+                await asyncio.sleep(0.025)
+                if ep.control_closed:
+                    break
+            assert ep.control_closed == 1 or closed
+            await eventually(lambda: not ep.clients, what="the client gone")
+            sock.close()
+    finally:
+        await up.stop()

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -44,12 +45,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("veylor.endpoint")
 OPEN = State.OPEN
+PING, PONG = Opcode.PING, Opcode.PONG
 DEFLATE = "websocket+deflate"  # wire tag: frames are built per client by websockets (compression)
 CLOSE_GRACE = 2.0  # seconds a closing client has to answer before its connection is aborted
 BACKLOG = 1024  # pending connections per listener (asyncio's default, 100, refuses bursts)
 LOSS_LOG_INTERVAL = 60.0  # seconds between two reports of messages dropped for one client
 SLOW_CLOSE_CHECK = 0.25  # seconds between checks that a closing client still drains its buffer
 CLOSE_DEADLINE = 10.0  # seconds a closing client may take to drain its buffer and answer, at most
+MAX_CONTROL_FRAMES = 50  # pings and pongs a client may send per second; more closes it (1008)
 UNFRAMEABLE = {"binary": "binary messages", "newline": "messages that contain a newline"}
 
 
@@ -88,6 +91,7 @@ class Endpoint:
         self._discard_log = Throttled(log)
         self._bad_log = Throttled(log)
         self.invalid_utf8 = 0  # text messages from clients that were not UTF-8 (client closed)
+        self.control_closed = 0  # clients closed for flooding pings (or not reading the pongs)
         self._unframeable_log = {reason: CountedLog(log) for reason in UNFRAMEABLE}
 
     # Settings that may change on reload without rebinding.
@@ -176,6 +180,47 @@ class Endpoint:
             UNFRAMEABLE[reason],
         )
 
+    def control_flood(self, conn: DownstreamConnection) -> None:
+        """A client sent more than ``MAX_CONTROL_FRAMES`` pings or pongs in a second."""
+        self.control_closed += 1
+        self._bad_log(
+            "endpoint %s: closing client %s: more than %d pings or pongs in a second (1008)",
+            self.name,
+            conn.label,
+            MAX_CONTROL_FRAMES,
+        )
+        close_websocket(conn, 1008, "too many control frames")
+
+    def over_buffer(self, conn: DownstreamConnection) -> None:
+        """What is queued for a client passed ``client_buffer`` outside a data write (the
+        pongs it asked for with its pings count too). If the answers to its own pings
+        alone fill it, it is disconnected whatever the policy; otherwise the policy
+        applies (``drop``: its data is skipped at the next writes)."""
+        if conn.control_bytes > self.spec.client_buffer:
+            self.control_overflow(conn)
+        elif self.spec.slow_client == "disconnect":
+            self.slow_disconnects += 1
+            self._bad_log(
+                "endpoint %s: client %s is too slow (more than %s buffered): disconnecting (1008)",
+                self.name,
+                conn.label,
+                format_size(self.spec.client_buffer),
+            )
+            self.disconnect_slow(conn)
+
+    def control_overflow(self, conn: DownstreamConnection) -> None:
+        """The answers to a client's own pings, which it does not read, passed
+        ``client_buffer``: it is disconnected at once, whatever the policy."""
+        self.control_closed += 1
+        self._bad_log(
+            "endpoint %s: disconnecting client %s: it does not read, and what is queued for it "
+            "(answers to its pings) passed client_buffer (%s)",
+            self.name,
+            conn.label,
+            format_size(self.spec.client_buffer),
+        )
+        conn.transport.abort()
+
     def invalid_text(self, who: str) -> None:
         """A client sent text that is not UTF-8: it is closed (WebSocket: 1007) and the
         message never goes upstream."""
@@ -239,13 +284,26 @@ class DownstreamConnection(DataFrames, ServerConnection):
     dropped = 0  # messages dropped for it while it was slow (slow_client: drop)
     dropped_logged_at = -LOSS_LOG_INTERVAL
     last_seen = 0.0  # loop time of the last frame received (any kind): the keepalive's clock
+    control_window = 0.0  # start of the current second of control-frame counting
+    control_count = 0
+    control_bytes = 0  # pong bytes queued for it since its buffer was last empty
 
     label = "?"  # the client's address, set when the TCP connection is made (read later,
     # the transport may be closed already)
 
     def process_event(self, event: Any) -> None:
-        self.last_seen = self.loop.time()
+        now = self.last_seen = self.loop.time()
         if not is_data(event):
+            opcode = getattr(event, "opcode", None)  # the handshake's events are not frames
+            if opcode is PING or opcode is PONG:
+                if now - self.control_window >= 1.0:
+                    self.control_window, self.control_count = now, 0
+                self.control_count += 1
+                if opcode is PING:
+                    self.control_bytes += len(event.data) + 2  # the pong websockets will queue
+                if self.control_count > MAX_CONTROL_FRAMES and self.endpoint is not None:
+                    self.endpoint.control_flood(self)
+                    return
             super().process_event(event)
             return
         message = self.message_of(event)
@@ -258,6 +316,17 @@ class DownstreamConnection(DataFrames, ServerConnection):
             close_websocket(self, 1007, "invalid UTF-8 in a text frame")
             return
         ep.from_client(self.label, data, is_text)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # websockets answers pings: pongs are queued for the client
+        ep = self.endpoint
+        if ep is None:
+            return
+        size = self.transport.get_write_buffer_size()
+        if not size:
+            self.control_bytes = 0  # it reads: what it was sent has gone
+        elif size > ep.spec.client_buffer and self.protocol.state is OPEN:
+            ep.over_buffer(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
