@@ -12,6 +12,7 @@ Prints ``upstream PORT`` once its upstream listens. Then reads commands on stdin
   numbers missing), reordered, the largest gap between two deliveries in ms, and on
   the upstream's side: connections made, messages received from Veylor, and the
   connections that ended with an error (an invalid UTF-8 text frame: 1007);
+- ``send TEXT``: send this text message to every Veylor connection of the upstream;
 - ``raw HEX``: send these bytes as one raw WebSocket frame to every Veylor
   connection of the upstream (a faulty upstream: invalid UTF-8 in a text frame...);
 - ``quit``.
@@ -133,6 +134,10 @@ async def main() -> None:
                 frame = bytes.fromhex(arg)
                 for conn in list(monitor.feeds):
                     conn.transport.write(frame)
+                print("ok", flush=True)
+            elif command == "send":
+                for conn in list(monitor.feeds):
+                    await conn.send(arg)
                 print("ok", flush=True)
             elif command == "quit":
                 break

@@ -88,7 +88,7 @@ class Arena:
                   control: {{websocket: {{host: 127.0.0.1, port: {self.port}, path: /control}}}}
                 """
             )
-            + textwrap.indent(textwrap.dedent(endpoints), "  ")
+            + textwrap.indent(textwrap.dedent(endpoints).replace("PORT", str(self.port)), "  ")
             + "routes:\n  control: {from: feed, to: control}\n"
             + textwrap.indent(textwrap.dedent(routes), "  ")
         )
@@ -275,12 +275,11 @@ async def test_invalid_utf8_from_a_client_closes_it_with_1007_and_never_goes_ups
         tmp_path,
         witness,
         endpoints=f"""
-attack: {{websocket: {{host: 127.0.0.1, port: 0, path: /attack}}}}
+attack: {{websocket: {{host: 127.0.0.1, port: PORT, path: /attack}}}}
 lines: {{unix: {{path: {sock}, framing: lines}}}}
 """,
         routes="attack: {from: feed, to: [attack, lines], upstream: true}\n",
     )
-    a.config.write_text(a.config.read_text().replace("port: 0", f"port: {a.port}"))
     await a.start()
     try:
         before = (await witness.report())["upstream_received"]
@@ -387,3 +386,15 @@ routes: {{}}
             sock.close()
     finally:
         await up.stop()
+
+
+async def test_a_catastrophic_regex_route_cannot_stall_the_relay(arena):
+    """(a+)+$ with one crafted 26-character value froze every client for 3 s."""
+    a = await arena(
+        endpoints="filtered: {websocket: {host: 127.0.0.1, port: PORT, path: /filtered}}\n",
+        routes="filtered: {from: feed, to: filtered, filter: {json: {path: s, regex: '(a+)+$'}}}\n",
+    )
+    for n in (26, 30, 40):
+        crafted = json.dumps({"s": "a" * n + "!"})
+        assert await a.witness.command(f"send {crafted}") == "ok"
+    await a.unharmed()

@@ -146,6 +146,22 @@ CASES = [
         [("config.yaml", 12, "routes.r.filter.any[1].text.regex", "not a valid regular expression")],
     ),
     (
+        "regex-backreference",
+        {
+            "routes.d/10.yaml": "routes:\n  r:\n    from: s\n    to: e\n"
+            "    filter: {json: {path: s, regex: '(a)\\1'}}\n",
+            "config.yaml": OK_HEAD,
+        },
+        [
+            (
+                "routes.d/10.yaml",
+                5,
+                "routes.r.filter.json.regex",
+                "backreferences and lookaround are not supported",
+            )
+        ],
+    ),
+    (
         "unknown-filter-operator",
         {"config.yaml": OK_HEAD + "routes:\n  r:\n    from: s\n    to: e\n    filter: {jsn: {path: a}}\n"},
         [("config.yaml", 9, "routes.r.filter.jsn", "did you mean 'json'?")],

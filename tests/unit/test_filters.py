@@ -152,3 +152,23 @@ def test_describe_is_readable():
     assert describe(spec) == '(json s in ["BTCUSDT"] and not (type binary))'
     assert describe(None) == "everything"
     assert describe({"json": {"path": "x", "exists": False}}) == "json x is absent"
+
+
+@pytest.mark.timeout(20)
+def test_a_catastrophic_regular_expression_takes_linear_time():
+    """(a+)+$ on a crafted value froze every client for seconds with a backtracking
+    engine; it would take years on this one. RE2 answers at once."""
+    match = compile_filter({"json": {"path": "s", "regex": "(a+)+$"}})
+    crafted = json.dumps({"s": "a" * 60 + "!"}).encode()
+    assert not match(Message(crafted, True))
+    assert match(Message(json.dumps({"s": "aaaa"}).encode(), True))
+    text = compile_filter({"text": {"regex": "(x+x+)+y"}})
+    assert not text(Message(b"x" * 5000, True))
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"(?=a)b", r"(?!a)b", r"(?<=a)b"])
+def test_backreferences_and_lookaround_are_refused_with_the_reason(pattern):
+    with pytest.raises(FilterError) as exc:
+        compile_filter({"text": {"regex": pattern}})
+    assert "backreferences and lookaround are not supported" in exc.value.message
+    assert exc.value.path == ("text", "regex")
