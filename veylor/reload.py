@@ -298,6 +298,7 @@ class Reloader:
                         self.request("file change: catching up after the watch started")
                     if not changes:
                         continue
+                    await settled({p for _, p in changes})
                     names = sorted({os.path.basename(path) for _, path in changes})
                     more = " ..." if len(names) > 3 else ""
                     self.request("file change: " + ", ".join(names[:3]) + more, {p for _, p in changes})
@@ -322,6 +323,32 @@ WATCH_STEP_MS = 30  # a change is picked up once its files have been quiet this 
 WATCH_DEBOUNCE_MS = 500  # ... or after this long, under a stream of changes
 WATCH_TIMEOUT_MS = 1000  # the watcher wakes this often when nothing changes (its first wake-up
 # tells the watch is in place)
+
+
+async def settled(paths: set[str], settle: float | None = None, give_up: float = 10.0) -> None:
+    """Return once none of ``paths`` was modified in the last ``settle`` seconds (or after
+    ``give_up`` seconds): a file still being written is not loaded half-way. Usually at
+    once: the watcher itself waits for a quiet spell first."""
+    settle = WATCH_STEP_MS / 1000 if settle is None else settle
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up
+    while loop.time() < deadline:
+        now = time.time()
+        newest = 0.0
+        for path in paths:
+            try:
+                newest = max(newest, os.stat(path).st_mtime)
+            except OSError:
+                pass  # removed: nothing to wait for
+        wait = newest + settle - now
+        if wait <= 0:
+            return
+        await asyncio.sleep(min(wait, settle))
+    log.warning(
+        "file change: %s still being written after %.0fs; loading it anyway",
+        ", ".join(sorted(paths)),
+        give_up,
+    )
 
 
 def _unwatchable(roots: tuple[str, ...]) -> str | None:

@@ -398,3 +398,45 @@ async def test_a_catastrophic_regex_route_cannot_stall_the_relay(arena):
         crafted = json.dumps({"s": "a" * n + "!"})
         assert await a.witness.command(f"send {crafted}") == "ok"
     await a.unharmed()
+
+
+# ------------------------------------------------------------------ files
+
+
+def alias_bomb() -> str:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+async def test_hostile_files_in_routes_d_cost_the_relay_nothing(arena, tmp_path):
+    """An alias bomb (548 bytes) froze every client for 24 s and SIGTERM did not stop the
+    process in 5 s; a 50 MB file froze delivery for 47 s; deep nesting crashed check."""
+    a = await arena()
+    (tmp_path / "routes.d").mkdir()
+    assert a.veylor is not None
+    hostile = {
+        "10-bomb.yaml": alias_bomb(),
+        "20-huge.yaml": "# " + "x" * (5 * 2**20) + "\n",
+        "30-deep.yaml": "x: " + "[" * 10000 + "]" * 10000 + "\n",
+    }
+    for count, (name, text) in enumerate(hostile.items(), 1):
+        tmp = tmp_path / "routes.d" / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, tmp_path / "routes.d" / name)
+        await a.veylor.wait_for("rejected", 15, count=count)
+        (tmp_path / "routes.d" / name).unlink()
+    log = a.veylor.log
+    assert "more than 250,000 values once its aliases" in log
+    assert "is larger than 4 MiB" in log
+    assert "nesting depth" in log
+    assert "Traceback" not in log
+    await a.unharmed()
+    # And it still stops promptly.
+    (tmp_path / "routes.d" / "10-bomb.yaml").write_text(alias_bomb())
+    await asyncio.sleep(0.1)  # the bomb's reload under way
+    started = asyncio.get_running_loop().time()
+    a.veylor.signal()
+    assert await a.veylor.wait(10) == 0
+    assert asyncio.get_running_loop().time() - started < 5

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from veylor.config.yamlfile import read_yaml
 
 
@@ -145,3 +147,31 @@ def test_unknown_tag_is_a_located_problem():
     doc = read("a: !weird 1\n")
     (problem,) = doc.problems
     assert problem.location.line == 1 and problem.path == ("a",)
+
+
+@pytest.mark.timeout(30)
+def test_an_alias_bomb_is_refused_in_bounded_time():
+    """548 bytes of YAML aliases took about 1 GB and froze every client for 24 s."""
+    from veylor.config.yamlfile import MAX_VALUES
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    doc = read("\n".join(lines) + "\n")
+    assert doc.fatal and doc.data is None
+    (problem,) = doc.problems
+    assert f"more than {MAX_VALUES:,} values once its aliases" in problem.message
+
+
+def test_ten_thousand_levels_of_nesting_are_a_problem_not_a_crash():
+    doc = read("x: " + "[" * 10000 + "]" * 10000 + "\n")
+    assert doc.fatal
+    (problem,) = doc.problems
+    assert "nesting" in problem.message and problem.location.line == 1
+
+
+def test_anchors_used_many_times_within_the_bound_still_work():
+    lines = ["base: &base {ping_interval: 5, open_timeout: 3}"]
+    lines += [f"s{i}: {{<<: *base, url: ws://x/{i}}}" for i in range(2000)]
+    doc = read("\n".join(lines) + "\n")
+    assert doc.problems == [] and doc.data["s1999"]["ping_interval"] == 5

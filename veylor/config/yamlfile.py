@@ -28,7 +28,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .problems import Location, PathT, Problem
 
-_MAX_DEPTH = 64
+_MAX_DEPTH = 64  # nesting of our own (libyaml refuses more than 1,000 levels while parsing)
+MAX_VALUES = 250_000  # values in one file, aliases expanded: bounds the time and memory of a file
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 _OPEN, _CLOSE = "\ue000", "\ue001"  # stand-ins for the braces of ${...} while parsing
@@ -126,11 +127,15 @@ class _Builder:
         self.variables: dict[PathT, tuple[str, ...]] = {}
         self.whole: set[PathT] = set()
         self.env_used: dict[str, str | None] = {}
+        self.values = 0  # values built so far, aliases expanded
 
     def problem(self, loc: Location, path: PathT, message: str) -> None:
         self.problems.append(Problem(loc, path, message))
 
     def build(self, node: Node, path: PathT, depth: int = 0) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _TooManyValues(node)
         self.where.values.setdefault(path, _mark(node))
         if depth > _MAX_DEPTH:
             self.problem(_loc(self.file, node), path, "nesting is too deep (a recursive YAML alias?)")
@@ -262,10 +267,24 @@ def read_yaml(file: str, text: str, env: Mapping[str, str]) -> YamlDocument:
         except yaml.YAMLError as exc:
             builder.problem(Location(file), (), f"YAML error: {exc}")
             return _document(builder, None, fatal=True)
-        data = None if node is None else builder.build(node, ())
+        try:
+            data = None if node is None else builder.build(node, ())
+        except _TooManyValues as exc:
+            builder.problem(
+                _loc(file, exc.node),
+                (),
+                f"holds more than {MAX_VALUES:,} values once its aliases (*name) are expanded "
+                "(a YAML alias bomb?): refused; split it into drop-ins, or use fewer aliases",
+            )
+            return _document(builder, None, fatal=True)
     finally:
         loader.dispose()
     return _document(builder, data)
+
+
+class _TooManyValues(Exception):
+    def __init__(self, node: Node) -> None:
+        self.node = node
 
 
 def _document(builder: _Builder, data: Any, fatal: bool = False) -> YamlDocument:
