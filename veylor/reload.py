@@ -8,6 +8,7 @@ untouched; so does a listener that cannot be bound (the apply is all or nothing)
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -16,7 +17,9 @@ from collections.abc import Mapping
 
 from .config import Config, ConfigError, load_config
 from .config.loader import FileCache
+from .config.yamlfile import RESPONSIVE
 from .graph import Graph, Plan, build_graph, diff
+from .heap import settle_heap
 from .observe.logs import remember
 from .report import plural
 from .runtime import Runtime, StartupError
@@ -124,21 +127,35 @@ class Reloader:
         """Runs in a worker thread: everything pure of a reload (read, parse and validate,
         cached per file; build; diff against ``running``), so that the event loop only
         applies the plan."""
-        config = load_config(self.config_path, env=self.env, cache=self.cache, changed=changed)
+        responsive = RESPONSIVE.set(True)  # the relay runs beside: see read_yaml
+        try:
+            config = load_config(self.config_path, env=self.env, cache=self.cache, changed=changed)
+        finally:
+            RESPONSIVE.reset(responsive)
         remember(config)
         graph = build_graph(config, previous=running)
         return config, graph, diff(running, graph)
 
     async def _off_loop(self, running: Graph, changed: frozenset[str] | None) -> tuple[Config, Graph, Plan]:
         """:meth:`_load` in a worker thread. Meanwhile the interpreter switches threads
-        every millisecond instead of every 5: the event loop waits at most that long for
-        the interpreter lock whenever a client needs it."""
+        every millisecond instead of every 5, so the event loop waits at most that long
+        for the interpreter lock whenever a client needs it, and the garbage collector
+        waits (a configuration of a million values would make it walk them all, holding
+        the lock)."""
         interval = sys.getswitchinterval()
         sys.setswitchinterval(min(interval, 0.001))
+        collecting = gc.isenabled()
+        gc.disable()  # a full collection in the worker would hold the lock for 100 ms and more
         try:
             return await asyncio.to_thread(self._load, running, changed)
         finally:
             sys.setswitchinterval(interval)
+            # What the load made (the configuration, the cache) lives long: out of the
+            # collector's walks before it runs again (a first walk over a large file's
+            # values took 80 ms).
+            settle_heap()
+            if collecting:
+                gc.enable()
 
     async def reload(self, reason: str, changed: frozenset[str] | None = None) -> bool:
         """One reload; True when a new configuration was applied. ``changed``: see

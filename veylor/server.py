@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from .config.loader import FileCache
 from .graph import Graph
+from .heap import settle_heap
 from .reload import Reloader
 from .report import counts
 from .runtime import Runtime, StartupError
@@ -41,17 +41,6 @@ def raise_fd_limit(needed: int) -> None:
         )
 
 
-def settle_heap() -> None:
-    """Move what exists before serving (modules, the configuration just loaded) out of
-    the garbage collector's sight: a full collection walks every tracked object with
-    the event loop paused, and these tens of thousands of objects live as long as the
-    process (or, for the configuration, die by reference counting when a reload
-    replaces it). Called before any connection exists, so no connection's cyclic
-    garbage is ever exempted from collection."""
-    gc.collect()
-    gc.freeze()
-
-
 def run_loop(main: Callable[[], Awaitable[int]]) -> int:
     """Run ``main`` on uvloop (where available) and return its exit code."""
     try:
@@ -80,7 +69,7 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     raise_fd_limit(sum(e.max_clients for e in graph.endpoints.values()) + 64)
-    settle_heap()
+    settle_heap(collect=True)
     runtime = Runtime()
     try:
         await runtime.start(graph)

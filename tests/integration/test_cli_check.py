@@ -72,7 +72,7 @@ def test_check_bad_files_prints_every_problem_and_exits_1(tmp_path):
     result = run_veylor("check", cwd=tmp_path, env={"BINANCE_KEY": "k"})
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("config.yaml:3 sources.binance.url: 'http://stream.example.com/ws?token=abc'")
+    assert lines[0].startswith("config.yaml:3 sources.binance.url: 'http://stream.example.com/ws?token=***'")
     assert lines[1] == "config.yaml:9 routes.eth.from: unknown source 'binanse'; did you mean 'binance'?"
     assert lines[2] == "routes.d/x.yaml:2 routes.y.to: unknown endpoint 'nowhere'"
     assert lines[-1] == "config.yaml: 3 problems found"

@@ -172,3 +172,31 @@ routes:
     newline = [m for m in lines if "cannot carry messages that contain a newline" in m]
     assert len(binary) == 1 and "(2 so far" in binary[0]  # once per interval, with the count
     assert len(newline) == 1 and "its 2 clients" in newline[0]
+
+
+async def test_a_burst_of_losses_that_stops_is_reported_whole(tmp_path, upstream, caplog, monkeypatch):
+    """400 messages a lines endpoint could not carry were logged as '1 so far', twice,
+    and never again: the count of a burst that stops is reported when its interval ends."""
+    caplog.set_level(logging.INFO, "veylor.endpoint")
+    sock = str(tmp_path / "l.sock")
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  lines: {{unix: {{path: {sock}, framing: lines}}}}
+routes:
+  r: {{from: up, to: lines}}
+"""
+    monkeypatch.setattr(endpoints, "LOSS_LOG_INTERVAL", 0.5)
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        _reader, writer = await asyncio.open_unix_connection(sock)
+        await eventually(lambda: len(rt.endpoints["lines"].clients) == 1)
+        for i in range(200):
+            await upstream.send(b"binary %d" % i)
+        await eventually(lambda: rt.endpoints["lines"].unframeable == 200)
+        await asyncio.sleep(1.0)  # the burst has stopped; its interval ends
+        writer.close()
+    reports = [r.getMessage() for r in caplog.records if "cannot carry binary messages" in r.getMessage()]
+    assert "(1 so far" in reports[0]
+    assert "(200 so far" in reports[-1], reports

@@ -183,3 +183,38 @@ def test_websockets_header_lines_are_masked_except_harmless_ones():
     assert run("> %s: %s", "Cookie", "a=b") == "> Cookie: ***"
     assert run("> %s: %s", "Host", "127.0.0.1:1") == "> Host: 127.0.0.1:1"
     assert run("< GET %s HTTP/1.1", "/feed?token=abc&x=1") == "< GET /feed?token=***&x=1 HTTP/1.1"
+
+
+def test_no_secret_in_the_problems_of_an_invalid_configuration(tmp_path):
+    """Problems are printed (and logged) before any secret is known to the formatter: the
+    values of headers and on_connect messages are not shown, URLs are shown masked."""
+    from conftest import run_veylor
+
+    (tmp_path / "config.yaml").write_text(
+        """
+sources:
+  s:
+    url: "https://user:SEKRETPW1234@example.com/ws?token=SEKRETQ1234"
+    headers: {X-Api-Key: 987654321012, Authorization: [Bearer SEKRETLIST1]}
+    on_connect: '{"op":"auth","key":"SEKRETOC1234"}'
+  t: {url: "wss://example.com/ws?token=SEKRET TOKEN5678#frag"}
+  u: {url: "ws://SEKRETUSER1234@[::1/ws"}
+endpoints:
+  e: {websocket: {port: 18001}}
+routes:
+  r: {from: s, to: e}
+  r2: {from: t, to: e}
+  r3: {from: u, to: e}
+"""
+    )
+    secrets = ("SEKRET", "987654321012")
+    for args in (["check"], ["check", "--json"], []):
+        result = run_veylor(*args, "-c", str(tmp_path / "config.yaml"))
+        assert result.returncode == 1
+        out = result.stdout + result.stderr
+        assert "problem" in out
+        for secret in secrets:
+            assert secret not in out, (args, out)
+    text = run_veylor("check", "-c", str(tmp_path / "config.yaml")).stderr
+    assert "expected a string, got a number (not shown: it may be a secret)" in text
+    assert "'https://***@example.com/ws?token=***' is not a ws:// or wss:// URL" in text

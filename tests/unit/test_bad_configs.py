@@ -31,7 +31,22 @@ CASES = [
     (
         "bad-url-port",
         {"config.yaml": OK_HEAD.replace("ws://127.0.0.1:9/", "ws://127.0.0.1:99999/") + OK_ROUTE},
-        [("config.yaml", 2, "sources.s.url", "invalid port")],
+        [("config.yaml", 2, "sources.s.url", "is not a valid URL: Port out of range")],
+    ),
+    (
+        "url-fragment",
+        {"config.yaml": OK_HEAD.replace("ws://127.0.0.1:9/", "ws://127.0.0.1:9/ws#top") + OK_ROUTE},
+        [("config.yaml", 2, "sources.s.url", "has a #fragment")],
+    ),
+    (
+        "url-bad-userinfo",
+        {"config.yaml": OK_HEAD.replace("ws://127.0.0.1:9/", "ws://u:%ff%fe@127.0.0.1:9/") + OK_ROUTE},
+        [("config.yaml", 2, "sources.s.url", "not percent-encoded UTF-8")],
+    ),
+    (
+        "ipv6-url",
+        {"config.yaml": OK_HEAD.replace("ws://127.0.0.1:9/", "ws://[::1/ws") + OK_ROUTE},
+        [("config.yaml", 2, "sources.s.url", "is not a valid URL: Invalid IPv6 URL")],
     ),
     (
         "yaml-syntax",

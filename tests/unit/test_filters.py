@@ -172,3 +172,17 @@ def test_backreferences_and_lookaround_are_refused_with_the_reason(pattern):
         compile_filter({"text": {"regex": pattern}})
     assert "backreferences and lookaround are not supported" in exc.value.message
     assert exc.value.path == ("text", "regex")
+
+
+def test_in_with_mixed_values_keeps_json_equality():
+    match = compile_filter({"json": {"path": "v", "in": [1, "a", True, None, [1, 2], {"k": 1}]}})
+
+    def test(value) -> bool:
+        return match(Message(json.dumps({"v": value}).encode(), True))
+
+    assert test(1) and test(1.0) and test("a") and test(True) and test(None)
+    assert test([1, 2]) and test({"k": 1}) and test([1.0, 2])
+    assert not test(2) and not test("b") and not test(False) and not test([2, 1]) and not test({"k": 2})
+    only_numbers = compile_filter({"json": {"path": "v", "in": [1, 2.5]}})
+    assert not only_numbers(Message(b'{"v": true}', True))  # true is not 1 in JSON
+    assert only_numbers(Message(b'{"v": 2.5}', True))

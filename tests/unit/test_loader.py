@@ -211,11 +211,13 @@ def test_format_size_round_trips():
         assert parse_size(format_size(n)) == n
 
 
-def test_redact_url_hides_passwords_and_token_like_query_values():
+def test_redact_url_hides_user_information_and_token_like_query_values():
     assert redact_url("wss://user:pw@host/ws?stream=x&token=abc&apiKey=1") == (
-        "wss://user:***@host/ws?stream=x&token=***&apiKey=***"
+        "wss://***@host/ws?stream=x&token=***&apiKey=***"
     )
+    assert redact_url("wss://TOKEN-AS-USER@host/ws") == "wss://***@host/ws"
     assert redact_url("ws://127.0.0.1:9/") == "ws://127.0.0.1:9/"
+    assert redact_url("ws://[::1/ws") == "<invalid URL>"  # never raises
 
 
 def test_schema_file_is_found():
@@ -303,11 +305,17 @@ def test_a_fifo_or_device_as_the_main_file_is_refused_not_waited_on(tree, tmp_pa
         load_config("config.yaml", env={})
     assert "is not a regular file" in str(exc.value.problems[0])
     (tmp_path / "routes.d").mkdir()
-    os.mkfifo(tmp_path / "routes.d" / "10-fifo.yaml")  # a drop-in FIFO is not even included
+    os.mkfifo(tmp_path / "routes.d" / "10-fifo.yaml")  # a drop-in FIFO: a problem, never opened
+    os.symlink(tmp_path / "gone.yaml", tmp_path / "routes.d" / "20-dangling.yaml")
+    (tmp_path / "routes.d" / "30-dir.yaml").mkdir()  # a directory that matches: skipped
     (tmp_path / "config.yaml").unlink()
     (tmp_path / "config.yaml").write_text("sources: {a: {url: 'ws://127.0.0.1:1/'}}\n")
-    config = load_config("config.yaml", env={})
-    assert config.files == ("config.yaml",)
+    with pytest.raises(ConfigError) as exc:
+        load_config("config.yaml", env={})
+    problems = [str(p) for p in exc.value.problems]
+    assert len(problems) == 2, problems
+    assert problems[0].endswith("10-fifo.yaml: is not a regular file (a FIFO, device or socket?): remove it")
+    assert problems[1].endswith("20-dangling.yaml: is a symbolic link to nothing: fix or remove it")
 
 
 def test_a_file_over_the_size_limit_is_refused_unread(tree, tmp_path):

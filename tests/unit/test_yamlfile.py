@@ -160,7 +160,7 @@ def test_an_alias_bomb_is_refused_in_bounded_time():
     doc = read("\n".join(lines) + "\n")
     assert doc.fatal and doc.data is None
     (problem,) = doc.problems
-    assert f"more than {MAX_VALUES:,} values once its aliases" in problem.message
+    assert f"more than {MAX_VALUES:,} values (each use of an alias" in problem.message
 
 
 def test_ten_thousand_levels_of_nesting_are_a_problem_not_a_crash():
@@ -175,3 +175,25 @@ def test_anchors_used_many_times_within_the_bound_still_work():
     lines += [f"s{i}: {{<<: *base, url: ws://x/{i}}}" for i in range(2000)]
     doc = read("\n".join(lines) + "\n")
     assert doc.problems == [] and doc.data["s1999"]["ping_interval"] == 5
+
+
+def test_a_file_of_too_many_values_is_refused_before_it_is_parsed():
+    """2.6 MB of '1,' parsed for 8 s (libyaml holds the interpreter lock) before the value
+    limit refused it: counting separators refuses it at once."""
+    doc = read("x: [" + ",".join(["1"] * 600_000) + "]\n")
+    assert doc.fatal
+    (problem,) = doc.problems
+    assert "lines and commas: refused unread" in problem.message
+
+
+def test_beside_a_live_relay_large_files_are_parsed_by_the_python_parser():
+    from veylor.config.yamlfile import C_PARSER_MAX, RESPONSIVE
+
+    text = "a: [" + ", ".join(f"v{i}" for i in range(C_PARSER_MAX // 5)) + "]\n"
+    token = RESPONSIVE.set(True)
+    try:
+        slow = read(text)
+    finally:
+        RESPONSIVE.reset(token)
+    fast = read(text)
+    assert slow.problems == fast.problems == [] and slow.data == fast.data

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..filters import FilterError, compile_filter
 from .legacy import legacy_shape, translate
@@ -248,19 +248,32 @@ def _include_files(
                 denied(f"cannot reach {path}")
                 continue
             except OSError:
-                continue  # removed since it was listed, or a dangling link
+                if os.path.islink(path):  # a drop-in whose target is gone: its routes would vanish
+                    load.problems.append(
+                        Problem(Location(path), (), "is a symbolic link to nothing: fix or remove it")
+                    )
+                continue  # removed since it was listed
+            if not stat.S_ISREG(st.st_mode):
+                if path is full and stat.S_ISDIR(st.st_mode):
+                    load.error(
+                        where,
+                        ("include", i),
+                        f"included path {full} is a directory (use a pattern such as dir/*.yaml)",
+                    )
+                elif not stat.S_ISDIR(
+                    st.st_mode
+                ):  # a FIFO, a device, a socket: never read, never skipped in silence
+                    load.problems.append(
+                        Problem(
+                            Location(path), (), "is not a regular file (a FIFO, device or socket?): remove it"
+                        )
+                    )
+                continue
             identity = (
                 st.st_dev,
                 st.st_ino,
             )  # a file reached twice (links, overlapping patterns) is read once
-            if not stat.S_ISREG(st.st_mode) and path is full:
-                kind = (
-                    "a directory (use a pattern such as dir/*.yaml)"
-                    if stat.S_ISDIR(st.st_mode)
-                    else "not a file"
-                )
-                load.error(where, ("include", i), f"included path {full} is {kind}")
-            if stat.S_ISREG(st.st_mode) and identity not in seen:
+            if identity not in seen:
                 seen.add(identity)
                 out.append((path, st))
     return out
@@ -493,12 +506,39 @@ def _source(name: str, d: _Defined) -> tuple[SourceSpec, list[Problem]]:
                 f"max_delay ({r['max_delay']}) is less than initial_delay ({r['initial_delay']})",
             )
         )
-    try:
-        urlsplit(raw["url"]).port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        at = (*d.path, "url")
-        problems.append(Problem(d.where.value(at), at, f"{redact_url(raw['url'])!r} has an invalid port"))
+    problems += _url_problems(raw["url"], d, (*d.path, "url"))
     return source_from(name, raw, d.origin), problems
+
+
+def _url_problems(url: str, d: _Defined, at: PathT) -> list[Problem]:
+    """What the schema's pattern cannot see in a source URL (shown with its credentials
+    masked)."""
+    where = d.where.value(at)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        return [Problem(where, at, f"{redact_url(url)!r} is not a valid URL: {exc}")]
+    if parts.fragment or url.endswith("#"):
+        return [
+            Problem(
+                where,
+                at,
+                f"{redact_url(url)!r} has a #fragment, which a WebSocket URL cannot have: remove it",
+            )
+        ]
+    try:
+        unquote(parts.netloc.rpartition("@")[0], errors="strict")
+    except UnicodeDecodeError:
+        return [
+            Problem(
+                where,
+                at,
+                f"{redact_url(url)!r}: the user information is not percent-encoded UTF-8 "
+                "(encode each byte of a non-ASCII character, e.g. %C3%A9 for é)",
+            )
+        ]
+    return []
 
 
 def _endpoint(name: str, d: _Defined) -> tuple[EndpointSpec, list[Problem]]:

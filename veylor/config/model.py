@@ -55,11 +55,16 @@ def secret_query_key(key: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password and secret-looking query values replaced by ``***``."""
-    parts = urlsplit(url)
+    """The URL with its user information (user and password) and secret-looking query
+    values replaced by ``***``. Never raises: a URL too broken to split is shown as
+    ``<invalid URL>``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
     netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
     query = "&".join(
         f"{k}=***" if secret_query_key(k) else (f"{k}={v}" if sep else k)
         for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)

@@ -250,7 +250,9 @@ def validate(data: Any, where: SourceMap, def_name: str | None = None) -> list[P
     return problems
 
 
-def _type_word(value: Any) -> str:
+def _type_word(value: Any, hide: bool = False) -> str:
+    if isinstance(value, _Hidden):
+        return f"{value.kind} (not shown: it may be a secret)"
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -260,17 +262,45 @@ def _type_word(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return "a string" if hide else f"the string {value!r}"
     if isinstance(value, int | float):
-        return f"the number {value!r}"
+        return "a number" if hide else f"the number {value!r}"
     return type(value).__name__
+
+
+_SECRET_KEYS = ("headers", "on_connect")
+
+
+def _shown(value: Any, path: PathT) -> Any:
+    """What of ``value`` a problem may show: a URL with its credentials masked, nothing
+    of a header value or an ``on_connect`` message (they are secrets; a problem is printed
+    by ``veylor check`` and logged before any secret is known)."""
+    if isinstance(value, dict | list):
+        return value  # messages about containers name their type and keys, not values
+    if any(part in _SECRET_KEYS for part in path if isinstance(part, str)):
+        return _Hidden(value)
+    if path and path[-1] == "url" and isinstance(value, str):
+        from .model import redact_url
+
+        return redact_url(value)
+    return value
+
+
+class _Hidden:
+    """A secret value in a problem: its type, never its text."""
+
+    def __init__(self, value: Any) -> None:
+        self.kind = _type_word(value, hide=True)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind.removeprefix('a ').removeprefix('an ')}, not shown>"
 
 
 def _humanize(error: ValidationError, where: SourceMap) -> Iterator[Problem]:
     path: PathT = tuple(error.absolute_path)
     kind = error.validator
     sch = error.schema if isinstance(error.schema, dict) else {}
-    value = error.instance
+    value = _shown(error.instance, path)
 
     def at(p: PathT, message: str, key: bool = False, code: str = "") -> Problem:
         return Problem(where.key(p) if key else where.value(p), p, message, code=code)

@@ -18,6 +18,7 @@ reference stays a string here; the loader gives it the type the schema expects
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from .problems import Location, PathT, Problem
 
 _MAX_DEPTH = 64  # nesting of our own (libyaml refuses more than 1,000 levels while parsing)
 MAX_VALUES = 250_000  # values in one file, aliases expanded: bounds the time and memory of a file
+C_PARSER_MAX = 256 * 1024  # characters: larger files are parsed in Python while the relay runs
+RESPONSIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("veylor_yaml_responsive", default=False)
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 _OPEN, _CLOSE = "\ue000", "\ue001"  # stand-ins for the braces of ${...} while parsing
@@ -251,8 +254,20 @@ def read_yaml(file: str, text: str, env: Mapping[str, str]) -> YamlDocument:
     """Parse ``text`` (the contents of ``file``) into data, locations and problems."""
     shielded = "${" in text and _OPEN not in text and _CLOSE not in text
     parsed = _SHIELD.sub(lambda m: f"${_OPEN}{m.group(1)}{_CLOSE}", text) if shielded else text
-    loader = Loader(parsed)
-    builder = _Builder(file, loader, env, shielded)
+    builder = _Builder(file, None, env, shielded)
+    separators = text.count("\n") + text.count(",")
+    if separators > 2 * MAX_VALUES:  # every value but the first of a collection needs one
+        builder.problem(
+            Location(file),
+            (),
+            f"has more than {2 * MAX_VALUES:,} lines and commas: refused unread (at most "
+            f"{MAX_VALUES:,} values per file); split it into drop-ins",
+        )
+        return _document(builder, None, fatal=True)
+    # libyaml parses in C without letting other threads run: beside a live relay, a large
+    # file is parsed by the Python parser instead, which lets the event loop in every ms.
+    c_parser = not RESPONSIVE.get() or len(text) <= C_PARSER_MAX
+    loader = builder.loader = (Loader if c_parser else yaml.SafeLoader)(parsed)
     try:
         try:
             node = loader.get_single_node()
@@ -273,8 +288,8 @@ def read_yaml(file: str, text: str, env: Mapping[str, str]) -> YamlDocument:
             builder.problem(
                 _loc(file, exc.node),
                 (),
-                f"holds more than {MAX_VALUES:,} values once its aliases (*name) are expanded "
-                "(a YAML alias bomb?): refused; split it into drop-ins, or use fewer aliases",
+                f"holds more than {MAX_VALUES:,} values (each use of an alias *name counting "
+                "all it stands for): refused; split it into drop-ins (or use fewer aliases)",
             )
             return _document(builder, None, fatal=True)
     finally:

@@ -7,26 +7,29 @@ Two layers keep secrets out of the log, whatever the level:
   harmless headers, query values in request lines are masked, and the payload of
   every data frame Veylor sends *upstream* (``on_connect`` messages, client
   messages) is replaced by its size.
-- **Known values.** The formatter replaces every known secret (header values, URL
-  passwords, secret-looking query values, whole ``on_connect`` payloads) in the
-  final text of every line, tracebacks included, with ``***``: a secret that
-  reaches a log line by a path nobody thought of is still masked.
+- **Known values.** The formatter replaces every known secret of 8 characters or
+  more (header values, URL credentials, secret-looking query values, whole
+  ``on_connect`` payloads) in the final text of every line, tracebacks included,
+  with ``***``: a secret that reaches a log line by a path nobody thought of is
+  still masked.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import os
 import sys
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from ..config.model import Config, SourceSpec, redact_url, secret_query_key
 
 MASK = "***"
-MIN_SECRET = 4  # shorter values are masked only where structure says they are secret
+MIN_SECRET = 8  # shorter values are masked only where structure says they are secret (masked
+# everywhere, a header "X-Client: veylor" would blank every logger name)
 
 UPSTREAM_LOGGER = "veylor.websockets.upstream"  # websockets' logger for source connections
 DOWNSTREAM_LOGGER = "veylor.websockets.downstream"  # ... and for client connections
@@ -54,32 +57,50 @@ SAFE_HEADERS = frozenset(
 
 
 class Secrets:
-    """The secret values known to this process (added as configurations load; never
-    forgotten, so a line about an old configuration is masked too)."""
+    """The secret values of the running configuration and of the one before it (lines
+    about connections of the previous generation are masked too), matched all at once
+    with one RE2 pattern: one pass over a line, whatever the number of secrets (a
+    thousand sources with headers used to cost 0.3 ms per line, on the event loop)."""
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
-        self._ordered: tuple[str, ...] = ()
+        self._current: frozenset[str] = frozenset()
+        self._previous: frozenset[str] = frozenset()
+        self._values: frozenset[str] = frozenset()
+        self._pattern: Any = None
 
-    def add(self, values: Iterable[str]) -> None:
-        new = {v for v in values if len(v) >= MIN_SECRET} - self._values
-        if new:
-            self._values |= new
-            # Longest first: a secret that contains another is masked whole.
-            self._ordered = tuple(sorted(self._values, key=len, reverse=True))
+    def update(self, values: Iterable[str]) -> None:
+        """Make ``values`` the current generation's secrets."""
+        current = frozenset(v for v in values if len(v) >= MIN_SECRET)
+        if current == self._current:
+            return
+        self._previous, self._current = self._current, current
+        self._values = self._previous | self._current
+        self._pattern = _alternation(self._values) if self._values else None
+
+    add = update  # a single set of secrets (tests, the demo)
 
     def mask(self, text: str) -> str:
-        for value in self._ordered:
-            if value in text:
-                text = text.replace(value, MASK)
-        return text
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None else text
 
     def __contains__(self, value: str) -> bool:
         return value in self._values
 
     def clear(self) -> None:
-        self._values.clear()
-        self._ordered = ()
+        self._current = self._previous = self._values = frozenset()
+        self._pattern = None
+
+
+def _alternation(values: frozenset[str]) -> Any:
+    """One RE2 pattern matching any of ``values``, longest first where they overlap."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    options.never_capture = True
+    options.max_mem = 256 << 20  # thousands of literals
+    ordered = sorted(values, key=len, reverse=True)
+    return re2.compile("|".join(re2.escape(v) for v in ordered), options)
 
 
 SECRETS = Secrets()
@@ -109,21 +130,38 @@ def _source_secrets(source: SourceSpec) -> frozenset[str]:
 
 
 def url_secrets(url: str) -> set[str]:
-    """The password and the secret-looking query values of ``url``."""
+    """The credentials of ``url``: the password (and the Basic credential websockets
+    makes of it), a user name that stands alone (a token used as the user), and the
+    secret-looking query values, both as written and decoded."""
     out: set[str] = set()
     try:
         parts = urlsplit(url)
-        if parts.password:
-            out.add(parts.password)
-        out.update(v for k, v in parse_qsl(parts.query) if v and secret_query_key(k))
+        user, password = parts.username, parts.password
+        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+        if password:
+            out.add(password)
+            out.add(unquote(password))
+            plain = f"{unquote(user or '')}:{unquote(password)}".encode("utf-8", "surrogateescape")
+            out.add(base64.b64encode(plain).decode())
+        elif user:
+            out.add(user)
+            out.add(unquote(user))
+        if userinfo:
+            out.add(userinfo)
+        for item in parts.query.split("&"):
+            key, _, value = item.partition("=")
+            if value and secret_query_key(unquote(key)):
+                out.add(value)
+                out.add(unquote_plus(value))
     except ValueError:
         pass
     return out
 
 
 def remember(config: Config) -> None:
-    """Register ``config``'s secrets with the log formatter (call before using it)."""
-    SECRETS.add(secrets_of(config))
+    """Make ``config``'s secrets the ones the log formatter masks (with the previous
+    configuration's); call it before using the configuration."""
+    SECRETS.update(secrets_of(config))
 
 
 class RedactingFormatter(logging.Formatter):

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import socket
 import stat
 import struct
+import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,7 @@ BACKLOG = 1024  # pending connections per listener (asyncio's default, 100, refu
 LOSS_LOG_INTERVAL = 60.0  # seconds between two reports of messages dropped for one client
 SLOW_CLOSE_CHECK = 0.25  # seconds between checks that a closing client still drains its buffer
 CLOSE_DEADLINE = 10.0  # seconds a closing client may take to drain its buffer and answer, at most
+CLOSE_STALLED = 1.0  # seconds a closing client may read nothing before it is aborted
 MAX_CONTROL_FRAMES = 50  # pings and pongs a client may send per second; more closes it (1008)
 UNFRAMEABLE = {"binary": "binary messages", "newline": "messages that contain a newline"}
 
@@ -92,7 +95,9 @@ class Endpoint:
         self._bad_log = Throttled(log)
         self.invalid_utf8 = 0  # text messages from clients that were not UTF-8 (client closed)
         self.control_closed = 0  # clients closed for flooding pings (or not reading the pongs)
-        self._unframeable_log = {reason: CountedLog(log) for reason in UNFRAMEABLE}
+        self._unframeable_log = {
+            reason: CountedLog(log, interval=LOSS_LOG_INTERVAL) for reason in UNFRAMEABLE
+        }
 
     # Settings that may change on reload without rebinding.
     def update(self, spec: EndpointSpec) -> None:
@@ -345,10 +350,11 @@ def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float
 
     The close frame goes after what is already queued for the client (frames are never
     cut or reordered), so a client that reads gets everything, then the code and the
-    reason. Nothing more is written to it. The TCP connection is aborted as soon as the
-    client stops draining its buffer (a stalled client would never reach the close
-    frame), ``grace`` seconds after the buffer drained if the client has not answered
-    the close, and at the latest ``CLOSE_DEADLINE`` seconds after the close began.
+    reason. Nothing more is written to it. The TCP connection is aborted when the client
+    has read nothing (of Veylor's buffer or the kernel's) for ``CLOSE_STALLED`` seconds
+    (a stalled client would never reach the close frame), ``grace`` seconds after all was
+    read if the client has not answered the close, and at the latest ``CLOSE_DEADLINE``
+    seconds after the close began.
     """
     if conn.protocol.state is OPEN:
         conn.protocol.send_close(code, reason)
@@ -359,26 +365,47 @@ def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float
             return
     if not conn.connection_lost_waiter.done():
         now = conn.loop.time()
-        size = conn.transport.get_write_buffer_size()
-        conn.loop.call_later(SLOW_CLOSE_CHECK, _watch_close, conn, now, grace, size, None if size else now)
+        left = _unsent(conn)
+        conn.loop.call_later(
+            SLOW_CLOSE_CHECK, _watch_close, conn, now, grace, left, now, None if left else now
+        )
+
+
+def _unsent(conn: ServerConnection) -> int:
+    """Bytes not yet read by the client: in Veylor's buffer and in the kernel's send queue."""
+    left = conn.transport.get_write_buffer_size()
+    sock = conn.transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            left += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            pass
+    return left
 
 
 def _watch_close(
-    conn: ServerConnection, began: float, grace: float, last_size: int, drained_at: float | None
+    conn: ServerConnection,
+    began: float,
+    grace: float,
+    last_left: int,
+    progress_at: float,
+    drained_at: float | None,
 ) -> None:
     if conn.connection_lost_waiter.done():
         return
     now = conn.loop.time()
-    size = conn.transport.get_write_buffer_size()
-    if size and size >= last_size:
-        conn.transport.abort()  # it read nothing since the last check: it never will
+    left = _unsent(conn)
+    if left < last_left:
+        progress_at = now
+    if left and now - progress_at >= CLOSE_STALLED:
+        conn.transport.abort()  # it has read nothing for a while: it will not reach the close frame
         return
-    if drained_at is None and not size:
+    if drained_at is None and not left:
         drained_at = now
     if now - began >= CLOSE_DEADLINE or (drained_at is not None and now - drained_at >= grace):
         conn.transport.abort()
         return
-    conn.loop.call_later(SLOW_CLOSE_CHECK, _watch_close, conn, began, grace, size, drained_at)
+    conn.loop.call_later(SLOW_CLOSE_CHECK, _watch_close, conn, began, grace, left, progress_at, drained_at)
 
 
 PING_FRAME = b"\x89\x00"  # an empty ping, built once

@@ -101,6 +101,7 @@ class Source:
         self._drop_log = Throttled(log)
         self.invalid_utf8 = 0  # text messages from the upstream that were not UTF-8 (dropped)
         self._invalid_log = Throttled(log)
+        self._bug_logged_at = -SUMMARY_INTERVAL  # when an unexpected error's traceback was last logged
         self._streak_since: float | None = None  # wall clock of the first failure of a streak
         self._streak_failures = 0
         self._summary_at = 0.0
@@ -225,13 +226,16 @@ class Source:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self.last_error = _describe(exc, secure=self.spec.url.startswith("wss:"))
-                    if not _expected(exc):
-                        log.error(
-                            "source %s: unexpected error (a bug: please report it); reconnecting",
-                            self.name,
-                            exc_info=True,
+                    closed = self.conn.close_code if connected and self.conn is not None else None
+                    if closed is not None and up_since is not None:
+                        # It closed under us (during on_connect): say how it closed.
+                        self.last_error = (
+                            f"closed (code {closed}{_reason(self.conn)}) after {loop.time() - up_since:.1f}s"
                         )
+                    else:
+                        self.last_error = _describe(exc, secure=self.spec.url.startswith("wss:"))
+                        if not _expected(exc):
+                            self._unexpected(exc)
                 finally:
                     self.conn = None
                     self.connected_since = None
@@ -258,6 +262,22 @@ class Source:
                 await asyncio.sleep(delay)
         finally:
             self.next_attempt_at = None
+
+    def _unexpected(self, exc: BaseException) -> None:
+        """An error nobody foresaw (in Veylor or in a library, e.g. an upstream that
+        speaks before the handshake): with its traceback at most once a minute per
+        source, otherwise in one line at DEBUG, so that a flapping upstream cannot flood
+        the log."""
+        now = time.monotonic()
+        if now - self._bug_logged_at < SUMMARY_INTERVAL:
+            log.debug("source %s: unexpected error again: %s", self.name, self.last_error)
+            return
+        self._bug_logged_at = now
+        log.error(
+            "source %s: unexpected error (please report it, with this traceback); reconnecting",
+            self.name,
+            exc_info=True,
+        )
 
     def _log_failure(self, connected: bool, delay: float) -> None:
         """A lost connection and the first failure of a streak at WARNING; later failures
@@ -407,7 +427,7 @@ def _describe(exc: BaseException, secure: bool = False) -> str:
     if isinstance(exc, InvalidStatus):
         return f"server answered HTTP {exc.response.status_code}"
     if isinstance(exc, InvalidURI):
-        return f"invalid URL: {exc}"
+        return f"invalid URL: {exc.msg}"  # not str(exc): it holds the URI, credentials and all
     if isinstance(exc, InvalidHandshake):
         return f"handshake failed: {exc}"
     if isinstance(exc, TimeoutError):
