@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .config.model import Config, EndpointSpec, RouteSpec, SourceSpec
+from .config.model import Config, EndpointSpec, Limits, RouteSpec, SourceSpec, format_size
 from .filters import CompiledFilter, compile_filter
 
 ListenerKey = tuple[Any, ...]  # ("websocket", host, port) or ("unix", path)
@@ -58,6 +58,7 @@ class Graph:
     upstream_targets: Mapping[str, tuple[str, ...]]
     listeners: Mapping[ListenerKey, tuple[str, ...]]
     digest: str = ""
+    limits: Limits = dataclasses.field(default_factory=Limits)
 
     @classmethod
     def empty(cls) -> Graph:
@@ -114,6 +115,7 @@ def build_graph(config: Config, previous: Graph | None = None) -> Graph:
         upstream_targets=MappingProxyType({k: tuple(v) for k, v in upstream.items()}),
         listeners=MappingProxyType({k: tuple(v) for k, v in listeners.items()}),
         digest=config.digest,
+        limits=config.limits,
     )
 
 
@@ -152,10 +154,11 @@ class Plan:
     endpoints_updated: tuple[str, ...]
     listeners_added: tuple[ListenerKey, ...]
     listeners_removed: tuple[ListenerKey, ...]
+    limits: tuple[str, ...] = ()  # "buffered 256MiB -> 512MiB", one per limit that changed
 
     @property
     def empty(self) -> bool:
-        return self.sources.empty and self.endpoints.empty and self.routes.empty
+        return self.sources.empty and self.endpoints.empty and self.routes.empty and not self.limits
 
     def entries(self) -> list[tuple[str, str, str, str]]:
         """``(sign, kind, name, line)`` per affected component, e.g.
@@ -181,6 +184,7 @@ class Plan:
             ("-", "listener", _listener_text(k), f"- listener {_listener_text(k)}")
             for k in self.listeners_removed
         ]
+        out += [("~", "limits", line.split()[0], f"~ limits: {line}") for line in self.limits]
         return out
 
     def describe(self) -> list[str]:
@@ -240,4 +244,9 @@ def diff(old: Graph, new: Graph) -> Plan:
         endpoints_updated=updated,
         listeners_added=tuple(k for k in new.listeners if k not in old.listeners),
         listeners_removed=tuple(k for k in old.listeners if k not in new.listeners),
+        limits=tuple(
+            f"{f.name} {format_size(getattr(old.limits, f.name))} -> {format_size(getattr(new.limits, f.name))}"
+            for f in dataclasses.fields(Limits)
+            if getattr(old.limits, f.name) != getattr(new.limits, f.name)
+        ),
     )

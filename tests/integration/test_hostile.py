@@ -439,3 +439,72 @@ async def test_hostile_files_in_routes_d_cost_the_relay_nothing(arena, tmp_path)
     a.veylor.signal()
     assert await a.veylor.wait(10) == 0
     assert asyncio.get_running_loop().time() - started < 5
+
+
+# ------------------------------------------------------------------ memory
+
+
+def stalled(port: int, path: str = "/") -> socket.socket:
+    """A client that completes the handshake and never reads again (small receive buffer,
+    set before connecting, so that the kernel holds little for it)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(raw_handshake(path))
+    return sock
+
+
+@pytest.mark.parametrize("policy", ["disconnect", "drop"])
+async def test_the_process_wide_buffer_limit_applies_to_the_clients_holding_the_most(tmp_path, policy):
+    """2,000 stalled clients, each within its own client_buffer, held 0.5 GiB: limits.buffered
+    bounds the sum; the heaviest get their endpoint's policy first, the others keep going."""
+    from helpers import Upstream, veylor_inprocess
+
+    up = await Upstream().start()
+    port = free_port()
+    config = f"""
+limits: {{buffered: 8MiB}}
+sources: {{up: {{url: "{up.url}"}}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, slow_client: {policy}}}
+routes: {{r: {{from: up, to: ws}}}}
+"""
+    try:
+        async with veylor_inprocess(tmp_path, config) as rt:
+            ep = rt.endpoints["ws"]
+            assert rt.budget.limit == 8 * 2**20
+            await up.wait_connected()
+            socks = [stalled(port) for _ in range(60)]
+            reader = await ws_client(f"ws://127.0.0.1:{port}/", max_size=None, max_queue=None)
+            await eventually(lambda: len(ep.clients) == 61)
+            got: list[str] = []
+
+            async def consume() -> None:
+                async for message in reader:
+                    got.append(message)
+
+            consuming = asyncio.create_task(consume())
+            payload = "m" * 20_000
+            for i in range(300):  # 6 MB per client: 360 MB if nobody stepped in
+                await up.send(f"{i:04d}{payload}")
+                if i % 10 == 0:
+                    await asyncio.sleep(0.01)
+            await eventually(lambda: len(got) == 300, timeout=30, what="the reader got everything")
+            assert [int(m[:4]) for m in got] == list(range(300))
+            assert ep.memory_limited > 0 and rt.budget.enforced > 0
+            if policy == "disconnect":
+                await eventually(lambda: len(ep.clients) < 61, what="stalled clients closed")
+            else:
+                assert len(ep.clients) == 61  # still connected, no data until they drain
+            peak = rt.budget.peak
+            for s in socks:
+                s.close()
+            await eventually(lambda: len(ep.clients) == 1, timeout=15, what="stalled clients gone")
+            await eventually(lambda: not rt.budget.sizes, timeout=5, what="no laggards left")
+            # The sum stayed within twice the limit (plus one client's pass), far from the
+            # 240 MiB that the clients' own client_buffer (4 MiB) would have allowed.
+            assert peak < 2 * 8 * 2**20 + 2**20, peak
+            consuming.cancel()
+            await reader.close()
+    finally:
+        await up.stop()

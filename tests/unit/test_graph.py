@@ -209,3 +209,13 @@ def test_a_rebuilt_graph_keeps_the_objects_of_what_did_not_change(tmp_path):
     assert new.routes_by_source["kraken"] is not old.routes_by_source["kraken"]
     assert [r.name for r in new.routes_by_source["kraken"]] == ["kr", "extra"]
     assert new.routes["extra"].endpoints == ("public",)
+
+
+def test_a_limits_change_is_in_the_plan(tmp_path):
+    old = graph_of(tmp_path, BASE)
+    data = edited(lambda d: d.update(limits={"buffered": "512MiB"}))
+    new = graph_of(tmp_path, data, "new.yaml")
+    assert new.limits.buffered == 512 * 2**20
+    plan = diff(old, new)
+    assert not plan.empty
+    assert plan.describe() == ["~ limits: buffered 256MiB -> 512MiB"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from veylor.config import ConfigError, UnixListen, WebSocketListen, load_config, parse_size
@@ -325,3 +327,18 @@ def test_a_file_over_the_size_limit_is_refused_unread(tree, tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config("config.yaml", env={})
     assert "is larger than 4 MiB" in str(exc.value.problems[0])
+
+
+def test_limits_are_read_from_the_main_file_only(tree):
+    tree(
+        {
+            "config.yaml": "limits: {buffered: 1GiB}\nsources: {a: {url: 'ws://127.0.0.1:1/'}}\n",
+            "routes.d/10.yaml": "limits: {buffered: 1KiB}\n",
+        }
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config("config.yaml", env={})
+    (problem,) = exc.value.problems
+    assert "'limits' is only read from the main file" in str(problem)
+    Path("routes.d/10.yaml").unlink()
+    assert load_config("config.yaml", env={}).limits.buffered == 2**30

@@ -4,6 +4,7 @@ from .loader import load_config
 from .model import (
     Config,
     EndpointSpec,
+    Limits,
     OutboundMessage,
     Reconnect,
     RouteSpec,
@@ -20,6 +21,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "EndpointSpec",
+    "Limits",
     "Location",
     "OutboundMessage",
     "Problem",

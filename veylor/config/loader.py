@@ -20,12 +20,14 @@ from .legacy import legacy_shape, translate
 from .model import (
     Config,
     EndpointSpec,
+    Limits,
     RouteSpec,
     Shape,
     SourceSpec,
     UnixListen,
     WebSocketListen,
     endpoint_from,
+    parse_size,
     redact_url,
     route_from,
     source_from,
@@ -479,7 +481,11 @@ def load_config(
     if cache is not None:
         cache.keep_only(set(load.files))
 
-    config = _build(load, shape, main, tuple(include))
+    limits = Limits()
+    if read is not None and isinstance(read.data, dict) and shape == "v1" and not read.errors:
+        raw_limits = with_defaults(definition("config")["properties"]["limits"], read.data.get("limits", {}))
+        limits = Limits(buffered=parse_size(raw_limits["buffered"]))
+    config = _build(load, shape, main, tuple(include), limits)
     if any(not p.warning for p in load.problems):
         raise ConfigError(_ordered(load))
     return config
@@ -594,7 +600,7 @@ def _built(load: _Load, kind: str) -> dict[str, Any]:
     return out
 
 
-def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...]) -> Config:
+def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...], limits: Limits) -> Config:
     """Typed components from the merged raw data, with the checks that span components."""
     sources = _built(load, "sources")
     endpoints = _built(load, "endpoints")
@@ -629,6 +635,7 @@ def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...]) -> Co
         warnings=tuple(p for p in _ordered(load) if p.warning),
         digest=load.digest.hexdigest(),
         include=include,
+        limits=limits,
     )
 
 

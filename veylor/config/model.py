@@ -38,6 +38,14 @@ def parse_size(value: int | str) -> int:
     return int(float(number) * base**power)
 
 
+def human_size(n: float) -> str:
+    """A size for people, rounded: ``268500264`` -> ``256.1 MiB``."""
+    for unit, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if n >= 1024**power:
+            return f"{n / 1024**power:.1f} {unit}"
+    return f"{int(n)} B"
+
+
 def format_size(n: int) -> str:
     """Inverse of :func:`parse_size` for display: ``4194304`` -> ``4MiB``."""
     for unit, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
@@ -227,6 +235,13 @@ class RouteSpec:
         return self._filter_key
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Process-wide limits (``limits:`` in the main file)."""
+
+    buffered: int = 256 * 2**20  # bytes queued for all clients together
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole validated configuration: what every later stage reads."""
@@ -240,6 +255,7 @@ class Config:
     warnings: tuple[Problem, ...] = ()
     digest: str = ""  # sha256 of every file read, in order: identifies a configuration generation
     include: tuple[str, ...] = ("routes.d/*.yaml",)  # the main file's drop-in patterns
+    limits: Limits = field(default_factory=Limits)
 
 
 def source_from(name: str, raw: Mapping[str, Any], origin: Location) -> SourceSpec:

@@ -38,6 +38,7 @@ from websockets.protocol import State
 from ..config.model import EndpointSpec, UnixListen, WebSocketListen, format_size
 from ..observe.logs import DOWNSTREAM_LOGGER
 from ..report import plural
+from .budget import NOTABLE, Budget
 from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data, valid_utf8
 from .util import CountedLog, Throttled
 from .wire import LENGTH_PREFIXED, LINES, WS, FrameError, LengthPrefixedDecoder, LineDecoder
@@ -95,6 +96,8 @@ class Endpoint:
         self._bad_log = Throttled(log)
         self.invalid_utf8 = 0  # text messages from clients that were not UTF-8 (client closed)
         self.control_closed = 0  # clients closed for flooding pings (or not reading the pongs)
+        self.memory_limited = 0  # clients given the policy for the process-wide limits.buffered
+        self.budget: Budget = NO_BUDGET  # the runtime's, set when the endpoint is made
         self._unframeable_log = {
             reason: CountedLog(log, interval=LOSS_LOG_INTERVAL) for reason in UNFRAMEABLE
         }
@@ -124,16 +127,23 @@ class Endpoint:
         the ``slow_client`` policy for these ``count`` messages: skipped and counted
         (``drop``), or disconnected (``disconnect``)."""
         limit = self.spec.client_buffer
+        notable = min(limit, NOTABLE)
         drop = self.spec.slow_client == "drop"
         is_open = self.is_open
+        budget = self.budget
         ok: list[Any] = []
         slow: list[Any] = []
         for client in self.clients:
             if not is_open(client):
                 continue
-            if client.transport.get_write_buffer_size() <= limit:
+            size = client.transport.get_write_buffer_size()
+            if size <= notable:  # nearly every client: nothing more to look at
                 ok.append(client)
-            elif drop:
+                continue
+            budget.note(self, client, size)
+            if size <= limit and not client.shed:
+                ok.append(client)
+            elif drop or client.shed:
                 self.dropped += count
                 self._note_dropped(client, count)
             else:
@@ -152,6 +162,22 @@ class Endpoint:
             )
             self.disconnect_slow(client)
         return ok
+
+    def over_budget(self, client: Any) -> bool:
+        """The process-wide ``limits.buffered`` is reached and this client is among those
+        holding the most: its ``slow_client`` policy applies now, whatever its own
+        buffer. ``drop``: no data for it until it drains (False: its bytes stay);
+        ``disconnect``: aborted at once (True: its bytes are freed): it is behind by
+        more than any other, and memory is short."""
+        self.memory_limited += 1
+        if self.spec.slow_client == "drop":
+            client.shed = True
+            return False
+        self.slow_disconnects += 1
+        client.transport.abort()
+        if isinstance(client, UnixClient):
+            client.closing = True
+        return True
 
     def _note_dropped(self, client: Any, count: int) -> None:
         """Count messages dropped for a slow client; log at most once per
@@ -288,6 +314,7 @@ class DownstreamConnection(DataFrames, ServerConnection):
     endpoint: WebSocketEndpoint | None = None
     dropped = 0  # messages dropped for it while it was slow (slow_client: drop)
     dropped_logged_at = -LOSS_LOG_INTERVAL
+    shed = False  # the process-wide limit is reached: no data for it until it drains
     last_seen = 0.0  # loop time of the last frame received (any kind): the keepalive's clock
     control_window = 0.0  # start of the current second of control-frame counting
     control_count = 0
@@ -640,6 +667,7 @@ class UnixClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.dropped = 0
         self.dropped_logged_at = -LOSS_LOG_INTERVAL
+        self.shed = False
         self.closing = False
         self.label = f"unix#{number}"
         spec = endpoint.spec.listen
@@ -842,6 +870,9 @@ def _clear_stale_socket(path: str, where: str) -> None:
     finally:
         probe.close()
     raise StartupError(f"{where}: another process is listening on {path}")
+
+
+NO_BUDGET = Budget(limit=2**62)  # endpoints made outside a runtime (tests)
 
 
 def make_endpoint(spec: EndpointSpec) -> Endpoint:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..graph import Graph, Plan, diff
+from .budget import Budget
 from .endpoints import (
     Endpoint,
     StartupError,
@@ -62,6 +63,7 @@ class Runtime:
         self.endpoints: dict[str, Endpoint] = {}
         self.listeners: dict[tuple[str, int], WebSocketListener] = {}
         self.route_stats: dict[str, RouteStats] = {}
+        self.budget = Budget()  # limits.buffered: bytes queued for all clients together
         self.generation = 0
         self._background: set[asyncio.Task[None]] = set()
 
@@ -99,6 +101,7 @@ class Runtime:
                 endpoints[name] = self.endpoints[name]
             else:
                 endpoints[name] = fresh[name] = make_endpoint(spec)
+                fresh[name].budget = self.budget
         retired = [
             ep for name, ep in self.endpoints.items() if name not in endpoints or endpoints[name] is not ep
         ]
@@ -154,6 +157,7 @@ class Runtime:
             sources[name] = Source(new.sources[name], self.router.dispatch, self._source_dropped)
         self.sources = sources
         self.route_stats = {name: self.route_stats.get(name) or RouteStats() for name in new.routes}
+        self.budget.limit = new.limits.buffered
         self.graph = new
         self._install(new)
 
@@ -255,6 +259,7 @@ class Runtime:
         for ep in self.endpoints.values():
             if isinstance(ep, UnixEndpoint):
                 ep.remove_socket_file()
+        self.budget.stop()
         self.sources.clear()
 
 
