@@ -508,3 +508,18 @@ routes: {{r: {{from: up, to: ws}}}}
             await reader.close()
     finally:
         await up.stop()
+
+
+async def test_stalled_clients_do_not_disturb_a_control_client(arena):
+    a = await arena(
+        endpoints="stall: {websocket: {host: 127.0.0.1, port: PORT, path: /stall}}\n",
+        routes="stall: {from: feed, to: stall}\n",
+    )
+    socks = [stalled(a.port, "/stall") for _ in range(300)]
+    for _ in range(30):  # big messages: the stalled clients fill up fast
+        assert await a.witness.command("send " + json.dumps({"pad": "z" * 60_000})) == "ok"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)
+    await a.unharmed()
+    for s in socks:
+        s.close()
