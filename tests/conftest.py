@@ -57,3 +57,13 @@ def pytest_asyncio_loop_factories(config, item):
     if getattr(item.module, "ASYNCIO_LOOP", "uvloop") == "asyncio":
         return {"asyncio": asyncio.new_event_loop}
     return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture
+async def upstream():
+    """A real upstream WebSocket server on 127.0.0.1 (see helpers.Upstream)."""
+    from helpers import Upstream
+
+    up = await Upstream().start()
+    yield up
+    await up.stop()

@@ -10,18 +10,11 @@ import socket
 import struct
 
 import pytest
-from helpers import Upstream, eventually, free_port, raw_handshake, stalled_ws_client, veylor_inprocess
+from helpers import eventually, free_port, raw_handshake, stalled_ws_client, veylor_inprocess
 
 from veylor.runtime import endpoints
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def upstream():
-    up = await Upstream().start()
-    yield up
-    await up.stop()
 
 
 def read_frames(data: bytes) -> list[tuple[int, bytes]]:

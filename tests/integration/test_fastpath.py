@@ -53,13 +53,6 @@ routes:
 """
 
 
-@pytest.fixture
-async def upstream():
-    up = await Upstream().start()
-    yield up
-    await up.stop()
-
-
 def payloads(n: int) -> list[bytes | str]:
     sizes = [0, 1, 125, 126, 200, 65535, 65536, 70000]
     return [

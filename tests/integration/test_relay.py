@@ -26,13 +26,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def upstream():
-    up = await Upstream().start()
-    yield up
-    await up.stop()
-
-
 def cfg(upstream: Upstream, port: int, sock: str = "", extra_routes: str = "", source_extra: str = "") -> str:
     unix = f"  ipc: {{unix: {{path: {sock}}}}}\n" if sock else ""
     to = "[ws, ipc]" if sock else "ws"
