@@ -126,6 +126,7 @@ def _endpoint_json(e: EndpointSpec) -> dict[str, Any]:
         "max_message_size": e.max_message_size,
         "ping_interval": e.ping_interval,
         "ping_timeout": e.ping_timeout,
+        "socket_buffer": e.socket_buffer,
         "origin": str(e.origin),
     }
 

@@ -516,6 +516,9 @@ async def test_stalled_clients_do_not_disturb_a_control_client(arena):
         routes="stall: {from: feed, to: stall}\n",
     )
     socks = [stalled(a.port, "/stall") for _ in range(300)]
+    # (300 handshakes in a burst cost the event loop about 0.3 ms each: not measured here)
+    await asyncio.sleep(0.5)
+    assert await a.witness.command("reset") == "ok"
     for _ in range(30):  # big messages: the stalled clients fill up fast
         assert await a.witness.command("send " + json.dumps({"pad": "z" * 60_000})) == "ok"
         await asyncio.sleep(0.02)
@@ -523,3 +526,39 @@ async def test_stalled_clients_do_not_disturb_a_control_client(arena):
     await a.unharmed()
     for s in socks:
         s.close()
+
+
+async def test_each_client_socket_gets_the_configured_kernel_send_buffer(tmp_path, upstream):
+    """Left to itself, Linux grows a TCP send buffer to several MiB: copying that much
+    for clients that never read stalled the loop for 100 ms (300 such clients)."""
+    from helpers import veylor_inprocess
+
+    port = free_port()
+    sock_path = tmp_path / "u.sock"
+    config = f"""
+sources: {{up: {{url: "{upstream.url}"}}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}}}
+  big: {{websocket: {{port: {port}, path: /big}}, socket_buffer: 1MiB}}
+  kernel: {{websocket: {{port: {port}, path: /kernel}}, socket_buffer: null}}
+  ux: {{unix: {{path: {sock_path}}}}}
+routes: {{r: {{from: up, to: [ws, big, kernel, ux]}}}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        clients = [await ws_client(f"ws://127.0.0.1:{port}{p}") for p in ("/", "/big", "/kernel")]
+        _reader, writer = await asyncio.open_unix_connection(str(sock_path))
+
+        def sndbuf(name: str) -> int:
+            (conn,) = rt.endpoints[name].clients
+            return conn.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+        await eventually(
+            lambda: all(len(rt.endpoints[n].clients) == 1 for n in ("ws", "big", "kernel", "ux"))
+        )
+        assert sndbuf("ws") == 2 * 512 * 1024  # Linux doubles what it is given
+        assert sndbuf("big") == 2 * 2**20
+        assert sndbuf("ux") == 2 * 512 * 1024
+        assert sndbuf("kernel") not in (2 * 512 * 1024, 2 * 2**20)  # the kernel's own
+        for c in clients:
+            await c.close()
+        writer.close()

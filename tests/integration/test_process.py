@@ -39,8 +39,8 @@ async def test_sigterm_with_clients_exits_0_quickly_and_cleans_up(tmp_path):
         sources:
           up: {{url: {up.url}}}
         endpoints:
-          ws: {{websocket: {{port: {port}}}}}
-          ipc: {{unix: {{path: {sock}}}}}
+          ws: {{websocket: {{port: {port}}}, client_buffer: 32MiB}}  # nobody is too slow here
+          ipc: {{unix: {{path: {sock}}}, client_buffer: 32MiB}}
         routes:
           r: {{from: up, to: [ws, ipc]}}
         """,

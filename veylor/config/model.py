@@ -191,6 +191,7 @@ class EndpointSpec:
     max_message_size: int
     ping_interval: float | None = None
     ping_timeout: float | None = None
+    socket_buffer: int | None = None  # SO_SNDBUF for each client; None: the kernel's own
     origin: Location = field(compare=False, default=Location(""))
 
     @property
@@ -303,6 +304,7 @@ def endpoint_from(name: str, raw: Mapping[str, Any], origin: Location) -> Endpoi
         max_message_size=parse_size(raw["max_message_size"]),
         ping_interval=raw["ping_interval"],
         ping_timeout=raw["ping_timeout"],
+        socket_buffer=parse_size(raw["socket_buffer"]) if raw["socket_buffer"] is not None else None,
         origin=origin,
     )
 
