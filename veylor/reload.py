@@ -315,10 +315,11 @@ class Reloader:
                         self.request("file change: catching up after the watch started")
                     if not changes:
                         continue
-                    await settled({p for _, p in changes})
-                    names = sorted({os.path.basename(path) for _, path in changes})
+                    paths = {path for _, path in changes}
+                    await settled(paths)
+                    names = sorted({os.path.basename(path) for path in paths})
                     more = " ..." if len(names) > 3 else ""
-                    self.request("file change: " + ", ".join(names[:3]) + more, {p for _, p in changes})
+                    self.request("file change: " + ", ".join(names[:3]) + more, paths)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

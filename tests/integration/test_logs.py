@@ -156,10 +156,10 @@ async def test_many_failing_sources_log_a_few_lines_each(tmp_path):
 
 def test_redacting_formatter_masks_known_values_in_messages_and_tracebacks():
     secrets = Secrets()
-    secrets.add(["hunter2-pass", "abc"])  # too short to mask by value: masked by structure only
+    secrets.update(["hunter2-pass", "abc"])  # too short to mask by value: masked by structure only
     assert secrets.mask("login with hunter2-pass now") == "login with *** now"
     assert "abc" not in secrets
-    SECRETS.add(["tb-secret-value"])
+    SECRETS.update(["tb-secret-value"])
     fmt = RedactingFormatter("%(message)s")
     try:
         raise ValueError("failed with tb-secret-value")

@@ -166,18 +166,12 @@ def _read_blob(label: str, load: _Load) -> tuple[bytes, Signature] | None:
         with open(fd, "rb") as fh:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                what = (
-                    "is a directory, not a YAML file" if stat.S_ISDIR(st.st_mode) else "is not a regular file"
-                )
-                load.problems.append(Problem(Location(label), (), what))
+                load.problems.append(Problem(Location(label), (), _not_a_file(st)))
                 return None
             signature = _signature(st)  # before reading: a later write shows
             blob = fh.read(MAX_FILE_SIZE + 1)
     except FileNotFoundError:
         load.problems.append(Problem(Location(label), (), "file not found"))
-        return None
-    except IsADirectoryError:
-        load.problems.append(Problem(Location(label), (), "is a directory, not a YAML file"))
         return None
     except PermissionError:
         load.problems.append(Problem(Location(label), (), _permission_text("cannot read this file")))
@@ -196,6 +190,12 @@ def _read_blob(label: str, load: _Load) -> tuple[bytes, Signature] | None:
         )
         return None
     return blob, signature
+
+
+def _not_a_file(st: os.stat_result) -> str:
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a YAML file"
+    return "is not a regular file (a FIFO, device or socket?): remove it"
 
 
 def _permission_text(what: str) -> str:
@@ -262,19 +262,12 @@ def _include_files(
                         ("include", i),
                         f"included path {full} is a directory (use a pattern such as dir/*.yaml)",
                     )
-                elif not stat.S_ISDIR(
-                    st.st_mode
-                ):  # a FIFO, a device, a socket: never read, never skipped in silence
-                    load.problems.append(
-                        Problem(
-                            Location(path), (), "is not a regular file (a FIFO, device or socket?): remove it"
-                        )
-                    )
+                elif not stat.S_ISDIR(st.st_mode):
+                    # A FIFO, a device, a socket: never read, never skipped in silence.
+                    load.problems.append(Problem(Location(path), (), _not_a_file(st)))
                 continue
-            identity = (
-                st.st_dev,
-                st.st_ino,
-            )  # a file reached twice (links, overlapping patterns) is read once
+            # A file reached twice (links, overlapping patterns) is read once.
+            identity = (st.st_dev, st.st_ino)
             if identity not in seen:
                 seen.add(identity)
                 out.append((path, st))

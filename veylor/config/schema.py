@@ -14,9 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from .model import redact_url
 from .problems import PathT, Problem, did_you_mean
 from .yamlfile import SourceMap
 
@@ -105,8 +107,6 @@ _SCALAR_TYPES: dict[str, tuple[type, ...]] = {
 
 def _typed(text: str, allowed: list[str]) -> Any:
     """``text`` read as a YAML scalar, if that gives one of the ``allowed`` JSON types."""
-    import yaml
-
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
@@ -281,8 +281,6 @@ def _shown(value: Any, path: PathT) -> Any:
     if any(part in _SECRET_KEYS for part in path if isinstance(part, str)):
         return _Hidden(value)
     if path and path[-1] == "url" and isinstance(value, str):
-        from .model import redact_url
-
         return redact_url(value)
     return value
 

@@ -254,9 +254,14 @@ def read_yaml(file: str, text: str, env: Mapping[str, str]) -> YamlDocument:
     """Parse ``text`` (the contents of ``file``) into data, locations and problems."""
     shielded = "${" in text and _OPEN not in text and _CLOSE not in text
     parsed = _SHIELD.sub(lambda m: f"${_OPEN}{m.group(1)}{_CLOSE}", text) if shielded else text
-    builder = _Builder(file, None, env, shielded)
+    # libyaml parses in C without letting other threads run: beside a live relay, a large
+    # file is parsed by the Python parser instead, which lets the event loop in every ms.
+    c_parser = not RESPONSIVE.get() or len(text) <= C_PARSER_MAX
+    loader = (Loader if c_parser else yaml.SafeLoader)(parsed)
+    builder = _Builder(file, loader, env, shielded)
     separators = text.count("\n") + text.count(",")
     if separators > 2 * MAX_VALUES:  # every value but the first of a collection needs one
+        loader.dispose()
         builder.problem(
             Location(file),
             (),
@@ -264,10 +269,6 @@ def read_yaml(file: str, text: str, env: Mapping[str, str]) -> YamlDocument:
             f"{MAX_VALUES:,} values per file); split it into drop-ins",
         )
         return _document(builder, None, fatal=True)
-    # libyaml parses in C without letting other threads run: beside a live relay, a large
-    # file is parsed by the Python parser instead, which lets the event loop in every ms.
-    c_parser = not RESPONSIVE.get() or len(text) <= C_PARSER_MAX
-    loader = builder.loader = (Loader if c_parser else yaml.SafeLoader)(parsed)
     try:
         try:
             node = loader.get_single_node()

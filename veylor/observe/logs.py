@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
+import re2
+
 from ..config.model import Config, SourceSpec, redact_url, secret_query_key
 
 MASK = "***"
@@ -77,8 +79,6 @@ class Secrets:
         self._values = self._previous | self._current
         self._pattern = _alternation(self._values) if self._values else None
 
-    add = update  # a single set of secrets (tests, the demo)
-
     def mask(self, text: str) -> str:
         pattern = self._pattern
         return pattern.sub(MASK, text) if pattern is not None else text
@@ -86,15 +86,9 @@ class Secrets:
     def __contains__(self, value: str) -> bool:
         return value in self._values
 
-    def clear(self) -> None:
-        self._current = self._previous = self._values = frozenset()
-        self._pattern = None
-
 
 def _alternation(values: frozenset[str]) -> Any:
     """One RE2 pattern matching any of ``values``, longest first where they overlap."""
-    import re2
-
     options = re2.Options()
     options.log_errors = False
     options.never_capture = True

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..config.model import human_size
+from ..config.model import Limits, human_size
 from .util import Throttled
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def _malloc_trim() -> Any:
 class Budget:
     """The bytes queued for laggard clients, against ``limit``."""
 
-    def __init__(self, limit: int = 256 * 2**20) -> None:
+    def __init__(self, limit: int = Limits().buffered) -> None:
         self.limit = limit
         self.total = 0  # bytes queued for the tracked clients, as last seen
         self.peak = 0  # the largest total since memory was last given back

@@ -174,10 +174,12 @@ class Endpoint:
             client.shed = True
             return False
         self.slow_disconnects += 1
-        client.transport.abort()
-        if isinstance(client, UnixClient):
-            client.closing = True
+        self.abort(client)
         return True
+
+    def abort(self, client: Any) -> None:
+        """Drop a client's connection at once: what is queued for it is thrown away."""
+        client.transport.abort()
 
     def _note_dropped(self, client: Any, count: int) -> None:
         """Count messages dropped for a slow client; log at most once per
@@ -250,7 +252,12 @@ class Endpoint:
             conn.label,
             format_size(self.spec.client_buffer),
         )
-        conn.transport.abort()
+        self.abort(conn)
+
+    def malformed(self, who: str, why: Exception) -> None:
+        """A client broke its framing: it is closed; counted and logged (rate limited)."""
+        self.bad_frames += 1
+        self._bad_log("endpoint %s: closing client %s: malformed input: %s", self.name, who, why)
 
     def invalid_text(self, who: str) -> None:
         """A client sent text that is not UTF-8: it is closed (WebSocket: 1007) and the
@@ -732,15 +739,9 @@ class UnixClient(asyncio.Protocol):
                     ep.from_client(self.label, payload, True)
                 else:
                     # 1.x framing has no frame type: valid UTF-8 goes upstream as text.
-                    try:
-                        payload.decode()
-                        is_text = True
-                    except UnicodeDecodeError:
-                        is_text = False
-                    ep.from_client(self.label, payload, is_text)
+                    ep.from_client(self.label, payload, valid_utf8(payload))
         except FrameError as exc:
-            ep.bad_frames += 1
-            ep._bad_log("endpoint %s: closing client %s: malformed input: %s", ep.name, self.label, exc)
+            ep.malformed(self.label, exc)
             self.close()
 
     def eof_received(self) -> bool:
@@ -786,9 +787,12 @@ class UnixEndpoint(Endpoint):
     def is_open(client: UnixClient) -> bool:
         return not client.closing
 
-    def disconnect_slow(self, client: UnixClient) -> None:
+    def abort(self, client: UnixClient) -> None:
         client.closing = True  # connection_lost comes later: never count or write it again
-        client.transport.abort()  # it is not reading: what is buffered would never leave
+        client.transport.abort()
+
+    def disconnect_slow(self, client: UnixClient) -> None:
+        self.abort(client)  # no close message in these framings; what is buffered would never leave
 
     def close_clients(self, code: int, reason: str) -> None:
         for client in list(self.clients):

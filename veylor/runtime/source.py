@@ -221,17 +221,14 @@ class Source:
                     connected = True
                     up_since = loop.time()
                     await self._connected(conn)
-                    up_for = loop.time() - up_since
-                    self.last_error = f"closed (code {conn.close_code}{_reason(conn)}) after {up_for:.1f}s"
+                    self.last_error = _closed(conn, loop.time() - up_since)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    closed = self.conn.close_code if connected and self.conn is not None else None
-                    if closed is not None and up_since is not None:
+                    conn = self.conn
+                    if conn is not None and conn.close_code is not None and up_since is not None:
                         # It closed under us (during on_connect): say how it closed.
-                        self.last_error = (
-                            f"closed (code {closed}{_reason(self.conn)}) after {loop.time() - up_since:.1f}s"
-                        )
+                        self.last_error = _closed(conn, loop.time() - up_since)
                     else:
                         self.last_error = _describe(exc, secure=self.spec.url.startswith("wss:"))
                         if not _expected(exc):
@@ -413,8 +410,9 @@ async def _close_bounded(conn: ClientConnection) -> None:
         conn.transport.abort()
 
 
-def _reason(conn: ClientConnection) -> str:
-    return f", {conn.close_reason}" if conn.close_reason else ""
+def _closed(conn: ClientConnection, up_for: float) -> str:
+    reason = f", {conn.close_reason}" if conn.close_reason else ""
+    return f"closed (code {conn.close_code}{reason}) after {up_for:.1f}s"
 
 
 def _expected(exc: BaseException) -> bool:
