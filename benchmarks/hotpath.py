@@ -43,8 +43,13 @@ from pathlib import Path
 from websockets.protocol import State
 from veylor.config import load_config
 from veylor.graph import build_graph
-from veylor.runtime.endpoints import make_endpoint
-from veylor.runtime.fanout import Router, RouteStats, build_table
+from veylor.runtime.fanout import Router, build_table
+try:  # the component kinds and stats objects of issue 10
+    from veylor.runtime.kinds import make_endpoint
+    from veylor.runtime.stats import RouteStats
+except ImportError:  # a checkout from before them (--baseline)
+    from veylor.runtime.endpoints import make_endpoint
+    from veylor.runtime.fanout import RouteStats
 
 case = json.loads(sys.argv[1])
 messages, repeats = case["messages"], case["repeats"]

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import ConfigError, load_config
-from .config.loader import FileCache
 from .graph import build_graph, diff
-from .observe.logs import remember, setup_logging
+from .observe.logs import setup_logging
 from .report import SHAPE_TEXT, config_json, config_text, plural, problems_json
-from .server import run_loop, serve
+from .server import Server, run_loop
 
 DEFAULT_CONFIGS = ("config.yaml", "/etc/veylor/config.yaml")
 
@@ -193,11 +192,7 @@ def _check_against(old_path: str, new_path: str, as_json: bool) -> int:
             return 1
     plan = diff(build_graph(configs[0]), build_graph(configs[1]))
     if as_json:
-        print(
-            json.dumps(
-                {"ok": True, "empty": plan.empty, "plan": plan.describe() if not plan.empty else []}, indent=2
-            )
-        )
+        print(json.dumps({"ok": True, **plan.as_dict()}, indent=2))
     else:
         print(f"A reload from {old_path} to {new_path} would:")
         for line in plan.describe():
@@ -216,23 +211,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", missing)
         return 1
     path = args.config or default_config()
-    cache = FileCache()
     try:
-        config = load_config(path, cache=cache)
+        server = Server.load(path, watch=args.watch)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
         log.error("%s: %d problem(s) in the configuration; not starting", path, len(exc.problems))
         return 1
-    remember(config)
+    config = server.config
     for warning in config.warnings:
         log.warning("%s", warning)
     log.info("veylor %s: configuration %s (%s)", __version__, path, SHAPE_TEXT[config.shape])
     _tui_unavailable(args)
-    graph = build_graph(config)
-    return run_loop(
-        lambda: serve(graph, config_path=path, watch=args.watch, include=config.include, cache=cache)
-    )
+    return run_loop(server.serve)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -19,14 +19,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import Server as UpstreamServer
+from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
-from .config import load_config
-from .graph import build_graph
-from .observe.logs import remember
-from .server import serve
+from .server import Server
 
 log = logging.getLogger("veylor.demo")
 
@@ -52,7 +50,7 @@ def ticks(rng: random.Random) -> itertools.count:  # type: ignore[type-arg]
         )
 
 
-async def demo_upstream(host: str = "127.0.0.1", port: int = 0, rate: float = 10.0) -> Server:
+async def demo_upstream(host: str = "127.0.0.1", port: int = 0, rate: float = 10.0) -> UpstreamServer:
     """A WebSocket server that streams ticks to each connection at ``rate`` messages/s and
     echoes what it receives as ``{"e": "echo", "data": ...}``."""
 
@@ -140,9 +138,7 @@ async def run_demo(port: int, rate: float) -> int:
     sock = workdir / "demo.sock"
     config_path = workdir / "config.yaml"
     config_path.write_text(DEMO_CONFIG.format(upstream_port=upstream_port, port=port, sock=sock))
-    config = load_config(config_path)
-    remember(config)
-    graph = build_graph(config)
+    server = Server.load(str(config_path), watch="off")
     py = python_command()
     veylor = veylor_command()
     unix_client = Path("examples/unix_client.py")
@@ -152,7 +148,7 @@ async def run_demo(port: int, rate: float) -> int:
         else f"socat - UNIX-CONNECT:{sock}  (1.x length-prefixed)"
     )
 
-    def ready(_runtime: object) -> None:
+    def ready(_server: Server) -> None:
         print(
             textwrap.dedent(
                 f"""
@@ -173,7 +169,7 @@ async def run_demo(port: int, rate: float) -> int:
         )
 
     try:
-        code = await serve(graph, config_path=str(config_path), watch="off", on_ready=ready)
+        code = await server.serve(on_ready=ready)
         if code == 1:
             log.error("is port %d taken? run the demo on another one: %s demo --port PORT", port, veylor)
         return code

@@ -20,7 +20,7 @@ from typing import Any
 from .config.model import Config, EndpointSpec, Limits, RouteSpec, SourceSpec, format_size
 from .filters import CompiledFilter, compile_filter
 
-ListenerKey = tuple[Any, ...]  # ("websocket", host, port) or ("unix", path)
+ListenerKey = tuple[Any, ...]  # (kind, address...): ("websocket", host, port), ("unix", path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,10 @@ class Graph:
     @classmethod
     def empty(cls) -> Graph:
         return build_graph(Config(sources={}, endpoints={}, routes={}))
+
+    def endpoints_of_source(self, source: str) -> tuple[str, ...]:
+        """The endpoints the routes of ``source`` lead to, each once."""
+        return tuple(dict.fromkeys(e for r in self.routes_by_source.get(source, ()) for e in r.endpoints))
 
 
 def build_graph(config: Config, previous: Graph | None = None) -> Graph:
@@ -134,9 +138,55 @@ class Changes:
         return not (self.added or self.removed or self.changed)
 
 
+STEPS = (
+    # Nothing runs yet: new endpoint objects for added and rebound endpoints.
+    "create_endpoint",
+    # All or nothing: if one bind fails, those this apply bound are closed, and the
+    # running graph is untouched.
+    "bind",
+    # From here on nothing can fail, and nothing waits: no message or client is handled
+    # between two steps.
+    "attach",  # a listener serves these endpoint objects (new handshakes go to them)
+    "start_endpoint",  # a new endpoint object replaces the old one (if any) and serves
+    "update_endpoint",  # settings that apply in place (limits, policies, compression)
+    "stop_source",
+    "restart_source",
+    "start_source",
+    "swap_routes",  # the routing table and the endpoints' upstream targets
+    "set_limits",
+    "retire_endpoint",  # a removed or rebound endpoint's old object: its clients closed (1001)
+    "unbind",  # a listener nothing uses any more
+)
+_ORDER = {op: i for i, op in enumerate(STEPS)}
+UNDOABLE = frozenset(("create_endpoint", "bind"))  # the steps a failed bind takes back
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing the runtime does to apply a plan, as plain data (see :data:`STEPS`).
+
+    ``name`` is the component's name, or the listener's address; ``detail`` says why (the
+    settings that changed) or with what (the endpoints a listener serves); ``key`` is a
+    listener's key.
+    """
+
+    op: str
+    name: str = ""
+    detail: tuple[str, ...] = ()
+    key: ListenerKey | None = None
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.name}".rstrip() + (f" ({', '.join(self.detail)})" if self.detail else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "name": self.name, "detail": list(self.detail)}
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What applying a new graph must do to a running one.
+    """What applying a new graph must do to a running one: ``steps``, in order, which
+    the runtime executes without deciding anything; and, per kind of component, what was
+    added, removed and changed (for the reload log).
 
     - ``sources.changed``: restart those connections; all other sources keep theirs.
     - ``endpoints.changed`` splits into ``endpoints_rebound`` (the listen address or wire
@@ -155,10 +205,11 @@ class Plan:
     listeners_added: tuple[ListenerKey, ...]
     listeners_removed: tuple[ListenerKey, ...]
     limits: tuple[str, ...] = ()  # "buffered 256MiB -> 512MiB", one per limit that changed
+    steps: tuple[Step, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return self.sources.empty and self.endpoints.empty and self.routes.empty and not self.limits
+        return not self.steps
 
     def entries(self) -> list[tuple[str, str, str, str]]:
         """``(sign, kind, name, line)`` per affected component, e.g.
@@ -191,11 +242,20 @@ class Plan:
         """Readable lines, one per affected component: ``+ source kraken``, ``~ route btc (filter)``."""
         return [line for *_, line in self.entries()] or ["no changes"]
 
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as plain data (``veylor check --against --json``)."""
+        return {
+            "empty": self.empty,
+            "changes": self.describe() if self.steps else [],
+            "steps": [s.as_dict() for s in self.steps],
+        }
+
 
 def _listener_text(key: ListenerKey) -> str:
-    if key[0] == "unix":
-        return f"unix:{key[1]}"
-    return f"{key[1]}:{key[2]}"
+    """``127.0.0.1:8765`` for a WebSocket listener, ``unix:/run/x.sock``, ``kind:address``."""
+    if key[0] == "websocket":
+        return f"{key[1]}:{key[2]}"
+    return f"{key[0]}:" + ":".join(str(part) for part in key[1:])
 
 
 def _differences(a: Any, b: Any) -> tuple[str, ...]:
@@ -233,20 +293,51 @@ def _compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> Changes:
 
 def diff(old: Graph, new: Graph) -> Plan:
     """The plan that turns a runtime running ``old`` into one running ``new``."""
+    sources = _compare(old.sources, new.sources)
     endpoints = _compare(old.endpoints, new.endpoints)
+    routes = _compare(old.routes, new.routes)
     rebound = tuple(n for n in endpoints.changed if "listen" in endpoints.why[n])
     updated = tuple(n for n in endpoints.changed if n not in rebound)
+    limits = tuple(
+        f"{f.name} {format_size(getattr(old.limits, f.name))} -> {format_size(getattr(new.limits, f.name))}"
+        for f in dataclasses.fields(Limits)
+        if getattr(old.limits, f.name) != getattr(new.limits, f.name)
+    )
+    listeners_added = tuple(k for k in new.listeners if k not in old.listeners)
+    listeners_removed = tuple(k for k in old.listeners if k not in new.listeners)
+    created = (*endpoints.added, *rebound)
+    steps = [Step("create_endpoint", n, endpoints.why.get(n, ("added",))) for n in created]
+    steps += [Step("bind", _listener_text(k), new.listeners[k], k) for k in listeners_added]
+    steps += [
+        Step("attach", _listener_text(k), names, k)
+        for k, names in new.listeners.items()
+        if k in listeners_added
+        or set(old.listeners.get(k, ())) != set(names)
+        or any(n in created for n in names)
+    ]
+    steps += [Step("start_endpoint", n) for n in created]
+    steps += [Step("update_endpoint", n, endpoints.why[n]) for n in updated]
+    steps += [Step("stop_source", n) for n in sources.removed]
+    steps += [Step("restart_source", n, sources.why[n]) for n in sources.changed]
+    steps += [Step("start_source", n) for n in sources.added]
+    if not (
+        routes.empty and not created and not endpoints.removed and not sources.added and not sources.removed
+    ):
+        steps.append(Step("swap_routes"))
+    if limits:
+        steps.append(Step("set_limits", "", limits))
+    steps += [Step("retire_endpoint", n, ("moved",)) for n in rebound]
+    steps += [Step("retire_endpoint", n, ("removed",)) for n in endpoints.removed]
+    steps += [Step("unbind", _listener_text(k), (), k) for k in listeners_removed]
+    assert [_ORDER[s.op] for s in steps] == sorted(_ORDER[s.op] for s in steps)
     return Plan(
-        sources=_compare(old.sources, new.sources),
+        sources=sources,
         endpoints=endpoints,
-        routes=_compare(old.routes, new.routes),
+        routes=routes,
         endpoints_rebound=rebound,
         endpoints_updated=updated,
-        listeners_added=tuple(k for k in new.listeners if k not in old.listeners),
-        listeners_removed=tuple(k for k in old.listeners if k not in new.listeners),
-        limits=tuple(
-            f"{f.name} {format_size(getattr(old.limits, f.name))} -> {format_size(getattr(new.limits, f.name))}"
-            for f in dataclasses.fields(Limits)
-            if getattr(old.limits, f.name) != getattr(new.limits, f.name)
-        ),
+        listeners_added=listeners_added,
+        listeners_removed=listeners_removed,
+        limits=limits,
+        steps=tuple(steps),
     )

@@ -1,8 +1,10 @@
-"""Hot reload: triggers (file changes, SIGHUP) -> load -> validate -> build -> diff -> apply.
+"""Hot reload: triggers (file changes, SIGHUP, a caller of :meth:`Reloader.request`) -> load
+-> validate -> build -> diff -> apply.
 
 Reloads never run concurrently: a trigger during a reload queues exactly one more.
 Anything that fails before the runtime applies the plan leaves the running graph
 untouched; so does a listener that cannot be bound (the apply is all or nothing).
+Every request gets the :class:`Outcome` of the reload that served it.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from .config import Config, ConfigError, load_config
 from .config.loader import FileCache
+from .config.problems import Location, Problem
 from .config.yamlfile import RESPONSIVE
 from .graph import Graph, Plan, build_graph, diff
 from .heap import settle_heap
@@ -27,7 +32,46 @@ from .watchscope import WatchScope
 
 log = logging.getLogger("veylor.reload")
 
-WATCH_MODES = ("auto", "poll", "off")
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reload did.
+
+    ``applied``: a new configuration runs (``steps`` says what changed, with the clients
+    each step affected). Otherwise the running one stays: it was the same
+    (``problems`` and ``error`` empty), or the new one was rejected (``problems``:
+    file, line, key and message of each), or could not be applied (``error``: a
+    listener could not be bound; nothing was changed).
+    """
+
+    reason: str
+    applied: bool
+    generation: int  # the configuration generation running after it
+    digest: str  # ... and its hash
+    steps: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    error: str | None = None
+    at: float = field(default_factory=time.time)
+    duration_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """The configuration on disk is valid and runs."""
+        return not self.problems and self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "ok": self.ok,
+            "applied": self.applied,
+            "generation": self.generation,
+            "digest": self.digest,
+            "steps": list(self.steps),
+            "problems": [p.as_dict() for p in self.problems],
+            "error": self.error,
+            "at": self.at,
+            "duration_ms": round(self.duration_ms, 1),
+        }
 
 
 class Reloader:
@@ -42,30 +86,28 @@ class Reloader:
         self,
         config_path: str,
         runtime: Runtime,
+        config: Config | None = None,
         watch: str = "auto",
         env: Mapping[str, str] | None = None,
-        include: tuple[str, ...] | None = None,
         cache: FileCache | None = None,
     ) -> None:
+        """``config``: the running configuration, as the loader returned it (its include
+        patterns say what to watch); ``cache``: the files that load already parsed."""
         self.config_path = config_path
         self.runtime = runtime
         self.watch_mode = watch
         self.env = env
-        self.include = include if include is not None else _include_default()
+        self.include = config.include if config is not None else ()
         self.cache = cache if cache is not None else FileCache()
-        self.reloads_ok = 0
-        self.reloads_failed = 0
-        self.last_error: str | None = None
-        self.last_reload_at: float | None = None
+        self.last: Outcome | None = None  # the last reload's outcome
         self.watch_error: str | None = None  # why the file watch is not running, if it is not
         self._failing = False  # the last reload was rejected: say so when it recovers
         self._requested = asyncio.Event()
         self._reasons: list[str] = []
+        self._waiters: list[asyncio.Future[Outcome]] = []
         self._changed: set[str] | None = set()  # None: read every file
         self._stop = asyncio.Event()
         self._rewatch = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._scope: WatchScope | None = None
 
@@ -76,6 +118,7 @@ class Reloader:
             self._tasks.append(loop.create_task(self._watch(), name="veylor-watch"))
 
     async def stop(self) -> None:
+        """Stop watching and reloading; requests not yet served are answered (not applied)."""
         self._stop.set()
         self._rewatch.set()
         for task in self._tasks:
@@ -87,9 +130,15 @@ class Reloader:
                 pass
             except Exception as exc:
                 log.warning("reload: %s while stopping", exc)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(self._outcome("stop", error="Veylor stopped before this reload ran"))
 
-    def request(self, reason: str, paths: set[str] | None = None) -> None:
-        """Ask for a reload (from a signal handler, the file watcher, the admin API).
+    def request(self, reason: str, paths: set[str] | None = None) -> asyncio.Future[Outcome]:
+        """Ask for a reload (from a signal handler, the file watcher, :meth:`Server.reload`); the
+        returned future gets the :class:`Outcome` of the reload that serves the request
+        (one that starts after it was made; requests made meanwhile share it).
 
         ``paths``: the files that changed, when the trigger knows (the watcher); the
         reload then reads only those and the files whose stat changed. Without it
@@ -100,28 +149,38 @@ class Reloader:
         elif self._changed is not None:
             self._changed |= paths
         self._reasons.append(reason)
-        self._idle.clear()
+        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         self._requested.set()
-
-    async def wait_idle(self) -> None:
-        """Wait until no reload is requested or running (for tests and the admin API)."""
-        await self._idle.wait()
+        return waiter
 
     async def _loop(self) -> None:
         while True:
             await self._requested.wait()
             self._requested.clear()
             reasons, self._reasons = self._reasons, []
+            waiters, self._waiters = self._waiters, []
             changed, self._changed = self._changed, set()
+            reason = ", ".join(dict.fromkeys(reasons)) or "request"
+            outcome: Outcome | None = None
             try:
-                await self.reload(
-                    ", ".join(dict.fromkeys(reasons)) or "request",
-                    frozenset(changed) if changed is not None else None,
-                )
-            except Exception:  # a bug must not end reloading for the life of the process
+                outcome = await self.reload(reason, frozenset(changed) if changed is not None else None)
+            except Exception as exc:  # a bug must not end reloading for the life of the process
                 log.exception("reload: unexpected error; the running configuration is unchanged")
-            if not self._requested.is_set():
-                self._idle.set()
+                outcome = self._outcome(reason, error=f"unexpected error: {exc}")
+            finally:
+                if outcome is None:  # cancelled: Veylor stops
+                    outcome = self._outcome(reason, error="Veylor stopped before this reload was done")
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(outcome)
+
+    def _outcome(self, reason: str, **how: Any) -> Outcome:
+        rt = self.runtime
+        self.last = Outcome(
+            reason, generation=rt.generation, digest=rt.graph.digest, **{"applied": False, **how}
+        )
+        return self.last
 
     def _load(self, running: Graph, changed: frozenset[str] | None) -> tuple[Config, Graph, Plan]:
         """Runs in a worker thread: everything pure of a reload (read, parse and validate,
@@ -157,19 +216,17 @@ class Reloader:
             if collecting:
                 gc.enable()
 
-    async def reload(self, reason: str, changed: frozenset[str] | None = None) -> bool:
-        """One reload; True when a new configuration was applied. ``changed``: see
-        :meth:`request`."""
+    async def reload(self, reason: str, changed: frozenset[str] | None = None) -> Outcome:
+        """One reload and its outcome. ``changed``: see :meth:`request`."""
         started = time.monotonic()
-        self.last_reload_at = time.time()
         running = self.runtime.graph
+        process = self.runtime.stats.process
         quiet = reason.startswith("file change")
         try:
             config, graph, plan = await self._off_loop(running, changed)
         except ConfigError as exc:
-            self.reloads_failed += 1
+            process.reloads_failed += 1
             self._failing = True
-            self.last_error = str(exc.problems[0]) if exc.problems else "invalid configuration"
             log.error(
                 "reload (%s) rejected: %s; still running generation %d (config %s)",
                 reason,
@@ -180,7 +237,7 @@ class Reloader:
             for problem in exc.problems:
                 log.error("  %s", problem)
             self._watch_again()
-            return False
+            return self._outcome(reason, problems=tuple(exc.problems) or (_invalid(self.config_path),))
         self._watch_again(config.include)
         if config.digest == running.digest:
             if self._failing:
@@ -194,23 +251,21 @@ class Reloader:
                 )
             else:
                 log.log(logging.DEBUG if quiet else logging.INFO, "reload (%s): no changes", reason)
-            return False
+            return self._outcome(reason)
         try:
             applied = await self.runtime.apply(graph, plan, base=running)
         except StartupError as exc:
-            self.reloads_failed += 1
+            process.reloads_failed += 1
             self._failing = True
-            self.last_error = str(exc)
             log.error(
                 "reload (%s) aborted: %s; nothing was changed, still running generation %d",
                 reason,
                 exc,
                 self.runtime.generation,
             )
-            return False
+            return self._outcome(reason, error=str(exc))
         plan = applied.plan
-        self.reloads_ok += 1
-        self.last_error = None
+        process.reloads_ok += 1
         recovered = " (the configuration is valid again)" if self._failing else ""
         self._failing = False
         for warning in config.warnings:
@@ -220,19 +275,20 @@ class Reloader:
             for _, kind, name, line in plan.entries()
         ]
         changes = 0 if plan.empty else len(lines)
+        duration = (time.monotonic() - started) * 1000
         log.info(
             "reload #%d (%s): config %s, %s, applied in %.0f ms%s",
             self.runtime.generation,
             reason,
             graph.digest[:12],
             plural(changes, "change") if changes else "no component changed",
-            (time.monotonic() - started) * 1000,
+            duration,
             recovered,
         )
         if changes:
             for line in lines:
                 log.info("  %s", line)
-        return True
+        return self._outcome(reason, applied=True, steps=tuple(lines), duration_ms=duration)
 
     def _with_clients(
         self, kind: str, name: str, line: str, old: Graph, new: Graph, closed: Mapping[str, int]
@@ -244,7 +300,7 @@ class Reloader:
         if kind == "endpoint" and name in endpoints and endpoints[name].clients:
             return f"{line} ({plural(len(endpoints[name].clients), 'client')} kept)"
         if kind == "source":
-            names = {e for g in (old, new) for r in g.routes_by_source.get(name, ()) for e in r.endpoints}
+            names = {e for g in (old, new) for e in g.endpoints_of_source(name)}
         elif kind == "route":
             names = {e for g in (old, new) if name in g.routes for e in g.routes[name].endpoints}
         else:
@@ -382,7 +438,5 @@ def _unwatchable(roots: tuple[str, ...]) -> str | None:
     return None
 
 
-def _include_default() -> tuple[str, ...]:
-    from .config.schema import definition
-
-    return tuple(definition("config")["properties"]["include"]["default"])
+def _invalid(path: str) -> Problem:
+    return Problem(Location(path), (), "invalid configuration")

@@ -1,13 +1,14 @@
 """Renderings of a configuration for people (``veylor check``) and for tools (``--json``).
 
-Header values are never rendered; URLs are shown with secrets redacted.
+Each component renders itself (``describe()``, ``as_json()`` in :mod:`veylor.config.model`):
+header values are never rendered; URLs are shown with secrets redacted.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .config.model import Config, EndpointSpec, SourceSpec, UnixListen, format_size, thaw
+from .config.model import Config, thaw
 from .config.problems import Problem
 from .filters import describe
 
@@ -16,7 +17,6 @@ SHAPE_TEXT = {
     "1.1": "Veylor 1.1 format (translated to v1)",
     "1.0": "Veylor 1.0 format (translated to v1)",
 }
-REDACTED = "<redacted>"
 
 
 def plural(n: int, word: str) -> str:
@@ -28,23 +28,6 @@ def counts(graph: Any) -> str:
     """``1 source, 2 endpoints, 3 routes`` of a Config or a Graph."""
     return ", ".join(
         plural(len(getattr(graph, kind)), kind[:-1]) for kind in ("sources", "endpoints", "routes")
-    )
-
-
-def _reconnect_text(s: SourceSpec) -> str:
-    r = s.reconnect
-    tries = "forever" if r.max_attempts == 0 else f"up to {r.max_attempts} attempts"
-    return f"reconnect {r.initial_delay:g}s..{r.max_delay:g}s x{r.multiplier:g} ±{r.jitter:.0%}, {tries}"
-
-
-def _endpoint_text(e: EndpointSpec) -> str:
-    if isinstance(e.listen, UnixListen):
-        head = f"{e.listen} ({e.listen.framing}, mode {e.listen.mode:04o})"
-    else:
-        head = f"{e.listen}" + (" compression on" if e.compression else "")
-    return (
-        f"{head}; max_clients {e.max_clients}, client_buffer {format_size(e.client_buffer)}, "
-        f"slow_client {e.slow_client}"
     )
 
 
@@ -61,17 +44,9 @@ def config_text(config: Config) -> str:
     """The graph as ``veylor check`` prints it."""
     files = ", ".join(config.files)
     out = [f"{config.main_file}: {SHAPE_TEXT[config.shape]}; files read: {files}", ""]
-    rows = []
-    for s in config.sources.values():
-        extras = [_reconnect_text(s)]
-        if s.headers:
-            extras.insert(0, "headers " + ", ".join(f"{k}={REDACTED}" for k, _ in s.headers))
-        if s.on_connect:
-            extras.append(f"on_connect {plural(len(s.on_connect), 'message')}")
-        extras.append(f"on_disconnect {s.on_disconnect}")
-        rows.append((s.name, f"{s.safe_url}; " + "; ".join(extras), str(s.origin)))
+    rows = [(s.name, s.describe(), str(s.origin)) for s in config.sources.values()]
     out += [*_table("sources", rows), ""]
-    rows = [(e.name, _endpoint_text(e), str(e.origin)) for e in config.endpoints.values()]
+    rows = [(e.name, e.describe(), str(e.origin)) for e in config.endpoints.values()]
     out += [*_table("endpoints", rows), ""]
     rows = []
     for r in config.routes.values():
@@ -87,50 +62,6 @@ def config_text(config: Config) -> str:
     return "\n".join(out)
 
 
-def _source_json(s: SourceSpec) -> dict[str, Any]:
-    return {
-        "url": s.safe_url,
-        "headers": {k: REDACTED for k, _ in s.headers},
-        "subprotocols": list(s.subprotocols),
-        "on_connect": len(s.on_connect),
-        "reconnect": {
-            "initial_delay": s.reconnect.initial_delay,
-            "max_delay": s.reconnect.max_delay,
-            "multiplier": s.reconnect.multiplier,
-            "jitter": s.reconnect.jitter,
-            "max_attempts": s.reconnect.max_attempts,
-        },
-        "ping_interval": s.ping_interval,
-        "ping_timeout": s.ping_timeout,
-        "open_timeout": s.open_timeout,
-        "max_message_size": s.max_message_size,
-        "upstream_queue": s.upstream_queue,
-        "on_disconnect": s.on_disconnect,
-        "origin": str(s.origin),
-    }
-
-
-def _endpoint_json(e: EndpointSpec) -> dict[str, Any]:
-    if isinstance(e.listen, UnixListen):
-        listen: dict[str, Any] = {
-            "unix": {"path": e.listen.path, "mode": f"{e.listen.mode:04o}", "framing": e.listen.framing}
-        }
-    else:
-        listen = {"websocket": {"host": e.listen.host, "port": e.listen.port, "path": e.listen.path}}
-    return {
-        **listen,
-        "max_clients": e.max_clients,
-        "client_buffer": e.client_buffer,
-        "slow_client": e.slow_client,
-        "compression": e.compression,
-        "max_message_size": e.max_message_size,
-        "ping_interval": e.ping_interval,
-        "ping_timeout": e.ping_timeout,
-        "socket_buffer": e.socket_buffer,
-        "origin": str(e.origin),
-    }
-
-
 def config_json(config: Config) -> dict[str, Any]:
     """The graph as ``veylor check --json`` prints it (and as ``/graph`` will serve it)."""
     return {
@@ -138,8 +69,8 @@ def config_json(config: Config) -> dict[str, Any]:
         "shape": config.shape,
         "files": list(config.files),
         "digest": config.digest,
-        "sources": {n: _source_json(s) for n, s in config.sources.items()},
-        "endpoints": {n: _endpoint_json(e) for n, e in config.endpoints.items()},
+        "sources": {n: s.as_json() for n, s in config.sources.items()},
+        "endpoints": {n: e.as_json() for n, e in config.endpoints.items()},
         "routes": {
             n: {
                 "from": r.source,

@@ -1,4 +1,5 @@
-"""The process lifecycle: event loop, signals, start, run until told to stop, ordered shutdown."""
+"""The process lifecycle (:class:`Server`): event loop, signals, start, run until told to
+stop, ordered shutdown."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from .config import Config, load_config
 from .config.loader import FileCache
-from .graph import Graph
+from .graph import build_graph
 from .heap import settle_heap
-from .reload import Reloader
+from .observe.logs import remember
+from .reload import Outcome, Reloader
 from .report import counts
 from .runtime import Runtime, StartupError
 
@@ -53,56 +56,97 @@ def run_loop(main: Callable[[], Awaitable[int]]) -> int:
         return runner.run(main())
 
 
-async def serve(
-    graph: Graph,
-    config_path: str | None = None,
-    watch: str = "auto",
-    on_ready: Callable[[Runtime], Awaitable[None] | None] | None = None,
-    include: tuple[str, ...] | None = None,
-    cache: FileCache | None = None,
-) -> int:
-    """Start the runtime for ``graph`` and run until SIGTERM or SIGINT; 0 on a clean stop.
-
-    With ``config_path``, SIGHUP and (unless ``watch`` is "off") file changes reload it;
-    ``include`` and ``cache`` come from the load that built ``graph`` (what to watch, and
-    the files already parsed).
+class Server:
+    """One running Veylor: its configuration (as the loader returned it: files, warnings,
+    shape, include patterns), the runtime, the reloader, the signals; later the admin
+    endpoint and the TUI. As uvicorn separates ``Config`` from ``Server``:
+    :meth:`serve` is :meth:`startup`, then wait for a stop signal, then
+    :meth:`shutdown`, and each reads top to bottom.
     """
-    loop = asyncio.get_running_loop()
-    raise_fd_limit(sum(e.max_clients for e in graph.endpoints.values()) + 64)
-    settle_heap(collect=True)
-    runtime = Runtime()
-    try:
-        await runtime.start(graph)
-    except StartupError as exc:
-        log.error("%s", exc)
-        return 1
-    stop = asyncio.Event()
-    reloader = Reloader(config_path, runtime, watch, include=include, cache=cache) if config_path else None
 
-    def on_signal(signum: int) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        watch: str = "auto",
+        cache: FileCache | None = None,
+    ) -> None:
+        """``config_path``: reload from there (SIGHUP; file changes unless ``watch`` is
+        "off"); ``cache``: the files the load of ``config`` parsed."""
+        self.config = config
+        self.config_path = config_path
+        self.watch = watch
+        self.cache = cache
+        self.runtime: Runtime | None = None
+        self.reloader: Reloader | None = None
+        self.stopping = asyncio.Event()
+
+    @classmethod
+    def load(cls, path: str, watch: str = "auto") -> Server:
+        """Read ``path`` and its drop-ins (:class:`ConfigError` with every problem)."""
+        cache = FileCache()
+        config = load_config(path, cache=cache)
+        remember(config)
+        return cls(config, config_path=path, watch=watch, cache=cache)
+
+    async def serve(self, on_ready: Callable[[Server], Awaitable[None] | None] | None = None) -> int:
+        """Start, run until SIGTERM or SIGINT (or :meth:`stop`); 0 on a clean stop, 1 if a
+        listener cannot be bound."""
+        if not await self.startup():
+            return 1
+        try:
+            if on_ready is not None:
+                result = on_ready(self)
+                if result is not None:
+                    await result
+            await self.stopping.wait()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def startup(self) -> bool:
+        graph = build_graph(self.config)
+        raise_fd_limit(sum(e.max_clients for e in graph.endpoints.values()) + 64)
+        settle_heap(collect=True)
+        runtime = self.runtime = Runtime()
+        try:
+            await runtime.start(graph)
+        except StartupError as exc:
+            log.error("%s", exc)
+            return False
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        if self.config_path is not None:
+            self.reloader = Reloader(self.config_path, runtime, self.config, self.watch, cache=self.cache)
+            loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
+            self.reloader.start()
+        else:
+            loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("received SIGHUP: nothing to reload"))
+        log.info("ready: %s (event loop: %s)", counts(graph), type(loop).__module__.split(".")[0])
+        sys.stderr.flush()
+        return True
+
+    def reload(self, reason: str) -> asyncio.Future[Outcome]:
+        """Reload now (every file read again); the future gets the outcome."""
+        if self.reloader is None:
+            raise RuntimeError("this Veylor has no configuration file to reload")
+        return self.reloader.request(reason)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _on_stop_signal(self, signum: int) -> None:
         log.info("received %s: shutting down", signal.Signals(signum).name)
-        stop.set()
+        self.stop()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    if reloader is not None:
-        loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
-        reloader.start()
-    else:
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("received SIGHUP: nothing to reload"))
-    log.info("ready: %s (event loop: %s)", counts(graph), type(loop).__module__.split(".")[0])
-    sys.stderr.flush()
-    try:
-        if on_ready is not None:
-            result = on_ready(runtime)
-            if result is not None:
-                await result
-        await stop.wait()
-    finally:
+    async def shutdown(self) -> None:
+        """Stop reloading, then the runtime (stop accepting, close clients, sources)."""
+        loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
-        if reloader is not None:
-            await reloader.stop()
-        await runtime.stop()
+        if self.reloader is not None:
+            await self.reloader.stop()
+        if self.runtime is not None:
+            await self.runtime.stop()
         log.info("stopped")
-    return 0

@@ -81,12 +81,12 @@ routes:
         ep = rt.endpoints["ws"]
         await eventually(lambda: len(ep.clients) == 1)
         i = 0
-        while ep.slow_disconnects == 0 and i < 5000:
+        while ep.stats.slow_disconnects == 0 and i < 5000:
             await upstream.send(f"{i:06d}" + "p" * 2000)
             i += 1
             if i % 20 == 0:
                 await asyncio.sleep(0.001)
-        assert ep.slow_disconnects == 1
+        assert ep.stats.slow_disconnects == 1
         data = await asyncio.to_thread(read_to_eof, sock)  # the client wakes up and reads
         sock.close()
     frames = read_frames(data)
@@ -122,17 +122,19 @@ routes:
             await upstream.send(f"{i:06d}" + "d" * 2000)
             if i % 50 == 0:
                 await asyncio.sleep(0.02)  # spread over more than one log interval
-        await eventually(lambda: ep.messages_out + ep.dropped == 3000, what="every message accounted for")
-        assert ep.dropped > 0 and client.dropped == ep.dropped
-        assert ep.undelivered()["slow_client_drop"] == ep.dropped
+        await eventually(
+            lambda: ep.stats.messages_out + ep.stats.dropped == 3000, what="every message accounted for"
+        )
+        assert ep.stats.dropped > 0 and client.dropped == ep.stats.dropped
+        assert ep.stats.undelivered()["slow_client_drop"] == ep.stats.dropped
         stalled.close()
         await eventually(lambda: not ep.clients, what="the client gone")
     lines = [r.getMessage() for r in caplog.records]
     reports = [m for m in lines if "dropped for it so far" in m]
     assert reports, lines
     counts = [int(m.split("buffered): ")[1].split(" ")[0]) for m in reports]
-    assert counts == sorted(counts) and counts[-1] <= ep.dropped  # the count so far, growing
-    assert any(f"{ep.dropped} messages dropped for it while slow" in m for m in lines)
+    assert counts == sorted(counts) and counts[-1] <= ep.stats.dropped  # the count so far, growing
+    assert any(f"{ep.stats.dropped} messages dropped for it while slow" in m for m in lines)
 
 
 async def test_lines_framing_counts_and_logs_what_it_cannot_carry(tmp_path, upstream, caplog):
@@ -156,8 +158,8 @@ routes:
         for reader, _ in readers:
             assert await asyncio.wait_for(reader.readline(), 5) == b"a\n"
             assert await asyncio.wait_for(reader.readline(), 5) == b"z\n"
-        assert ep.unframeable == 8  # four messages, two clients
-        assert ep.undelivered()["framing"] == 8
+        assert ep.stats.unframeable == 8  # four messages, two clients
+        assert ep.stats.undelivered()["framing"] == 8
         for _, writer in readers:
             writer.close()
     lines = [r.getMessage() for r in caplog.records]
@@ -187,7 +189,7 @@ routes:
         await eventually(lambda: len(rt.endpoints["lines"].clients) == 1)
         for i in range(200):
             await upstream.send(b"binary %d" % i)
-        await eventually(lambda: rt.endpoints["lines"].unframeable == 200)
+        await eventually(lambda: rt.endpoints["lines"].stats.unframeable == 200)
         await asyncio.sleep(1.0)  # the burst has stopped; its interval ends
         writer.close()
     reports = [r.getMessage() for r in caplog.records if "cannot carry binary messages" in r.getMessage()]

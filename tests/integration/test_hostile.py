@@ -179,7 +179,7 @@ async def test_aborted_handshakes_never_count_as_clients(tmp_path):
     every real client then got HTTP 503."""
     from helpers import Upstream, veylor_inprocess
 
-    from veylor.runtime.endpoints import DownstreamConnection
+    from veylor.runtime.websocket import DownstreamConnection
 
     up = await Upstream().start()
     port = free_port()
@@ -379,9 +379,9 @@ routes: {{}}
                     closed = True
                     break
                 await asyncio.sleep(0.025)
-                if ep.control_closed:
+                if ep.stats.control_closed:
                     break
-            assert ep.control_closed == 1 or closed
+            assert ep.stats.control_closed == 1 or closed
             await eventually(lambda: not ep.clients, what="the client gone")
             sock.close()
     finally:
@@ -491,7 +491,7 @@ routes: {{r: {{from: up, to: ws}}}}
                     await asyncio.sleep(0.01)
             await eventually(lambda: len(got) == 300, timeout=30, what="the reader got everything")
             assert [int(m[:4]) for m in got] == list(range(300))
-            assert ep.memory_limited > 0 and rt.budget.enforced > 0
+            assert ep.stats.memory_limited > 0 and rt.budget.enforced > 0
             if policy == "disconnect":
                 await eventually(lambda: len(ep.clients) < 61, what="stalled clients closed")
             else:

@@ -52,16 +52,25 @@ async def test_sigterm_with_clients_exits_0_quickly_and_cleans_up(tmp_path):
         unix = await UnixClient.connect(sock)
         stalled = await asyncio.to_thread(stalled_ws_client, port)
         await veylor.wait_for("client 127.0.0.1", 5)
-        for _ in range(300):  # fill the stalled client's buffers: its close cannot complete
-            await up.send("z" * 20_000)
-        await asyncio.sleep(0.2)
+        sent = ["z" * 20_000 + f"{i:03d}" for i in range(300)]
+        for message in sent:  # fill the stalled client's buffers: its close cannot complete
+            await up.send(message)
+        # Everything was fanned out before the signal: the WebSocket client has read it all,
+        # the Unix client nothing yet (its frames wait in Veylor's buffer and the kernel's).
+        assert [await asyncio.wait_for(ws.recv(), 10) for _ in sent] == sent
         started = time.monotonic()
         veylor.signal(signal.SIGTERM)
+        unix_read = asyncio.create_task(asyncio.wait_for(unix.reader.read(), 5))  # to EOF
         with pytest.raises(ConnectionClosed):
-            while True:
-                await asyncio.wait_for(ws.recv(), 5)
+            await asyncio.wait_for(ws.recv(), 5)  # nothing more, then the close
         assert ws.close_code == 1001
-        assert await asyncio.wait_for(unix.reader.read(), 5) is not None
+        # The Unix client's close flushes first: every frame, whole, then EOF.
+        data, frames = await unix_read, []
+        while len(data) >= 4:
+            n = int.from_bytes(data[:4], "big")
+            frames.append(data[4 : 4 + n])
+            data = data[4 + n :]
+        assert data == b"" and [f.decode() for f in frames] == sent
         code = await veylor.wait(10)
         elapsed = time.monotonic() - started
         assert code == 0, veylor.log

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import struct
 
@@ -21,6 +22,7 @@ from helpers import (
     veylor_inprocess,
     ws_client,
 )
+from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 pytestmark = pytest.mark.timeout(60)
@@ -69,8 +71,8 @@ async def test_fanout_50_clients_2000_messages_in_order_text_and_binary(tmp_path
         results = await asyncio.gather(*receivers)
         for got in results:
             assert got == expected  # all, in order, str stays str (text) and bytes stay bytes
-        assert rt.sources["up"].messages_in == 2000
-        assert rt.endpoints["ws"].messages_out == 2000 * 50
+        assert rt.sources["up"].stats.messages_in == 2000
+        assert rt.endpoints["ws"].stats.messages_out == 2000 * 50
         for c in clients:
             await c.close()
 
@@ -129,7 +131,7 @@ routes:
         for conn in conns.values():
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(conn.recv(), 0.2)
-        assert rt.route_stats["btc"].messages == 2 and rt.route_stats["majors"].messages == 3
+        assert rt.stats.routes["btc"].messages == 2 and rt.stats.routes["majors"].messages == 3
         for conn in conns.values():
             await conn.close()
 
@@ -182,8 +184,8 @@ async def test_clients_send_upstream_from_websocket_and_unix(tmp_path, upstream)
         assert sorted(upstream.received, key=repr) == sorted(
             ["text from ws", b"\x00binary from ws", "text from unix", b"\xff\xfebinary from unix"], key=repr
         )
-        await eventually(lambda: rt.endpoints["quiet"].discarded == 1)
-        assert rt.endpoints["ws"].received == 2 and rt.endpoints["ipc"].received == 2
+        await eventually(lambda: rt.endpoints["quiet"].stats.discarded == 1)
+        assert rt.endpoints["ws"].stats.received == 2 and rt.endpoints["ipc"].stats.received == 2
         await ws.close()
         await quiet.close()
         await unix.close()
@@ -221,7 +223,7 @@ async def test_malformed_unix_frame_closes_only_that_client(tmp_path, upstream, 
         writer.write(bad)
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by Veylor
-        await eventually(lambda: rt.endpoints["ipc"].bad_frames == 1)
+        await eventually(lambda: rt.endpoints["ipc"].stats.bad_frames == 1)
         assert any(why in r.getMessage() and "unix#" in r.getMessage() for r in caplog.records)
         await upstream.send("still flowing")
         assert await good.recv() == b"still flowing"
@@ -247,7 +249,7 @@ routes:
             await upstream.send(m)
         assert await asyncio.wait_for(reader.readline(), 5) == b"first\n"
         assert await asyncio.wait_for(reader.readline(), 5) == b"last\n"
-        assert rt.endpoints["lines"].unframeable == 2  # two messages, one client each
+        assert rt.endpoints["lines"].stats.unframeable == 2  # two messages, one client each
         writer.write(b"up one\r\nup two\n")
         await writer.drain()
         await eventually(lambda: upstream.received == ["up one", "up two"])
@@ -273,13 +275,13 @@ async def test_upstream_restart_resends_on_connect_then_queued_messages(tmp_path
             await unix.send(b"q2")
             await eventually(lambda: len(rt.sources["up"].queue) == 2)
             await ws.send("q3 is one too many")  # upstream_queue: 2 -> dropped and counted
-            await eventually(lambda: rt.sources["up"].queued_dropped == 1)
+            await eventually(lambda: rt.sources["up"].stats.queued_dropped == 1)
             received_before = len(up.received)
             await up.start()  # same port
             await up.wait_connected()
             await eventually(lambda: len(up.received) == received_before + 4)
             assert up.received[received_before:] == ["first", '{"op":"subscribe","id":1}', "q1", "q2"]
-            assert up.connects == 2 and rt.sources["up"].connects == 2
+            assert up.connects == 2 and rt.sources["up"].stats.connects == 2
             await up.send("after restart")
             assert await ws.recv() == "after restart"  # on_disconnect: keep
             assert await unix.recv() == b"after restart"
@@ -308,8 +310,32 @@ async def test_on_disconnect_close_clients(tmp_path):
         await up.stop()
 
 
+class TimedUpstream(Upstream):
+    """An upstream that notes when each connection attempt reaches it (the loop's clock),
+    served with the given ``serve()`` options (``subprotocols=[...]``, say)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.serve_kwargs = kwargs
+        self.times: list[float] = []
+
+    async def start(self) -> TimedUpstream:
+        self.server = await serve(
+            self._handler, "127.0.0.1", self.port, compression=None, **self.serve_kwargs
+        )
+        return self
+
+    async def _handler(self, conn) -> None:
+        self.times.append(asyncio.get_running_loop().time())
+        await super()._handler(conn)
+
+
 async def test_upstream_that_accepts_then_closes_does_not_spin(tmp_path):
-    up = Upstream()
+    """Each attempt waits out the backoff: min(max_delay, initial_delay * multiplier**(n-1)),
+    within +-jitter of it and never above max_delay. A connection closed at once does not
+    reset the delay (it was not up long enough to count as stable)."""
+    initial, multiplier, max_delay, jitter = 0.1, 3, 0.5, 0.2
+    up = TimedUpstream()
     up.close_immediately = True
     await up.start()
     try:
@@ -317,18 +343,27 @@ async def test_upstream_that_accepts_then_closes_does_not_spin(tmp_path):
 sources:
   up:
     url: {up.url}
-    reconnect: {{initial_delay: 0.2, multiplier: 2, max_delay: 10, jitter: 0}}
+    reconnect: {{initial_delay: {initial}, multiplier: {multiplier}, max_delay: {max_delay}, jitter: {jitter}}}
 endpoints:
   ws: {{websocket: {{port: {free_port()}}}}}
 routes:
   r: {{from: up, to: ws}}
 """
+        attempts = 6  # delays of 0.1, 0.3, then 0.5 (capped) three times: about 2 s
         async with veylor_inprocess(tmp_path, config) as rt:
-            await asyncio.sleep(2.0)
-            # Attempts at t = 0, 0.2, 0.6, 1.4 (then 3.0): bounded by the backoff, not a loop.
-            assert 3 <= up.connects <= 4, up.connects
-            assert rt.sources["up"].state in ("backoff", "connecting")
-            assert rt.sources["up"].failures == up.connects
+            source = rt.sources["up"]
+            await eventually(
+                lambda: len(up.times) >= attempts and source.state == "backoff", timeout=30, what="attempts"
+            )
+            assert source.failures == up.connects  # none of them reset the backoff
+        gaps = [b - a for a, b in zip(up.times[: attempts - 1], up.times[1:attempts], strict=True)]
+        for n, gap in enumerate(gaps, 1):  # the gap after the n-th failed attempt
+            base = min(max_delay, initial * multiplier ** (n - 1))
+            low, high = base * (1 - jitter), min(max_delay, base * (1 + jitter))
+            # The delay is slept after the upstream saw the attempt: a reliable lower bound
+            # (less the timer's millisecond rounding); the upper bound leaves room for a
+            # loaded machine (the close handshake and the next connect are in the gap too).
+            assert low - 0.005 <= gap <= high + 1.0, (n, gap, low, high, gaps)
     finally:
         await up.stop()
 
@@ -346,19 +381,30 @@ routes:
 """
     async with veylor_inprocess(tmp_path, config) as rt:
         await eventually(lambda: rt.sources["up"].state == "stopped", what="giving up")
-        assert rt.sources["up"].attempts == 3
+        assert rt.sources["up"].stats.attempts == 3
         assert (
             "Connect call failed" in rt.sources["up"].last_error or "refused" in rt.sources["up"].last_error
         )
 
 
-async def test_headers_and_subprotocols_reach_the_upstream(tmp_path, upstream):
-    extra = '    headers: {X-Api-Key: "k-123"}\n'
-    async with veylor_inprocess(tmp_path, cfg(upstream, free_port(), source_extra=extra)):
-        await upstream.wait_connected()
-        assert upstream.headers[0]["x-api-key"] == "k-123"
-        assert upstream.headers[0]["user-agent"] == "Veylor"
-        assert upstream.paths == ["/feed"]
+async def test_headers_and_subprotocols_reach_the_upstream(tmp_path, caplog):
+    # The upstream speaks two subprotocols: it picks the first of its own that Veylor
+    # offers, here the second Veylor offers (not merely the first one offered).
+    caplog.set_level(logging.INFO, logger="veylor")
+    up = await TimedUpstream(subprotocols=["feed.v1", "feed.v0"]).start()
+    extra = '    headers: {X-Api-Key: "k-123"}\n    subprotocols: [veylor.v2, feed.v1]\n'
+    try:
+        async with veylor_inprocess(tmp_path, cfg(up, free_port(), source_extra=extra)) as rt:
+            await up.wait_connected()
+            assert up.headers[0]["x-api-key"] == "k-123"
+            assert up.headers[0]["user-agent"] == "Veylor"
+            assert up.paths == ["/feed"]
+            assert up.headers[0]["sec-websocket-protocol"] == "veylor.v2, feed.v1"  # offered, in order
+            assert up.connections[0].subprotocol == "feed.v1"  # negotiated, at the upstream
+            await eventually(lambda: rt.sources["up"].state == "connected", what="Veylor accepting it")
+            assert any("(subprotocol feed.v1)" in r.getMessage() for r in caplog.records)
+    finally:
+        await up.stop()
 
 
 @pytest.mark.parametrize("policy", ["disconnect", "drop"])
@@ -394,9 +440,9 @@ routes:
         for got in results:  # the others got everything, in order
             assert [int(m[:6]) for m in got] == list(range(n))
         if policy == "disconnect":
-            await eventually(lambda: ep.slow_disconnects == 1 and len(ep.clients) == 3)
+            await eventually(lambda: ep.stats.slow_disconnects == 1 and len(ep.clients) == 3)
         else:
-            assert ep.dropped > 0 and ep.slow_disconnects == 0
+            assert ep.stats.dropped > 0 and ep.stats.slow_disconnects == 0
             assert len(ep.clients) == 4  # still connected, skipping messages
         # Memory stays bounded: never more than client_buffer plus one pass of frames.
         assert peak < 256 * 1024 + 1024 * 1024
@@ -425,7 +471,7 @@ routes:
         u1 = await UnixClient.connect(sock)
         u2 = await UnixClient.connect(sock)
         assert await asyncio.wait_for(u2.reader.read(), 5) == b""  # closed at once
-        assert rt.endpoints["ws"].refused == 1 and rt.endpoints["ipc"].refused == 1
+        assert rt.endpoints["ws"].stats.refused == 1 and rt.endpoints["ipc"].stats.refused == 1
         await a.close()
         await eventually(lambda: len(rt.endpoints["ws"].clients) == 1)
         c = await ws_client(f"ws://127.0.0.1:{port}/")  # a place is free again
@@ -495,9 +541,9 @@ routes:
         )  # answers pings (the library does)
         silent = await asyncio.to_thread(stalled_ws_client, port)  # never reads, never answers
         ep = rt.endpoints["ws"]
-        await eventually(lambda: ep.keepalive_closed == 1, timeout=5, what="the silent client closed")
+        await eventually(lambda: ep.stats.keepalive_closed == 1, timeout=5, what="the silent client closed")
         await eventually(lambda: len(ep.clients) == 1, timeout=5, what="its connection gone")
-        assert ep.keepalive_closed == 1  # the one that answers pings was kept
+        assert ep.stats.keepalive_closed == 1  # the one that answers pings was kept
         await upstream.send("still here")
         assert await asyncio.wait_for(alive.recv(), 5) == "still here"
         silent.close()
@@ -538,7 +584,7 @@ routes:
         assert [int(m[:6]) for m in got] == list(range(n))
         await eventually(lambda: len(ep.clients) == 1)
         await asyncio.sleep(0.2)
-        assert ep.slow_disconnects == 1  # counted (and logged) once, not once per pass
+        assert ep.stats.slow_disconnects == 1  # counted (and logged) once, not once per pass
         assert sum("too slow" in r.getMessage() for r in caplog.records) == 1
         stalled.close()
         await reader.close()

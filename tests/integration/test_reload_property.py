@@ -8,8 +8,10 @@ ports (they sit in backoff), which is enough to compare what runs with what is c
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -20,9 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from veylor.config import load_config
-from veylor.graph import Graph, build_graph, diff
+from veylor.graph import Graph, Step, build_graph, diff
 from veylor.runtime import Runtime
-from veylor.runtime.endpoints import UnixEndpoint
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -99,20 +100,19 @@ def assert_runs(rt: Runtime, g: Graph) -> None:
     assert {n: s.spec for n, s in rt.sources.items()} == dict(g.sources)
     assert all(s.task is not None and not s.task.done() for s in rt.sources.values())
     assert {n: e.spec for n, e in rt.endpoints.items()} == dict(g.endpoints)
-    ws_keys = {(e.listen.host, e.listen.port) for e in g.endpoints.values() if e.kind == "websocket"}
-    assert set(rt.listeners) == ws_keys
+    assert set(rt.listeners) == set(g.listeners)
     for key, listener in rt.listeners.items():
         assert listener.server is not None
-        expected = {
-            e.listen.path: n
-            for n, e in g.endpoints.items()
-            if e.kind == "websocket" and (e.listen.host, e.listen.port) == key
-        }
-        assert {p: ep.name for p, ep in listener.paths.items()} == expected
-        assert all(rt.endpoints[ep.name] is ep for ep in listener.paths.values())
+        if key[0] == "websocket":
+            expected = {rt.endpoints[n].path: n for n in g.listeners[key]}
+            assert {p: ep.name for p, ep in listener.paths.items()} == expected
+            assert all(rt.endpoints[ep.name] is ep for ep in listener.paths.values())
+        else:
+            (name,) = g.listeners[key]
+            assert listener._acceptor.endpoint is rt.endpoints[name]
+            assert Path(listener.path).is_socket(), name
+            assert stat.S_IMODE(os.stat(listener.path).st_mode) == g.endpoints[name].listen.mode
     for name, ep in rt.endpoints.items():
-        if isinstance(ep, UnixEndpoint):
-            assert ep.server is not None and Path(ep.path).is_socket(), name
         assert tuple(s.name for s in ep.upstream) == g.upstream_targets[name]
     table = rt.router.table
     for source, routes in g.routes_by_source.items():
@@ -124,9 +124,61 @@ def assert_runs(rt: Runtime, g: Graph) -> None:
         if not routes:
             assert fan is None
             continue
-        assert {e.name for e in fan.always} == plain
-        assert all(rt.endpoints[e.name] is e for e in fan.always)
+        always = [e for _, eps in fan.always for e in eps]
+        assert {e.name for e in always} == plain
+        assert all(rt.endpoints[e.name] is e for e in always)
+        assert all(e.wire is wire for wire, eps in fan.always for e in eps)
         assert sorted((str(f), sorted(e.name for e in eps)) for f, eps, _ in fan.filtered) == filtered
+
+
+def specs(g: Graph) -> dict:
+    return {n: r.spec for n, r in g.routes.items()}
+
+
+def assert_steps(plan, a: Graph, b: Graph) -> None:
+    """The plan's steps do exactly what the difference between a and b needs."""
+
+    def named(op: str) -> set[str]:
+        return {s.name for s in plan.steps if s.op == op}
+
+    def keys(op: str) -> set:
+        return {s.key for s in plan.steps if s.op == op}
+
+    moved = {
+        n for n in a.endpoints.keys() & b.endpoints.keys() if a.endpoints[n].listen != b.endpoints[n].listen
+    }
+    settled = {n for n in a.endpoints.keys() & b.endpoints.keys() if a.endpoints[n] != b.endpoints[n]} - moved
+    assert named("stop_source") == a.sources.keys() - b.sources.keys()
+    assert named("start_source") == b.sources.keys() - a.sources.keys()
+    assert named("restart_source") == {
+        n for n in a.sources.keys() & b.sources.keys() if a.sources[n] != b.sources[n]
+    }
+    assert (
+        named("create_endpoint")
+        == named("start_endpoint")
+        == (b.endpoints.keys() - a.endpoints.keys()) | moved
+    )
+    assert named("retire_endpoint") == (a.endpoints.keys() - b.endpoints.keys()) | moved
+    assert named("update_endpoint") == settled
+    assert keys("bind") == b.listeners.keys() - a.listeners.keys()
+    assert keys("unbind") == a.listeners.keys() - b.listeners.keys()
+    for step in plan.steps:
+        if step.op in ("bind", "attach"):
+            assert step.detail == b.listeners[step.key]
+    assert (Step("swap_routes") in plan.steps) == (
+        specs(a) != specs(b)
+        or bool(named("create_endpoint") or named("retire_endpoint"))
+        or a.sources.keys() != b.sources.keys()
+    )
+    assert plan.empty == (
+        a.digest == b.digest
+        or (
+            a.sources == b.sources
+            and a.endpoints == b.endpoints
+            and specs(a) == specs(b)
+            and a.limits == b.limits
+        )
+    )
 
 
 async def scenario(a: dict, b: dict) -> None:
@@ -138,6 +190,7 @@ async def scenario(a: dict, b: dict) -> None:
         before_sources = dict(rt.sources)
         before_endpoints = dict(rt.endpoints)
         plan = diff(ga, gb)
+        assert_steps(plan, ga, gb)
         await rt.apply(gb)
         assert_runs(rt, gb)
         for name in plan.sources.unchanged + plan.sources.changed:
@@ -150,9 +203,10 @@ async def scenario(a: dict, b: dict) -> None:
             lambda: {str(p) for p in SOCKDIR.glob("*.sock")} <= wanted, what="stale sockets removed"
         )
         # And b's WebSocket listeners answer.
-        for host, port in rt.listeners:
-            with socket.create_connection((host, port), timeout=2):
-                pass
+        for kind, *address in rt.listeners:
+            if kind == "websocket":
+                with socket.create_connection(tuple(address), timeout=2):
+                    pass
     finally:
         await rt.stop()
     assert not list(SOCKDIR.glob("*.sock"))

@@ -125,7 +125,7 @@ async def test_a_slow_load_does_not_stall_delivery(tmp_path, up, monkeypatch):
 
         feeding = asyncio.create_task(feed_and_receive())
         await asyncio.sleep(0.1)
-        applied = await reloader.reload("test")
+        applied = (await reloader.reload("test")).applied
         await feeding
         assert applied
         assert received == [f"m{i}" for i in range(60)]
@@ -401,12 +401,12 @@ async def test_a_reload_rebuilds_the_fanout_only_of_sources_whose_routes_changed
         async with veylor_inprocess(tmp_path, (tmp_path / "config.yaml").read_text()) as rt:
             reloader = Reloader(str(tmp_path / "config.yaml"), rt, watch="off", env={})
             (tmp_path / "routes.d" / "c.yaml").write_text("routes: {rc: {from: a, to: f}}\n")
-            assert await reloader.reload("first: the running graph now comes from the cache")
+            assert (await reloader.reload("first: the running graph now comes from the cache")).applied
             (tmp_path / "routes.d" / "c.yaml").unlink()
-            assert await reloader.reload("second")
+            assert (await reloader.reload("second")).applied
             before = dict(rt.router.table)
             (tmp_path / "routes.d" / "b.yaml").write_text("routes: {rb: {from: b, to: [f, e]}}\n")
-            assert await reloader.reload("test")
+            assert (await reloader.reload("test")).applied
             assert rt.router.table["a"] is before["a"]  # untouched: the same object
             assert rt.router.table["b"] is not before["b"]
             client = await ws_client(f"ws://127.0.0.1:{port}/")

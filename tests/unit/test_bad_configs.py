@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from conftest import write_tree
 
 from veylor.config import ConfigError, format_path, load_config
 
@@ -287,8 +290,24 @@ def test_bad_config_reports_file_line_and_path(tree, files, expected):
         assert text in message
 
 
-def test_there_are_at_least_twenty_cases():
-    assert len(CASES) >= 20
+def _kind(message: str) -> str:
+    """A problem's message without what varies between configs: quoted values, numbers."""
+    return re.sub(r"\d+", "N", re.sub(r"'[^']*'", "'…'", message))
+
+
+def test_there_are_at_least_twenty_cases(tmp_path, monkeypatch):
+    """Twenty cases of twenty different mistakes, as the loader reports them: a case that
+    fails for the same reason as another (same key paths, same kinds of message) adds
+    nothing to the table."""
+    reported: dict[frozenset[tuple[str, str]], str] = {}
+    for case_id, files, _ in CASES:
+        monkeypatch.chdir(write_tree(tmp_path / case_id, files))
+        with pytest.raises(ConfigError) as err:
+            load_config("config.yaml", env={})
+        kinds = frozenset((format_path(p.path), _kind(p.message)) for p in err.value.problems)
+        assert kinds not in reported, f"{case_id} reports what {reported.get(kinds)} does: {sorted(kinds)}"
+        reported[kinds] = case_id
+    assert len(reported) >= 20
 
 
 def _documents():

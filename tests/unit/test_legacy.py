@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from veylor.config import ConfigError, UnixListen, WebSocketListen, load_config
@@ -79,11 +83,56 @@ def test_v11_file_translates_to_per_source_endpoints(tree):
     assert config.warnings == ()
 
 
-def test_v11_names_are_stable_when_loaded_again(tree):
+V11_NAMES = ["stream.binance.com-ws-btcusdt-trade", "ws.kraken.com", "ws.kraken.com-2"]
+
+# V11 edited: other ports, header, socket path and delay; binance moved last; a source added.
+V11_EDITED = """
+sources:
+  - url: wss://ws.kraken.com
+    websocket_host: 127.0.0.1
+    websocket_port: 8767
+  - url: wss://ws.kraken.com
+    unix_socket_path: /tmp/kraken-b.sock
+  - url: wss://stream.binance.com:9443/ws/btcusdt@trade
+    headers:
+      X-MBX-APIKEY: xyz
+    websocket_port: 8775
+    unix_socket_path: /tmp/binance.sock
+  - url: wss://ws.bitstamp.net
+    websocket_port: 8768
+performance:
+  max_queue_size: 500
+  reconnect_delay: 5
+  reconnect_max_attempts: 10
+"""
+
+
+def test_v11_names_are_stable_when_loaded_again(tree, tmp_path):
+    """A name follows its source's URL, nothing else: not the process (another Python,
+    another hash seed: a restart), not the values around it, not its place in the list
+    (an edited file, reloaded). A reload compares sources by name: a name that moved
+    would drop a live upstream connection and every client of its endpoints."""
     tree({"config.yaml": V11})
-    assert list(load_config("config.yaml", env={}).sources) == list(
-        load_config("config.yaml", env={}).sources
-    )
+    code = "import sys, veylor.config as c; print(*c.load_config(sys.argv[1], env={}).sources)"
+    for seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "config.yaml")],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == V11_NAMES
+    # Edited and reloaded: each source keeps its name, and its endpoints theirs.
+    tree({"config.yaml": V11_EDITED})
+    config = load_config("config.yaml", env={})
+    assert list(config.sources) == [V11_NAMES[1], V11_NAMES[2], V11_NAMES[0], "ws.bitstamp.net"]
+    assert config.sources[V11_NAMES[0]].url == "wss://stream.binance.com:9443/ws/btcusdt@trade"
+    assert config.sources[V11_NAMES[0]].headers == (("X-MBX-APIKEY", "xyz"),)
+    assert config.endpoints[f"{V11_NAMES[0]}-ws"].listen.port == 8775
+    assert config.endpoints[f"{V11_NAMES[1]}-ws"].listen.port == 8767
+    assert config.endpoints[f"{V11_NAMES[2]}-unix"].listen.path == "/tmp/kraken-b.sock"
 
 
 def test_v10_file_translates_to_shared_endpoints(tree):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from veylor.config import ConfigError, UnixListen, WebSocketListen, load_config, parse_size
 from veylor.config.model import format_size, redact_url
-from veylor.config.schema import definition, schema_path
+from veylor.config.schema import definition, schema, schema_path
 
 MAIN = """
 version: 1
@@ -223,7 +224,13 @@ def test_redact_url_hides_user_information_and_token_like_query_values():
 
 
 def test_schema_file_is_found():
-    assert schema_path().name == "veylor.schema.json"
+    """From a source checkout (the editable install the tests run from), the schema found
+    is the repository's schema/veylor.schema.json, and it is what the loader validates
+    and takes its defaults from (the installed wheel's copy: test_packaging.py)."""
+    checkout = Path(__file__).resolve().parents[2] / "schema" / "veylor.schema.json"
+    found = schema_path()
+    assert found.is_file() and found.samefile(checkout), found
+    assert schema() == json.loads(checkout.read_text(encoding="utf-8"))
 
 
 VARS = """

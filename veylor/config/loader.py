@@ -13,7 +13,6 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from ..filters import FilterError, compile_filter
 from .legacy import legacy_shape, translate
@@ -24,13 +23,10 @@ from .model import (
     RouteSpec,
     Shape,
     SourceSpec,
-    UnixListen,
-    WebSocketListen,
+    build_source,
     endpoint_from,
     parse_size,
-    redact_url,
     route_from,
-    source_from,
 )
 from .problems import ConfigError, Location, PathT, Problem, did_you_mean
 from .schema import (
@@ -45,8 +41,6 @@ from .yamlfile import SourceMap, read_yaml
 
 KINDS = ("sources", "endpoints", "routes")
 _KIND_DEF = {"sources": "source", "endpoints": "endpoint", "routes": "route"}
-_WILDCARD_HOSTS = {"0.0.0.0", "::", "", "*"}
-_UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
 
 
 @dataclass
@@ -493,67 +487,20 @@ def _ordered(load: _Load) -> list[Problem]:
 
 
 def _source(name: str, d: _Defined) -> tuple[SourceSpec, list[Problem]]:
-    raw = with_defaults(definition("source"), d.raw)
+    spec = build_source(name, with_defaults(definition("source"), d.raw), d.origin)
     problems = []
-    r = raw["reconnect"]
-    if r["max_delay"] < r["initial_delay"]:
-        at = (*d.path, "reconnect", "max_delay")
-        problems.append(
-            Problem(
-                d.where.value(at),
-                at,
-                f"max_delay ({r['max_delay']}) is less than initial_delay ({r['initial_delay']})",
-            )
-        )
-    problems += _url_problems(raw["url"], d, (*d.path, "url"))
-    return source_from(name, raw, d.origin), problems
-
-
-def _url_problems(url: str, d: _Defined, at: PathT) -> list[Problem]:
-    """What the schema's pattern cannot see in a source URL (shown with its credentials
-    masked)."""
-    where = d.where.value(at)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        return [Problem(where, at, f"{redact_url(url)!r} is not a valid URL: {exc}")]
-    if parts.fragment or url.endswith("#"):
-        return [
-            Problem(
-                where,
-                at,
-                f"{redact_url(url)!r} has a #fragment, which a WebSocket URL cannot have: remove it",
-            )
-        ]
-    try:
-        unquote(parts.netloc.rpartition("@")[0], errors="strict")
-    except UnicodeDecodeError:
-        return [
-            Problem(
-                where,
-                at,
-                f"{redact_url(url)!r}: the user information is not percent-encoded UTF-8 "
-                "(encode each byte of a non-ASCII character, e.g. %C3%A9 for é)",
-            )
-        ]
-    return []
+    for sub, text in spec.check():
+        at = (*d.path, *sub)
+        problems.append(Problem(d.where.value(at), at, text))
+    return spec, problems
 
 
 def _endpoint(name: str, d: _Defined) -> tuple[EndpointSpec, list[Problem]]:
     spec = endpoint_from(name, with_defaults(definition("endpoint"), d.raw), d.origin)
     problems = []
-    listen = spec.listen
-    if isinstance(listen, UnixListen) and len(os.fsencode(listen.path)) > _UNIX_PATH_MAX:
-        at = (*d.path, "unix", "path")
-        problems.append(
-            Problem(
-                d.where.value(at),
-                at,
-                f"is {len(os.fsencode(listen.path))} bytes long; Unix socket paths may have at most "
-                f"{_UNIX_PATH_MAX}: choose a shorter path",
-            )
-        )
+    for sub, text in spec.listen.check():
+        at = (*d.path, spec.kind, *sub)
+        problems.append(Problem(d.where.value(at), at, text))
     return spec, problems
 
 
@@ -602,21 +549,7 @@ def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...], limit
         _check_references(load, d)
     routes = _built(load, "routes")
 
-    used_sources = {r.source for r in routes.values()}
-    used_endpoints = {e for r in routes.values() for e in r.endpoints}
-    if any(d.broken for d in load.defined["routes"].values()):
-        used_sources = set(load.defined["sources"])  # cannot tell: do not warn
-        used_endpoints = set(load.defined["endpoints"])
-    for name, d in load.defined["sources"].items():
-        if name not in used_sources:
-            load.warn(
-                d.where, d.path, "no route uses this source (it is connected, but its messages go nowhere)"
-            )
-    for name, d in load.defined["endpoints"].items():
-        if name not in used_endpoints:
-            load.warn(d.where, d.path, "no route leads to this endpoint (its clients will receive nothing)")
-    if not load.defined["routes"] and not any(not p.warning for p in load.problems):
-        load.problems.append(Problem(Location(main), (), "no routes are defined", warning=True))
+    _warn_unused(load, routes, main)
 
     return Config(
         sources=sources,
@@ -630,6 +563,26 @@ def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...], limit
         include=include,
         limits=limits,
     )
+
+
+def _warn_unused(load: _Load, routes: Mapping[str, RouteSpec], main: str) -> None:
+    """Warnings for sources no route uses and endpoints no route leads to (none while a
+    route is broken: what it would use cannot be told), and for a configuration
+    without routes."""
+    if any(d.broken for d in load.defined["routes"].values()):
+        return
+    used_sources = {r.source for r in routes.values()}
+    used_endpoints = {e for r in routes.values() for e in r.endpoints}
+    for name, d in load.defined["sources"].items():
+        if name not in used_sources:
+            load.warn(
+                d.where, d.path, "no route uses this source (it is connected, but its messages go nowhere)"
+            )
+    for name, d in load.defined["endpoints"].items():
+        if name not in used_endpoints:
+            load.warn(d.where, d.path, "no route leads to this endpoint (its clients will receive nothing)")
+    if not load.defined["routes"] and not any(not p.warning for p in load.problems):
+        load.problems.append(Problem(Location(main), (), "no routes are defined", warning=True))
 
 
 def _check_references(load: _Load, d: _Defined) -> None:
@@ -669,45 +622,26 @@ def _usable(load: _Load, kind: str) -> list[tuple[str, _Defined]]:
 
 
 def _check_addresses(load: _Load, endpoints: Mapping[str, EndpointSpec]) -> None:
-    """Two endpoints on one Unix path or one host:port:path, or a wildcard and a specific
-    host on one port (the second bind would fail), are errors naming both."""
-    unix: dict[str, _Defined] = {}
-    ws_paths: dict[tuple[str, int, str], _Defined] = {}
-    ws_hosts: dict[int, dict[str, _Defined]] = {}
+    """Two endpoints with one claim (a Unix path, a host:port:path) or that clash in a
+    group (a wildcard and a specific host on one port: the second bind would fail) are
+    errors naming both."""
+    claims: dict[tuple[Any, ...], _Defined] = {}
+    groups: dict[tuple[Any, ...], list[tuple[Any, _Defined]]] = {}
     for name, spec in endpoints.items():
         d = load.defined["endpoints"][name]
         listen = spec.listen
-        if isinstance(listen, UnixListen):
-            key = os.path.normpath(listen.path)
-            other = unix.setdefault(key, d)
-            if other is not d:
-                load.error(
-                    d.where,
-                    (*d.path, "unix", "path"),
-                    f"Unix socket {listen.path} is already used by endpoint '{other.path[1]}' "
-                    f"({other.origin}): each endpoint needs its own path",
-                )
-            continue
-        assert isinstance(listen, WebSocketListen)
-        wkey = (listen.host, listen.port, listen.path)
-        other = ws_paths.setdefault(wkey, d)
+        other = claims.setdefault(listen.claim, d)
         if other is not d:
-            load.error(
-                d.where,
-                (*d.path, "websocket"),
-                f"{listen} is already served by endpoint '{other.path[1]}' ({other.origin}): "
-                "endpoints sharing a host and port need different paths",
-            )
+            sub, text = listen.taken(f"endpoint '{other.path[1]}' ({other.origin})")
+            load.error(d.where, (*d.path, spec.kind, *sub), text)
             continue
-        hosts = ws_hosts.setdefault(listen.port, {})
-        for host, first in hosts.items():
-            if host != listen.host and (host in _WILDCARD_HOSTS or listen.host in _WILDCARD_HOSTS):
-                load.error(
-                    d.where,
-                    (*d.path, "websocket", "host"),
-                    f"port {listen.port} is bound on {host!r} by endpoint '{first.path[1]}' "
-                    f"({first.origin}) and on {listen.host!r} here: a wildcard address and another "
-                    "address cannot share a port; use the same host for both",
-                )
+        if listen.group is None:
+            continue
+        members = groups.setdefault(listen.group, [])
+        for first_listen, first in members:
+            clash = listen.clash(first_listen, f"endpoint '{first.path[1]}' ({first.origin})")
+            if clash is not None:
+                load.error(d.where, (*d.path, spec.kind, *clash[0]), clash[1])
                 break
-        hosts.setdefault(listen.host, d)
+        else:
+            members.append((listen, d))

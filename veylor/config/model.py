@@ -7,13 +7,15 @@ component was defined), so two loads of the same settings compare equal.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, ClassVar, Literal, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..filters import CompiledFilter
 from .problems import Location, Problem
@@ -80,6 +82,48 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def _url_problem(url: str) -> str | None:
+    """What the schema's pattern cannot see in a source URL, if anything."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        return f"{redact_url(url)!r} is not a valid URL: {exc}"
+    if parts.fragment or url.endswith("#"):
+        return f"{redact_url(url)!r} has a #fragment, which a WebSocket URL cannot have: remove it"
+    try:
+        unquote(parts.netloc.rpartition("@")[0], errors="strict")
+    except UnicodeDecodeError:
+        return (
+            f"{redact_url(url)!r}: the user information is not percent-encoded UTF-8 "
+            "(encode each byte of a non-ASCII character, e.g. %C3%A9 for é)"
+        )
+    return None
+
+
+REDACTED = "<redacted>"
+_SKIP = object()
+
+
+def _plain(spec: Any, **shown: Any) -> dict[str, Any]:
+    """A spec's fields as plain data (all of them: a field added to the model shows up),
+    ``name`` left out, ``origin`` as text, ``shown`` replacing (or, with ``_SKIP``,
+    leaving out) the values of the named fields."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        if f.name == "name" or not f.init:
+            continue
+        value = shown.get(f.name, getattr(spec, f.name))
+        if value is _SKIP or f.name == "compiled":
+            continue
+        if f.name == "origin":
+            value = str(value)
+        elif dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)  # type: ignore[arg-type]
+        out[f.name] = thaw(value)
+    return out
+
+
 def _frozen(value: Any) -> Any:
     if isinstance(value, dict):
         return MappingProxyType({k: _frozen(v) for k, v in value.items()})
@@ -125,6 +169,7 @@ class OutboundMessage:
 class SourceSpec:
     """An upstream WebSocket feed."""
 
+    kind: ClassVar[str] = "websocket"
     name: str
     url: str
     headers: tuple[tuple[str, str], ...]
@@ -144,18 +189,106 @@ class SourceSpec:
         """The URL fit for logs and screens (secrets redacted)."""
         return redact_url(self.url)
 
+    def check(self) -> list[tuple[Subpath, str]]:
+        """What the schema cannot check: ``(subpath, message)`` per problem (the URL
+        shown with its credentials masked)."""
+        out: list[tuple[Subpath, str]] = []
+        r = self.reconnect
+        if r.max_delay < r.initial_delay:
+            out.append(
+                (
+                    ("reconnect", "max_delay"),
+                    f"max_delay ({r.max_delay:g}) is less than initial_delay ({r.initial_delay:g})",
+                )
+            )
+        problem = _url_problem(self.url)
+        if problem is not None:
+            out.append((("url",), problem))
+        return out
+
+    def describe(self) -> str:
+        """One line for people (header values never shown; secrets in the URL masked)."""
+        r = self.reconnect
+        tries = "forever" if r.max_attempts == 0 else f"up to {r.max_attempts} attempts"
+        parts = [self.safe_url]
+        if self.headers:
+            parts.append("headers " + ", ".join(f"{k}={REDACTED}" for k, _ in self.headers))
+        parts.append(
+            f"reconnect {r.initial_delay:g}s..{r.max_delay:g}s x{r.multiplier:g} ±{r.jitter:.0%}, {tries}"
+        )
+        if self.on_connect:
+            n = len(self.on_connect)
+            parts.append(f"on_connect {n} message{'s' * (n != 1)}")
+        parts.append(f"on_disconnect {self.on_disconnect}")
+        return "; ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        """Every setting as plain data: header values and ``on_connect`` payloads (which
+        may carry credentials) are not shown, the URL has its secrets masked."""
+        return _plain(
+            self,
+            url=self.safe_url,
+            headers={k: REDACTED for k, _ in self.headers},
+            on_connect=len(self.on_connect),
+        )
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "", "*"})
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
+
+Subpath = tuple[str | int, ...]  # below the kind's key in the endpoint's definition
+
 
 @dataclass(frozen=True, slots=True)
 class WebSocketListen:
     """A WebSocket endpoint address: one listener per (host, port), dispatching by path."""
 
+    kind: ClassVar[str] = "websocket"
     host: str
     port: int
     path: str  # "/..." or "*" (any path no other endpoint on this listener claims)
 
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> WebSocketListen:
+        return cls(host=raw["host"], port=int(raw["port"]), path=raw["path"])
+
     @property
     def listener(self) -> tuple[str, str, int]:
+        """The key of the listener that serves it (shared by the endpoints of one port)."""
         return ("websocket", self.host, self.port)
+
+    @property
+    def claim(self) -> tuple[Any, ...]:
+        """What no two endpoints may both have."""
+        return ("websocket", self.host, self.port, self.path)
+
+    def taken(self, other: str) -> tuple[Subpath, str]:
+        return (
+            (),
+            f"{self} is already served by {other}: endpoints sharing a host and port need different paths",
+        )
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        """Endpoints of one group are checked pairwise with :meth:`clash`."""
+        return ("websocket", self.port)
+
+    def clash(self, other: WebSocketListen, who: str) -> tuple[Subpath, str] | None:
+        if other.host != self.host and (other.host in _WILDCARD_HOSTS or self.host in _WILDCARD_HOSTS):
+            return ("host",), (
+                f"port {self.port} is bound on {other.host!r} by {who} and on {self.host!r} here: "
+                "a wildcard address and another address cannot share a port; use the same host for both"
+            )
+        return None
+
+    def check(self) -> list[tuple[Subpath, str]]:
+        return []
+
+    def describe(self) -> str:
+        return str(self)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "path": self.path}
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -166,16 +299,86 @@ class WebSocketListen:
 class UnixListen:
     """A Unix domain socket endpoint address and its wire framing."""
 
+    kind: ClassVar[str] = "unix"
     path: str
     mode: int
     framing: Literal["length-prefixed", "lines"]
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> UnixListen:
+        return cls(path=raw["path"], mode=int(raw["mode"], 8), framing=raw["framing"])
 
     @property
     def listener(self) -> tuple[str, str]:
         return ("unix", self.path)
 
+    @property
+    def claim(self) -> tuple[Any, ...]:
+        return ("unix", os.path.normpath(self.path))
+
+    def taken(self, other: str) -> tuple[Subpath, str]:
+        return (
+            "path",
+        ), f"Unix socket {self.path} is already used by {other}: each endpoint needs its own path"
+
+    group = None
+
+    def clash(self, other: UnixListen, who: str) -> tuple[Subpath, str] | None:
+        return None
+
+    def check(self) -> list[tuple[Subpath, str]]:
+        n = len(os.fsencode(self.path))
+        if n > _UNIX_PATH_MAX:
+            return [
+                (
+                    ("path",),
+                    f"is {n} bytes long; Unix socket paths may have at most {_UNIX_PATH_MAX}: "
+                    "choose a shorter path",
+                )
+            ]
+        return []
+
+    def describe(self) -> str:
+        return f"{self} ({self.framing}, mode {self.mode:04o})"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path, "mode": f"{self.mode:04o}", "framing": self.framing}
+
     def __str__(self) -> str:
         return f"unix:{self.path}"
+
+
+class Listen(Protocol):
+    """Where an endpoint of some kind takes its clients (the kind's part of its spec)."""
+
+    kind: ClassVar[str]
+
+    @property
+    def listener(self) -> tuple[Any, ...]:
+        """The key of the listener that serves it: endpoints with one key share it."""
+
+    @property
+    def claim(self) -> tuple[Any, ...]:
+        """What no two endpoints may both have (an address, a path)."""
+
+    def taken(self, other: str) -> tuple[Subpath, str]:
+        """Where and what to say when ``other`` (an endpoint, for people) has the claim."""
+
+    @property
+    def group(self) -> tuple[Any, ...] | None:
+        """Endpoints of one group (not None) are checked pairwise with :meth:`clash`."""
+
+    def clash(self, other: Any, who: str) -> tuple[Subpath, str] | None:
+        """A conflict with another of the group that ``who`` defined, if any."""
+
+    def check(self) -> list[tuple[Subpath, str]]:
+        """What the schema cannot check: ``(subpath, message)`` per problem."""
+
+    def describe(self) -> str:
+        """One line for people: the address and what matters about it."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The settings as plain data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +386,7 @@ class EndpointSpec:
     """Where local clients connect."""
 
     name: str
-    listen: WebSocketListen | UnixListen
+    listen: Listen
     max_clients: int
     client_buffer: int
     slow_client: Literal["disconnect", "drop"]
@@ -196,7 +399,19 @@ class EndpointSpec:
 
     @property
     def kind(self) -> str:
-        return "websocket" if isinstance(self.listen, WebSocketListen) else "unix"
+        return self.listen.kind
+
+    def describe(self) -> str:
+        """One line for people."""
+        head = self.listen.describe() + (" compression on" if self.compression else "")
+        return (
+            f"{head}; max_clients {self.max_clients}, client_buffer {format_size(self.client_buffer)}, "
+            f"slow_client {self.slow_client}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """Every setting as plain data, the kind's own under its key."""
+        return {self.kind: self.listen.as_json(), **_plain(self, listen=_SKIP)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +470,7 @@ class Config:
     files: tuple[str, ...] = ()
     warnings: tuple[Problem, ...] = ()
     digest: str = ""  # sha256 of every file read, in order: identifies a configuration generation
-    include: tuple[str, ...] = ("routes.d/*.yaml",)  # the main file's drop-in patterns
+    include: tuple[str, ...] = ()  # the main file's drop-in patterns (the schema has the default)
     limits: Limits = field(default_factory=Limits)
 
 
@@ -287,16 +502,10 @@ def source_from(name: str, raw: Mapping[str, Any], origin: Location) -> SourceSp
 
 def endpoint_from(name: str, raw: Mapping[str, Any], origin: Location) -> EndpointSpec:
     """An :class:`EndpointSpec` from schema-valid data with defaults applied."""
-    listen: WebSocketListen | UnixListen
-    if "websocket" in raw:
-        ws = raw["websocket"]
-        listen = WebSocketListen(host=ws["host"], port=int(ws["port"]), path=ws["path"])
-    else:
-        ux = raw["unix"]
-        listen = UnixListen(path=ux["path"], mode=int(ux["mode"], 8), framing=ux["framing"])
+    key = next(k for k in ENDPOINT_KINDS if k in raw)  # the schema lets exactly one through
     return EndpointSpec(
         name=name,
-        listen=listen,
+        listen=ENDPOINT_KINDS[key].spec(raw[key]),
         max_clients=int(raw["max_clients"]),
         client_buffer=parse_size(raw["client_buffer"]),
         slow_client=raw["slow_client"],
@@ -326,3 +535,39 @@ def route_from(
         origin=origin,
         compiled=compiled,
     )
+
+
+# ---------------------------------------------------------------- kinds
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of component: how the configuration names it, builds its spec, and which
+    module of :mod:`veylor.runtime` runs it (imported only when a runtime needs it).
+
+    Adding a kind is: its schema, its spec class here and a row in the table below,
+    one runtime module, and its docs. The loader, graph, diff, supervisor and fan-out
+    read kinds only through these tables and the interfaces of
+    :mod:`veylor.runtime.kinds`.
+    """
+
+    key: str  # the YAML key that selects the kind in a component's definition
+    spec: Any  # schema-valid data -> the kind's spec (an endpoint's listen, a whole source)
+    runtime: str  # the module that implements it
+
+
+ENDPOINT_KINDS: Mapping[str, Kind] = MappingProxyType(
+    {
+        "websocket": Kind("websocket", WebSocketListen.from_raw, "veylor.runtime.websocket"),
+        "unix": Kind("unix", UnixListen.from_raw, "veylor.runtime.unix"),
+    }
+)
+SOURCE_KINDS: Mapping[str, Kind] = MappingProxyType(
+    {"websocket": Kind("url", source_from, "veylor.runtime.source")},
+)
+
+
+def build_source(name: str, raw: Mapping[str, Any], origin: Location) -> SourceSpec:
+    """The spec of a source of whichever kind ``raw`` (schema-valid, with defaults) names."""
+    kind = next(k for k in SOURCE_KINDS.values() if k.key in raw)
+    return kind.spec(name, raw, origin)  # type: ignore[no-any-return]

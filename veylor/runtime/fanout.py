@@ -1,60 +1,73 @@
-"""Fan-out: route each upstream message to endpoints, encode once, write once per client per pass.
+"""Fan-out: route each upstream message to endpoints, frame once, write once per client per pass.
 
 The hot path, per upstream message:
 
 1. look up the source's routes in the current routing table (an immutable object,
    swapped whole on reload, so a message sees either the old or the new table);
 2. evaluate each route's filter once (JSON decoded at most once, lazily, shared);
-3. for each target endpoint (an endpoint reached by two routes counts once), build
-   the frame for its wire format once per message and append it to the endpoint's
-   pending list;
+3. for each :class:`~veylor.runtime.wire.Wire` among the target endpoints (an endpoint
+   reached by two routes counts once), build the message's frame once, and hand it to
+   each endpoint of that wire (:meth:`~veylor.runtime.endpoints.Endpoint.enqueue`);
 4. at the end of the event-loop pass (``call_soon``), each endpoint joins its pending
    frames into one buffer and writes it to each client with one ``transport.write``
    (a pass that reads a large burst from upstream writes every ``FLUSH_AT`` bytes:
    buffers the kernel takes whole beat one huge buffer per client).
 
-No task, coroutine or queue per client per message. Ordering per client follows the
-order of ``dispatch`` calls, which is the upstream order of each source.
+No task, coroutine or queue per client per message, and no knowledge of endpoint
+kinds: a kind is its wire and its ``enqueue``. Ordering per client follows the order of
+``dispatch`` calls, which is the upstream order of each source.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..filters import CompiledFilter
 from ..graph import Graph, Route
 from ..message import Message
-from .wire import LENGTH_PREFIXED, LINES, WS, length_prefixed_frame, line_frame, ws_frame
+from .stats import RouteStats
+from .wire import Wire
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint
 
+Groups = tuple[tuple[Wire, tuple["Endpoint", ...]], ...]  # target endpoints by wire
+GROUPINGS_KEPT = 256  # combinations of filtered routes whose grouping a source remembers
 
-FLUSH_AT = 64 * 1024  # bytes pending for one endpoint that trigger a write within the pass
 
-
-class RouteStats:
-    """Counters of one route edge (read by metrics and the TUI)."""
-
-    __slots__ = ("messages",)
-
-    def __init__(self) -> None:
-        self.messages = 0
+def by_wire(endpoints: Iterable[Endpoint]) -> Groups:
+    """The endpoints (each once, in order) grouped by their wire."""
+    groups: dict[Wire, list[Endpoint]] = {}
+    for ep in dict.fromkeys(endpoints):
+        groups.setdefault(ep.wire, []).append(ep)
+    return tuple((wire, tuple(eps)) for wire, eps in groups.items())
 
 
 @dataclass(frozen=True, slots=True)
 class SourceFanout:
     """The routes of one source, prepared for dispatch."""
 
-    always: tuple[Endpoint, ...]  # reached by an unfiltered route (each once)
+    always: Groups  # reached by an unfiltered route
     always_stats: tuple[RouteStats, ...]
     filtered: tuple[tuple[CompiledFilter, tuple[Endpoint, ...], RouteStats], ...]
     # What it was built from, to reuse it when a reload changed none of it.
     routes: tuple[Route, ...] = ()
     targets: tuple[Endpoint, ...] = ()
+    # The groups for each combination of filtered routes' endpoints seen so far.
+    groupings: dict[tuple[Endpoint, ...], Groups] = field(default_factory=dict)
+
+    def with_extra(self, extra: tuple[Endpoint, ...]) -> Groups:
+        """The groups of the unfiltered targets plus ``extra`` (remembered: a source's
+        filters select few distinct combinations)."""
+        groups = self.groupings.get(extra)
+        if groups is None:
+            groups = by_wire((*(ep for _, eps in self.always for ep in eps), *extra))
+            if len(self.groupings) < GROUPINGS_KEPT:
+                self.groupings[extra] = groups
+        return groups
 
 
 RoutingTable = Mapping[str, SourceFanout]
@@ -78,20 +91,20 @@ def build_table(
         ):
             table[source] = before
             continue
-        always: dict[str, Endpoint] = {}
+        always: list[Endpoint] = []
         always_stats: list[RouteStats] = []
         filtered = []
         for route in routes:
             targets = tuple(endpoints[name] for name in route.endpoints)
             if route.filter is None:
-                always.update((e.name, e) for e in targets)
+                always.extend(targets)
                 always_stats.append(stats[route.name])
             else:
                 filtered.append((route.filter, targets, stats[route.name]))
         if always or filtered:
             targets = tuple(dict.fromkeys(e for r in routes for e in (endpoints[n] for n in r.endpoints)))
             table[source] = SourceFanout(
-                tuple(always.values()), tuple(always_stats), tuple(filtered), routes, targets
+                by_wire(always), tuple(always_stats), tuple(filtered), routes, targets
             )
     return table
 
@@ -116,46 +129,22 @@ class Router:
             return
         for st in fan.always_stats:
             st.messages += 1
-        targets: Iterable[Endpoint] = fan.always
+        groups = fan.always
         if fan.filtered:
             msg = Message(data, is_text)
-            extra: list[Endpoint] = []
+            extra: tuple[Endpoint, ...] = ()
             for match, endpoints, st in fan.filtered:
                 if match.match(msg):
                     st.messages += 1
-                    extra.extend(endpoints)
+                    extra += endpoints
             if extra:
-                targets = dict.fromkeys((*fan.always, *extra))  # each endpoint once, in order
-        ws = lp = None
-        ln: bytes | bool | None = False
+                groups = fan.with_extra(extra)
         dirty = self._dirty
-        for ep in targets:
-            wire = ep.wire
-            if wire is WS:
-                frame = ws if ws is not None else (ws := ws_frame(data, is_text))
-            elif wire is LENGTH_PREFIXED:
-                frame = lp if lp is not None else (lp := length_prefixed_frame(data))
-            elif wire is LINES:
-                if ln is False:
-                    ln = line_frame(data, is_text)
-                if ln is None:
-                    ep.cannot_frame("newline" if is_text else "binary")
-                    continue
-                frame = ln  # type: ignore[assignment]
-            else:  # per-client encoding (compression): the endpoint gets the message itself
-                ep.pending_messages.append((data, is_text))
-                frame = None
-            if frame is not None:
-                ep.pending.append(frame)
-                ep.pending_bytes += len(frame)
-                if ep.pending_bytes >= FLUSH_AT:
-                    # A big pass (a burst read from upstream): write what we have now
-                    # rather than one huge buffer per client that the kernel cannot take.
-                    ep.flush()
-                    continue
-            if not ep.scheduled:
-                ep.scheduled = True
-                dirty.append(ep)
+        for wire, endpoints in groups:
+            frame = wire.frame(data, is_text)
+            for ep in endpoints:
+                if ep.enqueue(frame, data, is_text):
+                    dirty.append(ep)
         if dirty and not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)

@@ -1,4 +1,4 @@
-"""Sources: one upstream WebSocket connection each, kept up with backoff and jitter."""
+"""The WebSocket source kind: one upstream connection each, kept up with backoff and jitter."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from ..config.model import SourceSpec
 from ..observe.logs import TRACE_LOGGER, UPSTREAM_LOGGER, preview, tracing
 from ..report import plural
 from .frames import DataFrames, is_data, valid_utf8
+from .kinds import RuntimeKind
+from .stats import SourceStats
 from .util import Throttled
 
 log = logging.getLogger("veylor.source")
@@ -78,9 +80,11 @@ class Source:
         spec: SourceSpec,
         dispatch: Dispatch,
         on_disconnect: Callable[[Source], None] = lambda s: None,
+        stats: SourceStats | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
+        self.stats = stats if stats is not None else SourceStats()
         self._dispatch = dispatch
         self._on_disconnect = on_disconnect
         self.conn: UpstreamConnection | None = None
@@ -90,16 +94,8 @@ class Source:
         self.next_attempt_at: float | None = None  # wall clock
         self.last_error: str | None = None
         self.connected_since: float | None = None
-        # Counters
-        self.connects = 0
-        self.attempts = 0
         self.failures = 0  # consecutive failed attempts (drives the backoff)
-        self.messages_in = 0
-        self.bytes_in = 0
-        self.sent_up = 0
-        self.queued_dropped = 0
         self._drop_log = Throttled(log)
-        self.invalid_utf8 = 0  # text messages from the upstream that were not UTF-8 (dropped)
         self._invalid_log = Throttled(log)
         self._bug_logged_at = -SUMMARY_INTERVAL  # when an unexpected error's traceback was last logged
         self._streak_since: float | None = None  # wall clock of the first failure of a streak
@@ -109,6 +105,16 @@ class Source:
     @property
     def url(self) -> str:
         return self.spec.safe_url
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "url": self.url,
+            "connected_since": self.connected_since,
+            "next_attempt_at": self.next_attempt_at,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
 
     def start(self) -> None:
         self.state = "connecting"
@@ -135,8 +141,8 @@ class Source:
         self.state = "stopped"
 
     def _on_message(self, data: bytes, is_text: bool) -> None:
-        self.messages_in += 1
-        self.bytes_in += len(data)
+        self.stats.messages_in += 1
+        self.stats.bytes_in += len(data)
         if is_text and not valid_utf8(data):
             self._invalid_text(data)
             return
@@ -145,14 +151,14 @@ class Source:
     def _invalid_text(self, data: bytes) -> None:
         """A text message that is not UTF-8 (the upstream broke RFC 6455): relayed as text,
         it would make every standard client close (1007). Dropped, counted, logged."""
-        self.invalid_utf8 += 1
+        self.stats.invalid_utf8 += 1
         self._invalid_log(
             "source %s (%s): dropped a text message of %d bytes that is not valid UTF-8 "
             "(%d so far; clients would close on it)",
             self.name,
             self.url,
             len(data),
-            self.invalid_utf8,
+            self.stats.invalid_utf8,
         )
 
     # ------------------------------------------------------------------ client -> source
@@ -162,7 +168,7 @@ class Source:
         conn = self.conn
         if conn is not None and conn.protocol.state is OPEN:
             if conn.transport.get_write_buffer_size() > UPSTREAM_WRITE_LIMIT:
-                self.queued_dropped += 1
+                self.stats.queued_dropped += 1
                 self._drop_log(
                     "source %s (%s): upstream is not reading: dropped a client message", self.name, self.url
                 )
@@ -170,7 +176,7 @@ class Source:
             self._write(conn, data, is_text)
             return
         if len(self.queue) >= self.spec.upstream_queue:
-            self.queued_dropped += 1
+            self.stats.queued_dropped += 1
             self._drop_log(
                 "source %s (%s): down and its upstream_queue (%d) is full: dropped a client message",
                 self.name,
@@ -186,7 +192,7 @@ class Source:
         else:
             conn.protocol.send_binary(data)
         conn.send_data()
-        self.sent_up += 1
+        self.stats.sent_up += 1
         if trace_log.isEnabledFor(logging.DEBUG):
             trace_log.debug(
                 "source %s > %s %d bytes from a client: %s",
@@ -210,7 +216,7 @@ class Source:
         try:
             while True:
                 self.state = "connecting"
-                self.attempts += 1
+                self.stats.attempts += 1
                 self.next_attempt_at = None
                 if self.failures == 0:
                     log.info("source %s: connecting to %s", self.name, self.url)
@@ -308,7 +314,7 @@ class Source:
         log.debug(
             "source %s: attempt %d to %s failed: %s; retrying in %.2fs",
             self.name,
-            self.attempts,
+            self.stats.attempts,
             self.url,
             self.last_error,
             delay,
@@ -348,7 +354,7 @@ class Source:
     async def _connected(self, conn: UpstreamConnection) -> None:
         """Relay until the connection closes; on cancellation close it (1001), bounded."""
         self.conn = conn
-        self.connects += 1
+        self.stats.connects += 1
         self.connected_since = time.time()
         self.state = "connected"
         after = f" after {plural(self.failures, 'failed attempt')}" if self._streak_since is not None else ""
@@ -449,3 +455,6 @@ def _describe(exc: BaseException, secure: bool = False) -> str:
         name = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
         return f"{type(exc).__name__}{f' ({name})' if name else ''}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+KIND = RuntimeKind(source=Source)

@@ -1,38 +1,29 @@
-"""The runtime: applies graphs (start is a reload from nothing), owns the routing table,
-shuts down in order. It only does I/O on what the graph says; it never reads files.
+"""The runtime: executes plans (start is a reload from nothing), owns the routing table
+and the counters, shuts down in order. It only does I/O on what the plan says; it
+never reads files and decides nothing: :func:`veylor.graph.diff` decides every step
+(see :data:`veylor.graph.STEPS` for their order and why), :meth:`Runtime.apply`
+executes them in order, one method per kind of step.
 
-Applying a new graph, in this order (:meth:`Runtime.apply`):
-
-1. bind the listeners the new graph needs that are not running; if one fails, close
-   those this apply bound and raise: nothing else has changed (all or nothing);
-2. swap the routing table and the endpoints' upstream targets (route and filter
-   changes take effect between two messages; nothing reconnects);
-3. start new sources, restart changed ones, stop removed ones;
-4. close removed and rebound endpoints' clients (WebSocket 1001) and the listeners
-   nothing uses any more.
-
-Unchanged components keep their objects: same sockets, same clients, same counters.
+Components are made through :mod:`veylor.runtime.kinds` and driven through its
+interfaces: nothing here names a kind. Unchanged components keep their objects (same
+sockets, same clients); every component keeps its counters by name
+(:class:`~veylor.runtime.stats.Stats`), across restarts and rebinds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-from ..graph import Graph, Plan, diff
+from ..graph import UNDOABLE, Graph, Plan, Step, diff
 from .budget import Budget
-from .endpoints import (
-    Endpoint,
-    StartupError,
-    UnixEndpoint,
-    WebSocketEndpoint,
-    WebSocketListener,
-    make_endpoint,
-)
-from .fanout import Router, RouteStats, build_table
-from .source import Source
+from .endpoints import Endpoint
+from .fanout import Router, build_table
+from .kinds import Listener, ListenerKey, SourceKind, make_endpoint, make_listener, make_source
+from .stats import Stats
 
 log = logging.getLogger("veylor.runtime")
 
@@ -41,15 +32,10 @@ SHUTDOWN_TIMEOUT = 4.0  # seconds; then whatever is still open is aborted
 
 @dataclass
 class Applied:
-    """What an apply did, for the reload log: the plan and the clients it closed."""
+    """What an apply did: the plan and the clients each retired endpoint closed."""
 
     plan: Plan
     clients_closed: dict[str, int]
-
-
-def _ws_key(ep: WebSocketEndpoint) -> tuple[str, int]:
-    listen = ep.spec.listen
-    return (listen.host, listen.port)  # type: ignore[union-attr]
 
 
 class Runtime:
@@ -59,155 +45,94 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self.router = Router(self.loop)
         self.graph = Graph.empty()
-        self.sources: dict[str, Source] = {}
+        self.sources: dict[str, SourceKind] = {}
         self.endpoints: dict[str, Endpoint] = {}
-        self.listeners: dict[tuple[str, int], WebSocketListener] = {}
-        self.route_stats: dict[str, RouteStats] = {}
+        self.listeners: dict[ListenerKey, Listener] = {}
+        self.stats = Stats()
         self.budget = Budget()  # limits.buffered: bytes queued for all clients together
-        self.generation = 0
         self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def generation(self) -> int:
+        """How many plans were applied (the first start is 1)."""
+        return self.stats.process.generation
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter (:meth:`Stats.snapshot`), with each source's state and the memory
+        budget's: plain data, cheap (no per-client work)."""
+        out = self.stats.snapshot()
+        out["process"]["config"] = self.graph.digest
+        for name, source in self.sources.items():
+            out["sources"].setdefault(name, {}).update(source.status())
+        for name, ep in self.endpoints.items():
+            out["endpoints"].setdefault(name, {})["clients"] = len(ep.clients)
+        budget = self.budget
+        out["memory"] = {
+            "limit": budget.limit,
+            "laggard_bytes": budget.total,
+            "peak": budget.peak,
+            "enforced": budget.enforced,
+            "trims": budget.trims,
+        }
+        return out
 
     async def start(self, graph: Graph) -> None:
         """Bind every listener, then start every source; :class:`StartupError` if a
         listener cannot be bound (after closing what was bound)."""
         await self.apply(graph)
         for listener in self.listeners.values():
-            log.info(
-                "listening on ws://%s for %s",
-                listener.address,
-                ", ".join(f"{ep.name} ({ep.path})" for ep in listener.paths.values()),
-            )
-        for ep in self.endpoints.values():
-            if isinstance(ep, UnixEndpoint):
-                log.info("listening on unix:%s for %s (%s)", ep.path, ep.name, ep.wire)
+            log.info("listening on %s", listener.describe())
 
     # ------------------------------------------------------------------ apply
 
     async def apply(self, new: Graph, plan: Plan | None = None, base: Graph | None = None) -> Applied:
-        """Turn the running graph into ``new`` (see the module docstring for the order).
+        """Turn the running graph into ``new``: execute the plan's steps in order.
 
         ``plan`` may come precomputed (off the event loop) as ``diff(base, new)``; it is
-        used only if ``base`` is still the running graph.
+        used only if ``base`` is still the running graph. A bind that fails closes what
+        this apply bound and raises :class:`StartupError`: nothing else has changed.
         """
         if plan is None or base is not self.graph:
             plan = diff(self.graph, new)
-        rebound = set(plan.endpoints_rebound)
-
-        # New endpoint objects for added and rebound endpoints; the others are kept.
-        fresh: dict[str, Endpoint] = {}
-        endpoints: dict[str, Endpoint] = {}
-        for name, spec in new.endpoints.items():
-            if name in self.endpoints and name not in rebound:
-                endpoints[name] = self.endpoints[name]
-            else:
-                endpoints[name] = fresh[name] = make_endpoint(spec)
-                fresh[name].budget = self.budget
-        retired = [
-            ep for name, ep in self.endpoints.items() if name not in endpoints or endpoints[name] is not ep
-        ]
-
-        # 1. Bind: WebSocket listeners for new host:port pairs, Unix sockets for new paths.
-        #    A Unix path a retired endpoint holds is taken over, not bound again.
-        wanted: dict[tuple[str, int], list[WebSocketEndpoint]] = {}
-        for ep in endpoints.values():
-            if isinstance(ep, WebSocketEndpoint):
-                wanted.setdefault(_ws_key(ep), []).append(ep)
-        held = {ep.path: ep for ep in retired if isinstance(ep, UnixEndpoint) and ep.server is not None}
-        bound: list[WebSocketListener | UnixEndpoint] = []
-        adopt: list[tuple[UnixEndpoint, UnixEndpoint]] = []
+        run = _Execution(self, new)
         try:
-            for key, eps in wanted.items():
-                if key not in self.listeners:
-                    listener = WebSocketListener(*key)
-                    listener.set_endpoints(eps)
-                    await listener.start()
-                    bound.append(listener)
-            for ep in fresh.values():
-                if isinstance(ep, UnixEndpoint):
-                    if ep.path in held:
-                        adopt.append((ep, held.pop(ep.path)))
-                    else:
-                        await ep.start()
-                        bound.append(ep)
-        except StartupError:
-            await _unbind(bound)
+            for step in plan.steps:
+                run.committed = run.committed or step.op not in UNDOABLE
+                await getattr(run, step.op)(step)
+        except Exception:
+            if not run.committed:  # failed while binding: as if nothing happened
+                await run.undo()
             raise
-
-        # 2. Commit: endpoints, listeners' path tables, settings, sources, routing table.
-        listeners = {key: self.listeners.get(key) for key in wanted}
-        for thing in bound:
-            if isinstance(thing, WebSocketListener):
-                listeners[(thing.host, thing.port)] = thing
-        for key, eps in wanted.items():
-            listeners[key].set_endpoints(eps)  # type: ignore[union-attr]
-        old_listeners = [lst for key, lst in self.listeners.items() if key not in wanted]
-        for new_ep, old_ep in adopt:
-            new_ep.adopt(old_ep)
-        for ep in fresh.values():
-            if isinstance(ep, WebSocketEndpoint):
-                ep.start_keepalive()
-        for name in plan.endpoints_updated:
-            endpoints[name].update(new.endpoints[name])
-        self.endpoints = endpoints
-        self.listeners = listeners  # type: ignore[assignment]
-
-        sources = dict(self.sources)
-        removed_sources = [sources.pop(name) for name in plan.sources.removed]
-        for name in plan.sources.added:
-            sources[name] = Source(new.sources[name], self.router.dispatch, self._source_dropped)
-        self.sources = sources
-        self.route_stats = {name: self.route_stats.get(name) or RouteStats() for name in new.routes}
-        self.budget.limit = new.limits.buffered
         self.graph = new
-        self._install(new)
+        self.stats.retain(new.sources, new.endpoints, new.routes)
+        self.stats.process.generation += 1
+        if run.waits:
+            await asyncio.gather(*run.waits)
+        return Applied(plan, run.closed)
 
-        # 3. Sources.
-        for name in plan.sources.added:
-            sources[name].start()
-        waits = [sources[name].restart(new.sources[name]) for name in plan.sources.changed]
-        waits += [source.stop() for source in removed_sources]
-
-        # 4. Close what is no longer served.
-        closed: dict[str, int] = {}
-        for ep in retired:
-            if isinstance(ep, WebSocketEndpoint):
-                ep.stop_keepalive()
-            closed[ep.name] = len(ep.clients)
-            why = "endpoint removed" if ep.name not in endpoints else "endpoint moved"
-            ep.close_clients(1001, why)
-            if isinstance(ep, UnixEndpoint):
-                ep.stop_accepting()
-                self._spawn(_unix_retire(ep))
-        for listener in old_listeners:
-            listener.stop_accepting()
-            self._spawn(listener.wait_closed())
-        if waits:
-            await asyncio.gather(*waits)
-        self.generation += 1
-        return Applied(plan, closed)
-
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background; shutdown waits for it (bounded)."""
         task = self.loop.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _install(self, graph: Graph) -> None:
+    def install(self, graph: Graph) -> None:
         """Wire client->source targets and swap in the routing table for ``graph``."""
         for name, ep in self.endpoints.items():
             ep.upstream = tuple(
                 self.sources[s] for s in graph.upstream_targets.get(name, ()) if s in self.sources
             )
-        self.router.install(build_table(graph, self.endpoints, self.route_stats, self.router.table))
+        stats = {name: self.stats.route(name) for name in graph.routes}
+        self.router.install(build_table(graph, self.endpoints, stats, self.router.table))
 
-    def _endpoints_of_source(self, source: str) -> Iterable[Endpoint]:
-        names = dict.fromkeys(e for r in self.graph.routes_by_source.get(source, ()) for e in r.endpoints)
-        return (self.endpoints[n] for n in names if n in self.endpoints)
-
-    def _source_dropped(self, source: Source) -> None:
+    def source_dropped(self, source: SourceKind) -> None:
+        """A source lost its connection: with ``on_disconnect: close_clients``, the
+        clients of the endpoints it feeds are closed (1011)."""
         if source.spec.on_disconnect != "close_clients":
             return
-        for ep in self._endpoints_of_source(source.name):
-            if ep.clients:
+        for name in self.graph.endpoints_of_source(source.name):
+            ep = self.endpoints.get(name)
+            if ep is not None and ep.clients:
                 log.info(
                     "endpoint %s: closing %d clients: source %s disconnected (on_disconnect: close_clients)",
                     ep.name,
@@ -219,72 +144,116 @@ class Runtime:
     # ------------------------------------------------------------------ stop
 
     async def stop(self) -> None:
-        """Stop accepting, close clients (WebSocket 1001) and sources, remove socket files.
+        """Stop accepting, close clients (WebSocket 1001) and sources, release listeners.
 
         Bounded: after ``SHUTDOWN_TIMEOUT`` seconds, connections still open are aborted.
         """
         for listener in self.listeners.values():
             listener.stop_accepting()
-        for ep in self.endpoints.values():
-            if isinstance(ep, UnixEndpoint):
-                ep.stop_accepting()
         self.router.flush()  # what was dispatched before the signal still goes out
         for ep in self.endpoints.values():
-            if isinstance(ep, WebSocketEndpoint):
-                ep.stop_keepalive()
+            ep.stop()
             ep.close_clients(1001, "Veylor is shutting down")
         waits = [asyncio.ensure_future(s.stop()) for s in self.sources.values()]
-        waits += [asyncio.ensure_future(listener.wait_closed()) for listener in self.listeners.values()]
-        waits += [
-            asyncio.ensure_future(_unix_closed(ep))
-            for ep in self.endpoints.values()
-            if isinstance(ep, UnixEndpoint)
-        ]
+        waits += [asyncio.ensure_future(listener.close()) for listener in self.listeners.values()]
+        waits += [asyncio.ensure_future(ep.wait_empty()) for ep in self.endpoints.values()]
         waits += list(self._background)
-        if waits:
-            done, pending = await asyncio.wait(waits, timeout=SHUTDOWN_TIMEOUT)
-            if pending:
-                log.warning(
-                    "shutdown: %d parts did not stop in %.0fs: aborting them", len(pending), SHUTDOWN_TIMEOUT
-                )
-                for ep in self.endpoints.values():
-                    for client in list(ep.clients):
-                        client.transport.abort()
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending, timeout=1.0)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.warning("shutdown: %s", task.exception())
-        for ep in self.endpoints.values():
-            if isinstance(ep, UnixEndpoint):
-                ep.remove_socket_file()
+        done, pending = await asyncio.wait(waits, timeout=SHUTDOWN_TIMEOUT) if waits else (set(), set())
+        if pending:
+            log.warning(
+                "shutdown: %d parts did not stop in %.0fs: aborting them", len(pending), SHUTDOWN_TIMEOUT
+            )
+            for ep in self.endpoints.values():
+                ep.abort_all()
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("shutdown: %s", task.exception())
         self.budget.stop()
         self.sources.clear()
 
 
-async def _unbind(bound: list[WebSocketListener | UnixEndpoint]) -> None:
-    for thing in bound:
-        thing.stop_accepting()
-        if isinstance(thing, UnixEndpoint):
-            thing.remove_socket_file()
-        else:
-            await thing.wait_closed()
+class _Execution:
+    """The steps of one apply, one method per kind of step (named as the step)."""
 
+    def __init__(self, runtime: Runtime, new: Graph) -> None:
+        self.rt = runtime
+        self.new = new
+        self.fresh: dict[str, Endpoint] = {}  # made by create_endpoint, until start_endpoint
+        self.replaced: dict[str, Endpoint] = {}  # old objects of rebound endpoints
+        self.bound: list[Listener] = []
+        self.waits: list[Coroutine[Any, Any, None]] = []  # source stops and restarts
+        self.closed: dict[str, int] = {}
+        self.committed = False  # a step past the binds ran: there is no going back
 
-async def _unix_closed(ep: UnixEndpoint) -> None:
-    while ep.clients:
-        await asyncio.sleep(0.02)
-    if ep.server is not None:
-        await ep.server.wait_closed()
+    def endpoint(self, name: str) -> Endpoint:
+        return self.fresh.get(name) or self.rt.endpoints[name]
 
+    async def create_endpoint(self, step: Step) -> None:
+        rt = self.rt
+        self.fresh[step.name] = make_endpoint(
+            self.new.endpoints[step.name], rt.stats.endpoint(step.name), rt.budget
+        )
 
-async def _unix_retire(ep: UnixEndpoint) -> None:
-    """After a reload removed ``ep``: once its clients are gone, remove its socket file."""
-    try:
-        async with asyncio.timeout(SHUTDOWN_TIMEOUT):
-            await _unix_closed(ep)
-    except TimeoutError:
-        for client in list(ep.clients):
-            client.transport.abort()
-    ep.remove_socket_file()
+    async def bind(self, step: Step) -> None:
+        assert step.key is not None
+        listener = make_listener(step.key)
+        listener.attach([self.endpoint(n) for n in step.detail])
+        await listener.start()
+        self.bound.append(listener)
+        self.rt.listeners[step.key] = listener
+
+    async def undo(self) -> None:
+        """A bind failed: close the listeners this apply bound."""
+        for listener in self.bound:
+            del self.rt.listeners[listener.key]
+            await listener.close()
+
+    async def attach(self, step: Step) -> None:
+        assert step.key is not None
+        self.rt.listeners[step.key].attach([self.endpoint(n) for n in step.detail])
+
+    async def start_endpoint(self, step: Step) -> None:
+        ep = self.fresh.pop(step.name)
+        old = self.rt.endpoints.get(step.name)
+        if old is not None:
+            self.replaced[step.name] = old
+        self.rt.endpoints[step.name] = ep
+        ep.start()
+
+    async def update_endpoint(self, step: Step) -> None:
+        self.rt.endpoints[step.name].update(self.new.endpoints[step.name])
+
+    async def stop_source(self, step: Step) -> None:
+        self.waits.append(self.rt.sources.pop(step.name).stop())
+
+    async def restart_source(self, step: Step) -> None:
+        self.waits.append(self.rt.sources[step.name].restart(self.new.sources[step.name]))
+
+    async def start_source(self, step: Step) -> None:
+        rt = self.rt
+        source = make_source(
+            self.new.sources[step.name], rt.router.dispatch, rt.source_dropped, rt.stats.source(step.name)
+        )
+        rt.sources[step.name] = source
+        source.start()
+
+    async def swap_routes(self, step: Step) -> None:
+        self.rt.install(self.new)
+
+    async def set_limits(self, step: Step) -> None:
+        self.rt.budget.limit = self.new.limits.buffered
+
+    async def retire_endpoint(self, step: Step) -> None:
+        ep = self.replaced.pop(step.name, None) or self.rt.endpoints.pop(step.name)
+        ep.stop()
+        self.closed[step.name] = len(ep.clients)
+        ep.close_clients(1001, "endpoint moved" if "moved" in step.detail else "endpoint removed")
+
+    async def unbind(self, step: Step) -> None:
+        assert step.key is not None
+        listener = self.rt.listeners.pop(step.key)
+        listener.stop_accepting()
+        self.rt.spawn(listener.close())

@@ -4,20 +4,21 @@ Veylor builds each outgoing frame once per message and writes the same bytes to
 every client (see :mod:`veylor.runtime.fanout`). websockets' own ``broadcast()``
 builds a frame per connection; for a relay that is the dominant cost, so the
 frames for downstream clients are built here.
+
+Each framing is a :class:`Wire`: a name and a function from a message to its frame
+(``None`` when the framing cannot carry the message). An endpoint names its wire;
+the fan-out frames each message once per wire, whatever the endpoint's kind.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 _U16 = struct.Struct("!BBH")
 _U64 = struct.Struct("!BBQ")
 _LEN = struct.Struct("!I")
-
-WS = "websocket"
-LENGTH_PREFIXED = "length-prefixed"
-LINES = "lines"
 
 
 def ws_frame(payload: bytes, is_text: bool) -> bytes:
@@ -42,6 +43,21 @@ def line_frame(payload: bytes, is_text: bool) -> bytes | None:
     if not is_text or b"\n" in payload:
         return None
     return payload + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """A framing: ``frame(payload, is_text)`` is the bytes every client of an endpoint
+    with this wire gets for the message, or ``None`` when the framing cannot carry it."""
+
+    name: str
+    frame: Callable[[bytes, bool], bytes | None]
+
+
+WS = Wire("websocket", ws_frame)
+LENGTH_PREFIXED = Wire("length-prefixed", lambda payload, _is_text: length_prefixed_frame(payload))
+LINES = Wire("lines", line_frame)
+WIRES = {w.name: w for w in (WS, LENGTH_PREFIXED, LINES)}
 
 
 class FrameError(ValueError):

@@ -1,0 +1,265 @@
+"""The Unix endpoint kind: one socket file per endpoint, in the 1.x length-prefixed
+framing or as newline-delimited lines. A client is an ``asyncio.Protocol``: frames are
+read as they arrive, no task per client."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Sequence
+
+from ..config.model import EndpointSpec, UnixListen
+from .budget import Budget
+from .endpoints import (
+    BACKLOG,
+    CLOSE_GRACE,
+    LOSS_LOG_INTERVAL,
+    Endpoint,
+    StartupError,
+    os_reason,
+    set_send_buffer,
+)
+from .frames import valid_utf8
+from .kinds import RuntimeKind
+from .stats import EndpointStats
+from .wire import LINES, WIRES, FrameError, LengthPrefixedDecoder, LineDecoder
+
+log = logging.getLogger("veylor.endpoint")
+
+
+class UnixClient(asyncio.Protocol):
+    """A client of a Unix endpoint: reads frames as they arrive, no task per client."""
+
+    def __init__(self, endpoint: UnixEndpoint, number: int) -> None:
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.dropped = 0
+        self.dropped_logged_at = -LOSS_LOG_INTERVAL
+        self.shed = False
+        self.closing = False
+        self.label = f"unix#{number}"
+        size = endpoint.spec.max_message_size
+        self.decoder = LineDecoder(size) if endpoint.wire is LINES else LengthPrefixedDecoder(size)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] # uvloop's transports are not asyncio's classes
+        ep = self.endpoint
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                self.label += f" (pid {pid}, uid {uid})"
+            except OSError:  # pragma: no cover - not Linux
+                pass
+        if not ep.admits(self.label):
+            self.closing = True
+            transport.close()
+            return
+        ep.add(self)
+        ep.stats.accepted += 1
+        set_send_buffer(transport, ep.spec.socket_buffer)
+        log.info("endpoint %s: client %s connected (%d clients)", ep.name, self.label, len(ep.clients))
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        ep = self.endpoint
+        lines = isinstance(self.decoder, LineDecoder)
+        try:
+            for payload in self.decoder.feed(data):
+                if lines:
+                    if not valid_utf8(payload):
+                        # A line is text; one that is not UTF-8 would make the upstream
+                        # close the shared connection (1007) if sent as text.
+                        ep.invalid_text(self.label)
+                        self.close()
+                        return
+                    ep.from_client(self.label, payload, True)
+                else:
+                    # 1.x framing has no frame type: valid UTF-8 goes upstream as text.
+                    ep.from_client(self.label, payload, valid_utf8(payload))
+        except FrameError as exc:
+            ep.malformed(self.label, exc)
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        ep = self.endpoint
+        if self in ep.clients:
+            ep.remove(self)
+            log.info(
+                "endpoint %s: client %s disconnected (%d clients%s)",
+                ep.name,
+                self.label,
+                len(ep.clients),
+                ep.departed(self),
+            )
+
+    def close(self, grace: float = CLOSE_GRACE) -> None:
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.transport.close()  # flushes what is buffered, then closes
+        asyncio.get_running_loop().call_later(grace, self.transport.abort)
+
+
+class UnixEndpoint(Endpoint):
+    """A Unix domain socket endpoint; its :class:`UnixListener` owns the socket file."""
+
+    def __init__(
+        self, spec: EndpointSpec, stats: EndpointStats | None = None, budget: Budget | None = None
+    ) -> None:
+        super().__init__(spec, stats, budget)
+        assert isinstance(spec.listen, UnixListen)
+        self.wire = WIRES[spec.listen.framing]
+
+    @property
+    def path(self) -> str:
+        assert isinstance(self.spec.listen, UnixListen)
+        return self.spec.listen.path
+
+    @staticmethod
+    def is_open(client: UnixClient) -> bool:
+        return not client.closing
+
+    def abort(self, client: UnixClient) -> None:  # type: ignore[override]
+        client.closing = True  # connection_lost comes later: never count or write it again
+        client.transport.abort()
+
+    def disconnect_slow(self, client: UnixClient) -> None:
+        self.abort(client)  # no close message in these framings; what is buffered would never leave
+
+    def close_clients(self, code: int, reason: str) -> None:
+        for client in list(self.clients):
+            client.close()
+
+
+class UnixListener:
+    """A listening Unix socket for one endpoint. A reload that changes the endpoint's
+    framing or mode attaches the new endpoint here: the socket stays bound, new
+    connections come to the new endpoint, and the file takes the new mode."""
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.path = key[1]
+        self.server: asyncio.AbstractServer | None = None
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
+        self._acceptor: _Acceptor | None = None
+        self._mode: int | None = None
+
+    def describe(self) -> str:
+        ep = self._acceptor.endpoint if self._acceptor is not None else None
+        return f"unix:{self.path} for {ep.name} ({ep.wire.name})" if ep is not None else f"unix:{self.path}"
+
+    def attach(self, endpoints: Sequence[UnixEndpoint]) -> None:  # type: ignore[override]
+        (ep,) = endpoints  # one endpoint per path (the loader checks)
+        if self._acceptor is None:
+            self._acceptor = _Acceptor(ep)
+        self._acceptor.endpoint = ep
+        assert isinstance(ep.spec.listen, UnixListen)
+        mode = ep.spec.listen.mode
+        if self._bound is not None and mode != self._mode:
+            try:
+                os.chmod(self.path, mode)
+            except OSError as exc:  # the file was removed or replaced under us
+                log.warning("listener unix:%s: could not set mode %04o: %s", self.path, mode, exc)
+        self._mode = mode
+
+    async def start(self) -> None:
+        path = self.path
+        assert self._acceptor is not None and self._mode is not None, "attach before start"
+        where = f"endpoint {self._acceptor.endpoint.name}: cannot listen on unix:{path}"
+        _clear_stale_socket(path, where)
+        mode = self._mode
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o777 & ~mode)  # the file is created with its final mode: no window
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.ENOENT:
+                raise StartupError(
+                    f"{where}: directory {os.path.dirname(path) or '.'} does not exist "
+                    "(create it; under systemd, RuntimeDirectory=veylor makes /run/veylor)"
+                ) from None
+            raise StartupError(f"{where}: {os_reason(exc)}") from None
+        finally:
+            os.umask(old_umask)
+        try:
+            os.chmod(path, mode)
+            st = os.stat(path)
+            self._bound = (st.st_dev, st.st_ino)
+            loop = asyncio.get_running_loop()
+            self.server = await loop.create_unix_server(self._acceptor, sock=sock, backlog=BACKLOG)
+        except OSError as exc:
+            sock.close()
+            self._remove_socket_file()
+            raise StartupError(f"{where}: {os_reason(exc)}") from None
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def close(self) -> None:
+        """Stop accepting and remove the socket file (if it is still the one this listener
+        made): the path serves nothing any more. Connected clients are not affected."""
+        self.stop_accepting()
+        self._remove_socket_file()
+
+    def _remove_socket_file(self) -> None:
+        if self._bound is None:
+            return
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._bound:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("listener unix:%s: could not remove the socket file: %s", self.path, exc)
+        self._bound = None
+
+
+class _Acceptor:
+    """The protocol factory of a Unix listener; a reload may point it at a new endpoint."""
+
+    def __init__(self, endpoint: UnixEndpoint) -> None:
+        self.endpoint = endpoint
+        self.numbers = 0
+
+    def __call__(self) -> UnixClient:
+        self.numbers += 1
+        return UnixClient(self.endpoint, self.numbers)
+
+
+def _clear_stale_socket(path: str, where: str) -> None:
+    """Remove a socket file left by a dead process; refuse anything else at ``path``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"{where}: {path} exists and is not a socket (it was left untouched)")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # nobody listens: stale
+        log.info("removed stale socket file %s", path)
+        return
+    except OSError as exc:
+        raise StartupError(f"{where}: {path} exists and cannot be checked: {os_reason(exc)}") from None
+    finally:
+        probe.close()
+    raise StartupError(f"{where}: another process is listening on {path}")
+
+
+KIND = RuntimeKind(endpoint=UnixEndpoint, listener=UnixListener)
