@@ -23,7 +23,7 @@ from .config import Config, ConfigError, load_config
 from .config.loader import FileCache
 from .config.problems import Location, Problem
 from .config.yamlfile import RESPONSIVE
-from .graph import Graph, Plan, build_graph, diff
+from .graph import Graph, Plan, Step, build_graph, diff
 from .heap import settle_heap
 from .observe.logs import remember
 from .report import plural
@@ -37,8 +37,8 @@ log = logging.getLogger("veylor.reload")
 class Outcome:
     """What one reload did.
 
-    ``applied``: a new configuration runs (``steps`` says what changed, with the clients
-    each step affected). Otherwise the running one stays: it was the same
+    ``applied``: a new configuration runs (``changes``: one line per component changed,
+    with the clients it affected; ``steps``: what the runtime did, in order). Otherwise the running one stays: it was the same
     (``problems`` and ``error`` empty), or the new one was rejected (``problems``:
     file, line, key and message of each), or could not be applied (``error``: a
     listener could not be bound; nothing was changed).
@@ -48,7 +48,8 @@ class Outcome:
     applied: bool
     generation: int  # the configuration generation running after it
     digest: str  # ... and its hash
-    steps: tuple[str, ...] = ()
+    changes: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
     problems: tuple[Problem, ...] = ()
     error: str | None = None
     at: float = field(default_factory=time.time)
@@ -66,7 +67,8 @@ class Outcome:
             "applied": self.applied,
             "generation": self.generation,
             "digest": self.digest,
-            "steps": list(self.steps),
+            "changes": list(self.changes),
+            "steps": [step.as_dict() for step in self.steps],
             "problems": [p.as_dict() for p in self.problems],
             "error": self.error,
             "at": self.at,
@@ -288,7 +290,9 @@ class Reloader:
         if changes:
             for line in lines:
                 log.info("  %s", line)
-        return self._outcome(reason, applied=True, steps=tuple(lines), duration_ms=duration)
+        return self._outcome(
+            reason, applied=True, changes=tuple(lines), steps=plan.steps, duration_ms=duration
+        )
 
     def _with_clients(
         self, kind: str, name: str, line: str, old: Graph, new: Graph, closed: Mapping[str, int]

@@ -28,7 +28,7 @@ from veylor.config.model import (
     SourceSpec,
     endpoint_from,
 )
-from veylor.graph import build_graph
+from veylor.graph import Step, build_graph
 from veylor.reload import Reloader
 from veylor.runtime import Runtime
 from veylor.runtime.endpoints import Endpoint
@@ -223,7 +223,9 @@ routes: {{r: {{from: up, to: ws}}}}
             outcome = await asyncio.wait_for(first, 10)
             assert outcome is await second
             assert outcome.applied and outcome.ok and outcome.reason == "one, two"
-            assert outcome.steps == ("~ route r: rewire (filter) (1 client on its endpoints)",)
+            assert outcome.changes == ("~ route r: rewire (filter) (1 client on its endpoints)",)
+            assert outcome.steps == (Step("swap_routes"),)
+            assert outcome.as_dict()["steps"] == [{"op": "swap_routes", "name": "", "detail": []}]
             assert outcome.generation == rt.generation == 2
             path.write_text(config.replace("from: up", "from: nowhere"))
             bad = await asyncio.wait_for(reloader.request("bad"), 10)
@@ -405,3 +407,24 @@ async def test_requests_pending_when_reloading_stops_are_answered(tmp_path, upst
         for waiter in (running, queued):
             outcome = await asyncio.wait_for(waiter, 1)
             assert not outcome.applied and "stopped" in outcome.error
+
+
+async def test_keepalive_turned_on_by_reload_starts_pinging(tmp_path, upstream):
+    """An endpoint whose pings were off (ping_interval: null) starts them when a reload
+    turns them on: a client that answers nothing is then closed."""
+    port = free_port()
+    config = f"""
+sources: {{up: {{url: "{upstream.url}"}}}}
+endpoints: {{ws: {{websocket: {{host: 127.0.0.1, port: {port}, path: /}}, ping_interval: null}}}}
+routes: {{r: {{from: up, to: ws}}}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        silent = await RawClient.connect(port, "/", offer_deflate=False)  # never answers a ping
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: len(ep.clients) == 1)
+        await reload_to(
+            rt, tmp_path, config.replace("ping_interval: null", "ping_interval: 0.2, ping_timeout: 0.2")
+        )
+        assert rt.endpoints["ws"] is ep
+        await eventually(lambda: ep.stats.keepalive_closed == 1, timeout=5, what="the silent client closed")
+        silent.close()

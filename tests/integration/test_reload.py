@@ -374,6 +374,13 @@ def test_check_against_prints_the_plan(tmp_path):
         "  + route s",
         "  ~ route r: rewire (filter)",
     ]
+    as_json = run_veylor("check", "-c", str(new), "--against", str(old), "--json", cwd=tmp_path)
+    assert json.loads(as_json.stdout) == {
+        "ok": True,
+        "empty": False,
+        "changes": ["+ route s", "~ route r: rewire (filter)"],
+        "steps": [{"op": "swap_routes", "name": "", "detail": []}],
+    }
 
 
 async def test_endpoint_losing_all_routes_keeps_its_clients(setup):

@@ -3,6 +3,11 @@
 Instances are built only by :mod:`veylor.config.loader` from data that passed the
 schema, with the schema's defaults filled in. Equality ignores ``origin`` (where a
 component was defined), so two loads of the same settings compare equal.
+
+Kinds of sources and endpoints are rows of :data:`SOURCE_KINDS` and
+:data:`ENDPOINT_KINDS`: the YAML key that selects the kind, how its spec is built,
+and the runtime module that runs it. A kind's spec checks, describes and renders
+itself (``check``, ``describe``, ``as_json``); nothing outside it names the kind.
 """
 
 from __future__ import annotations

@@ -209,18 +209,21 @@ class WebSocketEndpoint(Endpoint):
         self.per_client = False  # compression is on and some clients use it: see flush()
         self.pending_messages: list[tuple[bytes, bool]] = []
         self._keepalive: asyncio.TimerHandle | None = None
+        self._serving = False
 
     def update(self, spec: EndpointSpec) -> None:
         changed = (spec.ping_interval, spec.ping_timeout) != (self.spec.ping_interval, self.spec.ping_timeout)
         super().update(spec)
         self._compression_changed()
-        if changed and self._keepalive is not None:
-            self.start_keepalive()
+        if changed and self._serving:
+            self.start_keepalive()  # (also when pings were off: ping_interval null before)
 
     def start(self) -> None:
+        self._serving = True
         self.start_keepalive()
 
     def stop(self) -> None:
+        self._serving = False
         self.stop_keepalive()
 
     def joined(self, conn: DownstreamConnection) -> None:
