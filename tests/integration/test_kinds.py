@@ -260,6 +260,12 @@ class MemoryListen:
 
     group = None
 
+    def check(self) -> list:
+        return []
+
+    def secrets(self) -> frozenset[str]:
+        return frozenset()
+
     def describe(self) -> str:
         return f"memory:{self.name}"
 

@@ -12,6 +12,7 @@ itself (``check``, ``describe``, ``as_json``); nothing outside it names the kind
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from ..filters import CompiledFilter
 from .problems import Location, Problem
@@ -129,6 +130,35 @@ def _plain(spec: Any, **shown: Any) -> dict[str, Any]:
     return out
 
 
+def url_secrets(url: str) -> set[str]:
+    """The credentials of ``url``: the password (and the Basic credential websockets
+    makes of it), a user name that stands alone (a token used as the user), and the
+    secret-looking query values, both as written and decoded."""
+    out: set[str] = set()
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+        if password:
+            out.add(password)
+            out.add(unquote(password))
+            plain = f"{unquote(user or '')}:{unquote(password)}".encode("utf-8", "surrogateescape")
+            out.add(base64.b64encode(plain).decode())
+        elif user:
+            out.add(user)
+            out.add(unquote(user))
+        if userinfo:
+            out.add(userinfo)
+        for item in parts.query.split("&"):
+            key, _, value = item.partition("=")
+            if value and secret_query_key(unquote(key)):
+                out.add(value)
+                out.add(unquote_plus(value))
+    except ValueError:
+        pass
+    return out
+
+
 def _frozen(value: Any) -> Any:
     if isinstance(value, dict):
         return MappingProxyType({k: _frozen(v) for k, v in value.items()})
@@ -211,6 +241,21 @@ class SourceSpec:
             out.append((("url",), problem))
         return out
 
+    def secrets(self) -> frozenset[str]:
+        """Every value that must never reach a log line: header values (and the token of
+        ``Bearer TOKEN``), ``on_connect`` payloads, the URL's credentials."""
+        out: set[str] = set()
+        for _, value in self.headers:
+            out.add(value)
+            scheme, _, credentials = value.partition(" ")
+            if credentials and scheme.isalpha():  # "Bearer TOKEN": the token alone is secret too
+                out.add(credentials.strip())
+        for message in self.on_connect:
+            data = message.data
+            out.add(data if isinstance(data, str) else data.decode("utf-8", "replace"))
+        out.update(url_secrets(self.url))
+        return frozenset(out)
+
     def describe(self) -> str:
         """One line for people (header values never shown; secrets in the URL masked)."""
         r = self.reconnect
@@ -289,6 +334,9 @@ class WebSocketListen:
     def check(self) -> list[tuple[Subpath, str]]:
         return []
 
+    def secrets(self) -> frozenset[str]:
+        return frozenset()
+
     def describe(self) -> str:
         return str(self)
 
@@ -343,6 +391,9 @@ class UnixListen:
             ]
         return []
 
+    def secrets(self) -> frozenset[str]:
+        return frozenset()
+
     def describe(self) -> str:
         return f"{self} ({self.framing}, mode {self.mode:04o})"
 
@@ -379,6 +430,9 @@ class Listen(Protocol):
     def check(self) -> list[tuple[Subpath, str]]:
         """What the schema cannot check: ``(subpath, message)`` per problem."""
 
+    def secrets(self) -> frozenset[str]:
+        """Values of its settings that must never reach a log line."""
+
     def describe(self) -> str:
         """One line for people: the address and what matters about it."""
 
@@ -405,6 +459,10 @@ class EndpointSpec:
     @property
     def kind(self) -> str:
         return self.listen.kind
+
+    def secrets(self) -> frozenset[str]:
+        """Values that must never reach a log line (its kind's)."""
+        return self.listen.secrets()
 
     def describe(self) -> str:
         """One line for people."""

@@ -16,18 +16,16 @@ Two layers keep secrets out of the log, whatever the level:
 
 from __future__ import annotations
 
-import base64
 import functools
 import logging
 import os
 import sys
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote, unquote_plus, urlsplit
 
 import re2
 
-from ..config.model import Config, SourceSpec, redact_url, secret_query_key
+from ..config.model import Config, redact_url
 
 MASK = "***"
 MIN_SECRET = 8  # shorter values are masked only where structure says they are secret (masked
@@ -101,55 +99,17 @@ SECRETS = Secrets()
 
 
 def secrets_of(config: Config) -> set[str]:
-    """Every value of ``config`` that must never reach a log line."""
+    """Every value of ``config`` that must never reach a log line (each component kind
+    knows its own: ``secrets()``)."""
     out: set[str] = set()
-    for source in config.sources.values():
-        out.update(_source_secrets(source))
+    for spec in (*config.sources.values(), *config.endpoints.values()):
+        out.update(_secrets(spec))
     return out
 
 
 @functools.lru_cache(maxsize=8192)  # a reload of a thousand unchanged sources: no work
-def _source_secrets(source: SourceSpec) -> frozenset[str]:
-    out: set[str] = set()
-    for _, value in source.headers:
-        out.add(value)
-        scheme, _, credentials = value.partition(" ")
-        if credentials and scheme.isalpha():  # "Bearer TOKEN": the token alone is secret too
-            out.add(credentials.strip())
-    for message in source.on_connect:
-        data = message.data
-        out.add(data if isinstance(data, str) else data.decode("utf-8", "replace"))
-    out.update(url_secrets(source.url))
-    return frozenset(out)
-
-
-def url_secrets(url: str) -> set[str]:
-    """The credentials of ``url``: the password (and the Basic credential websockets
-    makes of it), a user name that stands alone (a token used as the user), and the
-    secret-looking query values, both as written and decoded."""
-    out: set[str] = set()
-    try:
-        parts = urlsplit(url)
-        user, password = parts.username, parts.password
-        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
-        if password:
-            out.add(password)
-            out.add(unquote(password))
-            plain = f"{unquote(user or '')}:{unquote(password)}".encode("utf-8", "surrogateescape")
-            out.add(base64.b64encode(plain).decode())
-        elif user:
-            out.add(user)
-            out.add(unquote(user))
-        if userinfo:
-            out.add(userinfo)
-        for item in parts.query.split("&"):
-            key, _, value = item.partition("=")
-            if value and secret_query_key(unquote(key)):
-                out.add(value)
-                out.add(unquote_plus(value))
-    except ValueError:
-        pass
-    return out
+def _secrets(spec: Any) -> frozenset[str]:
+    return spec.secrets()  # type: ignore[no-any-return]
 
 
 def remember(config: Config) -> None:
