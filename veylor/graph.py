@@ -57,6 +57,7 @@ class Graph:
     routes_by_source: Mapping[str, tuple[Route, ...]]
     upstream_targets: Mapping[str, tuple[str, ...]]
     listeners: Mapping[ListenerKey, tuple[str, ...]]
+    listener_texts: Mapping[ListenerKey, str] = dataclasses.field(default_factory=dict)
     digest: str = ""
     limits: Limits = dataclasses.field(default_factory=Limits)
 
@@ -97,8 +98,10 @@ def build_graph(config: Config, previous: Graph | None = None) -> Graph:
                 if route.source not in upstream[endpoint]:
                     upstream[endpoint].append(route.source)
     listeners: dict[ListenerKey, list[str]] = {}
+    texts: dict[ListenerKey, str] = {}
     for name, endpoint in config.endpoints.items():
         listeners.setdefault(endpoint.listen.listener, []).append(name)
+        texts.setdefault(endpoint.listen.listener, endpoint.listen.listener_text)
     old_by_source = previous.routes_by_source if previous is not None else {}
 
     def same(source: str, now: list[Route]) -> tuple[Route, ...]:
@@ -118,6 +121,7 @@ def build_graph(config: Config, previous: Graph | None = None) -> Graph:
         routes_by_source=MappingProxyType({k: same(k, v) for k, v in by_source.items()}),
         upstream_targets=MappingProxyType({k: tuple(v) for k, v in upstream.items()}),
         listeners=MappingProxyType({k: tuple(v) for k, v in listeners.items()}),
+        listener_texts=MappingProxyType(texts),
         digest=config.digest,
         limits=config.limits,
     )
@@ -206,6 +210,7 @@ class Plan:
     listeners_removed: tuple[ListenerKey, ...]
     limits: tuple[str, ...] = ()  # "buffered 256MiB -> 512MiB", one per limit that changed
     steps: tuple[Step, ...] = ()
+    listener_texts: Mapping[ListenerKey, str] = dataclasses.field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -228,11 +233,11 @@ class Plan:
                     verb = "rewire"
                 out.append(("~", kind, n, f"~ {kind} {n}: {verb} ({what})"))
         out += [
-            ("+", "listener", _listener_text(k), f"+ listener {_listener_text(k)}")
+            ("+", "listener", self.listener_texts[k], f"+ listener {self.listener_texts[k]}")
             for k in self.listeners_added
         ]
         out += [
-            ("-", "listener", _listener_text(k), f"- listener {_listener_text(k)}")
+            ("-", "listener", self.listener_texts[k], f"- listener {self.listener_texts[k]}")
             for k in self.listeners_removed
         ]
         out += [("~", "limits", line.split()[0], f"~ limits: {line}") for line in self.limits]
@@ -246,16 +251,9 @@ class Plan:
         """The plan as plain data (``veylor check --against --json``)."""
         return {
             "empty": self.empty,
-            "changes": self.describe() if self.steps else [],
+            "plan": self.describe() if self.steps else [],
             "steps": [s.as_dict() for s in self.steps],
         }
-
-
-def _listener_text(key: ListenerKey) -> str:
-    """``127.0.0.1:8765`` for a WebSocket listener, ``unix:/run/x.sock``, ``kind:address``."""
-    if key[0] == "websocket":
-        return f"{key[1]}:{key[2]}"
-    return f"{key[0]}:" + ":".join(str(part) for part in key[1:])
 
 
 def _differences(a: Any, b: Any) -> tuple[str, ...]:
@@ -306,10 +304,11 @@ def diff(old: Graph, new: Graph) -> Plan:
     listeners_added = tuple(k for k in new.listeners if k not in old.listeners)
     listeners_removed = tuple(k for k in old.listeners if k not in new.listeners)
     created = (*endpoints.added, *rebound)
+    texts = {**old.listener_texts, **new.listener_texts}
     steps = [Step("create_endpoint", n, endpoints.why.get(n, ("added",))) for n in created]
-    steps += [Step("bind", _listener_text(k), new.listeners[k], k) for k in listeners_added]
+    steps += [Step("bind", texts[k], new.listeners[k], k) for k in listeners_added]
     steps += [
-        Step("attach", _listener_text(k), names, k)
+        Step("attach", texts[k], names, k)
         for k, names in new.listeners.items()
         if k in listeners_added
         or set(old.listeners.get(k, ())) != set(names)
@@ -328,7 +327,7 @@ def diff(old: Graph, new: Graph) -> Plan:
         steps.append(Step("set_limits", "", limits))
     steps += [Step("retire_endpoint", n, ("moved",)) for n in rebound]
     steps += [Step("retire_endpoint", n, ("removed",)) for n in endpoints.removed]
-    steps += [Step("unbind", _listener_text(k), (), k) for k in listeners_removed]
+    steps += [Step("unbind", texts[k], (), k) for k in listeners_removed]
     assert [_ORDER[s.op] for s in steps] == sorted(_ORDER[s.op] for s in steps)
     return Plan(
         sources=sources,
@@ -340,4 +339,5 @@ def diff(old: Graph, new: Graph) -> Plan:
         listeners_removed=listeners_removed,
         limits=limits,
         steps=tuple(steps),
+        listener_texts=texts,
     )

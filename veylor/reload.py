@@ -146,12 +146,15 @@ class Reloader:
         reload then reads only those and the files whose stat changed. Without it
         (SIGHUP: the operator asks), every file is read again.
         """
+        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if self._stop.is_set():
+            waiter.set_result(self._outcome(reason, error="Veylor is stopping: not reloaded"))
+            return waiter
         if paths is None:
             self._changed = None
         elif self._changed is not None:
             self._changed |= paths
         self._reasons.append(reason)
-        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._requested.set()
         return waiter
@@ -259,6 +262,7 @@ class Reloader:
         except StartupError as exc:
             process.reloads_failed += 1
             self._failing = True
+            remember(running)  # its secrets stay the current ones, whatever fails next
             log.error(
                 "reload (%s) aborted: %s; nothing was changed, still running generation %d",
                 reason,

@@ -255,6 +255,10 @@ class MemoryListen:
         return ("memory", self.name)
 
     @property
+    def listener_text(self) -> str:
+        return f"memory:{self.name}"
+
+    @property
     def claim(self) -> tuple[Any, ...]:
         return self.listener
 

@@ -378,7 +378,7 @@ def test_check_against_prints_the_plan(tmp_path):
     assert json.loads(as_json.stdout) == {
         "ok": True,
         "empty": False,
-        "changes": ["+ route s", "~ route r: rewire (filter)"],
+        "plan": ["+ route s", "~ route r: rewire (filter)"],
         "steps": [{"op": "swap_routes", "name": "", "detail": []}],
     }
 

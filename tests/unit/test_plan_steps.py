@@ -192,4 +192,22 @@ def test_steps_come_in_the_documented_order_and_as_json(tmp_path):
     assert {s.op for s in plan.steps} == set(STEPS) - {"unbind", "restart_source"}
     as_json = json.loads(json.dumps(plan.as_dict()))
     assert as_json["steps"][0] == {"op": "create_endpoint", "name": "dash", "detail": ["listen"]}
-    assert "~ endpoint pub: update (max_clients)" in as_json["changes"]
+    assert "~ endpoint pub: update (max_clients)" in as_json["plan"]
+
+
+def test_same_unix_socket_written_another_way_keeps_its_listener(tmp_path):
+    """``/tmp/./x.sock`` is ``/tmp/x.sock``: one socket, so no second bind (which would
+    find Veylor's own live socket there and fail)."""
+
+    def change(d):
+        d["endpoints"]["ipc"]["unix"]["path"] = "/tmp/./veylor-steps.sock"
+
+    steps = steps_for(tmp_path, change)
+    assert [s.op for s in steps] == [
+        "create_endpoint",
+        "attach",
+        "start_endpoint",
+        "swap_routes",
+        "retire_endpoint",
+    ]
+    assert steps[1].key == UNIX

@@ -82,7 +82,7 @@ def redact_url(url: str) -> str:
     if "@" in netloc:
         netloc = "***@" + netloc.rpartition("@")[2]
     query = "&".join(
-        f"{k}=***" if secret_query_key(k) else (f"{k}={v}" if sep else k)
+        f"{k}=***" if secret_query_key(unquote_plus(k)) else (f"{k}={v}" if sep else k)
         for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
@@ -308,6 +308,10 @@ class WebSocketListen:
         return ("websocket", self.host, self.port)
 
     @property
+    def listener_text(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
     def claim(self) -> tuple[Any, ...]:
         """What no two endpoints may both have."""
         return ("websocket", self.host, self.port, self.path)
@@ -363,7 +367,11 @@ class UnixListen:
 
     @property
     def listener(self) -> tuple[str, str]:
-        return ("unix", self.path)
+        return ("unix", os.path.normpath(self.path))  # ./a.sock and a.sock: one socket
+
+    @property
+    def listener_text(self) -> str:
+        return f"unix:{self.path}"
 
     @property
     def claim(self) -> tuple[Any, ...]:
@@ -412,6 +420,10 @@ class Listen(Protocol):
     @property
     def listener(self) -> tuple[Any, ...]:
         """The key of the listener that serves it: endpoints with one key share it."""
+
+    @property
+    def listener_text(self) -> str:
+        """The listener's address for people (``127.0.0.1:8765``, ``unix:/run/x.sock``)."""
 
     @property
     def claim(self) -> tuple[Any, ...]:

@@ -1,1 +1,1 @@
-"""Observability: logging (and, to come, metrics and the admin endpoint)."""
+"""Observability: logging, with every known secret masked."""

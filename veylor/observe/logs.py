@@ -21,11 +21,14 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import re2
 
 from ..config.model import Config, redact_url
+
+if TYPE_CHECKING:
+    from ..graph import Graph
 
 MASK = "***"
 MIN_SECRET = 8  # shorter values are masked only where structure says they are secret (masked
@@ -98,7 +101,7 @@ def _alternation(values: frozenset[str]) -> Any:
 SECRETS = Secrets()
 
 
-def secrets_of(config: Config) -> set[str]:
+def secrets_of(config: Config | Graph) -> set[str]:
     """Every value of ``config`` that must never reach a log line (each component kind
     knows its own: ``secrets()``)."""
     out: set[str] = set()
@@ -112,7 +115,7 @@ def _secrets(spec: Any) -> frozenset[str]:
     return spec.secrets()  # type: ignore[no-any-return]
 
 
-def remember(config: Config) -> None:
+def remember(config: Config | Graph) -> None:
     """Make ``config``'s secrets the ones the log formatter masks (with the previous
     configuration's); call it before using the configuration."""
     SECRETS.update(secrets_of(config))

@@ -17,7 +17,7 @@ from websockets.protocol import State
 
 from ..backoff import backoff_delay
 from ..config.model import SourceSpec
-from ..observe.logs import TRACE_LOGGER, UPSTREAM_LOGGER, preview, tracing
+from ..observe.logs import MASK, SECRETS, TRACE_LOGGER, UPSTREAM_LOGGER, preview, tracing
 from ..report import plural
 from .frames import DataFrames, is_data, valid_utf8
 from .kinds import RuntimeKind
@@ -113,8 +113,15 @@ class Source:
             "connected_since": self.connected_since,
             "next_attempt_at": self.next_attempt_at,
             "failures": self.failures,
-            "last_error": self.last_error,
+            "last_error": self._masked(self.last_error) if self.last_error else None,
         }
+
+    def _masked(self, text: str) -> str:
+        """``text`` without this source's secrets (an upstream may echo its API key in a
+        close reason) nor any other the log masks."""
+        for secret in sorted(self.spec.secrets(), key=len, reverse=True):
+            text = text.replace(secret, MASK)
+        return SECRETS.mask(text)
 
     def start(self) -> None:
         self.state = "connecting"

@@ -99,7 +99,7 @@ class Runtime:
             for step in plan.steps:
                 run.committed = run.committed or step.op not in UNDOABLE
                 await getattr(run, step.op)(step)
-        except Exception:
+        except BaseException:  # (cancelled too: Veylor stops during a reload's binds)
             if not run.committed:  # failed while binding: as if nothing happened
                 await run.undo()
             raise
@@ -206,10 +206,22 @@ class _Execution:
         self.rt.listeners[step.key] = listener
 
     async def undo(self) -> None:
-        """A bind failed: close the listeners this apply bound."""
+        """A bind failed: close the listeners this apply bound, and drop what the new
+        endpoints had (clients that connected to a listener bound meanwhile, counters):
+        the running graph is as it was."""
+        rt = self.rt
+        for ep in self.fresh.values():
+            ep.abort_all()
         for listener in self.bound:
-            del self.rt.listeners[listener.key]
-            await listener.close()
+            del rt.listeners[listener.key]
+            try:
+                async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+                    await listener.close()
+            except TimeoutError:
+                log.warning(
+                    "reload: listener %s did not close in %.0fs", listener.describe(), SHUTDOWN_TIMEOUT
+                )
+        rt.stats.retain(rt.graph.sources, rt.graph.endpoints, rt.graph.routes)
 
     async def attach(self, step: Step) -> None:
         assert step.key is not None

@@ -35,20 +35,25 @@ log = logging.getLogger("veylor.endpoint")
 class UnixClient(asyncio.Protocol):
     """A client of a Unix endpoint: reads frames as they arrive, no task per client."""
 
-    def __init__(self, endpoint: UnixEndpoint, number: int) -> None:
-        self.endpoint = endpoint
+    endpoint: UnixEndpoint
+    decoder: LineDecoder | LengthPrefixedDecoder
+
+    def __init__(self, acceptor: _Acceptor, number: int) -> None:
+        self.acceptor = acceptor
         self.transport: asyncio.Transport | None = None
         self.dropped = 0
         self.dropped_logged_at = -LOSS_LOG_INTERVAL
         self.shed = False
         self.closing = False
         self.label = f"unix#{number}"
-        size = endpoint.spec.max_message_size
-        self.decoder = LineDecoder(size) if endpoint.wire is LINES else LengthPrefixedDecoder(size)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment] # uvloop's transports are not asyncio's classes
-        ep = self.endpoint
+        # The endpoint the listener serves now: a reload may have attached a new one
+        # since this connection was accepted (the old one is retired, its clients closed).
+        ep = self.endpoint = self.acceptor.endpoint
+        size = ep.spec.max_message_size
+        self.decoder = LineDecoder(size) if ep.wire is LINES else LengthPrefixedDecoder(size)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -166,17 +171,27 @@ class UnixListener:
         assert isinstance(ep.spec.listen, UnixListen)
         mode = ep.spec.listen.mode
         if self._bound is not None and mode != self._mode:
-            try:
-                os.chmod(self.path, mode)
-            except OSError as exc:  # the file was removed or replaced under us
-                log.warning("listener unix:%s: could not set mode %04o: %s", self.path, mode, exc)
+            self._chmod(mode)
         self._mode = mode
+
+    def _chmod(self, mode: int) -> None:
+        """Give the socket file ``mode``, if the file at the path is still the socket this
+        listener made (never follow a link or touch a file put there since)."""
+        try:
+            st = os.lstat(self.path)
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._bound:
+                os.chmod(self.path, mode)
+                return
+            why = "it is not the socket Veylor made any more"
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        log.warning("listener unix:%s: mode %04o not applied: %s", self.path, mode, why)
 
     async def start(self) -> None:
         path = self.path
         assert self._acceptor is not None and self._mode is not None, "attach before start"
         where = f"endpoint {self._acceptor.endpoint.name}: cannot listen on unix:{path}"
-        _clear_stale_socket(path, where)
+        await _clear_stale_socket(path, where)
         mode = self._mode
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o777 & ~mode)  # the file is created with its final mode: no window
@@ -236,11 +251,13 @@ class _Acceptor:
 
     def __call__(self) -> UnixClient:
         self.numbers += 1
-        return UnixClient(self.endpoint, self.numbers)
+        return UnixClient(self, self.numbers)
 
 
-def _clear_stale_socket(path: str, where: str) -> None:
-    """Remove a socket file left by a dead process; refuse anything else at ``path``."""
+async def _clear_stale_socket(path: str, where: str) -> None:
+    """Remove a socket file left by a dead process; refuse anything else at ``path``.
+    The probe does not block the event loop (a live listener with a full backlog would
+    keep a blocking connect waiting)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -248,13 +265,16 @@ def _clear_stale_socket(path: str, where: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise StartupError(f"{where}: {path} exists and is not a socket (it was left untouched)")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(0.5)
+    probe.setblocking(False)
     try:
-        probe.connect(path)
+        async with asyncio.timeout(0.5):
+            await asyncio.get_running_loop().sock_connect(probe, path)
     except (ConnectionRefusedError, FileNotFoundError):
         os.unlink(path)  # nobody listens: stale
         log.info("removed stale socket file %s", path)
         return
+    except TimeoutError:
+        pass  # someone listens, too busy to accept: not stale
     except OSError as exc:
         raise StartupError(f"{where}: {path} exists and cannot be checked: {os_reason(exc)}") from None
     finally:

@@ -245,7 +245,10 @@ class WebSocketEndpoint(Endpoint):
         shared frame for every other client. Turned off by a reload, the clients that
         had negotiated it get the shared, uncompressed frames (RFC 7692 allows them);
         turned on, new clients negotiate it and get compressed frames."""
-        self.per_client = self.spec.compression and bool(self.compressed)
+        per_client = self.spec.compression and bool(self.compressed)
+        if per_client and not self.per_client and self.pending:
+            self.flush()  # what is pending has no per-client copy: out now, as shared frames
+        self.per_client = per_client
 
     def enqueue(self, frame: bytes | None, data: bytes, is_text: bool) -> bool:
         if self.per_client:
@@ -253,9 +256,15 @@ class WebSocketEndpoint(Endpoint):
         return super().enqueue(frame, data, is_text)
 
     def start_keepalive(self) -> None:
+        """(Re)start pinging. A client's silence counts from now at the earliest: one that
+        was quiet while pings were off (or longer apart) gets a ping before it is judged."""
         self.stop_keepalive()
         if self.spec.ping_interval is not None:
             loop = asyncio.get_running_loop()
+            now = loop.time()
+            for conn in self.clients:
+                if conn.last_seen < now:
+                    conn.last_seen = now
             self._keepalive = loop.call_later(self.spec.ping_interval, self._ping_all)
 
     def stop_keepalive(self) -> None:
