@@ -59,6 +59,18 @@ class SourceFanout:
     # The groups for each combination of filtered routes' endpoints seen so far.
     groupings: dict[tuple[Endpoint, ...], Groups] = field(default_factory=dict)
 
+    def matched(self, data: bytes, is_text: bool) -> Groups:
+        """The target groups of one message: the unfiltered routes' and those of the
+        filtered routes that pass it (each filter evaluated once, JSON decoded at most
+        once, and counted)."""
+        msg = Message(data, is_text)
+        extra: tuple[Endpoint, ...] = ()
+        for match, endpoints, st in self.filtered:
+            if match.match(msg):
+                st.messages += 1
+                extra += endpoints
+        return self.with_extra(extra) if extra else self.always
+
     def with_extra(self, extra: tuple[Endpoint, ...]) -> Groups:
         """The groups of the unfiltered targets plus ``extra`` (remembered: a source's
         filters select few distinct combinations)."""
@@ -129,16 +141,7 @@ class Router:
             return
         for st in fan.always_stats:
             st.messages += 1
-        groups = fan.always
-        if fan.filtered:
-            msg = Message(data, is_text)
-            extra: tuple[Endpoint, ...] = ()
-            for match, endpoints, st in fan.filtered:
-                if match.match(msg):
-                    st.messages += 1
-                    extra += endpoints
-            if extra:
-                groups = fan.with_extra(extra)
+        groups = fan.matched(data, is_text) if fan.filtered else fan.always
         dirty = self._dirty
         for wire, endpoints in groups:
             frame = wire.frame(data, is_text)
