@@ -44,6 +44,16 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     _verbosity(parser, suppress)
 
 
+def _log_format(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS if suppress else "text",
+        help="text (the default), or json: one object per line with time, level, logger, message and "
+        "the source, endpoint, route and client it is about (for journald, podman logs, log shippers)",
+    )
+
+
 def _verbosity(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument(
         "-v",
@@ -52,6 +62,15 @@ def _verbosity(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=argparse.SUPPRESS if suppress else 0,
         help="-v: Veylor's debug detail (connections, reload steps, policy decisions); "
         "-vv: also the WebSocket protocol (handshakes, frames). Secrets are masked at every level",
+    )
+
+
+def _admin_options(parser: argparse.ArgumentParser) -> None:
+    _common(parser, suppress=True)
+    parser.add_argument(
+        "--admin",
+        metavar="URL",
+        help="the admin endpoint (http://HOST:PORT or unix:/PATH); default: the `admin:` of the configuration",
     )
 
 
@@ -94,11 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tui", action="store_true", default=False, help="show the live terminal UI")
     _watch_options(parser, suppress=False)
     _trace_option(parser, suppress=False)
+    _log_format(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the router (the default command)")
     _common(run, suppress=True)
     _watch_options(run, suppress=True)
+    _log_format(run, suppress=True)
     run.add_argument(
         "--tui", action="store_true", default=argparse.SUPPRESS, help="show the live terminal UI"
     )
@@ -117,6 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OLD_CONFIG",
         help="print the plan a reload from OLD_CONFIG to CONFIG would apply (a dry run)",
     )
+
+    reload = sub.add_parser(
+        "reload",
+        help="reload a running Veylor through its admin endpoint and wait for the result",
+        description="POST /reload to the admin endpoint named by the configuration (or --admin): prints "
+        "what changed, or the problems (file, line, key). Exit 0: applied or nothing to change; 1: refused "
+        "or not applied (the running configuration stays); 2: Veylor cannot be reached. This is what "
+        "ExecReload= needs: kill -HUP returns before the reload is done and cannot fail.",
+    )
+    _admin_options(reload)
+    reload.add_argument("--dry-run", action="store_true", help="print what a reload would do; change nothing")
+    reload.add_argument("--json", action="store_true", help="print the admin endpoint's answer as JSON")
+
+    status = sub.add_parser(
+        "status",
+        help="the state of a running Veylor: sources, endpoints, edges, rates (from its admin endpoint)",
+    )
+    _admin_options(status)
+    status.add_argument("--json", action="store_true", help="print the whole state view (/graph) as JSON")
 
     demo = sub.add_parser(
         "demo",
@@ -236,10 +276,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.trace_frames)
+    setup_logging(args.verbose, args.trace_frames, args.log_format)
     command = args.command or "run"
     if command == "check":
         return cmd_check(args)
+    if command in ("reload", "status"):
+        from .observe import client
+
+        config = None if args.admin else (args.config or default_config())
+        if command == "reload":
+            return client.reload(config, args.admin, args.dry_run, args.json)
+        return client.status(config, args.admin, args.json)
     if command == "demo":
         return cmd_demo(args)
     return cmd_run(args)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .config.model import Config, EndpointSpec, Limits, RouteSpec, SourceSpec, format_size
+from .config.model import AdminSpec, Config, EndpointSpec, Limits, RouteSpec, SourceSpec, format_size
 from .filters import CompiledFilter, compile_filter
 
 ListenerKey = tuple[Any, ...]  # (kind, address...): ("websocket", host, port), ("unix", path)
@@ -60,6 +60,7 @@ class Graph:
     listener_texts: Mapping[ListenerKey, str] = dataclasses.field(default_factory=dict)
     digest: str = ""
     limits: Limits = dataclasses.field(default_factory=Limits)
+    admin: AdminSpec | None = None
 
     @classmethod
     def empty(cls) -> Graph:
@@ -124,6 +125,7 @@ def build_graph(config: Config, previous: Graph | None = None) -> Graph:
         listener_texts=MappingProxyType(texts),
         digest=config.digest,
         limits=config.limits,
+        admin=config.admin,
     )
 
 
@@ -148,6 +150,7 @@ STEPS = (
     # All or nothing: if one bind fails, those this apply bound are closed, and the
     # running graph is untouched.
     "bind",
+    "bind_admin",  # the admin endpoint at a new address (or a first one)
     # From here on nothing can fail, and nothing waits: no message or client is handled
     # between two steps.
     "attach",  # a listener serves these endpoint objects (new handshakes go to them)
@@ -160,9 +163,11 @@ STEPS = (
     "set_limits",
     "retire_endpoint",  # a removed or rebound endpoint's old object: its clients closed (1001)
     "unbind",  # a listener nothing uses any more
+    "update_admin",  # the admin socket's mode
+    "unbind_admin",  # the admin endpoint at its old address
 )
 _ORDER = {op: i for i, op in enumerate(STEPS)}
-UNDOABLE = frozenset(("create_endpoint", "bind"))  # the steps a failed bind takes back
+UNDOABLE = frozenset(("create_endpoint", "bind", "bind_admin"))  # the steps a failed bind takes back
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +246,12 @@ class Plan:
             for k in self.listeners_removed
         ]
         out += [("~", "limits", line.split()[0], f"~ limits: {line}") for line in self.limits]
+        signs = {"bind_admin": "+", "unbind_admin": "-", "update_admin": "~"}
+        for step in self.steps:
+            if step.op in signs:
+                sign = signs[step.op]
+                tail = f": {step.detail[0]}" if step.detail else ""
+                out.append((sign, "admin", step.name, f"{sign} admin {step.name}{tail}"))
         return out
 
     def describe(self) -> list[str]:
@@ -289,6 +300,17 @@ def _compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> Changes:
     return Changes(added, removed, tuple(changed), tuple(unchanged), MappingProxyType(why))
 
 
+def _admin_steps(old: AdminSpec | None, new: AdminSpec | None) -> list[Step]:
+    """The admin endpoint: bound anew when its address changes (the new one first, all
+    or nothing, like any listener), its socket's mode changed in place."""
+    if old == new:
+        return []
+    if old is not None and new is not None and old.address == new.address:
+        return [Step("update_admin", new.url, (f"mode {new.mode:04o}",))]
+    steps = [Step("bind_admin", new.url)] if new is not None else []
+    return steps + ([Step("unbind_admin", old.url)] if old is not None else [])
+
+
 def diff(old: Graph, new: Graph) -> Plan:
     """The plan that turns a runtime running ``old`` into one running ``new``."""
     sources = _compare(old.sources, new.sources)
@@ -307,6 +329,8 @@ def diff(old: Graph, new: Graph) -> Plan:
     texts = {**old.listener_texts, **new.listener_texts}
     steps = [Step("create_endpoint", n, endpoints.why.get(n, ("added",))) for n in created]
     steps += [Step("bind", texts[k], new.listeners[k], k) for k in listeners_added]
+    admin = _admin_steps(old.admin, new.admin)
+    steps += [s for s in admin if s.op == "bind_admin"]
     steps += [
         Step("attach", texts[k], names, k)
         for k, names in new.listeners.items()
@@ -328,6 +352,7 @@ def diff(old: Graph, new: Graph) -> Plan:
     steps += [Step("retire_endpoint", n, ("moved",)) for n in rebound]
     steps += [Step("retire_endpoint", n, ("removed",)) for n in endpoints.removed]
     steps += [Step("unbind", texts[k], (), k) for k in listeners_removed]
+    steps += [s for s in admin if s.op != "bind_admin"]
     assert [_ORDER[s.op] for s in steps] == sorted(_ORDER[s.op] for s in steps)
     return Plan(
         sources=sources,

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +112,8 @@ class Reloader:
         self._rewatch = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._scope: WatchScope | None = None
+        self.on_start: Callable[[], None] = _nothing  # a reload begins (systemd: RELOADING=1)
+        self.on_done: Callable[[], None] = _nothing  # ... and is over, applied or not (READY=1)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,6 +170,7 @@ class Reloader:
             changed, self._changed = self._changed, set()
             reason = ", ".join(dict.fromkeys(reasons)) or "request"
             outcome: Outcome | None = None
+            self.on_start()
             try:
                 outcome = await self.reload(reason, frozenset(changed) if changed is not None else None)
             except Exception as exc:  # a bug must not end reloading for the life of the process
@@ -176,9 +179,44 @@ class Reloader:
             finally:
                 if outcome is None:  # cancelled: Veylor stops
                     outcome = self._outcome(reason, error="Veylor stopped before this reload was done")
+                else:
+                    self.on_done()
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(outcome)
+
+    async def plan(self, reason: str) -> Outcome:
+        """What a reload now would do, without doing it (a dry run): the outcome's
+        ``changes`` and ``steps``, or the problems. Reads every file; the running
+        configuration and the reload cache are untouched."""
+        running = self.runtime.graph
+
+        def load() -> Plan:
+            responsive = RESPONSIVE.set(True)
+            try:
+                config = load_config(self.config_path, env=self.env)
+            finally:
+                RESPONSIVE.reset(responsive)
+            return diff(running, build_graph(config, previous=running))
+
+        try:
+            plan = await asyncio.to_thread(load)
+        except ConfigError as exc:
+            return Outcome(
+                reason,
+                False,
+                self.runtime.generation,
+                running.digest,
+                problems=tuple(exc.problems) or (_invalid(self.config_path),),
+            )
+        return Outcome(
+            reason,
+            False,
+            self.runtime.generation,
+            running.digest,
+            changes=tuple(plan.describe()) if not plan.empty else (),
+            steps=plan.steps,
+        )
 
     def _outcome(self, reason: str, **how: Any) -> Outcome:
         rt = self.runtime
@@ -444,6 +482,10 @@ def _unwatchable(roots: tuple[str, ...]) -> str | None:
         except OSError as exc:
             return f"{root}: {exc.strerror or exc}"
     return None
+
+
+def _nothing() -> None:
+    pass
 
 
 def _invalid(path: str) -> Problem:

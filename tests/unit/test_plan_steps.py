@@ -183,13 +183,19 @@ def test_steps_come_in_the_documented_order_and_as_json(tmp_path):
         d["routes"]["r2"]["from"] = "c"
         d["endpoints"]["pub"]["max_clients"] = 5
         d["limits"] = {"buffered": "1GiB"}
+        d["admin"] = {"listen": "127.0.0.1:9901"}
 
     data = copy.deepcopy(BASE)
     change(data)
     plan = diff(graph(tmp_path, BASE, "a.yaml"), graph(tmp_path, data, "b.yaml"))
     order = [STEPS.index(s.op) for s in plan.steps]
     assert order == sorted(order)
-    assert {s.op for s in plan.steps} == set(STEPS) - {"unbind", "restart_source"}
+    assert {s.op for s in plan.steps} == set(STEPS) - {
+        "unbind",
+        "restart_source",
+        "update_admin",
+        "unbind_admin",
+    }
     as_json = json.loads(json.dumps(plan.as_dict()))
     assert as_json["steps"][0] == {"op": "create_endpoint", "name": "dash", "detail": ["listen"]}
     assert "~ endpoint pub: update (max_clients)" in as_json["plan"]
@@ -211,3 +217,27 @@ def test_same_unix_socket_written_another_way_keeps_its_listener(tmp_path):
         "retire_endpoint",
     ]
     assert steps[1].key == UNIX
+
+
+def test_admin_endpoint_binds_moves_and_changes_mode_by_steps(tmp_path):
+    def add(d):
+        d["admin"] = {"listen": "127.0.0.1:9900"}
+
+    assert steps_for(tmp_path, add) == (Step("bind_admin", "http://127.0.0.1:9900"),)
+    with_admin = copy.deepcopy(BASE)
+    add(with_admin)
+    unix = copy.deepcopy(BASE)
+    unix["admin"] = {"unix": "/tmp/veylor-admin.sock"}
+    a = graph(tmp_path, with_admin, "a.yaml")
+    b = graph(tmp_path, unix, "b.yaml")
+    assert diff(a, b).steps == (
+        Step("bind_admin", "unix:/tmp/veylor-admin.sock"),
+        Step("unbind_admin", "http://127.0.0.1:9900"),
+    )
+    unix["admin"]["mode"] = "0600"
+    c = graph(tmp_path, unix, "c.yaml")
+    assert diff(b, c).steps == (Step("update_admin", "unix:/tmp/veylor-admin.sock", ("mode 0600",)),)
+    assert diff(c, graph(tmp_path, BASE, "d.yaml")).steps == (
+        Step("unbind_admin", "unix:/tmp/veylor-admin.sock"),
+    )
+    assert "- admin unix:/tmp/veylor-admin.sock" in diff(c, graph(tmp_path, BASE, "d.yaml")).describe()

@@ -6,6 +6,7 @@ every file is collected and raised together in one :class:`ConfigError`.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import os
@@ -17,6 +18,7 @@ from typing import Any
 from ..filters import FilterError, compile_filter
 from .legacy import legacy_shape, translate
 from .model import (
+    AdminSpec,
     Config,
     EndpointSpec,
     Limits,
@@ -469,10 +471,17 @@ def load_config(
         cache.keep_only(set(load.files))
 
     limits = Limits()
+    admin = None
     if read is not None and isinstance(read.data, dict) and shape == "v1" and not read.errors:
-        raw_limits = with_defaults(definition("config")["properties"]["limits"], read.data.get("limits", {}))
+        properties = definition("config")["properties"]
+        raw_limits = with_defaults(properties["limits"], read.data.get("limits", {}))
         limits = Limits(buffered=parse_size(raw_limits["buffered"]))
-    config = _build(load, shape, main, tuple(include), limits)
+        if read.data.get("admin") is not None:
+            admin = AdminSpec.from_raw(with_defaults(properties["admin"], read.data["admin"]))
+            for sub, text in admin.check():
+                at = ("admin", *sub)
+                load.error(read.where, at, text)
+    config = dataclasses.replace(_build(load, shape, main, tuple(include), limits), admin=admin)
     if any(not p.warning for p in load.problems):
         raise ConfigError(_ordered(load))
     return config
@@ -645,3 +654,28 @@ def _check_addresses(load: _Load, endpoints: Mapping[str, EndpointSpec]) -> None
                 break
         else:
             members.append((listen, d))
+
+
+def admin_address(path: str, env: Mapping[str, str] | None = None) -> AdminSpec | None:
+    """Where the admin endpoint of the configuration at ``path`` listens (for ``veylor
+    reload`` and ``veylor status``), or None when it has none. Only the main file is read:
+    a broken drop-in must not hide where to send the reload that will report it.
+    :class:`ConfigError` when the main file itself cannot say."""
+    env = os.environ if env is None else env
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_SIZE + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(Location(path), (), f"cannot read it: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_FILE_SIZE:
+        raise ConfigError([Problem(Location(path), (), "is too large to be a Veylor configuration")])
+    doc = read_yaml(path, raw.decode("utf-8", "replace"), env)
+    data = doc.data
+    if not isinstance(data, dict) or data.get("admin") is None:
+        if doc.problems and not isinstance(data, dict):
+            raise ConfigError(list(doc.problems))
+        return None
+    problems = [p for p in validate(data, doc.where) if p.path[:1] == ("admin",) and not p.warning]
+    if problems:
+        raise ConfigError(problems)
+    return AdminSpec.from_raw(with_defaults(definition("config")["properties"]["admin"], data["admin"]))

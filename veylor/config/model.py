@@ -527,6 +527,50 @@ class RouteSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSpec:
+    """Where the admin HTTP endpoint listens (``admin:`` in the main file): a TCP
+    ``host:port`` or a Unix socket ``path`` with its ``mode``."""
+
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    mode: int = 0o660
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> AdminSpec:
+        mode = int(raw["mode"], 8)
+        if "unix" in raw:
+            return cls(path=raw["unix"], mode=mode)
+        host, _, port = raw["listen"].rpartition(":")
+        return cls(host=host.strip("[]"), port=int(port), mode=mode)
+
+    @property
+    def address(self) -> tuple[Any, ...]:
+        """What the listener binds: a new one is bound when this changes."""
+        if self.path is not None:
+            return ("unix", os.path.normpath(self.path))
+        return ("tcp", self.host, self.port)
+
+    def check(self) -> list[tuple[Subpath, str]]:
+        if self.port is not None and not 1 <= self.port <= 65535:
+            return [(("listen",), f"port {self.port} is not between 1 and 65535")]
+        if self.path is not None and len(os.fsencode(self.path)) > _UNIX_PATH_MAX:
+            return [(("unix",), f"is longer than {_UNIX_PATH_MAX} bytes: choose a shorter path")]
+        return []
+
+    @property
+    def url(self) -> str:
+        """How a client reaches it: ``http://127.0.0.1:9900`` or ``unix:/run/veylor/admin.sock``."""
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Process-wide limits (``limits:`` in the main file)."""
 
@@ -547,6 +591,7 @@ class Config:
     digest: str = ""  # sha256 of every file read, in order: identifies a configuration generation
     include: tuple[str, ...] = ()  # the main file's drop-in patterns (the schema has the default)
     limits: Limits = field(default_factory=Limits)
+    admin: AdminSpec | None = None
 
 
 def source_from(name: str, raw: Mapping[str, Any], origin: Location) -> SourceSpec:

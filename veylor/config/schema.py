@@ -30,6 +30,7 @@ _SHAPE_HINTS = {
     "performance": "'performance' belongs to Veylor 1.x files, whose 'sources' is a list",
     "include": "'include' is only read from the main file",
     "limits": "'limits' is only read from the main file",
+    "admin": "'admin' is only read from the main file",
     "websocket_port": "'websocket_port' belongs to Veylor 1.1 files; in v1 define an endpoint "
     "with websocket: {port: ...} and a route to it",
     "unix_socket_path": "'unix_socket_path' belongs to Veylor 1.1 files; in v1 define an endpoint "

@@ -17,9 +17,12 @@ Two layers keep secrets out of the log, whatever the level:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import re
 import sys
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +131,35 @@ class RedactingFormatter(logging.Formatter):
         return SECRETS.mask(super().format(record))
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (ISO 8601, UTC), ``level``, ``logger``,
+    ``message`` (secrets masked, traceback included), and the components the line is
+    about, taken from Veylor's wording ("source NAME", "endpoint NAME: client ADDR", ...):
+    ``source``, ``endpoint``, ``route``, ``listener``, ``client``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = SECRETS.mask(record.getMessage())
+        if record.exc_info:
+            message += "\n" + SECRETS.mask(self.formatException(record.exc_info))
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        for m in _SUBJECT.finditer(message):
+            out.setdefault(m.group(1), m.group(2))
+        client = _CLIENT.search(message)
+        if client is not None:
+            out["client"] = client.group(1)
+        return json.dumps(out, ensure_ascii=False)
+
+
+_SUBJECT = re.compile(r"\b(source|endpoint|route|listener) ([^\s:]+):")  # "source kraken: ..."
+_CLIENT = re.compile(r"\bclient ((?:\d|\[|unix#)[^\s,;]*)")  # an address, or a Unix client's number
+
+
 class WebsocketsRedactor(logging.Filter):
     """Rewrites websockets' protocol debug records (see the module docstring)."""
 
@@ -155,18 +187,24 @@ def _frame_text(frame: Any) -> Any:
     return f"{opcode.name} [payload not logged, {len(data)} bytes]"
 
 
-def setup_logging(verbosity: int = 0, trace_frames: bool = False, stream: Any = None) -> logging.Handler:
+def setup_logging(
+    verbosity: int = 0, trace_frames: bool = False, log_format: str = "text", stream: Any = None
+) -> logging.Handler:
     """Configure the ``veylor`` loggers.
 
     ``verbosity`` 0: INFO; 1 (``-v``): Veylor's own DEBUG detail (connections, reload
     steps, policy decisions); 2 (``-vv``): also websockets' protocol debug lines
     (handshakes and frames, masked). ``trace_frames``: one line per message on
-    ``veylor.trace``. Returns the handler it installed.
+    ``veylor.trace``. ``log_format`` "json": one JSON object per line
+    (:class:`JsonFormatter`). Returns the handler it installed.
     """
     # Under systemd the journal stamps each line itself.
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(RedactingFormatter(f"{stamp}%(levelname)s %(name)s: %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(RedactingFormatter(f"{stamp}%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -50,6 +50,8 @@ class Client(Protocol):
     dropped: int  # messages dropped for it while it was slow (slow_client: drop)
     dropped_logged_at: float
     shed: bool  # the process-wide limit is reached: no data for it until it drains
+    since: float  # wall clock when it joined
+    base: int  # the endpoint's ``messages`` when it joined
 
 
 class Endpoint:
@@ -110,7 +112,21 @@ class Endpoint:
         return False
 
     def add(self, client: Client) -> None:
+        client.since = time.time()
+        client.base = self.stats.messages  # its messages: what the endpoint wrote since, less its drops
         self.clients.add(client)
+
+    def client_status(self, client: Client) -> dict[str, Any]:
+        """One client, for ``/graph``: who, since when, messages written to it, bytes
+        waiting for it."""
+        transport = client.transport
+        return {
+            "client": client.label,
+            "connected_since": client.since,
+            "messages": max(0, self.stats.messages - client.base - client.dropped),
+            "dropped": client.dropped,
+            "buffered": transport.get_write_buffer_size() if not transport.is_closing() else 0,
+        }
 
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
@@ -163,6 +179,7 @@ class Endpoint:
         for client in writable:
             client.transport.write(data)
         stats = self.stats
+        stats.messages += count
         stats.messages_out += len(writable) * count
         stats.bytes_out += len(writable) * len(data)
 
@@ -228,6 +245,8 @@ class Endpoint:
     def _note_dropped(self, client: Any, count: int) -> None:
         """Count messages dropped for a slow client; log at most once per
         ``LOSS_LOG_INTERVAL`` per client, with the count so far."""
+        if not client.dropped:
+            self.stats.slow_dropping += 1  # one more client found slow (slow_client: drop)
         client.dropped += count
         now = time.monotonic()
         if now - client.dropped_logged_at >= LOSS_LOG_INTERVAL:

@@ -69,6 +69,8 @@ class SourceFanout:
             if match.match(msg):
                 st.messages += 1
                 extra += endpoints
+            else:
+                st.filtered += 1
         return self.with_extra(extra) if extra else self.always
 
     def with_extra(self, extra: tuple[Endpoint, ...]) -> Groups:

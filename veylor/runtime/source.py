@@ -107,11 +107,14 @@ class Source:
         return self.spec.safe_url
 
     def status(self) -> dict[str, Any]:
+        conn = self.conn
+        latency = conn.latency if conn is not None and self.state == "connected" else None
         return {
             "state": self.state,
             "url": self.url,
             "connected_since": self.connected_since,
             "next_attempt_at": self.next_attempt_at,
+            "ping_rtt": latency or None,  # seconds, from the last keepalive ping (0: none yet)
             "failures": self.failures,
             "last_error": self._masked(self.last_error) if self.last_error else None,
         }
@@ -250,6 +253,7 @@ class Source:
                     self.conn = None
                     self.connected_since = None
                 if connected:
+                    self.stats.disconnects += 1
                     self._on_disconnect(self)
                 if up_since is not None and loop.time() - up_since >= STABLE_AFTER:
                     self.failures = 0

@@ -13,7 +13,6 @@ for readers to compute from two snapshots).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
 
 
@@ -26,7 +25,7 @@ class _Counters:
         for name in self.__slots__:
             setattr(self, name, 0)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
@@ -37,11 +36,23 @@ class SourceStats(_Counters):
         "attempts",  # connection attempts
         "bytes_in",
         "connects",  # attempts that connected
+        "disconnects",  # connections that ended (any way) after connecting
         "invalid_utf8",  # text messages from the upstream that were not UTF-8 (dropped)
         "messages_in",  # messages from the upstream
         "queued_dropped",  # client messages dropped: the upstream was down or not reading
         "sent_up",  # client messages sent to the upstream
     )
+
+
+class SourceClock:
+    """When a source's last message came, to the second, at no cost per message: the
+    runtime's tick compares ``messages_in`` with what it saw a second before."""
+
+    __slots__ = ("last_message_at", "seen")
+
+    def __init__(self) -> None:
+        self.last_message_at: float | None = None  # wall clock
+        self.seen = 0
 
 
 class EndpointStats(_Counters):
@@ -58,10 +69,12 @@ class EndpointStats(_Counters):
         "keepalive_closed",  # clients closed for answering no ping
         "lost_slow",  # deliveries not made: the client was being disconnected for being slow
         "memory_limited",  # clients given their policy for the process-wide limits.buffered
+        "messages",  # messages the endpoint wrote to its clients, each counted once
         "messages_out",  # deliveries made
         "received",  # messages from clients
-        "refused",  # clients refused (max_clients)
+        "refused",  # clients refused: max_clients reached
         "slow_disconnects",  # clients disconnected for being slow
+        "slow_dropping",  # clients for which messages were dropped for being slow
         "unframeable",  # deliveries not made: the framing cannot carry the message (lines)
     )
 
@@ -77,7 +90,7 @@ class EndpointStats(_Counters):
 class RouteStats(_Counters):
     """Counters of one route edge."""
 
-    __slots__ = ("messages",)  # messages that passed its filter
+    __slots__ = ("filtered", "messages")  # messages its filter refused, and passed
 
 
 class ProcessStats(_Counters):
@@ -87,12 +100,19 @@ class ProcessStats(_Counters):
 
 
 class Stats:
-    """Every counter of a running Veylor, by component name."""
+    """Every counter of a running Veylor, by component name.
+
+    An edge (source -> route -> endpoint) costs nothing per message: every message that
+    passes a route goes to each of its endpoints, so an edge's count is its route's
+    since the edge appeared (``edges`` holds the route's count at that moment).
+    """
 
     def __init__(self) -> None:
         self.sources: dict[str, SourceStats] = {}
         self.endpoints: dict[str, EndpointStats] = {}
         self.routes: dict[str, RouteStats] = {}
+        self.edges: dict[tuple[str, str], int] = {}  # (route, endpoint) -> route's messages then
+        self.clocks: dict[str, SourceClock] = {}
         self.process = ProcessStats()
         self.started = time.time()
 
@@ -105,12 +125,37 @@ class Stats:
     def route(self, name: str) -> RouteStats:
         return self.routes.get(name) or self.routes.setdefault(name, RouteStats())
 
-    def retain(self, sources: Iterable[str], endpoints: Iterable[str], routes: Iterable[str]) -> None:
-        """Forget the stats of components no longer configured."""
-        for table, names in ((self.sources, sources), (self.endpoints, endpoints), (self.routes, routes)):
-            keep = set(names)
-            for name in [n for n in table if n not in keep]:
+    def edge(self, route: str, endpoint: str) -> int:
+        """Messages that passed ``route`` to ``endpoint`` since that edge appeared."""
+        return self.routes[route].messages - self.edges[(route, endpoint)]
+
+    def retain(self, graph: Any) -> None:
+        """Match the running graph: forget the stats of components no longer configured,
+        start the edges that appeared (a route's count so far is not theirs)."""
+        for table, names in (
+            (self.sources, graph.sources),
+            (self.clocks, graph.sources),
+            (self.endpoints, graph.endpoints),
+            (self.routes, graph.routes),
+        ):
+            for name in [n for n in table if n not in names]:
                 del table[name]
+        edges = {}
+        for name, route in graph.routes.items():
+            messages = self.route(name).messages
+            for endpoint in route.endpoints:
+                edges[(name, endpoint)] = self.edges.get((name, endpoint), messages)
+        self.edges = edges
+
+    def tick(self, now: float) -> None:
+        """Once a second: note which sources received messages since the last tick."""
+        for name, stats in self.sources.items():
+            clock = self.clocks.get(name)
+            if clock is None:
+                clock = self.clocks[name] = SourceClock()
+            if stats.messages_in != clock.seen:
+                clock.seen = stats.messages_in
+                clock.last_message_at = now
 
     def snapshot(self) -> dict[str, Any]:
         """Every counter as plain data."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from .stats import Stats
 log = logging.getLogger("veylor.runtime")
 
 SHUTDOWN_TIMEOUT = 4.0  # seconds; then whatever is still open is aborted
+TICK = 1.0  # seconds between two looks at what the state view notes once a second
 
 
 @dataclass
@@ -51,35 +53,32 @@ class Runtime:
         self.stats = Stats()
         self.budget = Budget()  # limits.buffered: bytes queued for all clients together
         self._background: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.TimerHandle | None = None
+        self.admin: Any = None  # the admin endpoint (veylor.observe.admin.Admin), if configured
+        self.control: Any = None  # what the admin endpoint drives: the Server, when there is one
 
     @property
     def generation(self) -> int:
         """How many plans were applied (the first start is 1)."""
         return self.stats.process.generation
 
-    def snapshot(self) -> dict[str, Any]:
-        """Every counter (:meth:`Stats.snapshot`), with each source's state and the memory
-        budget's: plain data, cheap (no per-client work)."""
-        out = self.stats.snapshot()
-        out["process"]["config"] = self.graph.digest
-        for name, source in self.sources.items():
-            out["sources"].setdefault(name, {}).update(source.status())
-        for name, ep in self.endpoints.items():
-            out["endpoints"].setdefault(name, {})["clients"] = len(ep.clients)
-        budget = self.budget
-        out["memory"] = {
-            "limit": budget.limit,
-            "laggard_bytes": budget.total,
-            "peak": budget.peak,
-            "enforced": budget.enforced,
-            "trims": budget.trims,
-        }
-        return out
+    def snapshot(self, clients: bool = False) -> dict[str, Any]:
+        """The state view (:func:`veylor.observe.state.snapshot`) of this runtime."""
+        from ..observe.state import snapshot
+
+        return snapshot(self, clients=clients)
+
+    def _tick(self) -> None:
+        """Once a second: what readers of the state view need that would cost something
+        per message to keep exactly (when each source's last message came)."""
+        self.stats.tick(time.time())
+        self._ticker = self.loop.call_later(TICK, self._tick)
 
     async def start(self, graph: Graph) -> None:
         """Bind every listener, then start every source; :class:`StartupError` if a
         listener cannot be bound (after closing what was bound)."""
         await self.apply(graph)
+        self._ticker = self.loop.call_later(TICK, self._tick)
         for listener in self.listeners.values():
             log.info("listening on %s", listener.describe())
 
@@ -104,7 +103,7 @@ class Runtime:
                 await run.undo()
             raise
         self.graph = new
-        self.stats.retain(new.sources, new.endpoints, new.routes)
+        self.stats.retain(new)
         self.stats.process.generation += 1
         if run.waits:
             await asyncio.gather(*run.waits)
@@ -148,6 +147,8 @@ class Runtime:
 
         Bounded: after ``SHUTDOWN_TIMEOUT`` seconds, connections still open are aborted.
         """
+        if self._ticker is not None:
+            self._ticker.cancel()
         for listener in self.listeners.values():
             listener.stop_accepting()
         self.router.flush()  # what was dispatched before the signal still goes out
@@ -157,6 +158,9 @@ class Runtime:
         waits = [asyncio.ensure_future(s.stop()) for s in self.sources.values()]
         waits += [asyncio.ensure_future(listener.close()) for listener in self.listeners.values()]
         waits += [asyncio.ensure_future(ep.wait_empty()) for ep in self.endpoints.values()]
+        if self.admin is not None:
+            waits.append(asyncio.ensure_future(self.admin.close()))
+            self.admin = None
         waits += list(self._background)
         done, pending = await asyncio.wait(waits, timeout=SHUTDOWN_TIMEOUT) if waits else (set(), set())
         if pending:
@@ -187,6 +191,8 @@ class _Execution:
         self.waits: list[Coroutine[Any, Any, None]] = []  # source stops and restarts
         self.closed: dict[str, int] = {}
         self.committed = False  # a step past the binds ran: there is no going back
+        self.bound_admin: Any = None  # the admin endpoint this apply bound, and the one before
+        self.old_admin: Any = None
 
     def endpoint(self, name: str) -> Endpoint:
         return self.fresh.get(name) or self.rt.endpoints[name]
@@ -205,11 +211,37 @@ class _Execution:
         self.bound.append(listener)
         self.rt.listeners[step.key] = listener
 
+    async def bind_admin(self, step: Step) -> None:
+        from ..observe.admin import Admin
+
+        rt = self.rt
+        assert self.new.admin is not None
+        admin = Admin(self.new.admin, rt.control if rt.control is not None else _Standalone(rt))
+        await admin.start()
+        self.old_admin, rt.admin = rt.admin, admin
+        self.bound_admin = admin
+
+    async def update_admin(self, step: Step) -> None:
+        assert self.new.admin is not None
+        self.rt.admin.spec = self.new.admin
+        self.rt.admin.set_mode(self.new.admin.mode)
+
+    async def unbind_admin(self, step: Step) -> None:
+        rt = self.rt
+        old = self.old_admin if self.bound_admin is not None else rt.admin
+        if old is rt.admin:
+            rt.admin = None
+        if old is not None:
+            rt.spawn(old.close())
+
     async def undo(self) -> None:
         """A bind failed: close the listeners this apply bound, and drop what the new
         endpoints had (clients that connected to a listener bound meanwhile, counters):
         the running graph is as it was."""
         rt = self.rt
+        if self.bound_admin is not None:
+            rt.admin = self.old_admin
+            await self.bound_admin.close()
         for ep in self.fresh.values():
             ep.abort_all()
         for listener in self.bound:
@@ -221,7 +253,7 @@ class _Execution:
                 log.warning(
                     "reload: listener %s did not close in %.0fs", listener.describe(), SHUTDOWN_TIMEOUT
                 )
-        rt.stats.retain(rt.graph.sources, rt.graph.endpoints, rt.graph.routes)
+        rt.stats.retain(rt.graph)
 
     async def attach(self, step: Step) -> None:
         assert step.key is not None
@@ -269,3 +301,24 @@ class _Execution:
         listener = self.rt.listeners.pop(step.key)
         listener.stop_accepting()
         self.rt.spawn(listener.close())
+
+
+class _Standalone:
+    """The admin endpoint's view of a runtime run without a :class:`~veylor.server.Server`
+    (embedded, tests): state, but no configuration file to reload."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def snapshot(self, clients: bool = False) -> dict[str, Any]:
+        return self.runtime.snapshot(clients=clients)
+
+    def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Any]:
+        from ..reload import Outcome
+
+        rt = self.runtime
+        done: asyncio.Future[Any] = rt.loop.create_future()
+        done.set_result(
+            Outcome(reason, False, rt.generation, rt.graph.digest, error="no configuration file to reload")
+        )
+        return done

@@ -328,6 +328,7 @@ class WebSocketEndpoint(Endpoint):
             else:
                 conn.transport.write(data)
         stats = self.stats
+        stats.messages += len(frames)
         stats.messages_out += len(writable) * len(frames)
         stats.bytes_out += len(writable) * len(data)
 

@@ -1,0 +1,198 @@
+"""``veylor reload`` and ``veylor status``: clients of a running Veylor's admin endpoint.
+
+Exit codes: 0 done; 1 the reload was refused (problems) or could not be applied;
+2 Veylor could not be reached (the address tried is said), or there is no admin
+endpoint to reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+from ..config import ConfigError
+from ..config.loader import admin_address
+from ..config.model import AdminSpec
+
+RELOAD_TIMEOUT = 300.0  # seconds: a reload of thousands of files, under load, is answered well within
+STATUS_TIMEOUT = 10.0
+
+
+class Unreachable(Exception):
+    """The admin endpoint could not be reached; the message says where and why."""
+
+
+def target(config: str | None, admin: str | None) -> AdminSpec:
+    """The admin endpoint to talk to: ``--admin`` (``http://host:port``, ``host:port`` or
+    ``unix:/path``), else the ``admin:`` of the configuration's main file."""
+    if admin:
+        if admin.startswith("unix:"):
+            return AdminSpec(path=admin[5:])
+        address = admin.removeprefix("http://").rstrip("/")
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise Unreachable(f"--admin {admin}: expected http://HOST:PORT, HOST:PORT or unix:/PATH")
+        return AdminSpec(host=host.strip("[]"), port=int(port))
+    assert config is not None
+    try:
+        spec = admin_address(config)
+    except ConfigError as exc:
+        raise Unreachable(
+            f"{config}: cannot tell where the admin endpoint is: {exc.problems[0] if exc.problems else exc}"
+        ) from None
+    if spec is None:
+        raise Unreachable(
+            f'{config} has no admin endpoint: add `admin: {{listen: "127.0.0.1:9900"}}` to it (and '
+            "reload with SIGHUP once), or give one with --admin"
+        )
+    return spec
+
+
+async def call(spec: AdminSpec, method: str, path: str, timeout: float) -> tuple[int, Any]:
+    """One request to the admin endpoint: ``(status, JSON body)``."""
+    if spec.path is not None:
+        connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=spec.path)
+        url = f"http://veylor{path}"
+    else:
+        connector = aiohttp.TCPConnector()
+        url = f"{spec.url}{path}"
+    try:
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as session,
+            session.request(method, url) as response,
+        ):
+            return response.status, await response.json(content_type=None)
+    except (aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise Unreachable(f"cannot reach Veylor's admin endpoint at {spec.url}: {why}") from None
+
+
+def reload(config: str | None, admin: str | None, dry_run: bool, as_json: bool) -> int:
+    """``veylor reload``: reload a running Veylor and say what it did."""
+    try:
+        spec = target(config, admin)
+        status, body = asyncio.run(
+            call(spec, "POST", "/reload?dry_run=1" if dry_run else "/reload", RELOAD_TIMEOUT)
+        )
+    except Unreachable as exc:
+        print(f"veylor reload: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(body, indent=2))
+    elif status == 200:
+        _print_plan(body, dry_run)
+    if status == 200:
+        return 0
+    if not as_json:
+        for problem in body.get("problems", []):
+            print(_problem_text(problem), file=sys.stderr)
+        if body.get("error"):
+            print(f"reload not applied: {body['error']}", file=sys.stderr)
+        print(
+            f"still running generation {body.get('generation')} (config {str(body.get('digest'))[:12]})",
+            file=sys.stderr,
+        )
+    return 1
+
+
+def _print_plan(body: dict[str, Any], dry_run: bool) -> None:
+    changes = body.get("changes") or []
+    if dry_run:
+        print("A reload now would:" if changes else "A reload now would change nothing.")
+    elif body.get("applied"):
+        print(
+            f"Reloaded: generation {body['generation']} (config {body['digest'][:12]}), "
+            f"applied in {body.get('duration_ms', 0):.0f} ms:"
+        )
+    else:
+        print(f"No changes: still generation {body['generation']} (config {body['digest'][:12]}).")
+    for line in changes:
+        print(f"  {line}")
+
+
+def _problem_text(p: dict[str, Any]) -> str:
+    where = f"{p['file']}:{p['line']}" if p.get("line") else str(p.get("file"))
+    key = f" {p['path']}" if p.get("path") else ""
+    return f"{where}{key}: {p['message']}"
+
+
+def status(config: str | None, admin: str | None, as_json: bool) -> int:
+    """``veylor status``: one screen of text (or the snapshot as JSON), with rates over
+    one second from two snapshots."""
+    try:
+        spec = target(config, admin)
+        first = asyncio.run(call(spec, "GET", "/graph", STATUS_TIMEOUT))[1]
+        if as_json:
+            print(json.dumps(first, indent=2))
+            return 0
+        time.sleep(1.0)
+        second = asyncio.run(call(spec, "GET", "/graph", STATUS_TIMEOUT))[1]
+    except Unreachable as exc:
+        print(f"veylor status: {exc}", file=sys.stderr)
+        return 2
+    print(status_text(first, second))
+    return 0
+
+
+def status_text(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The state of ``b``, with rates from ``a`` to ``b``."""
+    dt = max(b["time"] - a["time"], 1e-3)
+
+    def rate(before: dict[str, Any] | None, after: dict[str, Any], key: str) -> str:
+        if before is None:
+            return "-"
+        return f"{(after[key] - before[key]) / dt:,.0f}/s"
+
+    lines = [
+        f"veylor {b['version']} (pid {b['pid']}), up {_duration(b['uptime'])}, "
+        f"generation {b['config']['generation']} (config {b['config']['digest'][:12]})",
+    ]
+    last = b["reloads"]["last"]
+    if last is not None:
+        result = "applied" if last["applied"] else "no changes" if last["ok"] else "FAILED"
+        lines.append(f"last reload: {result} ({last['reason']})")
+        lines += [f"  {_problem_text(p)}" for p in last["problems"]]
+        if last.get("error"):
+            lines.append(f"  {last['error']}")
+    lines.append("")
+    lines.append("sources")
+    for name, s in b["sources"].items():
+        state = s["state"]
+        extra = f"; last error: {s['last_error']}" if state != "connected" and s.get("last_error") else ""
+        lines.append(
+            f"  {name:<20} {state:<10} {rate(a['sources'].get(name), s, 'messages_in'):>10} "
+            f"{s['messages_in']:>12,} msgs  {s['url']}{extra}"
+        )
+    lines.append("")
+    lines.append("endpoints")
+    for name, e in b["endpoints"].items():
+        lines.append(
+            f"  {name:<20} {e['clients']:>6} clients {rate(a['endpoints'].get(name), e, 'messages_out'):>12} "
+            f"deliveries  {e['address']}"
+        )
+    lines.append("")
+    lines.append("edges")
+    before = {(x["route"], x["endpoint"]): x for x in a["edges"]}
+    for edge in b["edges"]:
+        old = before.get((edge["route"], edge["endpoint"]))
+        lines.append(
+            f"  {edge['source']} -> {edge['route']} -> {edge['endpoint']}: "
+            f"{rate(old, edge, 'messages')} ({edge['messages']:,} total)"
+        )
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

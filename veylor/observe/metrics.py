@@ -1,0 +1,203 @@
+"""``/metrics``: the state view in the Prometheus text exposition format (0.0.4).
+
+Formatted by hand from one :func:`veylor.observe.state.snapshot`, not with
+``prometheus_client``'s registry: its ``generate_latest`` took about 70 ms for 10,000
+series here, time the event loop would take from every client, where this takes a
+few milliseconds (``benchmarks/metrics.py``). The output is checked with
+``prometheus_client``'s own parser in the tests.
+
+Labels are bounded by the configuration: ``source``, ``route``, ``endpoint``,
+``reason``, ``action``, ``result``, ``version``; never a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Sample = tuple[dict[str, str], float | int]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _family(out: list[str], name: str, kind: str, text: str, samples: Iterable[Sample]) -> None:
+    out.append(f"# HELP {name} {text}")
+    out.append(f"# TYPE {name} {kind}")
+    for labels, value in samples:
+        if labels:
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            out.append(f"{name}{{{inner}}} {value}")
+        else:
+            out.append(f"{name} {value}")
+
+
+class _Table:
+    """Families over one table of the view (sources, endpoints, routes), with each
+    entry's label written once: most of the text is these series."""
+
+    def __init__(self, out: list[str], label: str, table: dict[str, dict[str, Any]]) -> None:
+        self.out = out
+        self.table = table
+        self.labels = {name: f'{label}="{_escape(name)}"' for name in table}
+
+    def family(self, name: str, kind: str, text: str, value: Callable[[dict[str, Any]], Any] | str) -> None:
+        out, labels = self.out, self.labels
+        out.append(f"# HELP {name} {text}")
+        out.append(f"# TYPE {name} {kind}")
+        if isinstance(value, str):
+            out.extend([f"{name}{{{labels[n]}}} {e[value]}" for n, e in self.table.items()])
+        else:
+            out.extend([f"{name}{{{labels[n]}}} {value(e)}" for n, e in self.table.items()])
+
+    def split(
+        self, name: str, text: str, label: str, parts: dict[str, Callable[[dict[str, Any]], Any] | str]
+    ) -> None:
+        """A counter split by ``label`` (a reason, an action): one series per entry per part."""
+        out, labels = self.out, self.labels
+        out.append(f"# HELP {name} {text}")
+        out.append(f"# TYPE {name} counter")
+        for part, value in parts.items():
+            tail = f',{label}="{part}"}} '
+            if isinstance(value, str):
+                out.extend([f"{name}{{{labels[n]}{tail}{e[value]}" for n, e in self.table.items()])
+            else:
+                out.extend([f"{name}{{{labels[n]}{tail}{value(e)}" for n, e in self.table.items()])
+
+
+def render(view: dict[str, Any]) -> str:
+    """The exposition text of one snapshot."""
+    out: list[str] = []
+    sources = _Table(out, "source", view["sources"])
+    sources.family(
+        "veylor_source_up",
+        "gauge",
+        "1 while the source is connected",
+        lambda s: int(s["state"] == "connected"),
+    )
+    sources.family(
+        "veylor_source_messages_total", "counter", "Messages received from the upstream", "messages_in"
+    )
+    sources.family(
+        "veylor_source_bytes_total", "counter", "Payload bytes received from the upstream", "bytes_in"
+    )
+    sources.family("veylor_source_connects_total", "counter", "Connections made to the upstream", "connects")
+    sources.family(
+        "veylor_source_disconnects_total", "counter", "Connections to the upstream that ended", "disconnects"
+    )
+    sources.family("veylor_source_attempts_total", "counter", "Connection attempts", "attempts")
+    sources.family(
+        "veylor_source_upstream_messages_total", "counter", "Client messages sent to the upstream", "sent_up"
+    )
+    sources.split(
+        "veylor_source_dropped_total",
+        "Messages not relayed, by reason: invalid_utf8 (text from the upstream that is not UTF-8), "
+        "upstream_queue (client messages while the upstream was down or not reading)",
+        "reason",
+        {"invalid_utf8": "invalid_utf8", "upstream_queue": "queued_dropped"},
+    )
+    sources.family(
+        "veylor_source_last_message_timestamp_seconds",
+        "gauge",
+        "When the last message came from the upstream (to the second; 0: none yet)",
+        lambda s: s["last_message_at"] or 0,
+    )
+    _family(
+        out,
+        "veylor_source_ping_rtt_seconds",
+        "gauge",
+        "Round trip of the last keepalive ping to the upstream",
+        [({"source": n}, s["ping_rtt"]) for n, s in view["sources"].items() if s.get("ping_rtt") is not None],
+    )
+
+    out.append(
+        "# HELP veylor_edge_messages_total Messages that passed a route's filter to one of its endpoints"
+    )
+    out.append("# TYPE veylor_edge_messages_total counter")
+    out.extend(
+        [
+            f'veylor_edge_messages_total{{source="{_escape(e["source"])}",route="{_escape(e["route"])}",'
+            f'endpoint="{_escape(e["endpoint"])}"}} {e["messages"]}'
+            for e in view["edges"]
+        ]
+    )
+    routes = _Table(out, "route", view["routes"])
+    routes.family(
+        "veylor_route_filtered_total", "counter", "Messages a route's filter did not pass", "filtered"
+    )
+
+    endpoints = _Table(out, "endpoint", view["endpoints"])
+    endpoints.family("veylor_endpoint_clients", "gauge", "Clients connected now", "clients")
+    endpoints.family("veylor_endpoint_accepted_total", "counter", "Clients accepted", "accepted")
+    endpoints.split(
+        "veylor_endpoint_refused_total", "Clients refused, by reason", "reason", {"max_clients": "refused"}
+    )
+    endpoints.family(
+        "veylor_endpoint_deliveries_total",
+        "counter",
+        "Messages written to clients (one per message per client)",
+        "messages_out",
+    )
+    endpoints.family("veylor_endpoint_bytes_total", "counter", "Bytes written to clients", "bytes_out")
+    endpoints.split(
+        "veylor_endpoint_undelivered_total",
+        "Deliveries not made (a message times a client), by reason",
+        "reason",
+        {"slow_client_drop": "dropped", "slow_client_disconnect": "lost_slow", "framing": "unframeable"},
+    )
+    endpoints.split(
+        "veylor_endpoint_slow_clients_total",
+        "Clients found over client_buffer, by the action taken: drop (messages skipped for them "
+        "until they drain), disconnect",
+        "action",
+        {"drop": "slow_dropping", "disconnect": "slow_disconnects"},
+    )
+    endpoints.split(
+        "veylor_endpoint_closed_clients_total",
+        "Clients Veylor closed, by reason (slow clients: veylor_endpoint_slow_clients_total)",
+        "reason",
+        {
+            "keepalive": "keepalive_closed",
+            "control_frames": "control_closed",
+            "malformed": "bad_frames",
+            "invalid_utf8": "invalid_utf8",
+            "memory_limit": "memory_limited",
+        },
+    )
+    endpoints.split(
+        "veylor_endpoint_client_messages_total",
+        "Messages from clients: forwarded to a source, or discarded (no route with upstream: true)",
+        "result",
+        {"forwarded": lambda e: e["received"] - e["discarded"], "discarded": "discarded"},
+    )
+
+    reloads, config, memory = view["reloads"], view["config"], view["memory"]
+    _family(
+        out,
+        "veylor_config_reloads_total",
+        "counter",
+        "Reloads that applied a configuration (ok) or were rejected or aborted (failed)",
+        [({"result": "ok"}, reloads["ok"]), ({"result": "failed"}, reloads["failed"])],
+    )
+    _family(
+        out,
+        "veylor_config_generation",
+        "gauge",
+        "Configurations applied since start",
+        [({}, config["generation"])],
+    )
+    _family(out, "veylor_build_info", "gauge", "Veylor's version", [({"version": view["version"]}, 1)])
+    _family(out, "veylor_start_time_seconds", "gauge", "When the process started", [({}, view["started"])])
+    _family(
+        out,
+        "veylor_laggard_buffered_bytes",
+        "gauge",
+        "Bytes queued for clients holding more than 64 KiB each (counted against limits.buffered)",
+        [({}, memory["laggard_bytes"])],
+    )
+    _family(out, "veylor_buffered_limit_bytes", "gauge", "limits.buffered", [({}, memory["limit"])])
+    out.append("")
+    return "\n".join(out)
