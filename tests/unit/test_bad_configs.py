@@ -19,6 +19,26 @@ OK_ROUTE = "routes:\n  r: {from: s, to: e}\n"
 # (id, files, [(file, line, key path, text in the message)])
 CASES = [
     (
+        "admin-listen-and-unix",
+        {"config.yaml": OK_HEAD + OK_ROUTE + 'admin: {listen: "127.0.0.1:9900", unix: /tmp/a.sock}\n'},
+        [("config.yaml", 7, "admin", "has 'listen' and 'unix': keep exactly one of listen, unix")],
+    ),
+    (
+        "admin-port-out-of-range",
+        {"config.yaml": OK_HEAD + OK_ROUTE + 'admin: {listen: "127.0.0.1:99999"}\n'},
+        [("config.yaml", 7, "admin.listen", "port 99999 is not between 1 and 65535")],
+    ),
+    (
+        "admin-not-host-port",
+        {"config.yaml": OK_HEAD + OK_ROUTE + 'admin: {listen: "9900"}\n'},
+        [("config.yaml", 7, "admin.listen", "is not host:port")],
+    ),
+    (
+        "admin-in-a-dropin",
+        {"config.yaml": OK_HEAD + OK_ROUTE, "routes.d/a.yaml": 'admin: {listen: "127.0.0.1:9900"}\n'},
+        [("routes.d/a.yaml", 1, "admin", "'admin' is only read from the main file")],
+    ),
+    (
         "unknown-key-did-you-mean",
         {"config.yaml": "sources:\n  s:\n    urll: ws://x\n"},
         [
