@@ -163,13 +163,22 @@ routes:
 
 
 def relay_command(
-    relay: str, upstream: str, port: int, unix: str | None, workdir: Path, filtered: bool
+    relay: str,
+    upstream: str,
+    port: int,
+    unix: str | None,
+    workdir: Path,
+    filtered: bool,
+    admin: int | None = None,
 ) -> list[str]:
-    if relay.startswith("veylor"):  # veylor, veylor-filtered, and their -base twins
+    if relay.startswith("veylor"):  # veylor, veylor-filtered, veylor-scraped, and their -base twins
         listen = f"unix: {{path: {unix}}}" if unix else f"websocket: {{host: 127.0.0.1, port: {port}}}"
         flt = ", filter: {json: {path: s, in: [BTCUSDT, ETHUSDT]}}" if filtered else ""
         config = workdir / "veylor.yaml"
-        config.write_text(VEYLOR_CONFIG.format(upstream=upstream, listen=listen, filter=flt))
+        text = VEYLOR_CONFIG.format(upstream=upstream, listen=listen, filter=flt)
+        if admin is not None:
+            text += f'admin: {{listen: "127.0.0.1:{admin}"}}\n'
+        config.write_text(text)
         return [PY, "-m", "veylor", "-c", str(config), "--no-watch"]
     if relay == "node-ws":
         return ["node", str(HERE / "relays" / "node_ws.js"), "--upstream", upstream, "--port", str(port)]
@@ -203,10 +212,11 @@ def run_one(
         procs.append(upstream)
         up_port = int(upstream.expect("listening").split()[1])
         port = free_port()
+        admin = free_port() if "scraped" in relay else None
         sock = str(workdir / "relay.sock") if unix else None
         LOGS.mkdir(parents=True, exist_ok=True)
         relay_proc = Proc(
-            relay_command(relay, f"ws://127.0.0.1:{up_port}/", port, sock, workdir, filtered),
+            relay_command(relay, f"ws://127.0.0.1:{up_port}/", port, sock, workdir, filtered, admin),
             RELAY_CPU,
             cwd=BASELINE if relay.endswith(BASE) and BASELINE is not None else HERE,
             log=LOGS / f"{scenario}-{relay}-{clients}.log",
@@ -214,6 +224,8 @@ def run_one(
         procs.append(relay_proc)
         upstream.expect("relay connected", 30)
         wait_listening(port, sock)
+        if admin is not None:  # Prometheus, once a second, on the load's CPU
+            procs.append(Proc([PY, str(HERE / "scraper.py"), f"http://127.0.0.1:{admin}/metrics"], LOAD_CPU))
         time.sleep(0.3)
         rss_before = relay_proc.rss_kib()
         target = ["--unix", sock] if unix else ["--url", f"ws://127.0.0.1:{port}/"]
@@ -281,7 +293,7 @@ def run_one(
         return result
     finally:
         for p in reversed(procs):
-            if p is procs[-1] and len(procs) == 3:
+            if p is procs[-1] and p.p.args[1:2] == [str(HERE / "loadclient.py")]:
                 with contextlib.suppress(Exception):
                     p.send("quit")
             p.kill()
@@ -356,7 +368,11 @@ def main() -> int:
             repeat = kw.pop("repeat", 1)
             if kw.get("rate", 1) <= 0 and not kw.get("idle"):
                 repeat = max(repeat, args.repeat)  # max-rate runs vary: medians of several
-            twin = relay + BASE if BASELINE is not None and relay.startswith("veylor") else None
+            twin = (
+                relay + BASE
+                if BASELINE is not None and relay.startswith("veylor") and "scraped" not in relay
+                else None
+            )  # (a baseline from before the admin endpoint could not be scraped)
             tries: dict[str, list[Result]] = {relay: [], **({twin: []} if twin else {})}
             for _ in range(repeat):  # the two alternate, so that drift hits both alike
                 for who in tries:
@@ -420,6 +436,14 @@ def main() -> int:
         [
             ("veylor", dict(clients=100, rate=0, seconds=seconds, repeat=reps)),
             ("veylor-filtered", dict(clients=100, rate=0, seconds=seconds, filtered=True, repeat=reps)),
+        ],
+    )
+    scenario(
+        "scrape_1000",
+        f"/metrics scraped once a second vs not, 1000 clients, max rate (median of {reps})",
+        [
+            ("veylor", dict(clients=1000, rate=0, seconds=seconds, repeat=reps)),
+            ("veylor-scraped", dict(clients=1000, rate=0, seconds=seconds, repeat=reps)),
         ],
     )
     scenario(
@@ -518,6 +542,13 @@ def targets(results: list[Result]) -> list[str]:
             v.deliveries_per_s >= 5 * b.deliveries_per_s,
             f"Unix max rate, 1000 clients: {v.deliveries_per_s / max(b.deliveries_per_s, 1):.1f}x the broadcast-style relay (>= 5x); "
             f"{v.closed} clients fell 4 MiB behind and were closed (slow_client: disconnect)",
+        )
+    v, sc = _pick(results, "scrape_1000", "veylor"), _pick(results, "scrape_1000", "veylor-scraped")
+    if v and sc:
+        check(
+            sc.deliveries_per_s >= 0.98 * v.deliveries_per_s,
+            f"/metrics scraped once a second, 1000 clients: {sc.deliveries_per_s / max(v.deliveries_per_s, 1):.1%} "
+            "of the throughput without scrapes (>= 98%)",
         )
     v, f = _pick(results, "filter_100", "veylor"), _pick(results, "filter_100", "veylor-filtered")
     if v and f:

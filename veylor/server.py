@@ -16,7 +16,7 @@ from .graph import build_graph
 from .heap import settle_heap
 from .observe.logs import remember
 from .observe.notify import Notifier
-from .observe.state import snapshot
+from .observe.state import snapshot, snapshot_async
 from .reload import Outcome, Reloader
 from .report import counts
 from .runtime import Runtime, StartupError
@@ -166,6 +166,11 @@ class Server:
         """The state view (:func:`veylor.observe.state.snapshot`)."""
         assert self.runtime is not None
         return snapshot(self.runtime, self.reloader, clients=clients)
+
+    async def snapshot_async(self, clients: bool = False) -> dict[str, Any]:
+        """The state view, built in pieces between which clients are served."""
+        assert self.runtime is not None
+        return await snapshot_async(self.runtime, self.reloader, clients=clients)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -70,6 +71,7 @@ def secret_query_key(key: str) -> bool:
     return _SECRET_QUERY.search(key) is not None
 
 
+@functools.lru_cache(maxsize=4096)  # the state view asks for every source's URL at each scrape
 def redact_url(url: str) -> str:
     """The URL with its user information (user and password) and secret-looking query
     values replaced by ``***``. Never raises: a URL too broken to split is shown as
@@ -244,17 +246,7 @@ class SourceSpec:
     def secrets(self) -> frozenset[str]:
         """Every value that must never reach a log line: header values (and the token of
         ``Bearer TOKEN``), ``on_connect`` payloads, the URL's credentials."""
-        out: set[str] = set()
-        for _, value in self.headers:
-            out.add(value)
-            scheme, _, credentials = value.partition(" ")
-            if credentials and scheme.isalpha():  # "Bearer TOKEN": the token alone is secret too
-                out.add(credentials.strip())
-        for message in self.on_connect:
-            data = message.data
-            out.add(data if isinstance(data, str) else data.decode("utf-8", "replace"))
-        out.update(url_secrets(self.url))
-        return frozenset(out)
+        return _source_secrets(self)
 
     def describe(self) -> str:
         """One line for people (header values never shown; secrets in the URL masked)."""
@@ -287,6 +279,21 @@ _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "", "*"})
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
 
 Subpath = tuple[str | int, ...]  # below the kind's key in the endpoint's definition
+
+
+@functools.lru_cache(maxsize=8192)  # a reload of a thousand unchanged sources: no work
+def _source_secrets(spec: SourceSpec) -> frozenset[str]:
+    out: set[str] = set()
+    for _, value in spec.headers:
+        out.add(value)
+        scheme, _, credentials = value.partition(" ")
+        if credentials and scheme.isalpha():  # "Bearer TOKEN": the token alone is secret too
+            out.add(credentials.strip())
+    for message in spec.on_connect:
+        data = message.data
+        out.add(data if isinstance(data, str) else data.decode("utf-8", "replace"))
+    out.update(url_secrets(spec.url))
+    return frozenset(out)
 
 
 @dataclass(frozen=True, slots=True)

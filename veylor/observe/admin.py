@@ -47,6 +47,8 @@ class Control(Protocol):
 
     def snapshot(self, clients: bool = False) -> dict[str, Any]: ...
 
+    async def snapshot_async(self, clients: bool = False) -> dict[str, Any]: ...
+
     def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Outcome]: ...
 
 
@@ -127,7 +129,7 @@ class Admin:
     # ------------------------------------------------------------------ handlers
 
     async def metrics(self, request: web.Request) -> web.Response:
-        view = self.control.snapshot()
+        view = await self.control.snapshot_async()
         text = await asyncio.to_thread(render, view)
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -135,7 +137,7 @@ class Admin:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        view = self.control.snapshot()
+        view = await self.control.snapshot_async()
         down = {n: s["state"] for n, s in view["sources"].items() if s["state"] != "connected"}
         last = view["reloads"]["last"]
         failed = last is not None and not last["ok"]
@@ -148,7 +150,9 @@ class Admin:
         return _json(body, 200 if body["ready"] else 503)
 
     async def graph(self, request: web.Request) -> web.Response:
-        return _json(self.control.snapshot(clients=True), 200)
+        view = await self.control.snapshot_async(clients=True)
+        body = await asyncio.to_thread(json.dumps, view, separators=(",", ":"))  # large: off the loop
+        return web.Response(text=body, content_type="application/json")
 
     async def reload(self, request: web.Request) -> web.Response:
         dry_run = request.query.get("dry_run", "") not in ("", "0", "false", "no")

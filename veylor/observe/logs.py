@@ -16,7 +16,6 @@ Two layers keep secrets out of the log, whatever the level:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -113,7 +112,6 @@ def secrets_of(config: Config | Graph) -> set[str]:
     return out
 
 
-@functools.lru_cache(maxsize=8192)  # a reload of a thousand unchanged sources: no work
 def _secrets(spec: Any) -> frozenset[str]:
     return spec.secrets()  # type: ignore[no-any-return]
 

@@ -10,8 +10,11 @@ divide. Per-client detail (``clients=True``, for ``/graph``) is bounded to
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
@@ -23,23 +26,46 @@ if TYPE_CHECKING:
 
 SCHEMA = 1
 CLIENTS_LISTED = 1000  # per endpoint in /graph; more are counted, not listed
+CHUNK = 100  # components between two turns of the event loop (snapshot_async)
 
 
 def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool = False) -> dict[str, Any]:
     """Everything an operator sees, as plain data (see the module docstring)."""
+    out = _head(runtime, reloader)
+    for part in _parts(runtime, out, clients):
+        for _ in part:
+            pass
+    return out
+
+
+async def snapshot_async(
+    runtime: Runtime, reloader: Reloader | None = None, clients: bool = False
+) -> dict[str, Any]:
+    """:func:`snapshot`, letting the event loop run every ``CHUNK`` components: a large
+    configuration (thousands of sources and endpoints) costs tens of milliseconds, which
+    the clients must not wait for in one piece. Counters may move between chunks, as
+    they do between two scrapes."""
+    out = _head(runtime, reloader)
+    for part in _parts(runtime, out, clients):
+        for i, _ in enumerate(part, 1):
+            if i % CHUNK == 0:
+                await asyncio.sleep(0)
+    return out
+
+
+def _head(runtime: Runtime, reloader: Reloader | None) -> dict[str, Any]:
     stats = runtime.stats
-    graph = runtime.graph
     now = time.time()
     process = stats.process
     last = reloader.last if reloader is not None else None
-    out: dict[str, Any] = {
+    return {
         "schema": SCHEMA,
         "version": __version__,
         "pid": os.getpid(),
         "time": now,
         "started": stats.started,
         "uptime": now - stats.started,
-        "config": {"generation": process.generation, "digest": graph.digest},
+        "config": {"generation": process.generation, "digest": runtime.graph.digest},
         "reloads": {
             "ok": process.reloads_ok,
             "failed": process.reloads_failed,
@@ -51,7 +77,16 @@ def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool =
         "endpoints": {},
         "memory": _memory(runtime),
     }
-    for name, spec in graph.sources.items():
+
+
+def _parts(runtime: Runtime, out: dict[str, Any], clients: bool) -> list[Iterator[None]]:
+    """The body of the view, as generators that fill ``out`` one component per step."""
+    return [_sources(runtime, out), _routes(runtime, out), _endpoints(runtime, out, clients)]
+
+
+def _sources(runtime: Runtime, out: dict[str, Any]) -> Iterator[None]:
+    stats = runtime.stats
+    for name, spec in runtime.graph.sources.items():
         source = runtime.sources.get(name)
         entry: dict[str, Any] = {"kind": spec.kind}
         entry.update(source.status() if source is not None else {"state": "stopped"})
@@ -59,7 +94,13 @@ def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool =
         clock = stats.clocks.get(name)
         entry["last_message_at"] = clock.last_message_at if clock is not None else None
         out["sources"][name] = entry
-    for name, route in graph.routes.items():
+        yield
+
+
+def _routes(runtime: Runtime, out: dict[str, Any]) -> Iterator[None]:
+    stats = runtime.stats
+    edges = out["edges"]
+    for name, route in runtime.graph.routes.items():
         out["routes"][name] = {
             "from": route.source,
             "to": list(route.endpoints),
@@ -68,7 +109,7 @@ def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool =
             **stats.route(name).as_dict(),
         }
         for endpoint in route.endpoints:
-            out["edges"].append(
+            edges.append(
                 {
                     "source": route.source,
                     "route": name,
@@ -76,7 +117,12 @@ def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool =
                     "messages": stats.edge(name, endpoint) if (name, endpoint) in stats.edges else 0,
                 }
             )
-    for name, spec in graph.endpoints.items():
+        yield
+
+
+def _endpoints(runtime: Runtime, out: dict[str, Any], clients: bool) -> Iterator[None]:
+    stats = runtime.stats
+    for name, spec in runtime.graph.endpoints.items():
         ep = runtime.endpoints.get(name)
         entry = {
             "kind": spec.kind,
@@ -85,11 +131,11 @@ def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool =
             **stats.endpoint(name).as_dict(),
         }
         if clients and ep is not None:
-            listed = list(ep.clients)[:CLIENTS_LISTED]
+            listed = list(itertools.islice(ep.clients, CLIENTS_LISTED))
             entry["client_list"] = [ep.client_status(c) for c in listed]
             entry["clients_not_listed"] = len(ep.clients) - len(listed)
         out["endpoints"][name] = entry
-    return out
+        yield
 
 
 def _memory(runtime: Runtime) -> dict[str, int]:

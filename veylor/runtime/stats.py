@@ -13,6 +13,7 @@ for readers to compute from two snapshots).
 from __future__ import annotations
 
 import time
+from operator import attrgetter
 from typing import Any
 
 
@@ -26,7 +27,8 @@ class _Counters:
             setattr(self, name, 0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        names = self.__slots__
+        return dict(zip(names, attrgetter(*names)(self), strict=True))
 
 
 class SourceStats(_Counters):

@@ -313,6 +313,11 @@ class _Standalone:
     def snapshot(self, clients: bool = False) -> dict[str, Any]:
         return self.runtime.snapshot(clients=clients)
 
+    async def snapshot_async(self, clients: bool = False) -> dict[str, Any]:
+        from ..observe.state import snapshot_async
+
+        return await snapshot_async(self.runtime, clients=clients)
+
     def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Any]:
         from ..reload import Outcome
 
