@@ -154,7 +154,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
-_SUBJECT = re.compile(r"\b(source|endpoint|route|listener) ([^\s:]+):")  # "source kraken: ..."
+_SUBJECT = re.compile(r"\b(source|endpoint|route|listener) (\S+?):(?=\s|$)")  # "listener [::1]:8765: ..."
 _CLIENT = re.compile(r"\bclient ((?:\d|\[|unix#)[^\s,;]*)")  # an address, or a Unix client's number
 
 

@@ -103,7 +103,7 @@ class Endpoint:
             return True
         self.stats.refused += 1
         log.warning(
-            "endpoint %s: refused %s: max_clients (%d) reached%s",
+            "endpoint %s: refused client %s: max_clients (%d) reached%s",
             self.name,
             label,
             self.spec.max_clients,

@@ -414,12 +414,14 @@ class WebSocketListener:
         if conn.connection_lost_waiter.done() or conn.transport.is_closing():
             # The client left while its request was being read: its connection_lost has
             # run, so it must not be counted (it would never be removed).
-            log.debug("listener %s: %s left during its handshake", self.address, conn.label)
+            log.debug("listener %s: client %s left during its handshake", self.address, conn.label)
             return _respond(conn, 400, "Connection closed during the handshake\n")
         path = request.path.partition("?")[0]
         ep = self.lookup(path)
         if ep is None:
-            log.info("listener %s: refused %s: no endpoint at path %s (404)", self.address, conn.label, path)
+            log.info(
+                "listener %s: refused client %s: no endpoint at path %s (404)", self.address, conn.label, path
+            )
             return _respond(conn, 404, f"No Veylor endpoint at {path}\n")
         if not ep.admits(conn.label, " (503)"):
             return _respond(conn, 503, "Too many clients on this endpoint\n")
