@@ -142,7 +142,7 @@ class Server:
         rt = self.runtime
         if rt is None:
             return "starting"
-        up = sum(1 for s in rt.sources.values() if s.status()["state"] == "connected")
+        up = sum(1 for s in rt.sources.values() if s.state == "connected")
         clients = sum(len(ep.clients) for ep in rt.endpoints.values())
         return f"{up}/{len(rt.sources)} sources connected, {clients} clients, generation {rt.generation}"
 
