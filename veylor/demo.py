@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import sys
 import tempfile
 import textwrap
@@ -84,6 +85,7 @@ sources:
     on_connect:
       - {{op: subscribe, channel: trades}}
     reconnect: {{initial_delay: 0.2, max_delay: 2}}
+admin: {{listen: "127.0.0.1:{admin_port}"}}  # /metrics, /graph, POST /reload; `veylor status`
 endpoints:
   ticker:
     websocket: {{host: 127.0.0.1, port: {port}, path: /ticker}}
@@ -119,6 +121,13 @@ def python_command() -> str:
     return _shortest(sys.executable)
 
 
+def _free_port() -> int:
+    """A port nobody listens on now, for the demo's admin endpoint."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def veylor_command() -> str:
     """How to run this Veylor from where the user stands (``veylor``, ``.venv/bin/veylor``
     or ``python -m veylor``), as it was started."""
@@ -137,7 +146,10 @@ async def run_demo(port: int, rate: float) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="veylor-demo-"))
     sock = workdir / "demo.sock"
     config_path = workdir / "config.yaml"
-    config_path.write_text(DEMO_CONFIG.format(upstream_port=upstream_port, port=port, sock=sock))
+    admin_port = _free_port()
+    config_path.write_text(
+        DEMO_CONFIG.format(upstream_port=upstream_port, port=port, sock=sock, admin_port=admin_port)
+    )
     server = Server.load(str(config_path), watch="off")
     py = python_command()
     veylor = veylor_command()
@@ -162,6 +174,8 @@ async def run_demo(port: int, rate: float) -> int:
                     {unix_hint}
 
                 The configuration is {config_path} (try: {veylor} check -c {config_path}).
+                Its state, live (status: {veylor} status -c {config_path}), and its metrics:
+                  curl -s http://127.0.0.1:{admin_port}/metrics
                 Press Ctrl-C to stop.
                 """
             ),

@@ -305,8 +305,8 @@ async def test_demo_command_runs_and_stops(tmp_path):
 
 
 async def test_printed_demo_commands_run_as_printed(tmp_path):
-    """The check command the demo prints works when pasted, from the directory it ran in,
-    by a user whose virtual environment is not activated."""
+    """The check and status commands the demo prints work when pasted, from the directory it
+    ran in, by a user whose virtual environment is not activated."""
     port = free_port()
     env = {**DEV_ENV, "PATH": "/usr/bin:/bin"}
     veylor = await VeylorProcess("demo", "--port", str(port), cwd=tmp_path, env=env).start()
@@ -322,6 +322,15 @@ async def test_printed_demo_commands_run_as_printed(tmp_path):
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0 and "OK: 1 source, 3 endpoints, 2 routes" in out.decode(), command
+        while b"(status: " not in line:
+            line = await asyncio.wait_for(veylor.proc.stdout.readline(), 10)
+            assert line, "the demo printed no status command"
+        command = line.decode().split("(status: ")[1].split(")")[0]
+        proc = await asyncio.create_subprocess_shell(
+            command, cwd=tmp_path, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0 and "demo -> everything -> ticker" in out.decode(), out.decode()
         veylor.signal(signal.SIGINT)
         assert await veylor.wait(10) == 0
     finally:
