@@ -299,3 +299,16 @@ class UnixClient:
 
 async def ws_client(url: str, **kwargs):
     return await connect(url, open_timeout=5, compression=None, **kwargs)
+
+
+NOTIFY_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def quiet_veylor(*args: str, env: dict[str, str] | None = None) -> VeylorProcess:
+    """A Veylor process that sees exactly the systemd notify variables given in ``env``
+    (none inherited from a test runner that itself runs under systemd)."""
+    proc = VeylorProcess(*args, env=env)
+    for name in NOTIFY_VARS:
+        if name not in (env or {}):
+            proc.env.pop(name, None)
+    return proc

@@ -10,6 +10,7 @@ Every request gets the :class:`Outcome` of the reload that served it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import os
@@ -112,6 +113,8 @@ class Reloader:
         self._rewatch = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._scope: WatchScope | None = None
+        self._planning: asyncio.Future[Outcome] | None = None  # the dry run in progress
+        self._planner: concurrent.futures.ThreadPoolExecutor | None = None
         self.on_start: Callable[[], None] = _nothing  # a reload begins (systemd: RELOADING=1)
         self.on_done: Callable[[], None] = _nothing  # ... and is over, applied or not (READY=1)
 
@@ -138,6 +141,10 @@ class Reloader:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(self._outcome("stop", error="Veylor stopped before this reload ran"))
+        if self._planner is not None:  # a dry run in progress does not hold the exit
+            self._planner.shutdown(wait=False, cancel_futures=True)
+        if self._planning is not None:
+            self._planning.cancel()
 
     def request(self, reason: str, paths: set[str] | None = None) -> asyncio.Future[Outcome]:
         """Ask for a reload (from a signal handler, the file watcher, :meth:`Server.reload`); the
@@ -175,7 +182,8 @@ class Reloader:
                 outcome = await self.reload(reason, frozenset(changed) if changed is not None else None)
             except Exception as exc:  # a bug must not end reloading for the life of the process
                 log.exception("reload: unexpected error; the running configuration is unchanged")
-                outcome = self._outcome(reason, error=f"unexpected error: {exc}")
+                # Not the exception's text: it may quote a value of the new files (a secret).
+                outcome = self._outcome(reason, error=f"unexpected error ({type(exc).__name__}); see the log")
             finally:
                 if outcome is None:  # cancelled: Veylor stops
                     outcome = self._outcome(reason, error="Veylor stopped before this reload was done")
@@ -185,10 +193,17 @@ class Reloader:
                     if not waiter.done():
                         waiter.set_result(outcome)
 
-    async def plan(self, reason: str) -> Outcome:
+    def plan(self, reason: str) -> asyncio.Future[Outcome]:
         """What a reload now would do, without doing it (a dry run): the outcome's
         ``changes`` and ``steps``, or the problems. Reads every file; the running
-        configuration and the reload cache are untouched."""
+        configuration and the reload cache are untouched. Dry runs asked for while one
+        runs share it (a flood of them costs one load at a time), on a thread of their
+        own (real reloads and /metrics never queue behind them)."""
+        if self._planning is None or self._planning.done():
+            self._planning = asyncio.ensure_future(self._plan(reason))
+        return asyncio.shield(self._planning)
+
+    async def _plan(self, reason: str) -> Outcome:
         running = self.runtime.graph
 
         def load() -> Plan:
@@ -199,8 +214,10 @@ class Reloader:
                 RESPONSIVE.reset(responsive)
             return diff(running, build_graph(config, previous=running))
 
+        if self._planner is None:
+            self._planner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="veylor-dry-run")
         try:
-            plan = await asyncio.to_thread(load)
+            plan = await asyncio.get_running_loop().run_in_executor(self._planner, load)
         except ConfigError as exc:
             return Outcome(
                 reason,
@@ -208,6 +225,15 @@ class Reloader:
                 self.runtime.generation,
                 running.digest,
                 problems=tuple(exc.problems) or (_invalid(self.config_path),),
+            )
+        except Exception as exc:
+            log.exception("reload (dry run): unexpected error")
+            return Outcome(
+                reason,
+                False,
+                self.runtime.generation,
+                running.digest,
+                error=f"unexpected error ({type(exc).__name__}); see the log",
             )
         return Outcome(
             reason,

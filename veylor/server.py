@@ -154,7 +154,7 @@ class Server:
             done.set_result(self._no_reload(reason))
             return done
         if dry_run:
-            return asyncio.ensure_future(self.reloader.plan(reason))
+            return self.reloader.plan(reason)
         return self.reloader.request(reason)
 
     def _no_reload(self, reason: str) -> Outcome:

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 from conftest import run_veylor
-from helpers import UnixClient, Upstream, VeylorProcess, eventually, free_port, ws_client
+from helpers import UnixClient, Upstream, eventually, free_port, ws_client
+from helpers import quiet_veylor as veylor
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 pytestmark = pytest.mark.timeout(60)
 
 # Inherited from a test run under systemd, these would point Veylor at the wrong socket.
-NOTIFY_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 STATUS_LINE = re.compile(r"^\d+/\d+ sources connected, \d+ clients?, generation \d+$")
 
 
@@ -42,15 +42,6 @@ def write(path: Path, text: str) -> Path:
     tmp.write_text(textwrap.dedent(text))
     os.replace(tmp, path)
     return path
-
-
-def veylor(*args: str, env: dict[str, str] | None = None) -> VeylorProcess:
-    """A Veylor process that sees exactly the notify variables given in ``env``."""
-    proc = VeylorProcess(*args, env=env)
-    for name in NOTIFY_VARS:
-        if name not in (env or {}):
-            proc.env.pop(name, None)
-    return proc
 
 
 def basic_config(up: Upstream, port: int, admin: int | None = None) -> str:

@@ -296,6 +296,9 @@ def _collect(
         if read is not None:
             read.components = components
     for kind, name, d in components:
+        if "\n" in name:  # (the schema's pattern, run by Python's re, lets a final newline by)
+            load.error(where, d.path, "is not a valid name: it ends with a line break", key=True)
+            continue
         defined = load.defined[kind]
         first = defined.get(name)
         if first is not None:
@@ -481,6 +484,7 @@ def load_config(
             for sub, text in admin.check():
                 at = ("admin", *sub)
                 load.error(read.where, at, text)
+            _check_admin(load, admin, read.where)
     config = dataclasses.replace(_build(load, shape, main, tuple(include), limits), admin=admin)
     if any(not p.warning for p in load.problems):
         raise ConfigError(_ordered(load))
@@ -594,6 +598,23 @@ def _warn_unused(load: _Load, routes: Mapping[str, RouteSpec], main: str) -> Non
         load.problems.append(Problem(Location(main), (), "no routes are defined", warning=True))
 
 
+def _check_admin(load: _Load, admin: AdminSpec, where: SourceMap) -> None:
+    """The admin endpoint and an endpoint cannot share an address (the second bind would
+    fail; on a Unix path, the stale-socket check would first connect to Veylor's own)."""
+    for name, d in load.defined["endpoints"].items():
+        if d.broken or not isinstance(d.raw, dict):
+            continue
+        spec = endpoint_from(name, with_defaults(definition("endpoint"), d.raw), d.origin)
+        if admin.clashes(spec.listen.binds):
+            at = ("admin", "unix" if admin.path is not None else "listen")
+            load.error(
+                where,
+                at,
+                f"{admin.url} is also where endpoint '{name}' ({d.origin}) listens: give the admin "
+                "endpoint an address of its own",
+            )
+
+
 def _check_references(load: _Load, d: _Defined) -> None:
     """A route's ``from`` and ``to`` must name defined components (checked wherever the
     value itself is valid, even in a route with schema errors elsewhere)."""
@@ -678,4 +699,8 @@ def admin_address(path: str, env: Mapping[str, str] | None = None) -> AdminSpec 
     problems = [p for p in validate(data, doc.where) if p.path[:1] == ("admin",) and not p.warning]
     if problems:
         raise ConfigError(problems)
-    return AdminSpec.from_raw(with_defaults(definition("config")["properties"]["admin"], data["admin"]))
+    admin = AdminSpec.from_raw(with_defaults(definition("config")["properties"]["admin"], data["admin"]))
+    wrong = [Problem(doc.where.value(("admin", *sub)), ("admin", *sub), text) for sub, text in admin.check()]
+    if wrong:
+        raise ConfigError(wrong)
+    return admin

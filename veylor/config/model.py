@@ -319,6 +319,10 @@ class WebSocketListen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
+    def binds(self) -> tuple[Any, ...]:
+        return ("tcp", self.host, self.port)
+
+    @property
     def claim(self) -> tuple[Any, ...]:
         """What no two endpoints may both have."""
         return ("websocket", self.host, self.port, self.path)
@@ -381,6 +385,10 @@ class UnixListen:
         return f"unix:{self.path}"
 
     @property
+    def binds(self) -> tuple[Any, ...]:
+        return ("unix", os.path.normpath(self.path))
+
+    @property
     def claim(self) -> tuple[Any, ...]:
         return ("unix", os.path.normpath(self.path))
 
@@ -431,6 +439,11 @@ class Listen(Protocol):
     @property
     def listener_text(self) -> str:
         """The listener's address for people (``127.0.0.1:8765``, ``unix:/run/x.sock``)."""
+
+    @property
+    def binds(self) -> tuple[Any, ...]:
+        """What it binds in the system, as ``AdminSpec.address`` says it: ``("tcp", host,
+        port)``, ``("unix", path)``, or ``()`` for a kind that binds nothing."""
 
     @property
     def claim(self) -> tuple[Any, ...]:
@@ -557,6 +570,15 @@ class AdminSpec:
         if self.path is not None:
             return ("unix", os.path.normpath(self.path))
         return ("tcp", self.host, self.port)
+
+    def clashes(self, binds: tuple[Any, ...]) -> bool:
+        """Whether an endpoint binding ``binds`` would take this address (or the port of a
+        wildcard host, or be taken by it)."""
+        if binds == self.address:
+            return True
+        if binds[:1] != ("tcp",) or self.port is None or binds[2] != self.port:
+            return False
+        return binds[1] in _WILDCARD_HOSTS or self.host in _WILDCARD_HOSTS
 
     def check(self) -> list[tuple[Subpath, str]]:
         if self.port is not None and not 1 <= self.port <= 65535:

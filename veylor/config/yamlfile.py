@@ -199,6 +199,15 @@ class _Builder:
         except yaml.MarkedYAMLError as exc:
             self.problem(_loc(self.file, node), path, f"cannot read this value: {exc.problem}")
             return None
+        except (ValueError, TypeError, OverflowError):
+            # A tag or a form the constructor refuses (!!int on letters, a date with no such
+            # day): said without the value, which may be a secret.
+            self.problem(
+                _loc(self.file, node),
+                path,
+                f"cannot read this value as {node.tag.rsplit(':', 1)[-1]} (not shown: it may be a secret)",
+            )
+            return None
         if not isinstance(value, str) or "$" not in value:
             return value
         return self.with_variables(value, node, path)

@@ -33,6 +33,8 @@ def target(config: str | None, admin: str | None) -> AdminSpec:
     if admin:
         if admin.startswith("unix:"):
             return AdminSpec(path=admin[5:])
+        if "://" in admin and not admin.startswith("http://"):
+            raise Unreachable(f"--admin {admin}: the admin endpoint speaks plain http:// (or unix:/PATH)")
         address = admin.removeprefix("http://").rstrip("/")
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
@@ -68,10 +70,15 @@ async def call(spec: AdminSpec, method: str, path: str, timeout: float) -> tuple
             ) as session,
             session.request(method, url) as response,
         ):
-            return response.status, await response.json(content_type=None)
-    except (aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError) as exc:
+            status, body = response.status, await response.json(content_type=None)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         why = str(exc) or type(exc).__name__
         raise Unreachable(f"cannot reach Veylor's admin endpoint at {spec.url}: {why}") from None
+    except ValueError:  # not JSON (nor UTF-8): something else listens there
+        raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does") from None
+    if not isinstance(body, dict) or not ({"generation", "schema"} & body.keys()):
+        raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does (HTTP {status})")
+    return status, body
 
 
 def reload(config: str | None, admin: str | None, dry_run: bool, as_json: bool) -> int:

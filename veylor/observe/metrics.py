@@ -164,8 +164,15 @@ def render(view: dict[str, Any]) -> str:
             "control_frames": "control_closed",
             "malformed": "bad_frames",
             "invalid_utf8": "invalid_utf8",
-            "memory_limit": "memory_limited",
+            "memory_limit": "memory_closed",
         },
+    )
+    endpoints.split(
+        "veylor_endpoint_memory_limited_total",
+        "Clients given their slow_client policy for the process-wide limits.buffered, by action: "
+        "drop (no data until they drain), disconnect",
+        "action",
+        {"drop": lambda e: e["memory_limited"] - e["memory_closed"], "disconnect": "memory_closed"},
     )
     endpoints.split(
         "veylor_endpoint_client_messages_total",

@@ -114,7 +114,7 @@ def _routes(runtime: Runtime, out: dict[str, Any]) -> Iterator[None]:
                     "source": route.source,
                     "route": name,
                     "endpoint": endpoint,
-                    "messages": stats.edge(name, endpoint) if (name, endpoint) in stats.edges else 0,
+                    "messages": stats.edge(route.source, name, endpoint),
                 }
             )
         yield
@@ -130,11 +130,15 @@ def _endpoints(runtime: Runtime, out: dict[str, Any], clients: bool) -> Iterator
             "clients": len(ep.clients) if ep is not None else 0,
             **stats.endpoint(name).as_dict(),
         }
+        out["endpoints"][name] = entry
         if clients and ep is not None:
             listed = list(itertools.islice(ep.clients, CLIENTS_LISTED))
-            entry["client_list"] = [ep.client_status(c) for c in listed]
             entry["clients_not_listed"] = len(ep.clients) - len(listed)
-        out["endpoints"][name] = entry
+            client_list = entry["client_list"] = []
+            for i, client in enumerate(listed, 1):
+                client_list.append(ep.client_status(client))
+                if i % CHUNK == 0:
+                    yield  # thousands of clients: the loop is served between chunks too
         yield
 
 

@@ -234,7 +234,7 @@ class Endpoint:
         if self.spec.slow_client == "drop":
             client.shed = True
             return False
-        self.stats.slow_disconnects += 1
+        self.stats.memory_closed += 1
         self.abort(client)
         return True
 
@@ -245,8 +245,8 @@ class Endpoint:
     def _note_dropped(self, client: Any, count: int) -> None:
         """Count messages dropped for a slow client; log at most once per
         ``LOSS_LOG_INTERVAL`` per client, with the count so far."""
-        if not client.dropped:
-            self.stats.slow_dropping += 1  # one more client found slow (slow_client: drop)
+        if not client.dropped and not client.shed:
+            self.stats.slow_dropping += 1  # one more client over client_buffer (slow_client: drop)
         client.dropped += count
         now = time.monotonic()
         if now - client.dropped_logged_at >= LOSS_LOG_INTERVAL:

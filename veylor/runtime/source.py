@@ -252,8 +252,9 @@ class Source:
                 finally:
                     self.conn = None
                     self.connected_since = None
+                    if connected:  # (a restart's cancellation too)
+                        self.stats.disconnects += 1
                 if connected:
-                    self.stats.disconnects += 1
                     self._on_disconnect(self)
                 if up_since is not None and loop.time() - up_since >= STABLE_AFTER:
                     self.failures = 0

@@ -70,6 +70,7 @@ class EndpointStats(_Counters):
         "invalid_utf8",  # clients closed for sending text that is not UTF-8
         "keepalive_closed",  # clients closed for answering no ping
         "lost_slow",  # deliveries not made: the client was being disconnected for being slow
+        "memory_closed",  # ... of which disconnected (slow_client: disconnect)
         "memory_limited",  # clients given their policy for the process-wide limits.buffered
         "messages",  # messages the endpoint wrote to its clients, each counted once
         "messages_out",  # deliveries made
@@ -113,7 +114,7 @@ class Stats:
         self.sources: dict[str, SourceStats] = {}
         self.endpoints: dict[str, EndpointStats] = {}
         self.routes: dict[str, RouteStats] = {}
-        self.edges: dict[tuple[str, str], int] = {}  # (route, endpoint) -> route's messages then
+        self.edges: dict[tuple[str, str, str], int] = {}  # (source, route, endpoint) -> route's count then
         self.clocks: dict[str, SourceClock] = {}
         self.process = ProcessStats()
         self.started = time.time()
@@ -127,9 +128,11 @@ class Stats:
     def route(self, name: str) -> RouteStats:
         return self.routes.get(name) or self.routes.setdefault(name, RouteStats())
 
-    def edge(self, route: str, endpoint: str) -> int:
-        """Messages that passed ``route`` to ``endpoint`` since that edge appeared."""
-        return self.routes[route].messages - self.edges[(route, endpoint)]
+    def edge(self, source: str, route: str, endpoint: str) -> int:
+        """Messages that passed ``route`` from ``source`` to ``endpoint`` since that edge
+        appeared (a route moved to another source starts a new edge)."""
+        base = self.edges.get((source, route, endpoint))
+        return 0 if base is None else self.routes[route].messages - base
 
     def retain(self, graph: Any) -> None:
         """Match the running graph: forget the stats of components no longer configured,
@@ -146,7 +149,8 @@ class Stats:
         for name, route in graph.routes.items():
             messages = self.route(name).messages
             for endpoint in route.endpoints:
-                edges[(name, endpoint)] = self.edges.get((name, endpoint), messages)
+                key = (route.source, name, endpoint)
+                edges[key] = self.edges.get(key, messages)
         self.edges = edges
 
     def tick(self, now: float) -> None:
