@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--dry-run", action="store_true", help="print what a reload would do; change nothing")
     reload.add_argument("--json", action="store_true", help="print the admin endpoint's answer as JSON")
 
+    top = sub.add_parser(
+        "top",
+        help="the terminal UI of a running Veylor (the systemd unit, the container), through its admin endpoint",
+    )
+    _admin_options(top)
+
     status = sub.add_parser(
         "status",
         help="the state of a running Veylor: sources, endpoints, edges, rates (from its admin endpoint)",
@@ -240,12 +246,23 @@ def _check_against(old_path: str, new_path: str, as_json: bool) -> int:
     return 0
 
 
-def _tui_unavailable(args: argparse.Namespace) -> None:
-    if getattr(args, "tui", False):
-        log.warning("--tui: the terminal UI is not part of this version yet; running without it")
+def _tui_refused(args: argparse.Namespace) -> int | None:
+    """With ``--tui``: 2 and why, when the TUI cannot run here (no Textual, no terminal)."""
+    if not getattr(args, "tui", False):
+        return None
+    from .tui.run import unavailable
+
+    why = unavailable()
+    if why is None:
+        return None
+    print(f"veylor --tui: {why}", file=sys.stderr)
+    return 2
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    refused = _tui_refused(args)
+    if refused is not None:
+        return refused
     missing = no_config(args)
     if missing is not None:
         log.error("%s", missing)
@@ -262,15 +279,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning("%s", warning)
     log.info("veylor %s: configuration %s (%s)", __version__, path, SHAPE_TEXT[config.shape])
-    _tui_unavailable(args)
+    if getattr(args, "tui", False):
+        from .tui.run import in_process
+
+        return run_loop(lambda: server.serve(on_ready=in_process))
     return run_loop(server.serve)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    _tui_unavailable(args)
-    return run_loop(lambda: run_demo(args.port, args.rate))
+    refused = _tui_refused(args)
+    if refused is not None:
+        return refused
+    return run_loop(lambda: run_demo(args.port, args.rate, tui=getattr(args, "tui", False)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,6 +302,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command == "check":
         return cmd_check(args)
+    if command == "top":
+        from .tui.run import attached, unavailable
+
+        why = unavailable()
+        if why is not None:
+            print(f"veylor top: {why}", file=sys.stderr)
+            return 2
+        return attached(None if args.admin else (args.config or default_config()), args.admin)
     if command in ("reload", "status"):
         from .observe import client
 

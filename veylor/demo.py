@@ -140,7 +140,7 @@ def veylor_command() -> str:
     return f"{python_command()} -m veylor"
 
 
-async def run_demo(port: int, rate: float) -> int:
+async def run_demo(port: int, rate: float, tui: bool = False) -> int:
     upstream = await demo_upstream(rate=rate)
     upstream_port = next(iter(upstream.sockets)).getsockname()[1]
     workdir = Path(tempfile.mkdtemp(prefix="veylor-demo-"))
@@ -183,7 +183,12 @@ async def run_demo(port: int, rate: float) -> int:
         )
 
     try:
-        code = await server.serve(on_ready=ready)
+        if tui:
+            from .tui.run import in_process
+
+            code = await server.serve(on_ready=in_process)
+        else:
+            code = await server.serve(on_ready=ready)
         if code == 1:
             log.error("is port %d taken? run the demo on another one: %s demo --port PORT", port, veylor)
         return code

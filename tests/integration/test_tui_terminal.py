@@ -1,0 +1,146 @@
+"""The TUI in a real terminal (tmux): `veylor --tui` with a real feed, and `veylor top`
+attached to a running daemon. What a user sees, read with `capture-pane`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from helpers import VeylorProcess, free_port
+
+pytest.importorskip("textual")
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (.ci/run installs it)")
+
+
+class Tmux:
+    """A detached tmux session of its own (its own server socket) running one command."""
+
+    def __init__(self, tmp_path, command: list[str]) -> None:
+        self.socket = str(tmp_path / "tmux.sock")
+        self.exit_file = tmp_path / "exit-code"
+        line = f"{shlex.join(command)}; echo $? > {shlex.quote(str(self.exit_file))}; sleep 30"
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "TMUX")}
+        subprocess.run(
+            ["tmux", "-S", self.socket, "new-session", "-d", "-s", "t", "-x", "160", "-y", "45", line],
+            check=True,
+            env={**env, "TERM": "xterm-256color"},
+            cwd=tmp_path,
+        )
+
+    def screen(self) -> str:
+        out = subprocess.run(
+            ["tmux", "-S", self.socket, "capture-pane", "-p", "-t", "t"], capture_output=True, text=True
+        )
+        return out.stdout
+
+    def press(self, key: str) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "send-keys", "-t", "t", key], check=True)
+
+    async def until(self, predicate, what: str, timeout: float = 20.0) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            screen = self.screen()
+            if predicate(screen):
+                return screen
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
+            await asyncio.sleep(0.2)
+
+    async def exit_code(self, timeout: float = 10.0) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.exit_file.exists() or not self.exit_file.read_text().strip():
+            if loop.time() > deadline:
+                raise AssertionError(f"the command did not exit; the screen:\n{self.screen()}")
+            await asyncio.sleep(0.1)
+        return int(self.exit_file.read_text())
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+
+
+def edge_total(screen: str) -> int:
+    """The total of the feed -> all -> ws edge on the screen."""
+    for line in screen.splitlines():
+        if "→ all" in line and "→ ws" in line:
+            return int(line.split("│")[1].split()[-2].replace(",", ""))
+    raise AssertionError(f"no edge line on the screen:\n{screen}")
+
+
+def config(upstream, port: int, sock, extra: str = "") -> str:
+    return (
+        textwrap.dedent(
+            f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints:
+          ws: {{websocket: {{port: {port}, path: /ws}}}}
+          ipc: {{unix: {{path: {sock}}}}}
+        routes: {{all: {{from: feed, to: [ws, ipc]}}}}
+        """
+        )
+        + extra
+    )
+
+
+async def feed(upstream, stop: asyncio.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        await upstream.send(f"m{i}")
+        i += 1
+        await asyncio.sleep(0.02)
+
+
+async def test_tui_in_a_terminal_shows_the_graph_counts_and_quits_cleanly(tmp_path, upstream):
+    port, sock = free_port(), tmp_path / "ipc.sock"
+    main = tmp_path / "config.yaml"
+    main.write_text(config(upstream, port, sock))
+    term = Tmux(tmp_path, [sys.executable, "-m", "veylor", "--tui", "-c", str(main), "--no-watch"])
+    stop = asyncio.Event()
+    feeding = None
+    try:
+        await term.until(lambda s: "feed" in s and "→ all" in s and "→ ws" in s and "→ ipc" in s, "the graph")
+        await upstream.wait_connected()
+        feeding = asyncio.create_task(feed(upstream, stop))
+        first = edge_total(await term.until(lambda s: "● connected" in s, "the source connected"))
+        await term.until(lambda s: edge_total(s) > first, "the edge's total to move")
+        assert sock.exists()
+        term.press("q")
+        assert await term.exit_code() == 0
+        assert not sock.exists()  # shut down in order: the socket file is gone
+    finally:
+        stop.set()
+        if feeding is not None:
+            await feeding
+        term.kill()
+
+
+async def test_veylor_top_attaches_to_a_running_daemon_and_detaches(tmp_path, upstream):
+    port, admin, sock = free_port(), free_port(), tmp_path / "ipc.sock"
+    main = tmp_path / "config.yaml"
+    main.write_text(config(upstream, port, sock, f'admin: {{listen: "127.0.0.1:{admin}"}}\n'))
+    daemon = await VeylorProcess("-c", str(main), "--no-watch").start()
+    term = Tmux(tmp_path, [sys.executable, "-m", "veylor", "top", "-c", str(main)])
+    stop = asyncio.Event()
+    feeding = None
+    try:
+        await upstream.wait_connected()
+        feeding = asyncio.create_task(feed(upstream, stop))
+        screen = await term.until(lambda s: "→ all" in s and f"127.0.0.1:{admin}" in s, "the attached graph")
+        await term.until(lambda s: edge_total(s) > edge_total(screen), "the edge's total to move")
+        term.press("q")
+        assert await term.exit_code() == 0
+        assert daemon.proc.returncode is None  # detached: the daemon runs on
+        assert sock.exists()
+    finally:
+        stop.set()
+        if feeding is not None:
+            await feeding
+        term.kill()
+        await daemon.stop()

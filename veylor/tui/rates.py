@@ -1,0 +1,74 @@
+"""Rates from two snapshots of the state view, smoothed: pure, no clock of its own.
+
+The hot path keeps totals only; a reader takes the difference of two snapshots and
+divides by the time between them. Rates are smoothed exponentially over about
+``HORIZON`` seconds, so that a 2 Hz refresh does not flicker, and each edge keeps the
+last minute of its rate for a sparkline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+HORIZON = 3.0  # seconds over which a rate is smoothed
+HISTORY = 120  # points kept per edge (a minute at 2 Hz)
+
+
+class Rates:
+    """Smoothed per-second rates of the counters the TUI shows, by key."""
+
+    def __init__(self) -> None:
+        self.previous: dict[str, Any] | None = None
+        self.rates: dict[tuple[str, ...], float] = {}
+        self.history: dict[tuple[str, ...], deque[float]] = {}
+
+    def update(self, view: dict[str, Any]) -> None:
+        """Take a new snapshot; rates move towards what happened since the last one."""
+        before, self.previous = self.previous, view
+        if before is None:
+            return
+        dt = view["time"] - before["time"]
+        if dt <= 0 or view.get("pid") != before.get("pid"):
+            self.rates.clear()  # a restarted Veylor: its counters started again
+            return
+        weight = 1 - math.exp(-dt / HORIZON)
+        for key, now, then in _pairs(before, view):
+            rate = max(0.0, (now - then) / dt)
+            old = self.rates.get(key)
+            self.rates[key] = rate if old is None else old + weight * (rate - old)
+            if key[0] == "edge":
+                self.history.setdefault(key, deque(maxlen=HISTORY)).append(self.rates[key])
+
+    def get(self, *key: str) -> float | None:
+        return self.rates.get(key)
+
+
+def _pairs(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[tuple[str, ...], float, float]]:
+    out = []
+    for name, s in b["sources"].items():
+        old = a["sources"].get(name)
+        if old is not None:
+            out.append((("source", name), s["messages_in"], old["messages_in"]))
+            out.append((("source_bytes", name), s["bytes_in"], old["bytes_in"]))
+    for name, e in b["endpoints"].items():
+        old = a["endpoints"].get(name)
+        if old is not None:
+            out.append((("endpoint", name), e["messages_out"], old["messages_out"]))
+    edges = {(x["source"], x["route"], x["endpoint"]): x["messages"] for x in a["edges"]}
+    for x in b["edges"]:
+        key = (x["source"], x["route"], x["endpoint"])
+        if key in edges:
+            out.append((("edge", *key), x["messages"], edges[key]))
+    return out
+
+
+def human_rate(rate: float | None) -> str:
+    """``1.2k/s``, ``35/s``, ``-`` (not known yet)."""
+    if rate is None:
+        return "-"
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if rate >= size:
+            return f"{rate / size:.1f}{unit}/s"
+    return f"{rate:.0f}/s"

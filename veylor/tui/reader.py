@@ -1,0 +1,92 @@
+"""Where the TUI reads the state view: in the relay's own process, or over HTTP from a
+running Veylor's admin endpoint (``veylor top``). Both give the same snapshot."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiohttp
+
+if TYPE_CHECKING:
+    from ..config.model import AdminSpec
+    from ..reload import Outcome
+    from ..server import Server
+
+TIMEOUT = 2.0  # seconds; a reader that takes longer is marked stale
+
+
+class Unavailable(Exception):
+    """The state cannot be read now (Veylor is restarting, unreachable)."""
+
+
+class StateReader(Protocol):
+    where: str  # for the title: "in-process", "http://127.0.0.1:9900"
+
+    async def read(self) -> dict[str, Any]: ...
+
+    async def reload(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class InProcess:
+    """The relay of this process."""
+
+    where = "in-process"
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def read(self) -> dict[str, Any]:
+        return await self.server.snapshot_async(clients=True)
+
+    async def reload(self) -> dict[str, Any]:
+        outcome: Outcome = await self.server.reload("TUI (r)")
+        return outcome.as_dict()
+
+    async def close(self) -> None:
+        pass
+
+
+class OverHttp:
+    """A running Veylor's admin endpoint (``/graph``, ``POST /reload``)."""
+
+    def __init__(self, spec: AdminSpec) -> None:
+        self.spec = spec
+        self.where = spec.url
+        self.session: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None or self.session.closed:
+            connector = (
+                aiohttp.UnixConnector(path=self.spec.path)
+                if self.spec.path is not None
+                else aiohttp.TCPConnector()
+            )
+            self.session = aiohttp.ClientSession(connector=connector)
+        return self.session
+
+    def _url(self, path: str) -> str:
+        return f"http://veylor{path}" if self.spec.path is not None else f"{self.spec.url}{path}"
+
+    async def _call(self, method: str, path: str, timeout: float) -> dict[str, Any]:
+        try:
+            async with self._session().request(
+                method, self._url(path), timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise Unavailable(f"{self.where}: {exc or type(exc).__name__}") from None
+        if not isinstance(body, dict):
+            raise Unavailable(f"{self.where}: not Veylor's admin endpoint")
+        return body
+
+    async def read(self) -> dict[str, Any]:
+        return await self._call("GET", "/graph", TIMEOUT)
+
+    async def reload(self) -> dict[str, Any]:
+        return await self._call("POST", "/reload", 300.0)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()

@@ -1,0 +1,65 @@
+"""Starting the TUI: in-process beside the relay (``veylor --tui``), or attached to a
+running Veylor (``veylor top``). Textual is the ``tui`` extra: without it, say how to
+install it. The TUI owns the terminal while it runs: the stderr log handler is set
+aside (lines go to the TUI's log pane) and put back after."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import sys
+
+INSTALL = "the terminal UI needs Textual: pip install 'veylor[tui]'"
+
+
+def unavailable() -> str | None:
+    """Why the TUI cannot run here, or None."""
+    if importlib.util.find_spec("textual") is None:
+        return INSTALL
+    if not sys.stdout.isatty() or not sys.stdin.isatty():
+        return "the terminal UI needs a terminal (stdin and stdout are not one); run without --tui"
+    return None
+
+
+async def in_process(server) -> None:  # type: ignore[no-untyped-def]
+    """Run the TUI on the relay's event loop until the user quits or Veylor is stopped."""
+    from .app import LogBuffer, VeylorApp
+    from .reader import InProcess
+
+    root = logging.getLogger()
+    buffer = LogBuffer()
+    buffer.setFormatter(root.handlers[0].formatter if root.handlers else logging.Formatter())
+    saved = list(root.handlers)
+    for handler in saved:
+        root.removeHandler(handler)
+    root.addHandler(buffer)
+    app = VeylorApp(InProcess(server), logs=buffer)
+    try:
+        running = asyncio.ensure_future(app.run_async())
+        stopping = asyncio.ensure_future(server.stopping.wait())
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            app.exit()
+            await running
+        stopping.cancel()
+    finally:
+        root.removeHandler(buffer)
+        for handler in saved:
+            root.addHandler(handler)
+    server.stop()
+
+
+def attached(config: str | None, admin: str | None) -> int:
+    """``veylor top``: the TUI of a running Veylor, until the user quits (it keeps running)."""
+    from ..observe.client import Unreachable, target
+    from .app import VeylorApp
+    from .reader import OverHttp
+
+    try:
+        spec = target(config, admin)
+    except Unreachable as exc:
+        print(f"veylor top: {exc}", file=sys.stderr)
+        return 2
+    VeylorApp(OverHttp(spec)).run()
+    return 0
