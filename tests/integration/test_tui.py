@@ -55,6 +55,8 @@ async def test_tui_shows_the_live_graph_and_drives_reloads(tmp_path, upstream):
         async with app.run_test(size=(160, 48)) as pilot:
             await until(pilot, lambda: "feed|all|ws" in cells(app, "graph"), "the edge")
             assert cells(app, "sources")["feed"][1].startswith("● connected")
+            clients = app.query_one("#clients", DataTable)
+            await until(pilot, lambda: clients.border_subtitle == "no clients connected", "the empty state")
             client = await ws_client(f"ws://127.0.0.1:{port}/ws")
             await until(pilot, lambda: len(cells(app, "clients")) == 1, "the client listed")
             for i in range(25):
@@ -63,6 +65,16 @@ async def test_tui_shows_the_live_graph_and_drives_reloads(tmp_path, upstream):
                 await asyncio.wait_for(client.recv(), 5)
             await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][5] == "25", "the edge's total")
             await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] != "-", "a rate")
+            app.query_one("#graph", DataTable).focus()
+            await until(pilot, lambda: app.selected_edge == ("feed", "all", "ws"), "the edge selected")
+            spark = app.query_one("#sparkline")
+            await until(pilot, lambda: len(spark.data) > 1 and max(spark.data) > 0, "the edge's sparkline")
+            await pilot.press("s")
+            assert "by connected" in str(clients.border_title)
+            await pilot.press("question_mark")
+            await until(pilot, lambda: type(app.screen).__name__ == "Help", "the help")
+            await pilot.press("escape")
+            await until(pilot, lambda: type(app.screen).__name__ != "Help", "the help closed")
             await client.close()
             await until(pilot, lambda: len(cells(app, "clients")) == 0, "the client gone")
 

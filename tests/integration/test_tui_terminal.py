@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 from helpers import VeylorProcess, free_port
+from websockets.exceptions import ConnectionClosed
 
 pytest.importorskip("textual")
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (.ci/run installs it)")
@@ -90,9 +91,13 @@ def config(upstream, port: int, sock, extra: str = "") -> str:
 
 
 async def feed(upstream, stop: asyncio.Event) -> None:
+    """Messages from the upstream until ``stop`` (or until Veylor, quitting, hangs up)."""
     i = 0
     while not stop.is_set():
-        await upstream.send(f"m{i}")
+        try:
+            await upstream.send(f"m{i}")
+        except ConnectionClosed:
+            return
         i += 1
         await asyncio.sleep(0.02)
 

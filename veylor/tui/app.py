@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, RichLog, Static
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Header, RichLog, Sparkline, Static
 
 from .rates import Rates, human_rate
 from .reader import StateReader, Unavailable
@@ -55,7 +56,10 @@ class VeylorApp(App[None]):
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("q", "quit", "Quit"),
         Binding("r", "reload", "Reload"),
+        Binding("s", "sort_clients", "Sort clients"),
+        Binding("question_mark", "help", "Help"),
     ]
+    CLIENT_SORTS = ("client", "connected", "messages", "buffered")
 
     def __init__(self, reader: StateReader, logs: LogBuffer | None = None) -> None:
         super().__init__()
@@ -65,11 +69,14 @@ class VeylorApp(App[None]):
         self.view: dict[str, Any] | None = None
         self.stale_since: float | None = None
         self.selected_endpoint: str | None = None
+        self.selected_edge: tuple[str, ...] | None = None
+        self.client_sort = 0  # index into CLIENT_SORTS
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("connecting…", id="status")
         yield DataTable(id="graph", cursor_type="row", zebra_stripes=True)
+        yield Sparkline([], id="sparkline")
         with Horizontal(id="middle"):
             yield DataTable(id="sources", cursor_type="row")
             yield DataTable(id="endpoints", cursor_type="row")
@@ -139,6 +146,7 @@ class VeylorApp(App[None]):
             f"generation {config['generation']} (config {config['digest'][:12]}) · {reload_text}"
         )
         self.show_graph(view)
+        self.show_sparkline()
         self.show_sources(view)
         self.show_endpoints(view)
         self.show_clients(view)
@@ -205,6 +213,8 @@ class VeylorApp(App[None]):
         table = self.query_one("#clients", DataTable)
         ep = view["endpoints"].get(self.selected_endpoint or "", {})
         now = view["time"]
+        key = self.CLIENT_SORTS[self.client_sort]
+        listed = sorted(ep.get("client_list", []), key=_CLIENT_ORDER[key])
         rows = {
             c["client"]: (
                 c["client"],
@@ -212,16 +222,41 @@ class VeylorApp(App[None]):
                 f"{c['messages']:,}",
                 f"{c['buffered']:,}",
             )
-            for c in ep.get("client_list", [])
+            for c in listed
         }
-        table.border_title = f"clients of {self.selected_endpoint}" if self.selected_endpoint else "clients"
+        more = ep.get("clients_not_listed", 0)
+        title = f"clients of {self.selected_endpoint}" if self.selected_endpoint else "clients"
+        table.border_title = title + f", by {key}" + (f" (+{more:,} not listed)" if more else "")
+        table.border_subtitle = None if rows else "no clients connected"
+        shown = [k.value for k in table.rows]
+        if shown != [k for k in rows if k in set(shown)]:
+            table.clear()  # the order changed (a new sort): rebuilt
         _sync(table, rows)
 
+    def show_sparkline(self) -> None:
+        line = self.query_one("#sparkline", Sparkline)
+        history = self.rates.history.get(("edge", *self.selected_edge)) if self.selected_edge else None
+        line.data = list(history) if history else [0.0]
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "endpoints" and event.row_key.value is not None:
-            self.selected_endpoint = event.row_key.value
+        key = event.row_key.value
+        if key is None:
+            return
+        if event.data_table.id == "endpoints":
+            self.selected_endpoint = key
             if self.view is not None:
                 self.show_clients(self.view)
+        elif event.data_table.id == "graph":
+            self.selected_edge = tuple(key.split("|"))
+            self.show_sparkline()
+
+    def action_sort_clients(self) -> None:
+        self.client_sort = (self.client_sort + 1) % len(self.CLIENT_SORTS)
+        if self.view is not None:
+            self.show_clients(self.view)
+
+    def action_help(self) -> None:
+        self.push_screen(Help())
 
     # ------------------------------------------------------------------ actions
 
@@ -246,6 +281,41 @@ class VeylorApp(App[None]):
 
     async def on_unmount(self) -> None:
         await self.reader.close()
+
+
+_CLIENT_ORDER: dict[str, Any] = {
+    "client": lambda c: c["client"],
+    "connected": lambda c: c["connected_since"],  # the longest connected first
+    "messages": lambda c: -c["messages"],
+    "buffered": lambda c: -c["buffered"],
+}
+
+
+class Help(ModalScreen[None]):
+    """The keys, and what the screen shows."""
+
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        Binding("escape,question_mark,q", "dismiss", "Close")
+    ]
+    TEXT = """[b]Veylor: the routing graph, live[/b]
+
+[b]graph[/b]      one row per edge source → route → endpoint: the route's filter, ⇅ where
+           clients may send upstream, the endpoint's clients, messages per second
+           (smoothed), the edge's total, the route's filtered-out count; the
+           sparkline under it is the selected edge's last minute
+[b]sources[/b]    state (backing off: seconds to the next try), rates, reconnects, and
+           the last message's age (yellow after 10 s of silence)
+[b]endpoints[/b]  clients, deliveries per second, refused, messages from clients;
+           select one to list its clients below
+
+[b]r[/b]  reload the configuration (the result shows in the status line)
+[b]s[/b]  sort the clients: by address, connection time, messages, buffered bytes
+[b]tab[/b]  move between tables      [b]?[/b]  this help      [b]q[/b]  quit
+"""
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static(self.TEXT)
 
 
 def _sync(table: DataTable[Any], rows: dict[str, tuple[Any, ...]]) -> None:

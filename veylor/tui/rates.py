@@ -29,9 +29,12 @@ class Rates:
         before, self.previous = self.previous, view
         if before is None:
             return
-        dt = view["time"] - before["time"]
-        if dt <= 0 or view.get("pid") != before.get("pid"):
+        if view.get("pid") != before.get("pid"):
             self.rates.clear()  # a restarted Veylor: its counters started again
+            return
+        dt = view["time"] - before["time"]
+        if dt <= 0:  # the same snapshot again: nothing new to learn
+            self.previous = before
             return
         weight = 1 - math.exp(-dt / HORIZON)
         for key, now, then in _pairs(before, view):

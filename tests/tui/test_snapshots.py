@@ -1,0 +1,36 @@
+"""Pictures of the TUI from a fixed state view: the main screen at 120x40 compared with
+the stored SVG (pytest-textual-snapshot; update with --snapshot-update after a change
+that is meant to be seen)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("textual")
+pytest.importorskip("pytest_textual_snapshot")
+
+from veylor.tui.app import VeylorApp
+
+from .fixed_view import FixedReader
+
+
+async def settle(pilot) -> None:
+    app = pilot.app
+    for _ in range(100):
+        if app.rates.get("source", "binance") is not None:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+def test_main_screen(snap_compare):
+    assert snap_compare(VeylorApp(FixedReader()), terminal_size=(120, 40), run_before=settle)
+
+
+def test_help_screen(snap_compare):
+    async def help_open(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(VeylorApp(FixedReader()), terminal_size=(120, 40), run_before=help_open)
