@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -83,13 +84,20 @@ class Proc:
     """A child process with line-oriented stdout."""
 
     def __init__(
-        self, args: list[str], cpus: set[int], stdin: bool = False, cwd: Path = HERE, log: Path | None = None
+        self,
+        args: list[str],
+        cpus: set[int],
+        stdin: bool = False,
+        cwd: Path = HERE,
+        log: Path | None = None,
+        quiet: bool = False,
     ) -> None:
         self.p = subprocess.Popen(
             args,
             cwd=cwd,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,  # quiet: a TUI's screen
+            start_new_session=True,  # killed as a group: script(1) and the Veylor under it
             stderr=open(log, "w") if log else subprocess.DEVNULL,  # noqa: SIM115
             text=True,
             bufsize=1,
@@ -129,9 +137,9 @@ class Proc:
         return 0
 
     def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGKILL)
-            self.p.wait()
+        with contextlib.suppress(ProcessLookupError):  # the group: what it started too
+            os.killpg(self.p.pid, signal.SIGKILL)
+        self.p.wait()
 
 
 def wait_listening(port: int | None, unix: str | None, timeout: float = 20.0) -> None:
@@ -179,7 +187,10 @@ def relay_command(
         if admin is not None:
             text += f'admin: {{listen: "127.0.0.1:{admin}"}}\n'
         config.write_text(text)
-        return [PY, "-m", "veylor", "-c", str(config), "--no-watch"]
+        command = [PY, "-m", "veylor", "-c", str(config), "--no-watch"]
+        if "tui" in relay:  # the dashboard on, in a pseudo-terminal (script), drawing at 2 Hz
+            return ["script", "-qfec", shlex.join([*command, "--tui"]), "/dev/null"]
+        return command
     if relay == "node-ws":
         return ["node", str(HERE / "relays" / "node_ws.js"), "--upstream", upstream, "--port", str(port)]
     script = {
@@ -220,6 +231,7 @@ def run_one(
             RELAY_CPU,
             cwd=BASELINE if relay.endswith(BASE) and BASELINE is not None else HERE,
             log=LOGS / f"{scenario}-{relay}-{clients}.log",
+            quiet="tui" in relay,
         )
         procs.append(relay_proc)
         upstream.expect("relay connected", 30)
@@ -370,7 +382,10 @@ def main() -> int:
                 repeat = max(repeat, args.repeat)  # max-rate runs vary: medians of several
             twin = (
                 relay + BASE
-                if BASELINE is not None and relay.startswith("veylor") and "scraped" not in relay
+                if BASELINE is not None
+                and relay.startswith("veylor")
+                and "scraped" not in relay
+                and "tui" not in relay
                 else None
             )  # (a baseline from before the admin endpoint could not be scraped)
             tries: dict[str, list[Result]] = {relay: [], **({twin: []} if twin else {})}
@@ -445,6 +460,19 @@ def main() -> int:
             ("veylor", dict(clients=1000, rate=0, seconds=seconds, repeat=reps)),
             ("veylor-scraped", dict(clients=1000, rate=0, seconds=seconds, repeat=reps)),
         ],
+    )
+    scenario(
+        "tui_1000",
+        f"With the TUI on (in-process, 2 Hz) vs off, 1000 clients, max rate (median of {reps})",
+        [
+            ("veylor", dict(clients=1000, rate=0, seconds=seconds, repeat=reps)),
+            ("veylor-tui", dict(clients=1000, rate=0, seconds=seconds, repeat=reps)),
+        ],
+    )
+    scenario(
+        "tui_fixed_100",
+        "With the TUI on vs off, 500 msg/s, 100 clients",
+        [(r, dict(clients=100, rate=500, seconds=seconds)) for r in ("veylor", "veylor-tui")],
     )
     scenario(
         "stalled_1000",
@@ -543,6 +571,16 @@ def targets(results: list[Result]) -> list[str]:
             f"Unix max rate, 1000 clients: {v.deliveries_per_s / max(b.deliveries_per_s, 1):.1f}x the broadcast-style relay (>= 5x); "
             f"{v.closed} clients fell 4 MiB behind and were closed (slow_client: disconnect)",
         )
+    v, t = _pick(results, "tui_1000", "veylor"), _pick(results, "tui_1000", "veylor-tui")
+    if v and t:
+        check(
+            t.deliveries_per_s >= 0.9 * v.deliveries_per_s,
+            f"TUI on, 1000 clients: {t.deliveries_per_s / max(v.deliveries_per_s, 1):.0%} of the throughput "
+            "without it (>= 90%)",
+        )
+    t = _pick(results, "tui_fixed_100", "veylor-tui")
+    if t:
+        check(t.p99_ms < 5.0, f"TUI on, 500 msg/s to 100 clients: p99 {t.p99_ms:.1f} ms (< 5 ms)")
     v, sc = _pick(results, "scrape_1000", "veylor"), _pick(results, "scrape_1000", "veylor-scraped")
     if v and sc:
         check(

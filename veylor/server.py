@@ -162,12 +162,12 @@ class Server:
         rt = self.runtime
         return Outcome(reason, False, rt.generation, rt.graph.digest, error="no configuration file to reload")
 
-    def snapshot(self, clients: bool = False) -> dict[str, Any]:
+    def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
         """The state view (:func:`veylor.observe.state.snapshot`)."""
         assert self.runtime is not None
         return snapshot(self.runtime, self.reloader, clients=clients)
 
-    async def snapshot_async(self, clients: bool = False) -> dict[str, Any]:
+    async def snapshot_async(self, clients: bool | str = False) -> dict[str, Any]:
         """The state view, built in pieces between which clients are served."""
         assert self.runtime is not None
         return await snapshot_async(self.runtime, self.reloader, clients=clients)

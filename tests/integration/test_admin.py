@@ -193,6 +193,10 @@ async def test_graph_matches_the_configuration_and_lists_clients(admin):
     local = client.transport.get_extra_info("sockname")
     assert listed["client"] == f"{local[0]}:{local[1]}"
     assert listed["messages"] == 0 and listed["buffered"] == 0
+    one = json.loads((await admin.get("/graph?clients=e"))[1])  # what the TUI asks for
+    assert "client_list" in one["endpoints"]["e"] and "client_list" not in one["endpoints"]["f"]
+    none = json.loads((await admin.get("/graph?clients="))[1])
+    assert not any("client_list" in e for e in none["endpoints"].values())
     # No secret is served: not the header, not the URL's token.
     for path in ("/graph", "/metrics", "/readyz"):
         body = (await admin.get(path))[1]

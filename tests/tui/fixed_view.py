@@ -162,6 +162,7 @@ class FixedReader:
     """A reader that gives the same two snapshots, a second apart, then the second again."""
 
     where = "fixed (demo data)"
+    clients_of: str | None = None
 
     def __init__(self) -> None:
         self.views = [view(0.0, 10), view(1.0, 11)]

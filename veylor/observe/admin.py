@@ -48,9 +48,9 @@ SHUTDOWN = 2.0  # seconds requests in progress get when the admin endpoint close
 class Control(Protocol):
     """What the admin endpoint drives: the :class:`veylor.server.Server`."""
 
-    def snapshot(self, clients: bool = False) -> dict[str, Any]: ...
+    def snapshot(self, clients: bool | str = False) -> dict[str, Any]: ...
 
-    async def snapshot_async(self, clients: bool = False) -> dict[str, Any]: ...
+    async def snapshot_async(self, clients: bool | str = False) -> dict[str, Any]: ...
 
     def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Outcome]: ...
 
@@ -155,7 +155,9 @@ class Admin:
         return _json(body, 200 if body["ready"] else 503)
 
     async def graph(self, request: web.Request) -> web.Response:
-        view = await self.control.snapshot_async(clients=True)
+        # ?clients=NAME: one endpoint's clients (the TUI); ?clients= none; default: all.
+        only = request.query.get("clients")
+        view = await self.control.snapshot_async(clients=True if only is None else only or False)
         body = await asyncio.to_thread(json.dumps, view, separators=(",", ":"))  # large: off the loop
         return web.Response(text=body, content_type="application/json")
 

@@ -4,8 +4,9 @@ status``, ``veylor top`` and the TUI all read.
 :func:`snapshot` copies counters the hot path keeps as plain integers (see
 :mod:`veylor.runtime.stats`) into one JSON-able structure, with a ``schema`` version.
 It does no per-message work and computes no rate: readers take two snapshots and
-divide. Per-client detail (``clients=True``, for ``/graph``) is bounded to
-``CLIENTS_LISTED`` clients per endpoint.
+divide. Per-client detail (``clients=True`` for every endpoint, as ``/graph`` gives it;
+``clients="name"`` for one, as the TUI asks) is bounded to ``CLIENTS_LISTED`` clients
+per endpoint.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ CLIENTS_LISTED = 1000  # per endpoint in /graph; more are counted, not listed
 CHUNK = 100  # components between two turns of the event loop (snapshot_async)
 
 
-def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool = False) -> dict[str, Any]:
+def snapshot(
+    runtime: Runtime, reloader: Reloader | None = None, clients: bool | str = False
+) -> dict[str, Any]:
     """Everything an operator sees, as plain data (see the module docstring)."""
     out = _head(runtime, reloader)
     for part in _parts(runtime, out, clients):
@@ -39,7 +42,7 @@ def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool =
 
 
 async def snapshot_async(
-    runtime: Runtime, reloader: Reloader | None = None, clients: bool = False
+    runtime: Runtime, reloader: Reloader | None = None, clients: bool | str = False
 ) -> dict[str, Any]:
     """:func:`snapshot`, letting the event loop run every ``CHUNK`` components: a large
     configuration (thousands of sources and endpoints) costs tens of milliseconds, which
@@ -79,7 +82,7 @@ def _head(runtime: Runtime, reloader: Reloader | None) -> dict[str, Any]:
     }
 
 
-def _parts(runtime: Runtime, out: dict[str, Any], clients: bool) -> list[Iterator[None]]:
+def _parts(runtime: Runtime, out: dict[str, Any], clients: bool | str) -> list[Iterator[None]]:
     """The body of the view, as generators that fill ``out`` one component per step."""
     return [_sources(runtime, out), _routes(runtime, out), _endpoints(runtime, out, clients)]
 
@@ -120,7 +123,7 @@ def _routes(runtime: Runtime, out: dict[str, Any]) -> Iterator[None]:
         yield
 
 
-def _endpoints(runtime: Runtime, out: dict[str, Any], clients: bool) -> Iterator[None]:
+def _endpoints(runtime: Runtime, out: dict[str, Any], clients: bool | str) -> Iterator[None]:
     stats = runtime.stats
     for name, spec in runtime.graph.endpoints.items():
         ep = runtime.endpoints.get(name)
@@ -131,7 +134,7 @@ def _endpoints(runtime: Runtime, out: dict[str, Any], clients: bool) -> Iterator
             **stats.endpoint(name).as_dict(),
         }
         out["endpoints"][name] = entry
-        if clients and ep is not None:
+        if ep is not None and (clients is True or clients == name):
             listed = list(itertools.islice(ep.clients, CLIENTS_LISTED))
             entry["clients_not_listed"] = len(ep.clients) - len(listed)
             client_list = entry["client_list"] = []

@@ -62,7 +62,7 @@ class Runtime:
         """How many plans were applied (the first start is 1)."""
         return self.stats.process.generation
 
-    def snapshot(self, clients: bool = False) -> dict[str, Any]:
+    def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
         """The state view (:func:`veylor.observe.state.snapshot`) of this runtime."""
         from ..observe.state import snapshot
 
@@ -310,10 +310,10 @@ class _Standalone:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def snapshot(self, clients: bool = False) -> dict[str, Any]:
+    def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
         return self.runtime.snapshot(clients=clients)
 
-    async def snapshot_async(self, clients: bool = False) -> dict[str, Any]:
+    async def snapshot_async(self, clients: bool | str = False) -> dict[str, Any]:
         from ..observe.state import snapshot_async
 
         return await snapshot_async(self.runtime, clients=clients)

@@ -24,6 +24,7 @@ from .rates import Rates, human_rate
 from .reader import StateReader, Unavailable
 
 REFRESH = 0.5  # seconds between two reads of the state view
+CLIENT_ROWS = 200  # clients shown at once (the first by the chosen order); the rest are counted
 QUIET_AFTER = 10.0  # seconds without a message before a source's last-message age turns to a warning
 STATE_MARK = {
     "connected": "● connected",
@@ -208,13 +209,15 @@ class VeylorApp(App[None]):
         _sync(table, rows)
         if self.selected_endpoint not in rows:
             self.selected_endpoint = next(iter(rows), None)
+        self.reader.clients_of = self.selected_endpoint
 
     def show_clients(self, view: dict[str, Any]) -> None:
         table = self.query_one("#clients", DataTable)
         ep = view["endpoints"].get(self.selected_endpoint or "", {})
         now = view["time"]
         key = self.CLIENT_SORTS[self.client_sort]
-        listed = sorted(ep.get("client_list", []), key=_CLIENT_ORDER[key])
+        everyone = sorted(ep.get("client_list", []), key=_CLIENT_ORDER[key])
+        listed = everyone[:CLIENT_ROWS]
         rows = {
             c["client"]: (
                 c["client"],
@@ -224,7 +227,7 @@ class VeylorApp(App[None]):
             )
             for c in listed
         }
-        more = ep.get("clients_not_listed", 0)
+        more = ep.get("clients_not_listed", 0) + len(everyone) - len(listed)
         title = f"clients of {self.selected_endpoint}" if self.selected_endpoint else "clients"
         table.border_title = title + f", by {key}" + (f" (+{more:,} not listed)" if more else "")
         table.border_subtitle = None if rows else "no clients connected"
@@ -243,7 +246,7 @@ class VeylorApp(App[None]):
         if key is None:
             return
         if event.data_table.id == "endpoints":
-            self.selected_endpoint = key
+            self.selected_endpoint = self.reader.clients_of = key
             if self.view is not None:
                 self.show_clients(self.view)
         elif event.data_table.id == "graph":

@@ -4,6 +4,7 @@ running Veylor's admin endpoint (``veylor top``). Both give the same snapshot.""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 import aiohttp
 
@@ -21,6 +22,7 @@ class Unavailable(Exception):
 
 class StateReader(Protocol):
     where: str  # for the title: "in-process", "http://127.0.0.1:9900"
+    clients_of: str | None  # the endpoint whose clients to read (the one the user selected)
 
     async def read(self) -> dict[str, Any]: ...
 
@@ -36,9 +38,11 @@ class InProcess:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.clients_of: str | None = None
 
     async def read(self) -> dict[str, Any]:
-        return await self.server.snapshot_async(clients=True)
+        # One endpoint's clients, not every client of every endpoint twice a second.
+        return await self.server.snapshot_async(clients=self.clients_of or False)
 
     async def reload(self) -> dict[str, Any]:
         outcome: Outcome = await self.server.reload("TUI (r)")
@@ -55,6 +59,7 @@ class OverHttp:
         self.spec = spec
         self.where = spec.url
         self.session: aiohttp.ClientSession | None = None
+        self.clients_of: str | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
@@ -82,7 +87,8 @@ class OverHttp:
         return body
 
     async def read(self) -> dict[str, Any]:
-        return await self._call("GET", "/graph", TIMEOUT)
+        query = f"?clients={quote(self.clients_of or '')}"
+        return await self._call("GET", "/graph" + query, TIMEOUT)
 
     async def reload(self) -> dict[str, Any]:
         return await self._call("POST", "/reload", 300.0)

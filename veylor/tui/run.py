@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import signal
 import sys
 
 INSTALL = "the terminal UI needs Textual: pip install 'veylor[tui]'"
@@ -35,6 +36,10 @@ async def in_process(server) -> None:  # type: ignore[no-untyped-def]
         root.removeHandler(handler)
     root.addHandler(buffer)
     app = VeylorApp(InProcess(server), logs=buffer)
+    # While the TUI owns the terminal, SIGHUP means the terminal went away (an ssh session
+    # closed): Veylor stops in order, instead of drawing for no one (reload with r).
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _hung_up, server)
     try:
         running = asyncio.ensure_future(app.run_async())
         stopping = asyncio.ensure_future(server.stopping.wait())
@@ -47,6 +52,11 @@ async def in_process(server) -> None:  # type: ignore[no-untyped-def]
         root.removeHandler(buffer)
         for handler in saved:
             root.addHandler(handler)
+    server.stop()
+
+
+def _hung_up(server) -> None:  # type: ignore[no-untyped-def]
+    logging.getLogger("veylor").warning("the terminal hung up (SIGHUP): stopping")
     server.stop()
 
 
