@@ -37,7 +37,8 @@ async def in_process(server) -> None:  # type: ignore[no-untyped-def]
     root.addHandler(buffer)
     app = VeylorApp(InProcess(server), logs=buffer)
     # While the TUI owns the terminal, SIGHUP means the terminal went away (an ssh session
-    # closed): Veylor stops in order, instead of drawing for no one (reload with r).
+    # closed): Veylor should stop in order, not draw for no one (reload with r). Known
+    # gap: after a hang-up it does not always exit yet (see the session notes).
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _hung_up, server)
     try:
