@@ -311,26 +311,25 @@ async def test_printed_demo_commands_run_as_printed(tmp_path):
     env = {**DEV_ENV, "PATH": "/usr/bin:/bin"}
     veylor = await VeylorProcess("demo", "--port", str(port), cwd=tmp_path, env=env).start()
     try:
-        assert veylor.proc is not None and veylor.proc.stdout is not None
-        line = b""
-        while b"(try: " not in line:
-            line = await asyncio.wait_for(veylor.proc.stdout.readline(), 10)
-            assert line, "the demo printed no check command"
-        command = line.decode().split("(try: ")[1].split(")")[0]
-        proc = await asyncio.create_subprocess_shell(
-            command, cwd=tmp_path, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0 and "OK: 1 source, 3 endpoints, 2 routes" in out.decode(), command
-        while b"(status: " not in line:
-            line = await asyncio.wait_for(veylor.proc.stdout.readline(), 10)
-            assert line, "the demo printed no status command"
-        command = line.decode().split("(status: ")[1].split(")")[0]
-        proc = await asyncio.create_subprocess_shell(
-            command, cwd=tmp_path, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0 and "demo -> everything -> ticker" in out.decode(), out.decode()
+
+        async def paste(marker: str) -> str:
+            """Run the command the demo printed after ``marker`` as a user would; its output."""
+            assert veylor.proc is not None and veylor.proc.stdout is not None
+            line = b""
+            while marker.encode() not in line:
+                line = await asyncio.wait_for(veylor.proc.stdout.readline(), 10)
+                assert line, f"the demo printed no {marker!r} command"
+            command = line.decode().split(marker)[1].split(")")[0]
+            proc = await asyncio.create_subprocess_shell(
+                command, cwd=tmp_path, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, command
+            return out.decode()
+
+        assert "OK: 1 source, 3 endpoints, 2 routes" in await paste("(try: ")
+        status = await paste("(status: ")
+        assert "demo -> everything -> ticker" in status, status
         veylor.signal(signal.SIGINT)
         assert await veylor.wait(10) == 0
     finally:

@@ -22,12 +22,8 @@ are not HTTP are counted and reported once a minute.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
-import os
-import socket
-import stat
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +31,7 @@ from aiohttp import web
 
 from ..config.model import AdminSpec
 from ..runtime.endpoints import StartupError, os_reason
+from ..runtime.unix import SocketFile
 from .metrics import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
@@ -62,7 +59,7 @@ class Admin:
         self.spec = spec
         self.control = control
         self.runner: web.AppRunner | None = None
-        self._bound: tuple[int, int] | None = None  # the Unix socket file we made
+        self.file = SocketFile(spec.path, "admin") if spec.path is not None else None
 
     async def start(self) -> None:
         app = web.Application(client_max_size=4096, logger=log)
@@ -77,10 +74,10 @@ class Admin:
         await runner.setup()
         spec = self.spec
         try:
-            if spec.path is not None:
-                sock = _unix_socket(spec.path, spec.mode)
-                st = os.stat(spec.path)
-                self._bound = (st.st_dev, st.st_ino)
+            if self.file is not None:
+                sock = await self.file.bind(spec.mode)
+                sock.listen(64)
+                sock.setblocking(False)
                 site: web.BaseSite = web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN)
             else:
                 site = web.TCPSite(
@@ -89,7 +86,8 @@ class Admin:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            self._remove_socket_file()
+            if self.file is not None:
+                self.file.remove()
             raise StartupError(f"admin: cannot listen on {spec.url}: {os_reason(exc)}") from None
         except StartupError:
             await runner.cleanup()
@@ -100,36 +98,15 @@ class Admin:
     def set_mode(self, mode: int) -> None:
         """A reload changed the socket's mode (same path): applied in place, if the file
         is still the socket this endpoint made."""
-        path = self.spec.path
-        if path is None:
-            return
-        try:
-            st = os.lstat(path)
-            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._bound:
-                os.chmod(path, mode)
-                return
-            why = "it is not the socket Veylor made any more"
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-        log.warning("admin: mode %04o not applied to %s: %s", mode, path, why)
+        if self.file is not None:
+            self.file.chmod(mode)
 
     async def close(self) -> None:
         runner, self.runner = self.runner, None
         if runner is not None:
             await runner.cleanup()
-        self._remove_socket_file()
-
-    def _remove_socket_file(self) -> None:
-        path = self.spec.path
-        if path is None or self._bound is None:
-            return
-        try:
-            st = os.lstat(path)
-            if (st.st_dev, st.st_ino) == self._bound:
-                os.unlink(path)
-        except OSError:
-            pass
-        self._bound = None
+        if self.file is not None:
+            self.file.remove()
 
     # ------------------------------------------------------------------ handlers
 
@@ -206,45 +183,3 @@ def _json(body: dict[str, Any], status: int) -> web.Response:
         status=status,
         content_type="application/json",
     )
-
-
-def _unix_socket(path: str, mode: int) -> socket.socket:
-    """A bound, listening Unix socket at ``path`` created with ``mode`` (no window with a
-    wider one); a stale file of a dead process is replaced, anything else refused."""
-    where = f"admin: cannot listen on unix:{path}"
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise StartupError(f"{where}: {path} exists and is not a socket (it was left untouched)")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.setblocking(False)
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            os.unlink(path)
-        except BlockingIOError:
-            raise StartupError(f"{where}: another process is listening on {path}") from None
-        except OSError as exc:
-            raise StartupError(f"{where}: {os_reason(exc)}") from None
-        else:
-            raise StartupError(f"{where}: another process is listening on {path}")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.ENOENT:
-            raise StartupError(f"{where}: directory {os.path.dirname(path) or '.'} does not exist") from None
-        raise StartupError(f"{where}: {os_reason(exc)}") from None
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, mode)
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock

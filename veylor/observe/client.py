@@ -39,7 +39,7 @@ def target(config: str | None, admin: str | None) -> AdminSpec:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise Unreachable(f"--admin {admin}: expected http://HOST:PORT, HOST:PORT or unix:/PATH")
-        return AdminSpec(host=host.strip("[]"), port=int(port))
+        return AdminSpec.from_raw({"listen": address, "mode": "0660"})  # the config's own reading
     assert config is not None
     try:
         spec = admin_address(config)

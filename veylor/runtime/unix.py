@@ -146,53 +146,26 @@ class UnixEndpoint(Endpoint):
             client.close()
 
 
-class UnixListener:
-    """A listening Unix socket for one endpoint. A reload that changes the endpoint's
-    framing or mode attaches the new endpoint here: the socket stays bound, new
-    connections come to the new endpoint, and the file takes the new mode."""
+class SocketFile:
+    """A Unix socket file Veylor makes and owns (an endpoint's, the admin endpoint's).
 
-    def __init__(self, key: tuple[str, str]) -> None:
-        self.key = key
-        self.path = key[1]
-        self.server: asyncio.AbstractServer | None = None
-        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we made
-        self._acceptor: _Acceptor | None = None
-        self._mode: int | None = None
+    It is bound with its final mode (no window with a wider one), after a stale file of
+    a dead process is cleared (anything else at the path is refused); its mode is changed,
+    and the file removed, only while the file at the path is still the one made: never
+    through a link, never one put there since.
+    """
 
-    def describe(self) -> str:
-        ep = self._acceptor.endpoint if self._acceptor is not None else None
-        return f"unix:{self.path} for {ep.name} ({ep.wire.name})" if ep is not None else f"unix:{self.path}"
+    def __init__(self, path: str, owner: str) -> None:
+        self.path = path
+        self.owner = owner  # who, in errors and log lines: "endpoint ipc", "admin"
+        self.bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the file made
 
-    def attach(self, endpoints: Sequence[UnixEndpoint]) -> None:  # type: ignore[override]
-        (ep,) = endpoints  # one endpoint per path (the loader checks)
-        if self._acceptor is None:
-            self._acceptor = _Acceptor(ep)
-        self._acceptor.endpoint = ep
-        assert isinstance(ep.spec.listen, UnixListen)
-        mode = ep.spec.listen.mode
-        if self._bound is not None and mode != self._mode:
-            self._chmod(mode)
-        self._mode = mode
-
-    def _chmod(self, mode: int) -> None:
-        """Give the socket file ``mode``, if the file at the path is still the socket this
-        listener made (never follow a link or touch a file put there since)."""
-        try:
-            st = os.lstat(self.path)
-            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._bound:
-                os.chmod(self.path, mode)
-                return
-            why = "it is not the socket Veylor made any more"
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-        log.warning("listener unix:%s: mode %04o not applied: %s", self.path, mode, why)
-
-    async def start(self) -> None:
+    async def bind(self, mode: int) -> socket.socket:
+        """A socket bound at the path (not yet listening); :class:`StartupError` naming
+        the owner and the path if it cannot be."""
         path = self.path
-        assert self._acceptor is not None and self._mode is not None, "attach before start"
-        where = f"endpoint {self._acceptor.endpoint.name}: cannot listen on unix:{path}"
+        where = f"{self.owner}: cannot listen on unix:{path}"
         await _clear_stale_socket(path, where)
-        mode = self._mode
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o777 & ~mode)  # the file is created with its final mode: no window
         try:
@@ -210,13 +183,79 @@ class UnixListener:
         try:
             os.chmod(path, mode)
             st = os.stat(path)
-            self._bound = (st.st_dev, st.st_ino)
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"{where}: {os_reason(exc)}") from None
+        self.bound = (st.st_dev, st.st_ino)
+        return sock
+
+    def _ours(self) -> bool:
+        st = os.lstat(self.path)
+        return stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.bound
+
+    def chmod(self, mode: int) -> None:
+        try:
+            if self._ours():
+                os.chmod(self.path, mode)
+                return
+            why = "it is not the socket Veylor made any more"
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        log.warning("%s: mode %04o not applied to unix:%s: %s", self.owner, mode, self.path, why)
+
+    def remove(self) -> None:
+        if self.bound is None:
+            return
+        try:
+            if self._ours():
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("%s: could not remove the socket file %s: %s", self.owner, self.path, exc)
+        self.bound = None
+
+
+class UnixListener:
+    """A listening Unix socket for one endpoint. A reload that changes the endpoint's
+    framing or mode attaches the new endpoint here: the socket stays bound, new
+    connections come to the new endpoint, and the file takes the new mode."""
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.path = key[1]
+        self.server: asyncio.AbstractServer | None = None
+        self.file: SocketFile | None = None  # once bound
+        self._acceptor: _Acceptor | None = None
+        self._mode: int | None = None
+
+    def describe(self) -> str:
+        ep = self._acceptor.endpoint if self._acceptor is not None else None
+        return f"unix:{self.path} for {ep.name} ({ep.wire.name})" if ep is not None else f"unix:{self.path}"
+
+    def attach(self, endpoints: Sequence[UnixEndpoint]) -> None:  # type: ignore[override]
+        (ep,) = endpoints  # one endpoint per path (the loader checks)
+        if self._acceptor is None:
+            self._acceptor = _Acceptor(ep)
+        self._acceptor.endpoint = ep
+        assert isinstance(ep.spec.listen, UnixListen)
+        mode = ep.spec.listen.mode
+        if self.file is not None and mode != self._mode:
+            self.file.chmod(mode)
+        self._mode = mode
+
+    async def start(self) -> None:
+        assert self._acceptor is not None and self._mode is not None, "attach before start"
+        file = SocketFile(self.path, f"endpoint {self._acceptor.endpoint.name}")
+        sock = await file.bind(self._mode)
+        try:
             loop = asyncio.get_running_loop()
             self.server = await loop.create_unix_server(self._acceptor, sock=sock, backlog=BACKLOG)
         except OSError as exc:
             sock.close()
-            self._remove_socket_file()
-            raise StartupError(f"{where}: {os_reason(exc)}") from None
+            file.remove()
+            raise StartupError(f"{file.owner}: cannot listen on unix:{self.path}: {os_reason(exc)}") from None
+        self.file = file
 
     def stop_accepting(self) -> None:
         if self.server is not None:
@@ -226,20 +265,8 @@ class UnixListener:
         """Stop accepting and remove the socket file (if it is still the one this listener
         made): the path serves nothing any more. Connected clients are not affected."""
         self.stop_accepting()
-        self._remove_socket_file()
-
-    def _remove_socket_file(self) -> None:
-        if self._bound is None:
-            return
-        try:
-            st = os.stat(self.path)
-            if (st.st_dev, st.st_ino) == self._bound:
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("listener unix:%s: could not remove the socket file: %s", self.path, exc)
-        self._bound = None
+        if self.file is not None:
+            self.file.remove()
 
 
 class _Acceptor:
