@@ -149,3 +149,23 @@ async def test_veylor_top_attaches_to_a_running_daemon_and_detaches(tmp_path, up
             await feeding
         term.kill()
         await daemon.stop()
+
+
+async def test_tui_whose_terminal_hangs_up_stops_veylor(tmp_path, upstream):
+    """An ssh session closed under `veylor --tui`: SIGHUP stops it in order (it does not
+    keep running, drawing for no one, holding its ports)."""
+    port, sock = free_port(), tmp_path / "ipc.sock"
+    main = tmp_path / "config.yaml"
+    main.write_text(config(upstream, port, sock))
+    term = Tmux(tmp_path, [sys.executable, "-m", "veylor", "--tui", "-c", str(main), "--no-watch"])
+    try:
+        await term.until(lambda s: "→ all" in s, "the graph")
+        assert sock.exists()
+        term.kill()  # the terminal goes away: its processes get SIGHUP
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while sock.exists() and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        assert not sock.exists(), "Veylor kept running after its terminal hung up"
+    finally:
+        term.kill()

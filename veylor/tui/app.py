@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Header, RichLog, Sparkline, Stati
 
 from .rates import Rates, human_rate
 from .reader import StateReader, Unavailable
+from .terminal import Driver
 
 REFRESH = 0.5  # seconds between two reads of the state view
 CLIENT_ROWS = 200  # clients shown at once (the first by the chosen order); the rest are counted
@@ -63,7 +64,7 @@ class VeylorApp(App[None]):
     CLIENT_SORTS = ("client", "connected", "messages", "buffered")
 
     def __init__(self, reader: StateReader, logs: LogBuffer | None = None) -> None:
-        super().__init__()
+        super().__init__(driver_class=Driver)
         self.reader = reader
         self.logs = logs
         self.rates = Rates()
@@ -281,6 +282,11 @@ class VeylorApp(App[None]):
         else:
             self.notify("; ".join(outcome.get("changes", [])) or "no changes")
         self.poll()
+
+    def terminal_gone(self) -> None:
+        """The terminal went away (its writes fail): quit, as ``q`` does."""
+        logging.getLogger("veylor").warning("the terminal went away: quitting the TUI")
+        self.exit()
 
     async def on_unmount(self) -> None:
         await self.reader.close()
