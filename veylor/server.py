@@ -167,10 +167,11 @@ class Server:
         assert self.runtime is not None
         return snapshot(self.runtime, self.reloader, clients=clients)
 
-    async def snapshot_async(self, clients: bool | str = False) -> dict[str, Any]:
-        """The state view, built in pieces between which clients are served."""
+    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]:
+        """The state view, built in pieces between which clients are served (``tap``: and
+        the tapped messages of that route, see :mod:`veylor.runtime.tap`)."""
         assert self.runtime is not None
-        return await snapshot_async(self.runtime, self.reloader, clients=clients)
+        return await snapshot_async(self.runtime, self.reloader, clients=clients, tap=tap)
 
     def stop(self) -> None:
         self.stopping.set()

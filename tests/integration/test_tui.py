@@ -63,14 +63,15 @@ async def test_tui_shows_the_live_graph_and_drives_reloads(tmp_path, upstream):
                 await upstream.send(f"m{i}")
             for _ in range(25):
                 await asyncio.wait_for(client.recv(), 5)
-            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][5] == "25", "the edge's total")
             await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] != "-", "a rate")
+            await pilot.press("t")  # totals
+            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] == "25", "the edge's total")
+            await pilot.press("t")  # rates again
+            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4].endswith("/s"), "rates again")
             app.query_one("#graph", DataTable).focus()
             await until(pilot, lambda: app.selected_edge == ("feed", "all", "ws"), "the edge selected")
             spark = app.query_one("#sparkline")
             await until(pilot, lambda: len(spark.data) > 1 and max(spark.data) > 0, "the edge's sparkline")
-            await pilot.press("s")
-            assert "by connected" in str(clients.border_title)
             await pilot.press("question_mark")
             await until(pilot, lambda: type(app.screen).__name__ == "Help", "the help")
             await pilot.press("escape")
@@ -113,3 +114,90 @@ def test_tui_and_top_without_textual_say_how_to_install_it(tmp_path):
         result = run_veylor(*args, cwd=tmp_path, env=env)
         assert result.returncode == 2, (args, result.stderr)
         assert "pip install 'veylor[tui]'" in result.stderr, args
+
+
+async def test_tui_keys_filter_sort_totals_pause_theme_and_tap(tmp_path, upstream):
+    """/ filters every table by name, s sorts the focused table by its next column, t
+    shows totals, p freezes the display, d switches dark and light, and m taps the
+    selected edge's route: its last messages, one line each, newest first, escaped."""
+    port = free_port()
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        textwrap.dedent(
+            f"""
+            sources: {{feed: {{url: "{upstream.url}"}}}}
+            endpoints: {{ws: {{websocket: {{port: {port}, path: /ws}}}}}}
+            routes:
+              all: {{from: feed, to: ws}}
+              majors: {{from: feed, to: ws, filter: {{text: {{contains: BTC}}}}}}
+            """
+        )
+    )
+    server = Server.load(str(main), watch="off")
+    assert await server.startup()
+    try:
+        await upstream.wait_connected()
+        app = VeylorApp(InProcess(server))
+        async with app.run_test(size=(160, 48)) as pilot:
+            graph = app.query_one("#graph", DataTable)
+            await until(pilot, lambda: len(cells(app, "graph")) == 2, "both edges")
+
+            await pilot.press("slash", "m", "a", "j")
+            await until(pilot, lambda: list(cells(app, "graph")) == ["feed|majors|ws"], "the filter")
+            assert "1 match “maj”" in str(graph.border_title)
+            assert cells(app, "endpoints") == {}  # no endpoint is called "maj"
+            await pilot.press("escape")
+            await until(pilot, lambda: len(cells(app, "graph")) == 2, "the filter cleared")
+
+            for i in range(30):  # all passes 30, majors 10
+                await upstream.send(("BTC" if i % 3 == 0 else "ETH") + f" trade {i}")
+            await pilot.press("t")
+            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] == "30", "the totals")
+            assert cells(app, "graph")["feed|majors|ws"][4:6] == ["10", "20"]  # passed, filtered out
+            graph.focus()
+            for _ in range(4):  # source, route, filter, endpoint, msgs: the largest first
+                await pilot.press("s")
+            assert "msgs ▼" in [str(c.label) for c in graph.columns.values()]
+            await until(
+                pilot, lambda: list(cells(app, "graph")) == ["feed|all|ws", "feed|majors|ws"], "by msgs"
+            )
+            await pilot.press("s")  # by filtered: majors first
+            await until(pilot, lambda: next(iter(cells(app, "graph"))) == "feed|majors|ws", "by filtered")
+
+            await pilot.press("p")
+            await pilot.pause(0.7)
+            for i in range(5):
+                await upstream.send(f"BTC while paused {i}")
+            await pilot.pause(1.2)
+            assert cells(app, "graph")["feed|all|ws"][4] == "30"  # frozen
+            await pilot.press("p")
+            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] == "35", "resumed")
+
+            theme = app.theme
+            await pilot.press("d")
+            assert app.theme != theme
+            await pilot.press("d")
+            assert app.theme == theme
+
+            # The tap: select the majors edge (it is first now), turn the tap on.
+            graph.move_cursor(row=0)
+            await until(pilot, lambda: app.selected_edge == ("feed", "majors", "ws"), "majors selected")
+            tap = app.query_one("#tap", Static)
+            assert not tap.display
+            assert not server.runtime.taps  # off: nothing in the routing table
+            await pilot.press("m")
+            await until(pilot, lambda: "majors" in server.runtime.taps, "the tap on")
+            await upstream.send("ETH not for majors")
+            await upstream.send("BTC line one\nline two \x1b[31mred")
+            await upstream.send("BTC newest")
+            await until(pilot, lambda: "BTC newest" in str(tap.render()), "the tapped message")
+            shown = str(tap.render()).splitlines()
+            assert shown[0] == "BTC newest"  # newest first
+            assert shown[1] == r"BTC line one\nline two \x1b[31mred"  # one line, escaped
+            assert not any("ETH" in line for line in shown)  # only what passed the route
+            await pilot.press("m")
+            assert not tap.display
+            await until(pilot, lambda: not server.runtime.taps, "the tap's lease ended", timeout=10)
+            await pilot.press("q")
+    finally:
+        await server.shutdown()

@@ -68,10 +68,10 @@ class Tmux:
 
 
 def edge_total(screen: str) -> int:
-    """The total of the feed -> all -> ws edge on the screen."""
+    """The total of the feed -> all -> ws edge on the screen (totals shown: t)."""
     for line in screen.splitlines():
         if "→ all" in line and "→ ws" in line:
-            return int(line.split("│")[1].split()[-2].replace(",", ""))
+            return int(line.split("│")[1].split()[-3].replace(",", ""))
     raise AssertionError(f"no edge line on the screen:\n{screen}")
 
 
@@ -113,6 +113,8 @@ async def test_tui_in_a_terminal_shows_the_graph_counts_and_quits_cleanly(tmp_pa
         await term.until(lambda s: "feed" in s and "→ all" in s and "→ ws" in s and "→ ipc" in s, "the graph")
         await upstream.wait_connected()
         feeding = asyncio.create_task(feed(upstream, stop))
+        term.press("t")  # totals
+        await term.until(lambda s: "filtered " in s, "totals shown")
         first = edge_total(await term.until(lambda s: "● connected" in s, "the source connected"))
         await term.until(lambda s: edge_total(s) > first, "the edge's total to move")
         assert sock.exists()
@@ -137,7 +139,9 @@ async def test_veylor_top_attaches_to_a_running_daemon_and_detaches(tmp_path, up
     try:
         await upstream.wait_connected()
         feeding = asyncio.create_task(feed(upstream, stop))
-        screen = await term.until(lambda s: "→ all" in s and f"127.0.0.1:{admin}" in s, "the attached graph")
+        await term.until(lambda s: "→ all" in s and f"127.0.0.1:{admin}" in s, "the attached graph")
+        term.press("t")  # totals
+        screen = await term.until(lambda s: "filtered " in s, "totals shown")
         await term.until(lambda s: edge_total(s) > edge_total(screen), "the edge's total to move")
         term.press("q")
         assert await term.exit_code() == 0

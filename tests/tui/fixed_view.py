@@ -155,7 +155,16 @@ def _endpoint(address: str, clients: int, deliveries: int, listed: list[str], n:
             for i, c in enumerate(listed)
         ],
         "clients_not_listed": 0,
+        "dropped": 0 if clients < 100 else 7 * n,
+        "lost_slow": 0,
     }
+
+
+TAPPED = [
+    '{"e":"trade","s":"BTCUSDT","p":"67012.10","q":"0.004"}',
+    '{"e":"trade","s":"ETHUSDT","p":"3120.55","q":"1.200"}',
+    "<binary, 24 bytes> 00 01 02 03 04 05 06 07",
+]
 
 
 class FixedReader:
@@ -163,12 +172,16 @@ class FixedReader:
 
     where = "fixed (demo data)"
     clients_of: str | None = None
+    tap: str | None = None
 
     def __init__(self) -> None:
         self.views = [view(0.0, 10), view(1.0, 11)]
 
     async def read(self) -> dict[str, Any]:
-        return copy.deepcopy(self.views.pop(0) if len(self.views) > 1 else self.views[0])
+        view = copy.deepcopy(self.views.pop(0) if len(self.views) > 1 else self.views[0])
+        if self.tap is not None:
+            view["tap"] = {"route": self.tap, "seen": 42, "messages": TAPPED}
+        return view
 
     async def reload(self) -> dict[str, Any]:
         return {"changes": [], "problems": [], "error": None}

@@ -34,3 +34,12 @@ def test_help_screen(snap_compare):
         await pilot.pause()
 
     assert snap_compare(VeylorApp(FixedReader()), terminal_size=(120, 40), run_before=help_open)
+
+
+def test_tap_and_totals(snap_compare):
+    async def tapped(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("m", "t")
+        await pilot.pause(0.8)  # the next read brings the tap
+
+    assert snap_compare(VeylorApp(FixedReader()), terminal_size=(120, 40), run_before=tapped)

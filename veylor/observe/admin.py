@@ -5,6 +5,8 @@
     GET  /readyz             200 when every source is connected and the last reload
                              succeeded; else 503 with what is not ready (JSON)
     GET  /graph              the state view (JSON), with each endpoint's clients
+                             (?clients=NAME: one endpoint's; ?tap=ROUTE: and the last
+                             messages that passed ROUTE, see veylor.runtime.tap)
     POST /reload[?dry_run=1] reload now and answer when it is applied: 200 with the
                              plan and steps, 422 with the problems (file, line, key),
                              500 when it could not be applied (a listener could not be
@@ -47,7 +49,7 @@ class Control(Protocol):
 
     def snapshot(self, clients: bool | str = False) -> dict[str, Any]: ...
 
-    async def snapshot_async(self, clients: bool | str = False) -> dict[str, Any]: ...
+    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]: ...
 
     def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Outcome]: ...
 
@@ -133,8 +135,11 @@ class Admin:
 
     async def graph(self, request: web.Request) -> web.Response:
         # ?clients=NAME: one endpoint's clients (the TUI); ?clients= none; default: all.
+        # ?tap=ROUTE: and the last messages that passed that route (a tap, renewed by
+        # each read: see veylor.runtime.tap).
         only = request.query.get("clients")
-        view = await self.control.snapshot_async(clients=True if only is None else only or False)
+        tap = request.query.get("tap") or None
+        view = await self.control.snapshot_async(clients=True if only is None else only or False, tap=tap)
         body = await asyncio.to_thread(json.dumps, view, separators=(",", ":"))  # large: off the loop
         return web.Response(text=body, content_type="application/json")
 

@@ -6,7 +6,9 @@ status``, ``veylor top`` and the TUI all read.
 It does no per-message work and computes no rate: readers take two snapshots and
 divide. Per-client detail (``clients=True`` for every endpoint, as ``/graph`` gives it;
 ``clients="name"`` for one, as the TUI asks) is bounded to ``CLIENTS_LISTED`` clients
-per endpoint.
+per endpoint. ``tap=ROUTE`` starts or renews that route's tap and adds what it caught
+(``"tap"``: the last messages that passed, one escaped line each; see
+:mod:`veylor.runtime.tap`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def snapshot(
 
 
 async def snapshot_async(
-    runtime: Runtime, reloader: Reloader | None = None, clients: bool | str = False
+    runtime: Runtime, reloader: Reloader | None = None, clients: bool | str = False, tap: str | None = None
 ) -> dict[str, Any]:
     """:func:`snapshot`, letting the event loop run every ``CHUNK`` components: a large
     configuration (thousands of sources and endpoints) costs tens of milliseconds, which
@@ -53,7 +55,19 @@ async def snapshot_async(
         for i, _ in enumerate(part, 1):
             if i % CHUNK == 0:
                 await asyncio.sleep(0)
+    if tap is not None:
+        out["tap"] = _tap(runtime, tap)
     return out
+
+
+def _tap(runtime: Runtime, route: str) -> dict[str, Any]:
+    """Start or renew the tap of ``route``; what it caught so far."""
+    try:
+        return runtime.tap(route).as_dict()
+    except KeyError:
+        return {"route": route, "error": "no such route"}
+    except OverflowError as exc:
+        return {"route": route, "error": str(exc)}
 
 
 def _head(runtime: Runtime, reloader: Reloader | None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..filters import CompiledFilter
 from ..graph import Graph, Route
 from ..message import Message
 from .stats import RouteStats
+from .tap import Tap
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -52,10 +53,11 @@ class SourceFanout:
 
     always: Groups  # reached by an unfiltered route
     always_stats: tuple[RouteStats, ...]
-    filtered: tuple[tuple[CompiledFilter, tuple[Endpoint, ...], RouteStats], ...]
+    filtered: tuple[tuple[CompiledFilter | Tap, tuple[Endpoint, ...], RouteStats], ...]
     # What it was built from, to reuse it when a reload changed none of it.
     routes: tuple[Route, ...] = ()
     targets: tuple[Endpoint, ...] = ()
+    taps: tuple[Tap, ...] = ()  # routes tapped (runtime/tap.py): dispatched as filtered
     # The groups for each combination of filtered routes' endpoints seen so far.
     groupings: dict[tuple[Endpoint, ...], Groups] = field(default_factory=dict)
 
@@ -92,15 +94,20 @@ def build_table(
     endpoints: Mapping[str, Endpoint],
     stats: Mapping[str, RouteStats],
     previous: RoutingTable | None = None,
+    taps: Mapping[str, Tap] | None = None,
 ) -> dict[str, SourceFanout]:
     """The routing table for ``graph`` over the running endpoint objects. An entry of
-    ``previous`` built from the same routes and endpoint objects is kept as it is."""
+    ``previous`` built from the same routes, endpoint objects and taps is kept as it is.
+    A tapped route is dispatched as a filtered route whose filter is its :class:`Tap`."""
     table: dict[str, SourceFanout] = {}
+    taps = taps or {}
     for source, routes in graph.routes_by_source.items():
         before = previous.get(source) if previous is not None else None
+        tapped = tuple(taps[r.name].wrap(r.filter) for r in routes if r.name in taps)
         if (
             before is not None
             and before.routes is routes
+            and before.taps == tapped
             and all(endpoints.get(e.name) is e for e in before.targets)
         ):
             table[source] = before
@@ -110,15 +117,16 @@ def build_table(
         filtered = []
         for route in routes:
             targets = tuple(endpoints[name] for name in route.endpoints)
-            if route.filter is None:
+            match = taps.get(route.name, route.filter)
+            if match is None:
                 always.extend(targets)
                 always_stats.append(stats[route.name])
             else:
-                filtered.append((route.filter, targets, stats[route.name]))
+                filtered.append((match, targets, stats[route.name]))
         if always or filtered:
             targets = tuple(dict.fromkeys(e for r in routes for e in (endpoints[n] for n in r.endpoints)))
             table[source] = SourceFanout(
-                by_wire(always), tuple(always_stats), tuple(filtered), routes, targets
+                by_wire(always), tuple(always_stats), tuple(filtered), routes, targets, tapped
             )
     return table
 

@@ -25,6 +25,7 @@ from .endpoints import Endpoint
 from .fanout import Router, build_table
 from .kinds import Listener, ListenerKey, SourceKind, make_endpoint, make_listener, make_source
 from .stats import Stats
+from .tap import LEASE, MAX_TAPS, Tap
 
 log = logging.getLogger("veylor.runtime")
 
@@ -56,6 +57,7 @@ class Runtime:
         self._ticker: asyncio.TimerHandle | None = None
         self.admin: Any = None  # the admin endpoint (veylor.observe.admin.Admin), if configured
         self.control: Any = None  # what the admin endpoint drives: the Server, when there is one
+        self.taps: dict[str, Tap] = {}  # routes an operator is watching (runtime/tap.py)
 
     @property
     def generation(self) -> int:
@@ -72,7 +74,32 @@ class Runtime:
         """Once a second: what readers of the state view need that would cost something
         per message to keep exactly (when each source's last message came)."""
         self.stats.tick(time.time())
+        now = self.loop.time()
+        expired = [
+            name for name, tap in self.taps.items() if tap.expires < now or name not in self.graph.routes
+        ]
+        if expired:
+            for name in expired:
+                del self.taps[name]
+            self._route(self.graph)
         self._ticker = self.loop.call_later(TICK, self._tick)
+
+    def tap(self, route: str) -> Tap:
+        """Start, or renew for ``LEASE`` seconds, the tap of ``route`` (see
+        :mod:`veylor.runtime.tap`). ``KeyError``: no such route; ``OverflowError``:
+        ``MAX_TAPS`` are on already."""
+        tap = self.taps.get(route)
+        expires = self.loop.time() + LEASE
+        if tap is not None:
+            tap.expires = expires
+            return tap
+        if route not in self.graph.routes:
+            raise KeyError(route)
+        if len(self.taps) >= MAX_TAPS:
+            raise OverflowError(f"{MAX_TAPS} routes are tapped already")
+        tap = self.taps[route] = Tap(route, expires)
+        self._route(self.graph)
+        return tap
 
     async def start(self, graph: Graph) -> None:
         """Bind every listener, then start every source; :class:`StartupError` if a
@@ -121,8 +148,12 @@ class Runtime:
             ep.upstream = tuple(
                 self.sources[s] for s in graph.upstream_targets.get(name, ()) if s in self.sources
             )
+        self._route(graph)
+
+    def _route(self, graph: Graph) -> None:
+        """Swap in the routing table for ``graph`` and the taps on."""
         stats = {name: self.stats.route(name) for name in graph.routes}
-        self.router.install(build_table(graph, self.endpoints, stats, self.router.table))
+        self.router.install(build_table(graph, self.endpoints, stats, self.router.table, self.taps))
 
     def source_dropped(self, source: SourceKind) -> None:
         """A source lost its connection: with ``on_disconnect: close_clients``, the
@@ -313,10 +344,10 @@ class _Standalone:
     def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
         return self.runtime.snapshot(clients=clients)
 
-    async def snapshot_async(self, clients: bool | str = False) -> dict[str, Any]:
+    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]:
         from ..observe.state import snapshot_async
 
-        return await snapshot_async(self.runtime, clients=clients)
+        return await snapshot_async(self.runtime, clients=clients, tap=tap)
 
     def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Any]:
         from ..reload import Outcome

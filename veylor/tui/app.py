@@ -3,7 +3,13 @@
 It reads the state view through a :class:`~veylor.tui.reader.StateReader` twice a second
 in an exclusive worker (a slow admin endpoint never freezes the screen), computes rates
 from consecutive snapshots (:mod:`veylor.tui.rates`), and updates tables by row key so
-the cursor stays still. Nothing comes to it per message from the hot path.
+the cursor stays on its row. Nothing comes to it per message from the hot path; the
+tap (``m``) reads a route's last messages with the state view, and costs the relay
+nothing while off (:mod:`veylor.runtime.tap`).
+
+A table shows at most ``ROWS`` rows (the first in its order; ``/`` finds the others):
+with thousands of sources and endpoints, each refresh costs the same as with a few
+hundred, on the loop the relay shares in-process.
 """
 
 from __future__ import annotations
@@ -11,28 +17,32 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Header, RichLog, Sparkline, Static
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Sparkline, Static
 
-from .rates import Rates, human_rate
+from .rates import Rates, drops, human_rate
 from .reader import StateReader, Unavailable
 from .terminal import Driver
 
 REFRESH = 0.5  # seconds between two reads of the state view
-CLIENT_ROWS = 200  # clients shown at once (the first by the chosen order); the rest are counted
+ROWS = 200  # rows a table shows at once (the first in its order); the rest are counted
 QUIET_AFTER = 10.0  # seconds without a message before a source's last-message age turns to a warning
-STATE_MARK = {
-    "connected": "● connected",
-    "connecting": "◐ connecting",
-    "backoff": "○ backing off",
-    "stopped": "✕ stopped",
+STATE = {  # a source's state: mark and colour
+    "connected": ("●", "connected", "green"),
+    "connecting": ("◐", "connecting", "yellow"),
+    "backoff": ("○", "backing off", "yellow"),
+    "stopped": ("✕", "stopped", "bright_black"),
+    "failed": ("✕", "failed", "red"),
 }
+LIGHT, DARK = "textual-light", "textual-dark"
 
 
 class LogBuffer(logging.Handler):
@@ -50,6 +60,44 @@ class LogBuffer(logging.Handler):
             self.handleError(record)
 
 
+@dataclass
+class Row:
+    """One row of a table: its key, its cells, what it is found by (``/``), and its sort
+    value for each column (names ascending; numbers negated, the largest first)."""
+
+    key: str
+    cells: tuple[Text, ...]
+    names: str
+    order: tuple[Any, ...]
+
+
+@dataclass
+class Columns:
+    """A table's columns: labels with rates shown, and with totals shown (``t``)."""
+
+    rates: tuple[str, ...]
+    totals: tuple[str, ...]
+
+
+COLUMNS = {
+    "graph": Columns(
+        ("source", "route", "filter", "endpoint", "msgs/s", "filtered/s", "drops/s"),
+        ("source", "route", "filter", "endpoint", "msgs", "filtered", "drops"),
+    ),
+    "sources": Columns(
+        ("source", "state", "msgs/s", "bytes/s", "reconnects", "last msg", "up", "ping", "url"),
+        ("source", "state", "msgs", "bytes", "reconnects", "last msg", "up", "ping", "url"),
+    ),
+    "endpoints": Columns(
+        ("endpoint", "clients", "deliveries/s", "drops/s", "refused", "from clients", "address"),
+        ("endpoint", "clients", "deliveries", "drops", "refused", "from clients", "address"),
+    ),
+    "clients": Columns(
+        ("client", "connected", "messages", "buffered"), ("client", "connected", "messages", "buffered")
+    ),
+}
+
+
 class VeylorApp(App[None]):
     """The live routing graph with per-edge rates."""
 
@@ -58,10 +106,14 @@ class VeylorApp(App[None]):
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("q", "quit", "Quit"),
         Binding("r", "reload", "Reload"),
-        Binding("s", "sort_clients", "Sort clients"),
+        Binding("slash", "find", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("t", "totals", "Rates/totals"),
+        Binding("m", "tap", "Tap"),
+        Binding("p", "pause", "Pause"),
+        Binding("d", "dark", "Dark/light"),
         Binding("question_mark", "help", "Help"),
     ]
-    CLIENT_SORTS = ("client", "connected", "messages", "buffered")
 
     def __init__(self, reader: StateReader, logs: LogBuffer | None = None) -> None:
         super().__init__(driver_class=Driver)
@@ -72,47 +124,62 @@ class VeylorApp(App[None]):
         self.stale_since: float | None = None
         self.selected_endpoint: str | None = None
         self.selected_edge: tuple[str, ...] | None = None
-        self.client_sort = 0  # index into CLIENT_SORTS
+        self.sort_by = dict.fromkeys(COLUMNS, 0)  # table -> column index
+        self.cursor: dict[str, str] = {}  # table -> the key of the row its cursor is on
+        self.find = ""  # the filter of ``/`` (lower case)
+        self.totals = False  # ``t``: totals instead of rates
+        self.paused = False
+        self.tapping = False
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("connecting…", id="status")
         yield DataTable(id="graph", cursor_type="row", zebra_stripes=True)
         yield Sparkline([], id="sparkline")
-        with Horizontal(id="middle"):
-            yield DataTable(id="sources", cursor_type="row")
-            yield DataTable(id="endpoints", cursor_type="row")
+        yield Static(id="tap")
+        yield DataTable(id="sources", cursor_type="row")
+        yield DataTable(id="endpoints", cursor_type="row")
         with Horizontal(id="bottom"):
             yield DataTable(id="clients", cursor_type="row")
             if self.logs is not None:
                 yield RichLog(id="logs", max_lines=500, markup=False, wrap=False)
+        yield Input(placeholder="filter by name (enter: keep, escape: clear)", id="find")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = self.reader.where
-        self.query_one("#graph", DataTable).add_columns(
-            "source", "route", "filter", "endpoint", "msgs/s", "total", "filtered"
-        )
-        self.query_one("#sources", DataTable).add_columns(
-            "source", "state", "msgs/s", "bytes/s", "reconnects", "last msg"
-        )
-        self.query_one("#endpoints", DataTable).add_columns(
-            "endpoint", "clients", "deliveries/s", "refused", "from clients", "address"
-        )
-        self.query_one("#clients", DataTable).add_columns("client", "connected", "messages", "buffered")
+        self.query_one("#tap").display = False
+        self.query_one("#find").display = False
+        self._columns()
         self.set_interval(REFRESH, self.poll)
         self.poll()
+
+    def _columns(self) -> None:
+        for name, columns in COLUMNS.items():
+            table = self.query_one(f"#{name}", DataTable)
+            table.clear(columns=True)
+            labels = columns.totals if self.totals else columns.rates
+            table.add_columns(
+                *(label + (" ▼" if i == self.sort_by[name] else "") for i, label in enumerate(labels))
+            )
 
     # ------------------------------------------------------------------ reading
 
     @work(exclusive=True, group="read")
     async def poll(self) -> None:
+        if self.paused:
+            return
+        self.reader.tap = self.selected_edge[1] if self.tapping and self.selected_edge else None
         try:
             view = await self.reader.read()
         except Unavailable as exc:
             if self.stale_since is None:
                 self.stale_since = time.monotonic()
-            self.query_one("#status", Static).update(f"[b red]STALE[/] cannot read the state: {exc}")
+            self.query_one("#status", Static).update(
+                Text.assemble(("STALE", "bold red"), f" cannot read the state: {exc}")
+            )
+            return
+        if self.paused:
             return
         self.stale_since = None
         self.rates.update(view)
@@ -127,142 +194,310 @@ class VeylorApp(App[None]):
         while self.logs.lines:
             level, line = self.logs.lines.popleft()
             style = "red" if level >= logging.ERROR else "yellow" if level >= logging.WARNING else ""
-            pane.write(f"[{style}]{_escape(line)}[/]" if style else line)
+            pane.write(Text(line, style=style))
 
     # ------------------------------------------------------------------ drawing
 
     def show(self, view: dict[str, Any]) -> None:
-        config = view["config"]
-        last = view["reloads"]["last"]
-        reload_text = "no reload yet"
-        if last is not None:
-            if last["problems"]:
-                first = last["problems"][0]
-                reload_text = f"[b red]last reload refused[/]: {first['file']}:{first['line']} {first['path']}: {first['message']}"
-            elif last["error"]:
-                reload_text = f"[b red]last reload not applied[/]: {last['error']}"
-            else:
-                changes = "; ".join(last["changes"][:3]) or "no changes"
-                reload_text = f"last reload: {changes}"
-        self.query_one("#status", Static).update(
-            f"generation {config['generation']} (config {config['digest'][:12]}) · {reload_text}"
-        )
+        self.show_status(view)
         self.show_graph(view)
         self.show_sparkline()
+        self.show_tap(view)
         self.show_sources(view)
         self.show_endpoints(view)
         self.show_clients(view)
 
+    def show_status(self, view: dict[str, Any]) -> None:
+        config = view["config"]
+        status = Text(f"generation {config['generation']} (config {config['digest'][:12]}) · ")
+        last = view["reloads"]["last"]
+        if last is None:
+            status.append("no reload yet")
+        elif last["problems"]:
+            first = last["problems"][0]
+            status.append("last reload refused", "bold red")
+            status.append(f": {first['file']}:{first['line']} {first['path']}: {first['message']}")
+        elif last["error"]:
+            status.append("last reload not applied", "bold red")
+            status.append(f": {last['error']}")
+        else:
+            steps = last.get("steps") or []
+            status.append("last reload: " + ("; ".join(last["changes"][:3]) or "no changes"))
+            if steps:
+                status.append(
+                    f" ({len(steps)} steps: "
+                    + ", ".join(_step(s) for s in steps[:4])
+                    + ("…)" if len(steps) > 4 else ")")
+                )
+        if self.paused:
+            status = Text.assemble(("PAUSED ", "bold yellow"), status)
+        self.query_one("#status", Static).update(status)
+
     def show_graph(self, view: dict[str, Any]) -> None:
-        routes, endpoints = view["routes"], view["endpoints"]
-        rows: dict[str, tuple[Any, ...]] = {}
-        previous_source = None
-        for edge in sorted(view["edges"], key=lambda e: (e["source"], e["route"], e["endpoint"])):
+        routes, endpoints, sources = view["routes"], view["endpoints"], view["sources"]
+        rows = []
+        for edge in view["edges"]:
             source, route, endpoint = edge["source"], edge["route"], edge["endpoint"]
-            r = routes.get(route, {})
-            ep = endpoints.get(endpoint, {})
-            rows[f"{source}|{route}|{endpoint}"] = (
-                source if source != previous_source else "",
-                f"→ {route}" + (" ⇅" if r.get("upstream") else ""),
-                r.get("filter", ""),
-                f"→ {endpoint} ({ep.get('clients', 0)})",
-                human_rate(self.rates.get("edge", source, route, endpoint)),
-                f"{edge['messages']:,}",
-                f"{r.get('filtered', 0):,}",
+            r, ep = routes.get(route, {}), endpoints.get(endpoint, {})
+            mark, _, colour = _state(sources.get(source, {}))
+            msgs = self._number(("edge", source, route, endpoint), edge["messages"])
+            filtered = self._number(("filtered", route), r.get("filtered", 0))
+            dropped = self._number(("drops", endpoint), drops(ep))
+            rows.append(
+                Row(
+                    f"{source}|{route}|{endpoint}",
+                    (
+                        Text.assemble((mark, colour), " ", source),
+                        Text("→ " + route + (" ⇅" if r.get("upstream") else "")),
+                        Text(r.get("filter", "")),
+                        Text(f"→ {endpoint} ({ep.get('clients', 0):,})"),
+                        *(Text(cell, justify="right") for cell in (msgs[0], filtered[0], dropped[0])),
+                    ),
+                    f"{source} {route} {endpoint}",
+                    (source, route, r.get("filter", ""), endpoint, msgs[1], filtered[1], dropped[1]),
+                )
             )
-            previous_source = source
-        _sync(self.query_one("#graph", DataTable), rows)
+        shown = self._fill("graph", rows, "edge")
+        keys = {row.key for row in shown}
+        if shown and (self.selected_edge is None or "|".join(self.selected_edge) not in keys):
+            self.selected_edge = tuple(shown[0].key.split("|"))
+        if self.sort_by["graph"] == 0:  # by source: a source's name on its first row only
+            previous = None
+            for row in shown:
+                source = row.key.split("|", 1)[0]
+                if source == previous:
+                    row.cells = (Text(""), *row.cells[1:])
+                previous = source
+        self._sync("graph", shown)
 
     def show_sources(self, view: dict[str, Any]) -> None:
         now = view["time"]
-        rows = {}
+        rows = []
         for name, s in view["sources"].items():
             last = s.get("last_message_at")
-            age = "-" if last is None else f"{now - last:.0f}s ago"
+            age = Text("-" if last is None else _duration(now - last) + " ago")
             if last is not None and now - last > QUIET_AFTER:
-                age = f"[yellow]{age}[/]"
-            state = STATE_MARK.get(s["state"], s["state"])
+                age.stylize("yellow")
+            mark, word, colour = _state(s)
+            state = Text.assemble((f"{mark} {word}", colour))
             if s["state"] == "backoff" and s.get("next_attempt_at"):
-                state += f" ({max(0.0, s['next_attempt_at'] - now):.0f}s)"
-            rows[name] = (
-                name,
-                state,
-                human_rate(self.rates.get("source", name)),
-                human_rate(self.rates.get("source_bytes", name)).replace("/s", "B/s"),
-                f"{max(0, s['connects'] - 1):,}",
-                age,
+                state.append(f" ({max(0.0, s['next_attempt_at'] - now):.0f}s)")
+            since = s.get("connected_since")
+            up = now - since if since and s["state"] == "connected" else None
+            rtt = s.get("ping_rtt")
+            msgs = self._number(("source", name), s["messages_in"])
+            size = self._number(("source_bytes", name), s["bytes_in"], unit="B")
+            reconnects = max(0, s["connects"] - 1)
+            rows.append(
+                Row(
+                    name,
+                    (
+                        Text(name),
+                        state,
+                        Text(msgs[0], justify="right"),
+                        Text(size[0], justify="right"),
+                        Text(f"{reconnects:,}", justify="right"),
+                        age,
+                        Text("-" if up is None else _duration(up)),
+                        Text("-" if not rtt else f"{rtt * 1000:.1f} ms"),
+                        Text(s.get("url", "")),
+                    ),
+                    f"{name} {s.get('url', '')}",
+                    (
+                        name,
+                        word,
+                        msgs[1],
+                        size[1],
+                        -reconnects,
+                        -(last or 0),
+                        -(up or 0),
+                        -(rtt or 0),
+                        s.get("url", ""),
+                    ),
+                )
             )
-        _sync(self.query_one("#sources", DataTable), rows)
+        self._sync("sources", self._fill("sources", rows, "source"))
 
     def show_endpoints(self, view: dict[str, Any]) -> None:
-        rows = {
-            name: (
-                name,
-                f"{e['clients']:,}",
-                human_rate(self.rates.get("endpoint", name)),
-                f"{e['refused']:,}",
-                f"{e['received']:,}",
-                e["address"],
+        rows = []
+        for name, e in view["endpoints"].items():
+            out = self._number(("endpoint", name), e["messages_out"])
+            dropped = self._number(("drops", name), drops(e))
+            rows.append(
+                Row(
+                    name,
+                    (
+                        Text(name),
+                        Text(f"{e['clients']:,}", justify="right"),
+                        Text(out[0], justify="right"),
+                        Text(dropped[0], justify="right"),
+                        Text(f"{e['refused']:,}", justify="right"),
+                        Text(f"{e['received']:,}", justify="right"),
+                        Text(e["address"]),
+                    ),
+                    f"{name} {e['address']}",
+                    (name, -e["clients"], out[1], dropped[1], -e["refused"], -e["received"], e["address"]),
+                )
             )
-            for name, e in view["endpoints"].items()
-        }
-        table = self.query_one("#endpoints", DataTable)
-        _sync(table, rows)
-        if self.selected_endpoint not in rows:
-            self.selected_endpoint = next(iter(rows), None)
+        shown = self._fill("endpoints", rows, "endpoint")
+        self._sync("endpoints", shown)
+        if self.selected_endpoint not in view["endpoints"]:
+            self.selected_endpoint = shown[0].key if shown else None
         self.reader.clients_of = self.selected_endpoint
 
     def show_clients(self, view: dict[str, Any]) -> None:
         table = self.query_one("#clients", DataTable)
         ep = view["endpoints"].get(self.selected_endpoint or "", {})
         now = view["time"]
-        key = self.CLIENT_SORTS[self.client_sort]
-        everyone = sorted(ep.get("client_list", []), key=_CLIENT_ORDER[key])
-        listed = everyone[:CLIENT_ROWS]
-        rows = {
-            c["client"]: (
+        rows = [
+            Row(
                 c["client"],
-                f"{now - c['connected_since']:.0f}s",
-                f"{c['messages']:,}",
-                f"{c['buffered']:,}",
+                (
+                    Text(c["client"]),
+                    Text(_duration(now - c["connected_since"]), justify="right"),
+                    Text(f"{c['messages']:,}", justify="right"),
+                    Text(f"{c['buffered']:,}", justify="right"),
+                ),
+                c["client"],
+                (c["client"], c["connected_since"], -c["messages"], -c["buffered"]),
             )
-            for c in listed
-        }
-        more = ep.get("clients_not_listed", 0) + len(everyone) - len(listed)
-        title = f"clients of {self.selected_endpoint}" if self.selected_endpoint else "clients"
-        table.border_title = title + f", by {key}" + (f" (+{more:,} not listed)" if more else "")
+            for c in ep.get("client_list", [])
+        ]
+        shown = self._fill("clients", rows, "client", unlisted=ep.get("clients_not_listed", 0))
+        if self.selected_endpoint:
+            table.border_title = f"{self.selected_endpoint}: {table.border_title}"
         table.border_subtitle = None if rows else "no clients connected"
-        shown = [k.value for k in table.rows]
-        if shown != [k for k in rows if k in set(shown)]:
-            table.clear()  # the order changed (a new sort): rebuilt
-        _sync(table, rows)
+        self._sync("clients", shown)
 
     def show_sparkline(self) -> None:
         line = self.query_one("#sparkline", Sparkline)
         history = self.rates.history.get(("edge", *self.selected_edge)) if self.selected_edge else None
-        line.data = list(history) if history else [0.0]
+        line.data = list(history) if history else []
+
+    def show_tap(self, view: dict[str, Any]) -> None:
+        pane = self.query_one("#tap", Static)
+        pane.display = self.tapping
+        if not self.tapping:
+            return
+        tap = view.get("tap")
+        if not self.selected_edge:
+            pane.border_title, body = "tap", Text("select an edge in the graph")
+        elif tap is None:
+            pane.border_title, body = f"tap: {self.selected_edge[1]}", Text("starting…")
+        elif tap.get("error"):
+            pane.border_title, body = f"tap: {tap['route']}", Text(tap["error"], "red")
+        else:
+            pane.border_title = f"tap: {tap['route']} (newest first; {tap['seen']:,} passed while tapped)"
+            body = Text("\n".join(tap["messages"]) or "no message yet", no_wrap=True, overflow="ellipsis")
+        pane.update(body)
+
+    def _number(self, key: tuple[str, ...], total: int, unit: str = "") -> tuple[str, float]:
+        """A counter as shown (its rate, or with ``t`` its total) and its sort value."""
+        if self.totals:
+            return f"{total:,}", -total
+        rate = self.rates.get(*key)
+        return human_rate(rate, unit), -(rate or 0.0)
+
+    def _fill(self, name: str, rows: list[Row], noun: str, unlisted: int = 0) -> list[Row]:
+        """The rows a table shows: those found by ``/``, in the table's order, at most
+        ``ROWS``; the table's title says how many there are and how many are not shown."""
+        table = self.query_one(f"#{name}", DataTable)
+        everyone = len(rows) + unlisted
+        if self.find:
+            rows = [row for row in rows if self.find in row.names.lower()]
+        column = self.sort_by[name]
+        rows.sort(key=lambda row: (row.order[column], row.key))
+        shown = rows[:ROWS]
+        title = f"{everyone:,} {noun}{'s' * (everyone != 1)}"
+        if self.find:
+            title += f", {len(rows):,} match “{self.find}”"
+        if len(shown) < len(rows) or unlisted:
+            title += f", {len(rows) - len(shown) + unlisted:,} not shown (/ to filter)"
+        table.border_title = title
+        return shown
+
+    def _sync(self, name: str, rows: list[Row]) -> None:
+        """Make table ``name`` show ``rows``, in order. The same rows in the same order:
+        changed cells are updated in place. Otherwise the table is refilled, and the
+        cursor stays on the row it was on."""
+        _sync(self.query_one(f"#{name}", DataTable), rows, self.cursor.get(name))
+
+    # ------------------------------------------------------------------ selection
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value
-        if key is None:
+        if key is None or event.data_table.id is None:
             return
+        self.cursor[event.data_table.id] = key
         if event.data_table.id == "endpoints":
             self.selected_endpoint = self.reader.clients_of = key
             if self.view is not None:
                 self.show_clients(self.view)
         elif event.data_table.id == "graph":
-            self.selected_edge = tuple(key.split("|"))
+            edge = tuple(key.split("|"))
+            if self.tapping and self.selected_edge and edge[1] != self.selected_edge[1]:
+                self.query_one("#tap", Static).update(Text("starting…"))
+            self.selected_edge = edge
             self.show_sparkline()
 
-    def action_sort_clients(self) -> None:
-        self.client_sort = (self.client_sort + 1) % len(self.CLIENT_SORTS)
+    # ------------------------------------------------------------------ actions
+
+    def _redraw(self) -> None:
         if self.view is not None:
-            self.show_clients(self.view)
+            self.show(self.view)
+
+    def action_sort(self) -> None:
+        """Sort the focused table (the graph, if none is) by its next column."""
+        focused = self.focused
+        name = focused.id if isinstance(focused, DataTable) and focused.id in COLUMNS else "graph"
+        self.sort_by[name] = (self.sort_by[name] + 1) % len(COLUMNS[name].rates)
+        self._columns()
+        self._redraw()
+
+    def action_totals(self) -> None:
+        self.totals = not self.totals
+        self._columns()
+        self._redraw()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.sub_title = self.reader.where + (" · PAUSED (p resumes)" if self.paused else "")
+        self._redraw()
+        if not self.paused:
+            self.poll()
+
+    def action_dark(self) -> None:
+        self.theme = LIGHT if self.theme != LIGHT else DARK
+
+    def action_tap(self) -> None:
+        self.tapping = not self.tapping
+        self.query_one("#tap", Static).update(Text("starting…"))
+        self._redraw()
+        self.poll()
+
+    def action_find(self) -> None:
+        find = self.query_one("#find", Input)
+        find.display = True
+        find.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.find = event.value.strip().lower()
+        self._redraw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.input.display = bool(event.value.strip())
+        self.query_one("#graph", DataTable).focus()
+
+    def on_key(self, event: Any) -> None:
+        find = self.query_one("#find", Input)
+        if event.key == "escape" and find.has_focus:
+            find.value = ""
+            find.display = False
+            self.query_one("#graph", DataTable).focus()
+            event.stop()
 
     def action_help(self) -> None:
         self.push_screen(Help())
-
-    # ------------------------------------------------------------------ actions
 
     @work(exclusive=True, group="reload")
     async def action_reload(self) -> None:
@@ -270,17 +505,23 @@ class VeylorApp(App[None]):
         try:
             outcome = await self.reader.reload()
         except Unavailable as exc:
-            self.notify(f"reload: {exc}", severity="error")
+            self.notify(f"reload: {exc}", severity="error", markup=False)
             return
         if outcome.get("problems"):
             first = outcome["problems"][0]
             self.notify(
-                f"{first['file']}:{first['line']} {first['path']}: {first['message']}", severity="error"
+                f"{first['file']}:{first['line']} {first['path']}: {first['message']}",
+                severity="error",
+                markup=False,
             )
         elif outcome.get("error"):
-            self.notify(outcome["error"], severity="error")
+            self.notify(outcome["error"], severity="error", markup=False)
         else:
-            self.notify("; ".join(outcome.get("changes", [])) or "no changes")
+            steps = outcome.get("steps") or []
+            text = "; ".join(outcome.get("changes", [])) or "no changes"
+            if steps:
+                text += "\nsteps: " + ", ".join(_step(s) for s in steps)
+            self.notify(text, markup=False)
         self.poll()
 
     def terminal_gone(self) -> None:
@@ -292,14 +533,6 @@ class VeylorApp(App[None]):
         await self.reader.close()
 
 
-_CLIENT_ORDER: dict[str, Any] = {
-    "client": lambda c: c["client"],
-    "connected": lambda c: c["connected_since"],  # the longest connected first
-    "messages": lambda c: -c["messages"],
-    "buffered": lambda c: -c["buffered"],
-}
-
-
 class Help(ModalScreen[None]):
     """The keys, and what the screen shows."""
 
@@ -308,18 +541,24 @@ class Help(ModalScreen[None]):
     ]
     TEXT = """[b]Veylor: the routing graph, live[/b]
 
-[b]graph[/b]      one row per edge source → route → endpoint: the route's filter, ⇅ where
-           clients may send upstream, the endpoint's clients, messages per second
-           (smoothed), the edge's total, the route's filtered-out count; the
-           sparkline under it is the selected edge's last minute
-[b]sources[/b]    state (backing off: seconds to the next try), rates, reconnects, and
-           the last message's age (yellow after 10 s of silence)
-[b]endpoints[/b]  clients, deliveries per second, refused, messages from clients;
-           select one to list its clients below
+[b]graph[/b]      one row per edge source → route → endpoint: the source's state, the
+           route's filter, ⇅ where clients may send upstream, the endpoint's
+           clients; messages, filtered out (the route) and slow-client drops (the
+           endpoint) per second, smoothed over a few seconds. Under it, the
+           selected edge's last minute
+[b]sources[/b]    state (backing off: seconds to the next try), rates, reconnects, the
+           last message's age (yellow after 10 s of silence), uptime, ping
+[b]endpoints[/b]  clients, deliveries, drops, refused, messages from clients; select
+           one to list its clients below
+A table shows its first 200 rows: [b]/[/b] finds the others.
 
-[b]r[/b]  reload the configuration (the result shows in the status line)
-[b]s[/b]  sort the clients: by address, connection time, messages, buffered bytes
-[b]tab[/b]  move between tables      [b]?[/b]  this help      [b]q[/b]  quit
+[b]r[/b]  reload the configuration (the steps, or the problem with its file and line)
+[b]/[/b]  filter the tables by name (enter keeps it, escape clears it)
+[b]s[/b]  sort the focused table by its next column (▼ marks it)
+[b]t[/b]  totals instead of rates, and back
+[b]m[/b]  tap: the last messages that passed the selected edge's route (off: free)
+[b]p[/b]  pause the display      [b]d[/b]  dark or light
+[b]tab[/b]  move between tables   [b]?[/b]  this help      [b]q[/b]  quit
 """
 
     def compose(self) -> ComposeResult:
@@ -327,22 +566,43 @@ class Help(ModalScreen[None]):
             yield Static(self.TEXT)
 
 
-def _sync(table: DataTable[Any], rows: dict[str, tuple[Any, ...]]) -> None:
-    """Make ``table`` show ``rows`` (by key): rows gone are removed, new ones added,
-    changed cells updated in place (the cursor stays where it is)."""
-    present = {key.value for key in table.rows}
-    for key in present - rows.keys():
-        table.remove_row(key)
+def _state(source: dict[str, Any]) -> tuple[str, str, str]:
+    """A source's state as (mark, word, colour): a source stopped after failing is failed."""
+    state = source.get("state", "stopped")
+    if state == "stopped" and source.get("failures"):
+        state = "failed"
+    return STATE.get(state, ("?", state, ""))
+
+
+def _step(step: dict[str, Any]) -> str:
+    return f"{step['op']} {step['name']}".strip()
+
+
+def _duration(seconds: float) -> str:
+    """``45s``, ``3m12s``, ``2h05m``, ``3d04h``."""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _sync(table: DataTable[Any], rows: list[Row], selected: str | None) -> None:
+    keys = [row.key for row in rows]
+    present = [key.value for key in table.rows]
+    if present != keys:
+        table.clear()
+        for row in rows:
+            table.add_row(*row.cells, key=row.key)
+        if selected in keys:
+            table.move_cursor(row=keys.index(selected), animate=False)
+        return
     columns = list(table.columns)
-    for key, cells in rows.items():
-        if key not in present:
-            table.add_row(*cells, key=key)
-            continue
-        current = table.get_row(key)
-        for column, old, new in zip(columns, current, cells, strict=False):
+    for row in rows:
+        current = table.get_row(row.key)
+        for column, old, new in zip(columns, current, row.cells, strict=False):
             if old != new:
-                table.update_cell(key, column, new)
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", r"\[")
+                table.update_cell(row.key, column, new, update_width=True)

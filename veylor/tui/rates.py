@@ -59,6 +59,11 @@ def _pairs(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[tuple[str, ...], 
         old = a["endpoints"].get(name)
         if old is not None:
             out.append((("endpoint", name), e["messages_out"], old["messages_out"]))
+            out.append((("drops", name), drops(e), drops(old)))
+    for name, r in b["routes"].items():
+        old = a["routes"].get(name)
+        if old is not None:
+            out.append((("filtered", name), r.get("filtered", 0), old.get("filtered", 0)))
     edges = {(x["source"], x["route"], x["endpoint"]): x["messages"] for x in a["edges"]}
     for x in b["edges"]:
         key = (x["source"], x["route"], x["endpoint"])
@@ -67,11 +72,16 @@ def _pairs(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[tuple[str, ...], 
     return out
 
 
-def human_rate(rate: float | None) -> str:
-    """``1.2k/s``, ``35/s``, ``-`` (not known yet)."""
+def human_rate(rate: float | None, unit: str = "") -> str:
+    """``1.2k/s``, ``35/s``, ``3.1MB/s`` (``unit="B"``), ``-`` (not known yet)."""
     if rate is None:
         return "-"
-    for unit, size in (("M", 1e6), ("k", 1e3)):
+    for prefix, size in (("M", 1e6), ("k", 1e3)):
         if rate >= size:
-            return f"{rate / size:.1f}{unit}/s"
-    return f"{rate:.0f}/s"
+            return f"{rate / size:.1f}{prefix}{unit}/s"
+    return f"{rate:.0f}{unit}/s"
+
+
+def drops(endpoint: dict[str, Any]) -> int:
+    """Deliveries an endpoint did not make for its slow clients."""
+    return endpoint.get("dropped", 0) + endpoint.get("lost_slow", 0)

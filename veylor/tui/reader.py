@@ -23,6 +23,7 @@ class Unavailable(Exception):
 class StateReader(Protocol):
     where: str  # for the title: "in-process", "http://127.0.0.1:9900"
     clients_of: str | None  # the endpoint whose clients to read (the one the user selected)
+    tap: str | None  # the route whose last messages to read (a tap: see veylor.runtime.tap)
 
     async def read(self) -> dict[str, Any]: ...
 
@@ -39,10 +40,11 @@ class InProcess:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.clients_of: str | None = None
+        self.tap: str | None = None
 
     async def read(self) -> dict[str, Any]:
         # One endpoint's clients, not every client of every endpoint twice a second.
-        return await self.server.snapshot_async(clients=self.clients_of or False)
+        return await self.server.snapshot_async(clients=self.clients_of or False, tap=self.tap)
 
     async def reload(self) -> dict[str, Any]:
         outcome: Outcome = await self.server.reload("TUI (r)")
@@ -60,6 +62,7 @@ class OverHttp:
         self.where = spec.url
         self.session: aiohttp.ClientSession | None = None
         self.clients_of: str | None = None
+        self.tap: str | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
@@ -87,7 +90,7 @@ class OverHttp:
         return body
 
     async def read(self) -> dict[str, Any]:
-        query = f"?clients={quote(self.clients_of or '')}"
+        query = f"?clients={quote(self.clients_of or '')}" + (f"&tap={quote(self.tap)}" if self.tap else "")
         return await self._call("GET", "/graph" + query, TIMEOUT)
 
     async def reload(self) -> dict[str, Any]:

@@ -1,0 +1,78 @@
+"""Taps: the last messages that passed a route, for an operator watching (the TUI's
+``m``, ``/graph?tap=ROUTE``).
+
+A tap costs nothing while off: there is no per-message check for one. Turning a tap on
+rebuilds its source's entry of the routing table with the route dispatched as a
+filtered route whose filter is the :class:`Tap` (the route's own filter, if any, then
+a ``deque.append`` of a reference to the payload). Turning it off rebuilds the entry
+without it. A tap is a lease: each read renews it, and the runtime's tick removes one
+not read for ``LEASE`` seconds (a TUI that quit, a client that went away), so a tap can
+never be left on by mistake.
+
+Messages are kept as the payload bytes (a reference, no copy) and made into one short
+line each only when read (:func:`one_line`), twice a second at most.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Any
+
+from ..filters import CompiledFilter
+from ..message import Message
+
+KEEP = 10  # messages a tap keeps (the newest)
+LEASE = 5.0  # seconds a tap lives without a read
+MAX_TAPS = 8  # taps on at once (each costs its route a call per message)
+LINE = 200  # characters of a message shown
+
+
+class Tap:
+    """One route's tap: a filter for the fan-out that passes what the route's own filter
+    passes (everything, for an unfiltered route) and keeps the last ``KEEP`` of them."""
+
+    __slots__ = ("expires", "inner", "messages", "route", "seen")
+
+    def __init__(self, route: str, expires: float) -> None:
+        self.route = route
+        self.expires = expires
+        self.inner: Any = None  # the route's filter's predicate (set by the table's builder)
+        self.messages: deque[tuple[bytes, bool]] = deque(maxlen=KEEP)
+        self.seen = 0  # messages that passed while tapped
+
+    def wrap(self, route_filter: CompiledFilter | None) -> Tap:
+        """Follow the route's current filter (a reload may change it)."""
+        self.inner = route_filter.match if route_filter is not None else None
+        return self
+
+    def match(self, msg: Message) -> bool:
+        inner = self.inner
+        if inner is not None and not inner(msg):
+            return False
+        self.messages.append((msg.data, msg.is_text))
+        self.seen += 1
+        return True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "seen": self.seen,
+            "messages": [one_line(data, is_text) for data, is_text in reversed(self.messages)],
+        }
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(data: bytes, is_text: bool, width: int = LINE) -> str:
+    """A message as one printable line of at most ``width`` characters: text with its
+    control characters escaped (a newline is ``\\n``; no terminal escape sequence gets
+    through), binary as its size and its first bytes in hex."""
+    if not is_text:
+        head = data[: width // 3].hex(" ")
+        return f"<binary, {len(data):,} bytes> {head}" + (" …" if len(data) > width // 3 else "")
+    cut = len(data) > width * 4
+    text = data[: width * 4].decode("utf-8", "replace")
+    line = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return line[: width - 1] + "…" if cut or len(line) > width else line
