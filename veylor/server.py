@@ -13,7 +13,7 @@ from typing import Any
 from .config import Config, load_config
 from .config.loader import FileCache
 from .graph import build_graph
-from .heap import settle_heap
+from .heap import settle_heap, tune_collector
 from .observe.logs import remember
 from .observe.notify import Notifier
 from .observe.state import snapshot, snapshot_async
@@ -112,6 +112,7 @@ class Server:
         graph = build_graph(self.config)
         raise_fd_limit(sum(e.max_clients for e in graph.endpoints.values()) + 64)
         settle_heap(collect=True)
+        tune_collector()
         runtime = self.runtime = Runtime()
         runtime.control = self  # the admin endpoint reads and drives this Server
         try:

@@ -13,7 +13,7 @@ from helpers import free_port, ws_client
 
 pytest.importorskip("textual")
 
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from veylor.server import Server
 from veylor.tui.app import VeylorApp
@@ -21,8 +21,9 @@ from veylor.tui.reader import InProcess
 
 
 def cells(app: VeylorApp, table: str) -> dict[str, list[str]]:
-    t = app.query_one(f"#{table}", DataTable)
-    return {key.value: [str(c) for c in t.get_row(key)] for key in t.rows}
+    """What a table shows, row by row (in order), by the key of the item on each row."""
+    t = app.tables[table]
+    return {t.keys[i]: [str(c) for c in t.get_row_at(i)] for i in range(t.row_count)}
 
 
 async def until(pilot, predicate, what: str, timeout: float = 10.0) -> None:
@@ -54,8 +55,9 @@ async def test_tui_shows_the_live_graph_and_drives_reloads(tmp_path, upstream):
         app = VeylorApp(InProcess(server))
         async with app.run_test(size=(160, 48)) as pilot:
             await until(pilot, lambda: "feed|all|ws" in cells(app, "graph"), "the edge")
+            await until(pilot, lambda: "feed" in cells(app, "sources"), "the source")
             assert cells(app, "sources")["feed"][1].startswith("● connected")
-            clients = app.query_one("#clients", DataTable)
+            clients = app.tables["clients"]
             await until(pilot, lambda: clients.border_subtitle == "no clients connected", "the empty state")
             client = await ws_client(f"ws://127.0.0.1:{port}/ws")
             await until(pilot, lambda: len(cells(app, "clients")) == 1, "the client listed")
@@ -68,7 +70,7 @@ async def test_tui_shows_the_live_graph_and_drives_reloads(tmp_path, upstream):
             await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] == "25", "the edge's total")
             await pilot.press("t")  # rates again
             await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4].endswith("/s"), "rates again")
-            app.query_one("#graph", DataTable).focus()
+            app.tables["graph"].focus()
             await until(pilot, lambda: app.selected_edge == ("feed", "all", "ws"), "the edge selected")
             spark = app.query_one("#sparkline")
             await until(pilot, lambda: len(spark.data) > 1 and max(spark.data) > 0, "the edge's sparkline")
@@ -139,7 +141,7 @@ async def test_tui_keys_filter_sort_totals_pause_theme_and_tap(tmp_path, upstrea
         await upstream.wait_connected()
         app = VeylorApp(InProcess(server))
         async with app.run_test(size=(160, 48)) as pilot:
-            graph = app.query_one("#graph", DataTable)
+            graph = app.tables["graph"]
             await until(pilot, lambda: len(cells(app, "graph")) == 2, "both edges")
 
             await pilot.press("slash", "m", "a", "j")
@@ -157,7 +159,7 @@ async def test_tui_keys_filter_sort_totals_pause_theme_and_tap(tmp_path, upstrea
             graph.focus()
             for _ in range(4):  # source, route, filter, endpoint, msgs: the largest first
                 await pilot.press("s")
-            assert "msgs ▼" in [str(c.label) for c in graph.columns.values()]
+            assert "msgs ▼" in graph.labels
             await until(
                 pilot, lambda: list(cells(app, "graph")) == ["feed|all|ws", "feed|majors|ws"], "by msgs"
             )

@@ -14,9 +14,11 @@ hundred, on the loop the relay shares in-process.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,14 +28,16 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Header, Input, RichLog, Sparkline, Static
+from textual.widgets import Footer, Header, Input, RichLog, Static
 
 from .rates import Rates, drops, human_rate
 from .reader import StateReader, Unavailable
+from .table import Table
 from .terminal import Driver
 
 REFRESH = 0.5  # seconds between two reads of the state view
-ROWS = 200  # rows a table shows at once (the first in its order); the rest are counted
+CHUNK = 200  # items a table reads between two turns of the event loop (the relay's)
+ROWS = 100  # rows a table shows at once (the first in its order); the rest are counted
 QUIET_AFTER = 10.0  # seconds without a message before a source's last-message age turns to a warning
 STATE = {  # a source's state: mark and colour
     "connected": ("●", "connected", "green"),
@@ -60,40 +64,48 @@ class LogBuffer(logging.Handler):
             self.handleError(record)
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
-    """One row of a table: its key, its cells, what it is found by (``/``), and its sort
-    value for each column (names ascending; numbers negated, the largest first)."""
+    """One item of a table: its key, what it is found by (``/``), its sort value for each
+    column (names ascending; numbers negated, the largest first), and what its cells are
+    made of (cells are made only for the rows shown)."""
 
     key: str
-    cells: tuple[Text, ...]
     names: str
     order: tuple[Any, ...]
+    data: Any
 
 
 @dataclass
 class Columns:
-    """A table's columns: labels with rates shown, and with totals shown (``t``)."""
+    """A table's columns: labels with rates shown, and with totals shown (``t``); which
+    are right-aligned (numbers)."""
 
     rates: tuple[str, ...]
     totals: tuple[str, ...]
+    right: tuple[bool, ...]
 
 
 COLUMNS = {
     "graph": Columns(
         ("source", "route", "filter", "endpoint", "msgs/s", "filtered/s", "drops/s"),
         ("source", "route", "filter", "endpoint", "msgs", "filtered", "drops"),
+        (False, False, False, False, True, True, True),
     ),
     "sources": Columns(
         ("source", "state", "msgs/s", "bytes/s", "reconnects", "last msg", "up", "ping", "url"),
         ("source", "state", "msgs", "bytes", "reconnects", "last msg", "up", "ping", "url"),
+        (False, False, True, True, True, False, True, True, False),
     ),
     "endpoints": Columns(
         ("endpoint", "clients", "deliveries/s", "drops/s", "refused", "from clients", "address"),
         ("endpoint", "clients", "deliveries", "drops", "refused", "from clients", "address"),
+        (False, True, True, True, True, True, False),
     ),
     "clients": Columns(
-        ("client", "connected", "messages", "buffered"), ("client", "connected", "messages", "buffered")
+        ("client", "connected", "messages", "buffered"),
+        ("client", "connected", "messages", "buffered"),
+        (False, True, True, True),
     ),
 }
 
@@ -126,6 +138,7 @@ class VeylorApp(App[None]):
         self.selected_edge: tuple[str, ...] | None = None
         self.sort_by = dict.fromkeys(COLUMNS, 0)  # table -> column index
         self.cursor: dict[str, str] = {}  # table -> the key of the row its cursor is on
+        self.tables: dict[str, Table] = {}
         self.find = ""  # the filter of ``/`` (lower case)
         self.totals = False  # ``t``: totals instead of rates
         self.paused = False
@@ -134,13 +147,13 @@ class VeylorApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("connecting…", id="status")
-        yield DataTable(id="graph", cursor_type="row", zebra_stripes=True)
-        yield Sparkline([], id="sparkline")
+        yield Table(id="graph", zebra=True)
+        yield Spark(id="sparkline")
         yield Static(id="tap")
-        yield DataTable(id="sources", cursor_type="row")
-        yield DataTable(id="endpoints", cursor_type="row")
+        yield Table(id="sources")
+        yield Table(id="endpoints")
         with Horizontal(id="bottom"):
-            yield DataTable(id="clients", cursor_type="row")
+            yield Table(id="clients")
             if self.logs is not None:
                 yield RichLog(id="logs", max_lines=500, markup=False, wrap=False)
         yield Input(placeholder="filter by name (enter: keep, escape: clear)", id="find")
@@ -150,17 +163,17 @@ class VeylorApp(App[None]):
         self.sub_title = self.reader.where
         self.query_one("#tap").display = False
         self.query_one("#find").display = False
+        self.tables = {name: self.query_one(f"#{name}", Table) for name in COLUMNS}
         self._columns()
         self.set_interval(REFRESH, self.poll)
         self.poll()
 
     def _columns(self) -> None:
         for name, columns in COLUMNS.items():
-            table = self.query_one(f"#{name}", DataTable)
-            table.clear(columns=True)
             labels = columns.totals if self.totals else columns.rates
-            table.add_columns(
-                *(label + (" ▼" if i == self.sort_by[name] else "") for i, label in enumerate(labels))
+            self.tables[name].set_columns(
+                tuple(label + (" ▼" if i == self.sort_by[name] else "") for i, label in enumerate(labels)),
+                columns.right,
             )
 
     # ------------------------------------------------------------------ reading
@@ -176,15 +189,19 @@ class VeylorApp(App[None]):
             if self.stale_since is None:
                 self.stale_since = time.monotonic()
             self.query_one("#status", Static).update(
-                Text.assemble(("STALE", "bold red"), f" cannot read the state: {exc}")
+                Text.assemble(("STALE", "bold red"), f" cannot read the state: {exc}"), layout=False
             )
             return
         if self.paused:
             return
         self.stale_since = None
-        self.rates.update(view)
+        for _ in self.rates.updating(view):
+            await asyncio.sleep(0)
         self.view = view
-        self.show(view)
+        for part in self._parts():  # the relay's clients are served between two pieces
+            for _ in part(view) or ():
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)
         self.drain_logs()
 
     def drain_logs(self) -> None:
@@ -198,14 +215,21 @@ class VeylorApp(App[None]):
 
     # ------------------------------------------------------------------ drawing
 
+    def _parts(self) -> list[Callable[[dict[str, Any]], Iterator[None] | None]]:
+        return [
+            self.show_status,
+            self.show_graph,
+            lambda _: self.show_sparkline(),
+            self.show_tap,
+            self.show_sources,
+            self.show_endpoints,
+            self.show_clients,
+        ]
+
     def show(self, view: dict[str, Any]) -> None:
-        self.show_status(view)
-        self.show_graph(view)
-        self.show_sparkline()
-        self.show_tap(view)
-        self.show_sources(view)
-        self.show_endpoints(view)
-        self.show_clients(view)
+        for part in self._parts():
+            for _ in part(view) or ():
+                pass
 
     def show_status(self, view: dict[str, Any]) -> None:
         config = view["config"]
@@ -231,50 +255,89 @@ class VeylorApp(App[None]):
                 )
         if self.paused:
             status = Text.assemble(("PAUSED ", "bold yellow"), status)
-        self.query_one("#status", Static).update(status)
+        self.query_one("#status", Static).update(status, layout=False)
 
-    def show_graph(self, view: dict[str, Any]) -> None:
+    def show_graph(self, view: dict[str, Any]) -> Iterator[None]:
         routes, endpoints, sources = view["routes"], view["endpoints"], view["sources"]
         rows = []
-        for edge in view["edges"]:
+        for i, edge in enumerate(view["edges"], 1):
+            if i % CHUNK == 0:
+                yield
             source, route, endpoint = edge["source"], edge["route"], edge["endpoint"]
             r, ep = routes.get(route, {}), endpoints.get(endpoint, {})
-            mark, _, colour = _state(sources.get(source, {}))
             msgs = self._number(("edge", source, route, endpoint), edge["messages"])
             filtered = self._number(("filtered", route), r.get("filtered", 0))
             dropped = self._number(("drops", endpoint), drops(ep))
             rows.append(
                 Row(
                     f"{source}|{route}|{endpoint}",
-                    (
-                        Text.assemble((mark, colour), " ", source),
-                        Text("→ " + route + (" ⇅" if r.get("upstream") else "")),
-                        Text(r.get("filter", "")),
-                        Text(f"→ {endpoint} ({ep.get('clients', 0):,})"),
-                        *(Text(cell, justify="right") for cell in (msgs[0], filtered[0], dropped[0])),
-                    ),
                     f"{source} {route} {endpoint}",
                     (source, route, r.get("filter", ""), endpoint, msgs[1], filtered[1], dropped[1]),
+                    (edge, r, ep, sources.get(source, {}), msgs[0], filtered[0], dropped[0]),
                 )
             )
         shown = self._fill("graph", rows, "edge")
-        keys = {row.key for row in shown}
-        if shown and (self.selected_edge is None or "|".join(self.selected_edge) not in keys):
-            self.selected_edge = tuple(shown[0].key.split("|"))
-        if self.sort_by["graph"] == 0:  # by source: a source's name on its first row only
-            previous = None
-            for row in shown:
-                source = row.key.split("|", 1)[0]
-                if source == previous:
-                    row.cells = (Text(""), *row.cells[1:])
-                previous = source
-        self._sync("graph", shown)
+        yield
+        by_source = self.sort_by["graph"] == 0  # a source's name on its first row only
+        cells = []
+        previous = None
+        for row in shown:
+            edge, r, ep, source, msgs, filtered, dropped = row.data
+            mark, _, colour = _state(source)
+            name = edge["source"]
+            cells.append(
+                (
+                    Text("") if by_source and name == previous else Text.assemble((mark, colour), " ", name),
+                    Text("→ " + edge["route"] + (" ⇅" if r.get("upstream") else "")),
+                    Text(r.get("filter", "")),
+                    Text(f"→ {edge['endpoint']} ({ep.get('clients', 0):,})"),
+                    Text(msgs),
+                    Text(filtered),
+                    Text(dropped),
+                )
+            )
+            previous = name
+        at = self._sync("graph", shown, cells)
+        if at is not None:
+            self.selected_edge = tuple(at.split("|"))
 
-    def show_sources(self, view: dict[str, Any]) -> None:
+    def show_sources(self, view: dict[str, Any]) -> Iterator[None]:
         now = view["time"]
         rows = []
-        for name, s in view["sources"].items():
+        for i, (name, s) in enumerate(view["sources"].items(), 1):
+            if i % CHUNK == 0:
+                yield
             last = s.get("last_message_at")
+            since = s.get("connected_since")
+            up = now - since if since and s["state"] == "connected" else None
+            rtt = s.get("ping_rtt")
+            msgs = self._number(("source", name), s["messages_in"])
+            size = self._number(("source_bytes", name), s["bytes_in"], unit="B")
+            reconnects = max(0, s["connects"] - 1)
+            url = s.get("url", "")
+            rows.append(
+                Row(
+                    name,
+                    f"{name} {url}",
+                    (
+                        name,
+                        _state(s)[1],
+                        msgs[1],
+                        size[1],
+                        -reconnects,
+                        -(last or 0),
+                        -(up or 0),
+                        -(rtt or 0),
+                        url,
+                    ),
+                    (s, msgs[0], size[0], reconnects, last, up, rtt),
+                )
+            )
+        shown = self._fill("sources", rows, "source")
+        yield
+        cells = []
+        for row in shown:
+            s, msgs, size, reconnects, last, up, rtt = row.data
             age = Text("-" if last is None else _duration(now - last) + " ago")
             if last is not None and now - last > QUIET_AFTER:
                 age.stylize("yellow")
@@ -282,84 +345,68 @@ class VeylorApp(App[None]):
             state = Text.assemble((f"{mark} {word}", colour))
             if s["state"] == "backoff" and s.get("next_attempt_at"):
                 state.append(f" ({max(0.0, s['next_attempt_at'] - now):.0f}s)")
-            since = s.get("connected_since")
-            up = now - since if since and s["state"] == "connected" else None
-            rtt = s.get("ping_rtt")
-            msgs = self._number(("source", name), s["messages_in"])
-            size = self._number(("source_bytes", name), s["bytes_in"], unit="B")
-            reconnects = max(0, s["connects"] - 1)
-            rows.append(
-                Row(
-                    name,
-                    (
-                        Text(name),
-                        state,
-                        Text(msgs[0], justify="right"),
-                        Text(size[0], justify="right"),
-                        Text(f"{reconnects:,}", justify="right"),
-                        age,
-                        Text("-" if up is None else _duration(up)),
-                        Text("-" if not rtt else f"{rtt * 1000:.1f} ms"),
-                        Text(s.get("url", "")),
-                    ),
-                    f"{name} {s.get('url', '')}",
-                    (
-                        name,
-                        word,
-                        msgs[1],
-                        size[1],
-                        -reconnects,
-                        -(last or 0),
-                        -(up or 0),
-                        -(rtt or 0),
-                        s.get("url", ""),
-                    ),
+            cells.append(
+                (
+                    Text(row.key),
+                    state,
+                    Text(msgs),
+                    Text(size),
+                    Text(f"{reconnects:,}"),
+                    age,
+                    Text("-" if up is None else _duration(up)),
+                    Text("-" if not rtt else f"{rtt * 1000:.1f} ms"),
+                    Text(s.get("url", "")),
                 )
             )
-        self._sync("sources", self._fill("sources", rows, "source"))
+        self._sync("sources", shown, cells)
 
-    def show_endpoints(self, view: dict[str, Any]) -> None:
+    def show_endpoints(self, view: dict[str, Any]) -> Iterator[None]:
         rows = []
-        for name, e in view["endpoints"].items():
+        for i, (name, e) in enumerate(view["endpoints"].items(), 1):
+            if i % CHUNK == 0:
+                yield
             out = self._number(("endpoint", name), e["messages_out"])
             dropped = self._number(("drops", name), drops(e))
             rows.append(
                 Row(
                     name,
-                    (
-                        Text(name),
-                        Text(f"{e['clients']:,}", justify="right"),
-                        Text(out[0], justify="right"),
-                        Text(dropped[0], justify="right"),
-                        Text(f"{e['refused']:,}", justify="right"),
-                        Text(f"{e['received']:,}", justify="right"),
-                        Text(e["address"]),
-                    ),
                     f"{name} {e['address']}",
                     (name, -e["clients"], out[1], dropped[1], -e["refused"], -e["received"], e["address"]),
+                    (e, out[0], dropped[0]),
                 )
             )
         shown = self._fill("endpoints", rows, "endpoint")
-        self._sync("endpoints", shown)
-        if self.selected_endpoint not in view["endpoints"]:
+        yield
+        cells = [
+            (
+                Text(row.key),
+                Text(f"{e['clients']:,}"),
+                Text(out),
+                Text(dropped),
+                Text(f"{e['refused']:,}"),
+                Text(f"{e['received']:,}"),
+                Text(e["address"]),
+            )
+            for row in shown
+            for e, out, dropped in (row.data,)
+        ]
+        at = self._sync("endpoints", shown, cells)
+        if at is not None:
+            self.selected_endpoint = at
+        elif self.selected_endpoint not in view["endpoints"]:
             self.selected_endpoint = shown[0].key if shown else None
         self.reader.clients_of = self.selected_endpoint
 
     def show_clients(self, view: dict[str, Any]) -> None:
-        table = self.query_one("#clients", DataTable)
+        table = self.tables["clients"]
         ep = view["endpoints"].get(self.selected_endpoint or "", {})
         now = view["time"]
         rows = [
             Row(
                 c["client"],
-                (
-                    Text(c["client"]),
-                    Text(_duration(now - c["connected_since"]), justify="right"),
-                    Text(f"{c['messages']:,}", justify="right"),
-                    Text(f"{c['buffered']:,}", justify="right"),
-                ),
                 c["client"],
                 (c["client"], c["connected_since"], -c["messages"], -c["buffered"]),
+                c,
             )
             for c in ep.get("client_list", [])
         ]
@@ -367,16 +414,25 @@ class VeylorApp(App[None]):
         if self.selected_endpoint:
             table.border_title = f"{self.selected_endpoint}: {table.border_title}"
         table.border_subtitle = None if rows else "no clients connected"
-        self._sync("clients", shown)
+        cells = [
+            (
+                Text(c["client"]),
+                Text(_duration(now - c["connected_since"])),
+                Text(f"{c['messages']:,}"),
+                Text(f"{c['buffered']:,}"),
+            )
+            for c in (row.data for row in shown)
+        ]
+        self._sync("clients", shown, cells)
 
     def show_sparkline(self) -> None:
-        line = self.query_one("#sparkline", Sparkline)
         history = self.rates.history.get(("edge", *self.selected_edge)) if self.selected_edge else None
-        line.data = list(history) if history else []
+        self.query_one("#sparkline", Spark).show(list(history) if history else [])
 
     def show_tap(self, view: dict[str, Any]) -> None:
         pane = self.query_one("#tap", Static)
-        pane.display = self.tapping
+        if pane.display != self.tapping:
+            pane.display = self.tapping
         if not self.tapping:
             return
         tap = view.get("tap")
@@ -389,7 +445,7 @@ class VeylorApp(App[None]):
         else:
             pane.border_title = f"tap: {tap['route']} (newest first; {tap['seen']:,} passed while tapped)"
             body = Text("\n".join(tap["messages"]) or "no message yet", no_wrap=True, overflow="ellipsis")
-        pane.update(body)
+        pane.update(body, layout=False)
 
     def _number(self, key: tuple[str, ...], total: int, unit: str = "") -> tuple[str, float]:
         """A counter as shown (its rate, or with ``t`` its total) and its sort value."""
@@ -401,7 +457,7 @@ class VeylorApp(App[None]):
     def _fill(self, name: str, rows: list[Row], noun: str, unlisted: int = 0) -> list[Row]:
         """The rows a table shows: those found by ``/``, in the table's order, at most
         ``ROWS``; the table's title says how many there are and how many are not shown."""
-        table = self.query_one(f"#{name}", DataTable)
+        table = self.tables[name]
         everyone = len(rows) + unlisted
         if self.find:
             rows = [row for row in rows if self.find in row.names.lower()]
@@ -416,24 +472,23 @@ class VeylorApp(App[None]):
         table.border_title = title
         return shown
 
-    def _sync(self, name: str, rows: list[Row]) -> None:
-        """Make table ``name`` show ``rows``, in order. The same rows in the same order:
-        changed cells are updated in place. Otherwise the table is refilled, and the
-        cursor stays on the row it was on."""
-        _sync(self.query_one(f"#{name}", DataTable), rows, self.cursor.get(name))
+    def _sync(self, name: str, rows: list[Row], cells: list[tuple[Text, ...]]) -> str | None:
+        """Show ``rows`` in table ``name``; the key of the row under its cursor now (which
+        follows its row when the order changes), or None when the table is empty."""
+        return self.tables[name].show([row.key for row in rows], cells, self.cursor.get(name))
 
     # ------------------------------------------------------------------ selection
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        key = event.row_key.value
-        if key is None or event.data_table.id is None:
+    def on_table_highlighted(self, event: Table.Highlighted) -> None:
+        name, key = event.table.id, event.key
+        if name not in self.tables:
             return
-        self.cursor[event.data_table.id] = key
-        if event.data_table.id == "endpoints":
+        self.cursor[name] = key
+        if name == "endpoints":
             self.selected_endpoint = self.reader.clients_of = key
             if self.view is not None:
                 self.show_clients(self.view)
-        elif event.data_table.id == "graph":
+        elif name == "graph":
             edge = tuple(key.split("|"))
             if self.tapping and self.selected_edge and edge[1] != self.selected_edge[1]:
                 self.query_one("#tap", Static).update(Text("starting…"))
@@ -449,7 +504,7 @@ class VeylorApp(App[None]):
     def action_sort(self) -> None:
         """Sort the focused table (the graph, if none is) by its next column."""
         focused = self.focused
-        name = focused.id if isinstance(focused, DataTable) and focused.id in COLUMNS else "graph"
+        name = focused.id if isinstance(focused, Table) and focused.id in COLUMNS else "graph"
         self.sort_by[name] = (self.sort_by[name] + 1) % len(COLUMNS[name].rates)
         self._columns()
         self._redraw()
@@ -486,14 +541,14 @@ class VeylorApp(App[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.input.display = bool(event.value.strip())
-        self.query_one("#graph", DataTable).focus()
+        self.tables["graph"].focus()
 
     def on_key(self, event: Any) -> None:
         find = self.query_one("#find", Input)
         if event.key == "escape" and find.has_focus:
             find.value = ""
             find.display = False
-            self.query_one("#graph", DataTable).focus()
+            self.tables["graph"].focus()
             event.stop()
 
     def action_help(self) -> None:
@@ -590,19 +645,28 @@ def _duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def _sync(table: DataTable[Any], rows: list[Row], selected: str | None) -> None:
-    keys = [row.key for row in rows]
-    present = [key.value for key in table.rows]
-    if present != keys:
-        table.clear()
-        for row in rows:
-            table.add_row(*row.cells, key=row.key)
-        if selected in keys:
-            table.move_cursor(row=keys.index(selected), animate=False)
-        return
-    columns = list(table.columns)
-    for row in rows:
-        current = table.get_row(row.key)
-        for column, old, new in zip(columns, current, row.cells, strict=False):
-            if old != new:
-                table.update_cell(row.key, column, new, update_width=True)
+class Spark(Static):
+    """A sparkline two lines high, drawn as one text (Textual's Sparkline blends a colour
+    per bar: a few milliseconds a frame, on the loop the relay shares)."""
+
+    BARS = " ▁▂▃▄▅▆▇█"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data: list[float] = []
+
+    def show(self, data: list[float]) -> None:
+        self.data = data
+        width = self.content_size.width or 80
+        points = data[-width:]
+        top = max(points, default=0.0)
+        levels = [round(p / top * 16) if top > 0 else 0 for p in points]
+        bars = self.BARS
+        upper = "".join(bars[max(0, level - 8)] for level in levels)
+        lower = "".join(bars[min(8, level)] if level else "▁" for level in levels)
+        self.update(
+            Text(f"{upper.rjust(width)}\n{lower.rjust(width)}", style="green", no_wrap=True), layout=False
+        )
+
+    def on_resize(self) -> None:
+        self.show(self.data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 HORIZON = 3.0  # seconds over which a rate is smoothed
@@ -26,6 +27,12 @@ class Rates:
 
     def update(self, view: dict[str, Any]) -> None:
         """Take a new snapshot; rates move towards what happened since the last one."""
+        for _ in self.updating(view):
+            pass
+
+    def updating(self, view: dict[str, Any], chunk: int = 500) -> Iterator[None]:
+        """:meth:`update`, yielding every ``chunk`` counters (thousands of components:
+        the event loop it shares with the relay runs between two chunks)."""
         before, self.previous = self.previous, view
         if before is None:
             return
@@ -37,7 +44,9 @@ class Rates:
             self.previous = before
             return
         weight = 1 - math.exp(-dt / HORIZON)
-        for key, now, then in _pairs(before, view):
+        for i, (key, now, then) in enumerate(_pairs(before, view), 1):
+            if i % chunk == 0:
+                yield
             rate = max(0.0, (now - then) / dt)
             old = self.rates.get(key)
             self.rates[key] = rate if old is None else old + weight * (rate - old)
