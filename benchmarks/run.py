@@ -126,12 +126,20 @@ class Proc:
         self.p.stdin.write(command + "\n")
         self.p.stdin.flush()
 
+    def measured(self) -> int:
+        """The relay's pid: under script(1) (the TUI relays), script's child."""
+        pid = self.p.pid
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "script":
+                return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+        return pid
+
     def cpu(self) -> tuple[float, float]:
-        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.measured()}/stat").read_text().rsplit(")", 1)[1].split()
         return int(fields[11]) / TICK, int(fields[12]) / TICK
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.measured()}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0

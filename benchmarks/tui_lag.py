@@ -172,7 +172,12 @@ def timed(slices: dict[str, list[float]], beat: list[Any]) -> None:
             t = time.perf_counter()
             result = original(*args, **kwargs)
             if beat[1]:
-                slices[label].append((time.perf_counter() - t) * 1000)
+                who = (
+                    f"{label} ({type(args[0]).__name__}#{getattr(args[0], 'id', None)})"
+                    if "lines" in label
+                    else label
+                )
+                slices[who].append((time.perf_counter() - t) * 1000)
             return result
 
         setattr(owner, name, timed_call)
@@ -180,11 +185,8 @@ def timed(slices: dict[str, list[float]], beat: list[Any]) -> None:
     wrap(Screen, "_compositor_refresh", "textual: screen update")
     wrap(Screen, "_refresh_layout", "textual: layout")
     from textual.widget import Widget
-    from textual.widgets import DataTable, Sparkline
 
-    wrap(DataTable, "render_lines", "textual: tables' lines")
-    wrap(Sparkline, "render_lines", "textual: sparkline's lines")
-    wrap(Widget, "render_lines", "textual: other widgets' lines")
+    wrap(Widget, "render_lines", "textual: lines")
     for name in ("show_status", "show_sparkline", "show_tap", "show_clients"):
         wrap(VeylorApp, name, f"veylor: {name}")
     original_parts = VeylorApp._parts
@@ -288,7 +290,7 @@ def main() -> None:
                 f"| {r['over5']:.2f} | {r['over20']:.2f} | {r['cpu']:.0%} |",
                 flush=True,
             )
-            for g, (count, longest, total) in r.get("gc", {}).items():
+            for g, (count, longest, total) in (r["gc"] if args.why else {}).items():
                 print(
                     f"    gc generation {g}: {count} collections, longest {longest:.1f} ms, {total:.0f} ms in all"
                 )
