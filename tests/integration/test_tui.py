@@ -9,15 +9,16 @@ import textwrap
 
 import pytest
 from conftest import run_veylor
-from helpers import free_port, ws_client
+from helpers import VeylorProcess, free_port, ws_client
 
 pytest.importorskip("textual")
 
 from textual.widgets import Static
 
+from veylor.observe.client import target
 from veylor.server import Server
 from veylor.tui.app import VeylorApp
-from veylor.tui.reader import InProcess
+from veylor.tui.reader import InProcess, OverHttp
 
 
 def cells(app: VeylorApp, table: str) -> dict[str, list[str]]:
@@ -202,4 +203,73 @@ async def test_tui_keys_filter_sort_totals_pause_theme_and_tap(tmp_path, upstrea
             await until(pilot, lambda: not server.runtime.taps, "the tap's lease ended", timeout=10)
             await pilot.press("q")
     finally:
+        await server.shutdown()
+
+
+async def test_veylor_top_marks_stale_data_and_reconnects_when_veylor_restarts(tmp_path, upstream):
+    """Attached (veylor top): the daemon stops, the screen says STALE and keeps the last
+    state; the daemon comes back, the graph is live again with the new process's
+    counters; q detaches and leaves the daemon running."""
+    port, admin = free_port(), free_port()
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        textwrap.dedent(
+            f"""
+            admin: {{listen: "127.0.0.1:{admin}"}}
+            sources: {{feed: {{url: "{upstream.url}"}}}}
+            endpoints: {{ws: {{websocket: {{port: {port}, path: /ws}}}}}}
+            routes: {{all: {{from: feed, to: ws}}}}
+            """
+        )
+    )
+    daemon = await VeylorProcess("-c", str(main), "--no-watch").start()
+    try:
+        app = VeylorApp(OverHttp(target(str(main), None)))
+        async with app.run_test(size=(160, 48)) as pilot:
+            status = app.query_one("#status", Static)
+            await until(pilot, lambda: "feed|all|ws" in cells(app, "graph"), "the attached graph")
+            first_pid = app.view["pid"]
+            await daemon.stop()
+            await until(pilot, lambda: "STALE" in str(status.render()), "STALE")
+            assert "feed|all|ws" in cells(app, "graph")  # the last state stays on screen
+            daemon = await VeylorProcess("-c", str(main), "--no-watch").start()
+            await until(pilot, lambda: "generation" in str(status.render()), "live again", timeout=20)
+            assert app.view["pid"] != first_pid and "feed|all|ws" in cells(app, "graph")
+            await pilot.press("q")
+        assert daemon.proc.returncode is None  # detached: the daemon runs on
+    finally:
+        await daemon.stop()
+
+
+async def test_in_process_logs_go_to_the_log_pane_coloured_by_level(tmp_path, upstream):
+    import logging
+
+    from textual.widgets import RichLog
+
+    from veylor.tui.app import LogBuffer
+
+    port = free_port()
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        f'sources: {{feed: {{url: "{upstream.url}"}}}}\n'
+        f"endpoints: {{ws: {{websocket: {{port: {port}}}}}}}\nroutes: {{all: {{from: feed, to: ws}}}}\n"
+    )
+    server = Server.load(str(main), watch="off")
+    assert await server.startup()
+    buffer = LogBuffer(capacity=5)
+    logging.getLogger().addHandler(buffer)
+    try:
+        app = VeylorApp(InProcess(server), logs=buffer)
+        async with app.run_test(size=(160, 48)) as pilot:
+            pane = app.query_one("#logs", RichLog)
+            for i in range(20):  # bounded: only the last 5 wait for the pane
+                logging.getLogger("veylor.test").warning("careful [red]%d[/red]", i)
+            assert len(buffer.lines) == 5
+            await until(pilot, lambda: len(pane.lines) >= 5, "the log lines in the pane")
+            text = "\n".join(line.text for line in pane.lines)
+            assert "careful [red]19[/red]" in text and "careful [red]14[/red]" not in text  # no markup
+            assert any(s.style and "yellow" in str(s.style) for line in pane.lines for s in line)  # WARNING
+            await pilot.press("q")
+    finally:
+        logging.getLogger().removeHandler(buffer)
         await server.shutdown()

@@ -121,6 +121,8 @@ async def test_tui_in_a_terminal_shows_the_graph_counts_and_quits_cleanly(tmp_pa
         term.press("q")
         assert await term.exit_code() == 0
         assert not sock.exists()  # shut down in order: the socket file is gone
+        # The stderr log handler is back once the TUI has let the terminal go.
+        assert "stopped" in term.screen()
     finally:
         stop.set()
         if feeding is not None:

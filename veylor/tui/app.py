@@ -27,6 +27,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, RichLog, Static
 
@@ -115,6 +116,11 @@ class VeylorApp(App[None]):
 
     CSS_PATH = "veylor.tcss"
     TITLE = "Veylor"
+    # What the keys change; each one's watcher redraws what it affects.
+    find: reactive[str] = reactive("", init=False)  # the filter of / (lower case)
+    totals: reactive[bool] = reactive(False, init=False)  # t: totals instead of rates
+    paused: reactive[bool] = reactive(False, init=False)  # p
+    tapping: reactive[bool] = reactive(False, init=False)  # m
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("q", "quit", "Quit"),
         Binding("r", "reload", "Reload"),
@@ -139,10 +145,6 @@ class VeylorApp(App[None]):
         self.sort_by = dict.fromkeys(COLUMNS, 0)  # table -> column index
         self.cursor: dict[str, str] = {}  # table -> the key of the row its cursor is on
         self.tables: dict[str, Table] = {}
-        self.find = ""  # the filter of ``/`` (lower case)
-        self.totals = False  # ``t``: totals instead of rates
-        self.paused = False
-        self.tapping = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -511,14 +513,18 @@ class VeylorApp(App[None]):
 
     def action_totals(self) -> None:
         self.totals = not self.totals
+
+    def watch_totals(self) -> None:
         self._columns()
         self._redraw()
 
     def action_pause(self) -> None:
         self.paused = not self.paused
-        self.sub_title = self.reader.where + (" · PAUSED (p resumes)" if self.paused else "")
+
+    def watch_paused(self, paused: bool) -> None:
+        self.sub_title = self.reader.where + (" · PAUSED (p resumes)" if paused else "")
         self._redraw()
-        if not self.paused:
+        if not paused:
             self.poll()
 
     def action_dark(self) -> None:
@@ -526,6 +532,8 @@ class VeylorApp(App[None]):
 
     def action_tap(self) -> None:
         self.tapping = not self.tapping
+
+    def watch_tapping(self) -> None:
         self.query_one("#tap", Static).update(Text("starting…"))
         self._redraw()
         self.poll()
@@ -537,6 +545,8 @@ class VeylorApp(App[None]):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.find = event.value.strip().lower()
+
+    def watch_find(self) -> None:
         self._redraw()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
