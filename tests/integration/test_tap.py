@@ -62,7 +62,7 @@ async def test_a_tap_costs_nothing_while_off_and_ends_with_its_lease(tmp_path, u
             await upstream.send(f"BTC {i}" if i % 2 else f"ETH {i}")
         got = [await asyncio.wait_for(client.recv(), 5) for _ in range(5)]
         assert got == ["ETH 0", "BTC 1", "ETH 2", "BTC 3", "ETH 4"]  # once each (two routes, one endpoint)
-        assert [d for d, _ in tap.messages] == [b"ETH 0", b"BTC 1", b"ETH 2", b"BTC 3", b"ETH 4"]
+        assert [d for d, _, _ in tap.messages] == [b"ETH 0", b"BTC 1", b"ETH 2", b"BTC 3", b"ETH 4"]
         assert rt.stats.route("all").messages == 5 and rt.stats.route("btc").messages == 2
         assert tap.as_dict()["messages"][0] == "ETH 4"  # newest first
 
@@ -102,7 +102,7 @@ async def test_taps_are_capped_follow_a_reload_and_go_with_their_route(tmp_path,
         await upstream.send("drop this")
         await upstream.send("keep this")
         await eventually(
-            lambda: list(rt.taps["r0"].messages) == [(b"keep this", True)], 5, what="r0 filtered"
+            lambda: list(rt.taps["r0"].messages) == [(b"keep this", True, 9)], 5, what="r0 filtered"
         )
         await eventually(lambda: "r1" not in rt.taps, 5, what="r1's tap gone with its route")
         await client.close()

@@ -27,9 +27,9 @@ class Pty:
     """Veylor with a pseudo-terminal as stdin, stdout and stderr; the test holds the
     master side and reads the screen's bytes only when it chooses to."""
 
-    def __init__(self, tmp_path, args: list[str]) -> None:
+    def __init__(self, tmp_path, args: list[str], columns: int = 160) -> None:
         self.master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 160, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, columns, 0, 0))
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "TMUX")}
         # A new session with no controlling terminal: closing the master sends no SIGHUP.
         self.proc = subprocess.Popen(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import re2
 
 from ..config.model import Config, redact_url
+from ..printable import printable
 
 if TYPE_CHECKING:
     from ..graph import Graph
@@ -123,10 +124,12 @@ def remember(config: Config | Graph) -> None:
 
 
 class RedactingFormatter(logging.Formatter):
-    """A formatter whose output never contains a known secret."""
+    """A formatter whose output never contains a known secret, nor a control character
+    but newline and tab (an upstream's close reason could otherwise write escape
+    sequences to the operator's terminal)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return SECRETS.mask(super().format(record))
+        return printable(SECRETS.mask(super().format(record)), lines=True)
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,7 +25,7 @@ from .endpoints import Endpoint
 from .fanout import Router, build_table
 from .kinds import Listener, ListenerKey, SourceKind, make_endpoint, make_listener, make_source
 from .stats import Stats
-from .tap import LEASE, MAX_TAPS, Tap
+from .tap import IDLE, LEASE, MAX_TAPS, Tap
 
 log = logging.getLogger("veylor.runtime")
 
@@ -96,7 +96,13 @@ class Runtime:
         if route not in self.graph.routes:
             raise KeyError(route)
         if len(self.taps) >= MAX_TAPS:
-            raise OverflowError(f"{MAX_TAPS} routes are tapped already")
+            # The tap read least recently goes, if no one has read it for IDLE seconds (a
+            # TUI whose cursor moved on): browsing the graph with the tap open does not
+            # use the taps up. Taps being read are never taken away.
+            oldest = min(self.taps.values(), key=lambda t: t.expires)
+            if oldest.expires - LEASE > self.loop.time() - IDLE:
+                raise OverflowError(f"{MAX_TAPS} routes are tapped already")
+            del self.taps[oldest.route]
         tap = self.taps[route] = Tap(route, expires)
         self._route(self.graph)
         return tap

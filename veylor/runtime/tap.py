@@ -9,23 +9,26 @@ without it. A tap is a lease: each read renews it, and the runtime's tick remove
 not read for ``LEASE`` seconds (a TUI that quit, a client that went away), so a tap can
 never be left on by mistake.
 
-Messages are kept as the payload bytes (a reference, no copy) and made into one short
-line each only when read (:func:`one_line`), twice a second at most.
+Messages are kept as their first ``SHOWN`` bytes (the payload itself when it is that
+short: a reference, no copy) and made into one short line each only when read
+(:func:`one_line`), twice a second at most.
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from typing import Any
 
 from ..filters import CompiledFilter
 from ..message import Message
+from ..printable import printable
 
 KEEP = 10  # messages a tap keeps (the newest)
 LEASE = 5.0  # seconds a tap lives without a read
+IDLE = 2.0  # seconds without a read after which a tap gives its place to a new one (at MAX_TAPS)
 MAX_TAPS = 8  # taps on at once (each costs its route a call per message)
 LINE = 200  # characters of a message shown
+SHOWN = LINE * 4  # bytes of a message a tap keeps (a character is up to 4 bytes in UTF-8)
 
 
 class Tap:
@@ -38,7 +41,7 @@ class Tap:
         self.route = route
         self.expires = expires
         self.inner: Any = None  # the route's filter's predicate (set by the table's builder)
-        self.messages: deque[tuple[bytes, bool]] = deque(maxlen=KEEP)
+        self.messages: deque[tuple[bytes, bool, int]] = deque(maxlen=KEEP)  # head, text?, size
         self.seen = 0  # messages that passed while tapped
 
     def wrap(self, route_filter: CompiledFilter | None) -> Tap:
@@ -50,7 +53,9 @@ class Tap:
         inner = self.inner
         if inner is not None and not inner(msg):
             return False
-        self.messages.append((msg.data, msg.is_text))
+        data = msg.data
+        # What a line can show, not the payload (up to max_size, 16 MiB, each).
+        self.messages.append((data[:SHOWN] if len(data) > SHOWN else data, msg.is_text, len(data)))
         self.seen += 1
         return True
 
@@ -58,21 +63,19 @@ class Tap:
         return {
             "route": self.route,
             "seen": self.seen,
-            "messages": [one_line(data, is_text) for data, is_text in reversed(self.messages)],
+            "messages": [one_line(data, text, size=size) for data, text, size in reversed(self.messages)],
         }
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def one_line(data: bytes, is_text: bool, width: int = LINE) -> str:
-    """A message as one printable line of at most ``width`` characters: text with its
-    control characters escaped (a newline is ``\\n``; no terminal escape sequence gets
-    through), binary as its size and its first bytes in hex."""
+def one_line(data: bytes, is_text: bool, width: int = LINE, size: int | None = None) -> str:
+    """A message (``data``: its first bytes at least, ``size``: its length) as one
+    printable line of at most ``width`` characters: text with its control characters
+    escaped (a newline is ``\\n``; no terminal escape sequence gets through), binary as
+    its size and its first bytes in hex."""
+    size = len(data) if size is None else size
     if not is_text:
         head = data[: width // 3].hex(" ")
-        return f"<binary, {len(data):,} bytes> {head}" + (" …" if len(data) > width // 3 else "")
-    cut = len(data) > width * 4
-    text = data[: width * 4].decode("utf-8", "replace")
-    line = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+        return f"<binary, {size:,} bytes> {head}" + (" …" if size > width // 3 else "")
+    cut = size > width * 4
+    line = printable(data[: width * 4].decode("utf-8", "replace"))
     return line[: width - 1] + "…" if cut or len(line) > width else line

@@ -27,16 +27,20 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, RichLog, Static
 
+from ..printable import printable
 from .rates import Rates, drops, human_rate
-from .reader import StateReader, Unavailable
+from .reader import TIMEOUT, StateReader, Unavailable
 from .table import Table
 from .terminal import Driver
 
 REFRESH = 0.5  # seconds between two reads of the state view
+STALE_AFTER = TIMEOUT + REFRESH  # seconds a read may take before the screen says STALE
+LOG_LINES = 500  # lines the log pane keeps
 CHUNK = 200  # items a table reads between two turns of the event loop (the relay's)
 ROWS = 100  # rows a table shows at once (the first in its order); the rest are counted
 QUIET_AFTER = 10.0  # seconds without a message before a source's last-message age turns to a warning
@@ -60,7 +64,7 @@ class LogBuffer(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.lines.append((record.levelno, self.format(record)))
+            self.lines.append((record.levelno, printable(self.format(record), lines=True)))
         except Exception:  # pragma: no cover - never raise from logging
             self.handleError(record)
 
@@ -140,6 +144,9 @@ class VeylorApp(App[None]):
         self.rates = Rates()
         self.view: dict[str, Any] | None = None
         self.stale_since: float | None = None
+        self.reading = False  # a read of the state view is out
+        self.terminal_ok = True  # False: at exit, the terminal had gone or was not reading
+        self.last_read = time.monotonic()  # when the last one came back
         self.selected_endpoint: str | None = None
         self.selected_edge: tuple[str, ...] | None = None
         self.sort_by = dict.fromkeys(COLUMNS, 0)  # table -> column index
@@ -157,7 +164,7 @@ class VeylorApp(App[None]):
         with Horizontal(id="bottom"):
             yield Table(id="clients")
             if self.logs is not None:
-                yield RichLog(id="logs", max_lines=500, markup=False, wrap=False)
+                yield RichLog(id="logs", max_lines=LOG_LINES, markup=False, wrap=False)
         yield Input(placeholder="filter by name (enter: keep, escape: clear)", id="find")
         yield Footer()
 
@@ -167,7 +174,7 @@ class VeylorApp(App[None]):
         self.query_one("#find").display = False
         self.tables = {name: self.query_one(f"#{name}", Table) for name in COLUMNS}
         self._columns()
-        self.set_interval(REFRESH, self.poll)
+        self.set_interval(REFRESH, self.tick)
         self.poll()
 
     def _columns(self) -> None:
@@ -180,40 +187,80 @@ class VeylorApp(App[None]):
 
     # ------------------------------------------------------------------ reading
 
+    def tick(self) -> None:
+        """Twice a second: read the state view; while a read is still out, only see
+        whether it has taken too long (a Veylor that hangs is STALE, not live)."""
+        if self.paused:
+            return
+        if self.reading:
+            if time.monotonic() - self.last_read > STALE_AFTER:
+                self.stale(f"no answer from {self.reader.where} for {time.monotonic() - self.last_read:.0f}s")
+            return
+        self.poll()
+
     @work(exclusive=True, group="read")
     async def poll(self) -> None:
         if self.paused:
             return
         self.reader.tap = self.selected_edge[1] if self.tapping and self.selected_edge else None
+        self.reading = True
         try:
             view = await self.reader.read()
         except Unavailable as exc:
-            if self.stale_since is None:
-                self.stale_since = time.monotonic()
-            self.query_one("#status", Static).update(
-                Text.assemble(("STALE", "bold red"), f" cannot read the state: {exc}"), layout=False
-            )
+            self.stale(f"cannot read the state: {exc}")
             return
+        finally:
+            self.reading = False
         if self.paused:
             return
-        self.stale_since = None
-        for _ in self.rates.updating(view):
-            await asyncio.sleep(0)
-        self.view = view
-        for part in self._parts():  # the relay's clients are served between two pieces
-            for _ in part(view) or ():
+        try:
+            for _ in self.rates.updating(view):
                 await asyncio.sleep(0)
-            await asyncio.sleep(0)
-        self.drain_logs()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.stale(f"{self.reader.where} did not answer with Veylor's state view ({exc!r})")
+            return
+        self.last_read = time.monotonic()
+        self.stale_since = None
+        self.view = view
+        self.draw(view)
 
-    def drain_logs(self) -> None:
+    def stale(self, why: str) -> None:
+        """The state cannot be read: say so, and keep the last state on the screen."""
+        if self.stale_since is None:
+            self.stale_since = time.monotonic()
+        status = Text.assemble(("STALE", "bold red"), " ", printable(why))
+        self.query_one("#status", Static).update(status, layout=False)
+
+    @work(exclusive=True, group="draw")
+    async def draw(self, view: dict[str, Any]) -> None:
+        """Draw ``view`` in pieces, the relay's clients served between two (a key that
+        redraws, or a new view, cancels a drawing under way: typing is not queued)."""
+        try:
+            for part in self._parts():
+                for _ in part(view) or ():
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.stale(f"{self.reader.where} did not answer with Veylor's state view ({exc!r})")
+            return
+        for _ in self.drain_logs():
+            await asyncio.sleep(0)
+
+    def drain_logs(self) -> Iterator[None]:
+        """Lines logged since the last refresh into the log pane (the last ``LOG_LINES``
+        of them: the pane keeps no more), in pieces."""
         if self.logs is None:
             return
         pane = self.query_one("#logs", RichLog)
-        while self.logs.lines:
-            level, line = self.logs.lines.popleft()
+        lines = self.logs.lines
+        while len(lines) > LOG_LINES:
+            lines.popleft()
+        for i in range(len(lines)):
+            level, line = lines.popleft()
             style = "red" if level >= logging.ERROR else "yellow" if level >= logging.WARNING else ""
             pane.write(Text(line, style=style))
+            if i % 50 == 49:
+                yield
 
     # ------------------------------------------------------------------ drawing
 
@@ -242,18 +289,20 @@ class VeylorApp(App[None]):
         elif last["problems"]:
             first = last["problems"][0]
             status.append("last reload refused", "bold red")
-            status.append(f": {first['file']}:{first['line']} {first['path']}: {first['message']}")
+            status.append(printable(f": {first['file']}:{first['line']} {first['path']}: {first['message']}"))
         elif last["error"]:
             status.append("last reload not applied", "bold red")
-            status.append(f": {last['error']}")
+            status.append(printable(f": {last['error']}"))
         else:
             steps = last.get("steps") or []
-            status.append("last reload: " + ("; ".join(last["changes"][:3]) or "no changes"))
+            status.append(printable("last reload: " + ("; ".join(last["changes"][:3]) or "no changes")))
             if steps:
                 status.append(
-                    f" ({len(steps)} steps: "
-                    + ", ".join(_step(s) for s in steps[:4])
-                    + ("…)" if len(steps) > 4 else ")")
+                    printable(
+                        f" ({len(steps)} steps: "
+                        + ", ".join(_step(s) for s in steps[:4])
+                        + ("…)" if len(steps) > 4 else ")")
+                    )
                 )
         if self.paused:
             status = Text.assemble(("PAUSED ", "bold yellow"), status)
@@ -412,9 +461,8 @@ class VeylorApp(App[None]):
             )
             for c in ep.get("client_list", [])
         ]
-        shown = self._fill("clients", rows, "client", unlisted=ep.get("clients_not_listed", 0))
-        if self.selected_endpoint:
-            table.border_title = f"{self.selected_endpoint}: {table.border_title}"
+        of = f"{self.selected_endpoint}: " if self.selected_endpoint else ""
+        shown = self._fill("clients", rows, "client", unlisted=ep.get("clients_not_listed", 0), prefix=of)
         table.border_subtitle = None if rows else "no clients connected"
         cells = [
             (
@@ -439,14 +487,17 @@ class VeylorApp(App[None]):
             return
         tap = view.get("tap")
         if not self.selected_edge:
-            pane.border_title, body = "tap", Text("select an edge in the graph")
+            pane.border_title, body = _title("tap"), Text("select an edge in the graph")
         elif tap is None:
-            pane.border_title, body = f"tap: {self.selected_edge[1]}", Text("starting…")
+            pane.border_title, body = _title(f"tap: {self.selected_edge[1]}"), Text("starting…")
         elif tap.get("error"):
-            pane.border_title, body = f"tap: {tap['route']}", Text(tap["error"], "red")
+            pane.border_title, body = _title(f"tap: {tap['route']}"), Text(printable(tap["error"]), "red")
         else:
-            pane.border_title = f"tap: {tap['route']} (newest first; {tap['seen']:,} passed while tapped)"
-            body = Text("\n".join(tap["messages"]) or "no message yet", no_wrap=True, overflow="ellipsis")
+            pane.border_title = _title(
+                f"tap: {tap['route']} (newest first; {tap['seen']:,} passed while tapped)"
+            )
+            lines = "\n".join(printable(line) for line in tap["messages"])  # (escaped already by Veylor)
+            body = Text(lines or "no message yet", no_wrap=True, overflow="ellipsis")
         pane.update(body, layout=False)
 
     def _number(self, key: tuple[str, ...], total: int, unit: str = "") -> tuple[str, float]:
@@ -456,7 +507,7 @@ class VeylorApp(App[None]):
         rate = self.rates.get(*key)
         return human_rate(rate, unit), -(rate or 0.0)
 
-    def _fill(self, name: str, rows: list[Row], noun: str, unlisted: int = 0) -> list[Row]:
+    def _fill(self, name: str, rows: list[Row], noun: str, unlisted: int = 0, prefix: str = "") -> list[Row]:
         """The rows a table shows: those found by ``/``, in the table's order, at most
         ``ROWS``; the table's title says how many there are and how many are not shown."""
         table = self.tables[name]
@@ -466,12 +517,12 @@ class VeylorApp(App[None]):
         column = self.sort_by[name]
         rows.sort(key=lambda row: (row.order[column], row.key))
         shown = rows[:ROWS]
-        title = f"{everyone:,} {noun}{'s' * (everyone != 1)}"
+        title = f"{prefix}{everyone:,} {noun}{'s' * (everyone != 1)}"
         if self.find:
             title += f", {len(rows):,} match “{self.find}”"
         if len(shown) < len(rows) or unlisted:
             title += f", {len(rows) - len(shown) + unlisted:,} not shown (/ to filter)"
-        table.border_title = title
+        table.border_title = _title(title)
         return shown
 
     def _sync(self, name: str, rows: list[Row], cells: list[tuple[Text, ...]]) -> str | None:
@@ -501,7 +552,7 @@ class VeylorApp(App[None]):
 
     def _redraw(self) -> None:
         if self.view is not None:
-            self.show(self.view)
+            self.draw(self.view)
 
     def action_sort(self) -> None:
         """Sort the focused table (the graph, if none is) by its next column."""
@@ -570,23 +621,23 @@ class VeylorApp(App[None]):
         try:
             outcome = await self.reader.reload()
         except Unavailable as exc:
-            self.notify(f"reload: {exc}", severity="error", markup=False)
+            self.notify(printable(f"reload: {exc}"), severity="error", markup=False)
             return
         if outcome.get("problems"):
             first = outcome["problems"][0]
             self.notify(
-                f"{first['file']}:{first['line']} {first['path']}: {first['message']}",
+                printable(f"{first['file']}:{first['line']} {first['path']}: {first['message']}"),
                 severity="error",
                 markup=False,
             )
         elif outcome.get("error"):
-            self.notify(outcome["error"], severity="error", markup=False)
+            self.notify(printable(str(outcome["error"])), severity="error", markup=False)
         else:
             steps = outcome.get("steps") or []
             text = "; ".join(outcome.get("changes", [])) or "no changes"
             if steps:
                 text += "\nsteps: " + ", ".join(_step(s) for s in steps)
-            self.notify(text, markup=False)
+            self.notify(printable(text, lines=True), markup=False)
         self.poll()
 
     def terminal_gone(self) -> None:
@@ -615,7 +666,7 @@ class Help(ModalScreen[None]):
            last message's age (yellow after 10 s of silence), uptime, ping
 [b]endpoints[/b]  clients, deliveries, drops, refused, messages from clients; select
            one to list its clients below
-A table shows its first 200 rows: [b]/[/b] finds the others.
+A table shows its first {ROWS} rows: [b]/[/b] finds the others.
 
 [b]r[/b]  reload the configuration (the steps, or the problem with its file and line)
 [b]/[/b]  filter the tables by name (enter keeps it, escape clears it)
@@ -624,7 +675,7 @@ A table shows its first 200 rows: [b]/[/b] finds the others.
 [b]m[/b]  tap: the last messages that passed the selected edge's route (off: free)
 [b]p[/b]  pause the display      [b]d[/b]  dark or light
 [b]tab[/b]  move between tables   [b]?[/b]  this help      [b]q[/b]  quit
-"""
+""".replace("{ROWS}", str(ROWS))
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
@@ -637,6 +688,11 @@ def _state(source: dict[str, Any]) -> tuple[str, str, str]:
     if state == "stopped" and source.get("failures"):
         state = "failed"
     return STATE.get(state, ("?", state, ""))
+
+
+def _title(text: str) -> Content:
+    """A border title shown as it is: never markup, no control character."""
+    return Content(printable(text))
 
 
 def _step(step: dict[str, Any]) -> str:

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from ..server import Server
 
 TIMEOUT = 2.0  # seconds; a reader that takes longer is marked stale
+MAX_BODY = 64 * 2**20  # bytes of a /graph answer read at most
+SCHEMA = 1  # the state view's version this TUI reads
+VIEW_KEYS = frozenset({"pid", "time", "config", "reloads", "sources", "routes", "edges", "endpoints"})
 
 
 class Unavailable(Exception):
@@ -77,24 +80,31 @@ class OverHttp:
     def _url(self, path: str) -> str:
         return f"http://veylor{path}" if self.spec.path is not None else f"{self.spec.url}{path}"
 
-    async def _call(self, method: str, path: str, timeout: float) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, timeout: float, ok: tuple[int, ...]) -> dict[str, Any]:
         try:
             async with self._session().request(
                 method, self._url(path), timeout=aiohttp.ClientTimeout(total=timeout)
             ) as response:
+                if response.status not in ok:
+                    raise Unavailable(f"{self.where}{path.split('?')[0]}: HTTP {response.status}")
+                if (response.content_length or 0) > MAX_BODY:
+                    raise Unavailable(f"{self.where}: an answer of {response.content_length:,} bytes")
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise Unavailable(f"{self.where}: {exc or type(exc).__name__}") from None
+            raise Unavailable(f"{self.where}: {str(exc) or type(exc).__name__}") from None
         if not isinstance(body, dict):
             raise Unavailable(f"{self.where}: not Veylor's admin endpoint")
         return body
 
     async def read(self) -> dict[str, Any]:
         query = f"?clients={quote(self.clients_of or '')}" + (f"&tap={quote(self.tap)}" if self.tap else "")
-        return await self._call("GET", "/graph" + query, TIMEOUT)
+        view = await self._call("GET", "/graph" + query, TIMEOUT, (200,))
+        if view.get("schema") != SCHEMA or not view.keys() >= VIEW_KEYS:
+            raise Unavailable(f"{self.where}: not Veylor's state view (schema {SCHEMA})")
+        return view
 
     async def reload(self) -> dict[str, Any]:
-        return await self._call("POST", "/reload", 300.0)
+        return await self._call("POST", "/reload", 300.0, (200, 422, 500))
 
     async def close(self) -> None:
         if self.session is not None:

@@ -50,9 +50,13 @@ async def in_process(server) -> None:  # type: ignore[no-untyped-def]
             await running
         stopping.cancel()
     finally:
-        root.removeHandler(buffer)
-        for handler in saved:
-            root.addHandler(handler)
+        # A terminal that went away or stopped reading takes no more lines: a log line
+        # written to it would block the event loop (and the orderly stop) for good.
+        # The bounded buffer stays as the handler instead; what it holds is dropped.
+        if app.terminal_ok:
+            root.removeHandler(buffer)
+            for handler in saved:
+                root.addHandler(handler)
     server.stop()
 
 

@@ -24,6 +24,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..printable import CONTROL, printable
+
 GAP = 2  # spaces between two columns
 
 
@@ -174,6 +176,8 @@ class Table(ScrollView, can_focus=True):
         line = Text(" ", no_wrap=True)
         for i, (cell, width) in enumerate(zip(cells, self.widths, strict=False)):
             text = cell.copy() if isinstance(cell, Text) else Text(str(cell))
+            if CONTROL.search(text.plain):  # from outside (a name, a URL): no escape sequence
+                text = Text(printable(text.plain), style=text.style)
             if text.cell_len > width:
                 text.truncate(width, overflow="ellipsis")
             pad = " " * (width - text.cell_len)

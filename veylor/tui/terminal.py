@@ -104,3 +104,11 @@ class Driver(LinuxDriver):
             on_caught_up=lambda: loop.call_soon_threadsafe(app.refresh),
         )
         writer.start()
+
+    def close(self) -> None:
+        super().close()
+        writer = self._writer_thread
+        if isinstance(writer, Writer):
+            # Gone, or still stuck writing after STOP_WAIT: the terminal takes nothing
+            # more (in-process, the stderr log handler must not be put back on it).
+            self._app.terminal_ok = not writer.gone and not writer.is_alive()
