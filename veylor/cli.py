@@ -164,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     _admin_options(status)
     status.add_argument("--json", action="store_true", help="print the whole state view (/graph) as JSON")
 
+    health = sub.add_parser(
+        "health",
+        help="exit 0 if a running Veylor's admin endpoint answers /healthz, 1 if not (a container's HEALTHCHECK)",
+        description="GET /healthz from the admin endpoint named by the configuration (or --admin), within 5 s. "
+        "Exit 0: it answered; 1: it did not. A configuration without an admin endpoint: 0 (nothing to ask).",
+    )
+    _admin_options(health)
+
     demo = sub.add_parser(
         "demo",
         help="run a built-in demo: a synthetic ticker upstream relayed to WebSocket and Unix clients",
@@ -310,12 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"veylor top: {why}", file=sys.stderr)
             return 2
         return attached(None if args.admin else (args.config or default_config()), args.admin)
-    if command in ("reload", "status"):
+    if command in ("reload", "status", "health"):
         from .observe import client
 
         config = None if args.admin else (args.config or default_config())
         if command == "reload":
             return client.reload(config, args.admin, args.dry_run, args.json)
+        if command == "health":
+            return client.health(config, args.admin)
         return client.status(config, args.admin, args.json)
     if command == "demo":
         return cmd_demo(args)

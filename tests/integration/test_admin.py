@@ -312,3 +312,19 @@ async def test_admin_on_a_unix_socket_with_its_mode(tmp_path, upstream):
         assert not sock.exists()
     finally:
         await veylor.stop()
+
+
+async def test_veylor_health_is_0_while_the_admin_endpoint_answers_and_1_when_not(admin, tmp_path):
+    """What the container's HEALTHCHECK runs: 0 while /healthz answers; 1 when Veylor
+    does not answer; 0, saying so, for a configuration without an admin endpoint."""
+    await admin.start()
+    ok = await asyncio.to_thread(run_veylor, "health", "-c", str(admin.main))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().endswith(": ok")
+    await admin.veylor.stop()
+    down = await asyncio.to_thread(run_veylor, "health", "-c", str(admin.main))
+    assert down.returncode == 1 and f"127.0.0.1:{admin.admin}" in down.stderr
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("sources:" + admin.config().split("sources:", 1)[1])  # without admin:
+    none = await asyncio.to_thread(run_veylor, "health", "-c", str(plain))
+    assert none.returncode == 0 and "no admin endpoint" in none.stdout

@@ -21,6 +21,7 @@ from ..config.model import AdminSpec
 
 RELOAD_TIMEOUT = 300.0  # seconds: a reload of thousands of files, under load, is answered well within
 STATUS_TIMEOUT = 10.0
+HEALTH_TIMEOUT = 5.0  # seconds: a HEALTHCHECK that takes longer counts as a failure
 
 
 class Unreachable(Exception):
@@ -55,8 +56,9 @@ def target(config: str | None, admin: str | None) -> AdminSpec:
     return spec
 
 
-async def call(spec: AdminSpec, method: str, path: str, timeout: float) -> tuple[int, Any]:
-    """One request to the admin endpoint: ``(status, JSON body)``."""
+async def request(spec: AdminSpec, method: str, path: str, timeout: float) -> tuple[int, bytes]:
+    """One request to the admin endpoint: ``(status, body)``; :class:`Unreachable` when
+    nothing answers in time."""
     if spec.path is not None:
         connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=spec.path)
         url = f"http://veylor{path}"
@@ -70,10 +72,17 @@ async def call(spec: AdminSpec, method: str, path: str, timeout: float) -> tuple
             ) as session,
             session.request(method, url) as response,
         ):
-            status, body = response.status, await response.json(content_type=None)
+            return response.status, await response.read()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         why = str(exc) or type(exc).__name__
         raise Unreachable(f"cannot reach Veylor's admin endpoint at {spec.url}: {why}") from None
+
+
+async def call(spec: AdminSpec, method: str, path: str, timeout: float) -> tuple[int, Any]:
+    """One request to the admin endpoint: ``(status, JSON body)``."""
+    status, raw = await request(spec, method, path, timeout)
+    try:
+        body = json.loads(raw)
     except ValueError:  # not JSON (nor UTF-8): something else listens there
         raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does") from None
     if not isinstance(body, dict) or not ({"generation", "schema"} & body.keys()):
@@ -128,6 +137,31 @@ def _problem_text(p: dict[str, Any]) -> str:
     where = f"{p['file']}:{p['line']}" if p.get("line") else str(p.get("file"))
     key = f" {p['path']}" if p.get("path") else ""
     return f"{where}{key}: {p['message']}"
+
+
+def health(config: str | None, admin: str | None) -> int:
+    """``veylor health`` (the container's HEALTHCHECK): exit 0 when the admin endpoint
+    answers ``/healthz`` within ``HEALTH_TIMEOUT``, 1 when it does not. Without an
+    admin endpoint in the configuration there is nothing to ask: 0, saying so (the
+    process running is all a health check can know)."""
+    if admin is None and config is not None:
+        try:
+            if admin_address(config) is None:
+                print(f"veylor health: {config} has no admin endpoint; healthy while it runs")
+                return 0
+        except ConfigError:
+            pass  # target() says what is wrong
+    try:
+        spec = target(config, admin)
+        code, body = asyncio.run(request(spec, "GET", "/healthz", HEALTH_TIMEOUT))
+    except Unreachable as exc:
+        print(f"veylor health: {exc}", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"veylor health: {spec.url}/healthz answered HTTP {code}", file=sys.stderr)
+        return 1
+    print(f"veylor health: {spec.url}: {body.decode(errors='replace').strip()}")
+    return 0
 
 
 def status(config: str | None, admin: str | None, as_json: bool) -> int:
