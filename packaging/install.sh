@@ -1,9 +1,11 @@
 #!/bin/sh
 # Install Veylor as a systemd service, from this source tree (run as root):
 #
-#   packaging/install.sh [--no-start]
+#   packaging/install.sh [--no-start] [--wheels DIR]
 #
-# - a virtual environment in /opt/veylor with Veylor (pip install .);
+# - a virtual environment in /opt/veylor with Veylor (pip install '.[tui]'; with
+#   --wheels, from the wheels in DIR only, with no network: packaging/build-image
+#   makes them in packaging/wheels);
 # - /etc/veylor/config.yaml and /etc/veylor/routes.d/ from packaging/config/ (an
 #   existing configuration is left as it is);
 # - the unit /etc/systemd/system/veylor.service;
@@ -13,13 +15,24 @@
 set -eu
 
 start=yes
-[ "${1:-}" = "--no-start" ] && start=no
+wheels=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-start) start=no; shift ;;
+        --wheels) wheels=$2; shift 2 ;;
+        *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 
 "$python" -m venv /opt/veylor
-/opt/veylor/bin/pip install -q --upgrade pip
-/opt/veylor/bin/pip install -q ".[tui]"
+if [ -n "$wheels" ]; then
+    /opt/veylor/bin/pip install -q --no-index --find-links "$wheels" veylor
+else
+    /opt/veylor/bin/pip install -q --upgrade pip
+    /opt/veylor/bin/pip install -q ".[tui]"
+fi
 ln -sf /opt/veylor/bin/veylor /usr/local/bin/veylor
 
 install -d -m 0755 /etc/veylor /etc/veylor/routes.d

@@ -358,6 +358,7 @@ class Reloader:
         if changes:
             for line in lines:
                 log.info("  %s", line)
+            log.info("  steps: %s", "; ".join(str(step) for step in plan.steps))
         return self._outcome(
             reason, applied=True, changes=tuple(lines), steps=plan.steps, duration_ms=duration
         )

@@ -26,7 +26,7 @@ CACHE = Path(os.environ.get("VEYLOR_TEST_CACHE", "/var/cache/veylor-test"))
 BASE = "localhost/veylor-test-base:bookworm"
 IMAGE = "localhost/veylor-test:latest"
 
-pytestmark = [
+PODMAN = [  # the marks of every test that builds or runs a container
     pytest.mark.slow,
     pytest.mark.timeout(600),
     pytest.mark.skipif(
@@ -34,6 +34,7 @@ pytestmark = [
         reason="needs podman and debootstrap (.ci/run installs them)",
     ),
 ]
+pytestmark = PODMAN
 
 
 def run(*args: str, timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
@@ -50,11 +51,29 @@ def mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
+def debian_image(tag: str, tree: str, packages: str, *changes: str) -> str:
+    """A minimal Debian (bookworm) with ``packages``, as the podman image ``tag``; the
+    debootstrap tree (``tree`` under the cache) is kept between runs on this machine.
+    ``changes``: Containerfile instructions for the import (CMD=...)."""
+    if run("podman", "image", "exists", tag, check=False).returncode == 0:
+        return tag
+    rootfs = CACHE / tree
+    if not (rootfs / ".complete").exists():
+        shutil.rmtree(rootfs, ignore_errors=True)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        run("debootstrap", "--variant=minbase", f"--include={packages}", "bookworm", str(rootfs), mirror())
+        (rootfs / ".complete").touch()
+    tar = subprocess.Popen(
+        ["tar", "-C", str(rootfs), "--exclude=./.complete", "-c", "."], stdout=subprocess.PIPE
+    )
+    run("podman", "import", *(f"--change={c}" for c in changes), "-", tag, stdin=tar.stdout)
+    tar.wait(60)
+    return tag
+
+
 def base_image() -> str:
-    """A minimal Debian (bookworm) with python3 and python3-venv, as a podman image; the
-    debootstrap tree is cached between runs on this machine."""
-    if run("podman", "image", "exists", BASE, check=False).returncode == 0:
-        return BASE
+    """The image's test base: python3 and python3-venv, nothing more."""
+    return debian_image(BASE, "rootfs", "python3,python3-venv")
     rootfs = CACHE / "rootfs"
     if not (rootfs / "usr" / "bin" / "python3").exists():
         shutil.rmtree(rootfs, ignore_errors=True)
