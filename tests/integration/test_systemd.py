@@ -70,19 +70,21 @@ def booted(tmp_path_factory) -> Iterator[Booted]:
 
 async def test_the_unit_starts_ready_reloads_in_place_refuses_restarts_and_stops(booted, upstream):
     port, more = free_port(), free_port()
+    # The upstream's URL as a secret would be: in the root-only environment file.
+    booted.sh(f"umask 077 && echo 'FEED_URL={upstream.url}' > /etc/veylor/veylor.env")
     booted.sh(
         "cat > /etc/veylor/config.yaml <<'EOF'\n"
         + textwrap.dedent(
-            f"""\
-            sources: {{feed: {{url: "{upstream.url}"}}}}
+            """\
+            sources: {feed: {url: "${FEED_URL}"}}
             endpoints:
-              ws: {{websocket: {{host: 127.0.0.1, port: {port}}}}}
-              ipc: {{unix: {{path: /run/veylor/feed.sock, mode: "0666"}}}}
-            routes: {{all: {{from: feed, to: [ws, ipc]}}}}
+              ws: {websocket: {host: 127.0.0.1, port: PORT}}
+              ipc: {unix: {path: /run/veylor/feed.sock, mode: "0666"}}
+            routes: {all: {from: feed, to: [ws, ipc]}}
             include: [routes.d/*.yaml]
-            admin: {{unix: /run/veylor/admin.sock, mode: "0660"}}
+            admin: {unix: /run/veylor/admin.sock, mode: "0660"}
             """
-        )
+        ).replace("PORT", str(port))
         + "EOF"
     )
     # start returns once Veylor is READY: it listens when systemctl returns.

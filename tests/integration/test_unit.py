@@ -32,6 +32,17 @@ def test_the_unit_verifies(tmp_path):
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
+@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman (.ci/run installs it)")
+def test_the_container_unit_verifies_and_waits_for_veylor_ready():
+    unit = REPO / "packaging" / "veylor-container.service"
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    text = unit.read_text()
+    assert "Type=notify" in text and "--sdnotify=container" in text
+
+
 def test_the_unit_is_hardened_below_2_and_the_readme_says_how_much():
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
