@@ -19,32 +19,44 @@ wheels=
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-start) start=no; shift ;;
-        --wheels) wheels=$2; shift 2 ;;
+        --wheels) wheels=$(cd "$2" && pwd); shift 2 ;;
         *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "install.sh: Veylor needs Python 3.11 or newer ($python is $("$python" -V 2>&1)); set PYTHON=" >&2
+    exit 1
+}
 "$python" -m venv /opt/veylor
 if [ -n "$wheels" ]; then
-    /opt/veylor/bin/pip install -q --no-index --find-links "$wheels" veylor
+    /opt/veylor/bin/pip install -q --upgrade --no-index --find-links "$wheels" 'veylor[tui]'
 else
     /opt/veylor/bin/pip install -q --upgrade pip
-    /opt/veylor/bin/pip install -q ".[tui]"
+    /opt/veylor/bin/pip install -q --upgrade ".[tui]"
 fi
 ln -sf /opt/veylor/bin/veylor /usr/local/bin/veylor
 
+# A static system user: the unit's DynamicUser= takes it (systemd.exec(5)), so its
+# group can be given to the users whose clients connect to Veylor's Unix sockets
+# (mode 0660) and who run `veylor status` or `veylor top` (the admin socket).
+getent passwd veylor >/dev/null || useradd --system --user-group --no-create-home \
+    --home-dir /nonexistent --shell /usr/sbin/nologin veylor
 install -d -m 0755 /etc/veylor /etc/veylor/routes.d
 if [ ! -e /etc/veylor/config.yaml ]; then
     install -m 0644 packaging/config/config.yaml /etc/veylor/config.yaml
     install -m 0644 packaging/config/routes.d/README /etc/veylor/routes.d/README
     echo "install.sh: wrote /etc/veylor/config.yaml: set your upstream in it"
 fi
+# The packaged unit is replaced on each install: change it with `systemctl edit veylor`
+# (a drop-in that survives), e.g. for LimitNOFILE=.
 install -m 0644 packaging/veylor.service /etc/systemd/system/veylor.service
 systemctl daemon-reload
 if [ "$start" = yes ]; then
     systemctl enable --now veylor
+    systemctl try-restart veylor  # an upgrade: the new version runs
     systemctl --no-pager status veylor || true
 fi
 echo "install.sh: done. Logs: journalctl -u veylor -f; state: veylor status -c /etc/veylor/config.yaml"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -328,3 +329,9 @@ async def test_veylor_health_is_0_while_the_admin_endpoint_answers_and_1_when_no
     plain.write_text("sources:" + admin.config().split("sources:", 1)[1])  # without admin:
     none = await asyncio.to_thread(run_veylor, "health", "-c", str(plain))
     assert none.returncode == 0 and "no admin endpoint" in none.stdout
+    # An edit that does not parse: Veylor would run on with what it had; the health
+    # check does not call it unhealthy for that (a restart would fail on the file).
+    if not Path("/run/veylor/admin.sock").exists():
+        plain.write_text("sources: [unclosed\n")
+        broken = await asyncio.to_thread(run_veylor, "health", "-c", str(plain))
+        assert broken.returncode == 0 and "not judging" in broken.stderr

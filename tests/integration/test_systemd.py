@@ -58,11 +58,17 @@ class Booted:
 def booted(tmp_path_factory) -> Iterator[Booted]:
     image = systemd_image()
     wheels = tmp_path_factory.mktemp("wheels")
-    run(sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), str(REPO))
+    run(sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), f"{REPO}[tui]")
     box = Booted(image, wheels)
     try:
         box.sh("systemctl is-system-running --wait || true", timeout=120)
         box.sh("/src/packaging/install.sh --wheels /wheels --no-start", timeout=300)
+        # For the test only: keep /run/veylor after stop, to see that Veylor itself
+        # removed its sockets (systemd would remove the directory anyway).
+        box.sh(
+            "mkdir -p /etc/systemd/system/veylor.service.d && printf '[Service]\\nRuntimeDirectoryPreserve=yes\\n'"
+            " > /etc/systemd/system/veylor.service.d/test.conf && systemctl daemon-reload"
+        )
         yield box
     finally:
         box.remove()
@@ -97,6 +103,8 @@ async def test_the_unit_starts_ready_reloads_in_place_refuses_restarts_and_stops
     pid = booted.main_pid()
     assert pid > 0
     assert "ready:" in booted.journal()
+    # The static user install.sh made is the one the unit runs as.
+    assert booted.sh(f"stat -c %U /proc/{pid}").stdout.strip() == "veylor"
 
     # reload applies a drop-in, in the same process; the journal shows what changed and
     # the steps taken. (The unit also watches the files: the watcher may apply the
@@ -118,6 +126,7 @@ async def test_the_unit_starts_ready_reloads_in_place_refuses_restarts_and_stops
     booted.sh("echo 'routes: {bad: {from: feed, to: nowhere}}' > /etc/veylor/routes.d/bad.yaml")
     refused = booted.sh("systemctl reload veylor", check=False, timeout=60)
     assert refused.returncode != 0
+    assert "routes.d/bad.yaml:1" in booted.journal()  # refused, with the file and line
     assert booted.sh("systemctl is-active veylor").stdout.strip() == "active"
     assert booted.main_pid() == pid
     await upstream.send("three")
@@ -140,4 +149,4 @@ async def test_the_unit_starts_ready_reloads_in_place_refuses_restarts_and_stops
     booted.sh("systemctl stop veylor", timeout=60)
     assert booted.sh("systemctl is-active veylor", check=False).stdout.strip() == "inactive"
     assert booted.sh("systemctl show -p Result --value veylor").stdout.strip() == "success"
-    assert booted.sh("ls /run/veylor 2>/dev/null | wc -l").stdout.strip() == "0"
+    assert booted.sh("test -d /run/veylor && ls -A /run/veylor | wc -l").stdout.strip() == "0"
