@@ -55,8 +55,12 @@ fi
 install -m 0644 packaging/veylor.service /etc/systemd/system/veylor.service
 systemctl daemon-reload
 if [ "$start" = yes ]; then
-    systemctl enable --now veylor
-    systemctl try-restart veylor  # an upgrade: the new version runs
+    if systemctl is-active --quiet veylor; then
+        systemctl enable veylor
+        systemctl restart veylor  # an upgrade: the new version runs
+    else
+        systemctl enable --now veylor
+    fi
     systemctl --no-pager status veylor || true
 fi
 echo "install.sh: done. Logs: journalctl -u veylor -f; state: veylor status -c /etc/veylor/config.yaml"
