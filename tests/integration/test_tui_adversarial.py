@@ -687,13 +687,20 @@ async def test_a_key_redraws_through_the_drawing_in_pieces(tmp_path, upstream):
     async with serving(main) as server:
         app = VeylorApp(InProcess(server))
         whole: list[int] = []
-        app.show = lambda view: whole.append(1)  # type: ignore[method-assign]
+        app.show = lambda view: whole.append(1)  # type: ignore[attr-defined]
+        drawn: list[int] = []
+        draw = app.draw
+        app.draw = lambda view: (drawn.append(1), draw(view))[1]  # type: ignore[method-assign]
         async with app.run_test(size=(160, 48)) as pilot:
             await until(pilot, lambda: app.tables["graph"].row_count == 100, "the graph", timeout=20)
+            drawn.clear()
             for key in ("s", "s", "t", "t", "slash", "r", "1", "2", "escape", "p", "p"):
                 await pilot.press(key)
             await until(pilot, lambda: app.tables["graph"].keys[0].startswith("feed|r"), "redrawn")
             assert whole == []
+            # s, s, t, t, each character of the filter and its clearing, p and p: the
+            # drawing in pieces every time (the one-piece drawing is gone altogether).
+            assert len(drawn) >= 8
             await pilot.press("q")
 
 

@@ -275,11 +275,6 @@ class VeylorApp(App[None]):
             self.show_clients,
         ]
 
-    def show(self, view: dict[str, Any]) -> None:
-        for part in self._parts():
-            for _ in part(view) or ():
-                pass
-
     def show_status(self, view: dict[str, Any]) -> None:
         config = view["config"]
         status = Text(f"generation {config['generation']} (config {config['digest'][:12]}) · ")
