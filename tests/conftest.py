@@ -9,6 +9,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests: a fixed budget in CI (the default), a longer one for developers
+# (`pytest -m fuzz --hypothesis-profile=long`). Deadlines off: these drive real
+# processes and sockets, whose timing says nothing about a property.
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:

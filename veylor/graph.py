@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from .config.access import UpstreamPolicy
 from .config.model import AdminSpec, Config, EndpointSpec, Limits, RouteSpec, SourceSpec, format_size
 from .filters import CompiledFilter, compile_filter
 
@@ -55,7 +56,8 @@ class Graph:
     endpoints: Mapping[str, EndpointSpec]
     routes: Mapping[str, Route]
     routes_by_source: Mapping[str, tuple[Route, ...]]
-    upstream_targets: Mapping[str, tuple[str, ...]]
+    # endpoint -> (source, its upstream policy or None: everything goes), each source once
+    upstream_targets: Mapping[str, tuple[tuple[str, UpstreamPolicy | None], ...]]
     listeners: Mapping[ListenerKey, tuple[str, ...]]
     listener_texts: Mapping[ListenerKey, str] = dataclasses.field(default_factory=dict)
     digest: str = ""
@@ -91,13 +93,17 @@ def build_graph(config: Config, previous: Graph | None = None) -> Graph:
             compiled = spec.compiled or (compile_filter(spec.filter) if spec.filter is not None else None)
             routes[name] = Route(spec, compiled)
     by_source: dict[str, list[Route]] = {name: [] for name in config.sources}
-    upstream: dict[str, list[str]] = {name: [] for name in config.endpoints}
+    upstream: dict[str, dict[str, UpstreamPolicy | None]] = {name: {} for name in config.endpoints}
     for route in routes.values():
         by_source[route.source].append(route)
         if route.upstream:
+            policy = route.spec.policy
             for endpoint in route.endpoints:
-                if route.source not in upstream[endpoint]:
-                    upstream[endpoint].append(route.source)
+                targets = upstream[endpoint]
+                # Two routes letting one endpoint's clients send to one source: a plain
+                # `upstream: true` wins over a policy; between policies, the first route's.
+                if route.source not in targets or (policy is None and targets[route.source] is not None):
+                    targets[route.source] = policy
     listeners: dict[ListenerKey, list[str]] = {}
     texts: dict[ListenerKey, str] = {}
     for name, endpoint in config.endpoints.items():
@@ -120,7 +126,7 @@ def build_graph(config: Config, previous: Graph | None = None) -> Graph:
         endpoints=MappingProxyType(dict(config.endpoints)),
         routes=MappingProxyType(routes),
         routes_by_source=MappingProxyType({k: same(k, v) for k, v in by_source.items()}),
-        upstream_targets=MappingProxyType({k: tuple(v) for k, v in upstream.items()}),
+        upstream_targets=MappingProxyType({k: tuple(v.items()) for k, v in upstream.items()}),
         listeners=MappingProxyType({k: tuple(v) for k, v in listeners.items()}),
         listener_texts=MappingProxyType(texts),
         digest=config.digest,

@@ -101,6 +101,7 @@ class Reloader:
         self.watch_mode = watch
         self.env = env
         self.include = config.include if config is not None else ()
+        self.referenced = config.referenced if config is not None else ()  # tokens files, certificates
         self.cache = cache if cache is not None else FileCache()
         self.last: Outcome | None = None  # the last reload's outcome
         self.watch_error: str | None = None  # why the file watch is not running, if it is not
@@ -307,7 +308,7 @@ class Reloader:
                 log.error("  %s", problem)
             self._watch_again()
             return self._outcome(reason, problems=tuple(exc.problems) or (_invalid(self.config_path),))
-        self._watch_again(config.include)
+        self._watch_again(config.include, config.referenced)
         if config.digest == running.digest:
             if self._failing:
                 self._failing = False
@@ -383,14 +384,19 @@ class Reloader:
 
     # ------------------------------------------------------------------ file watching
 
-    def _watch_again(self, include: tuple[str, ...] | None = None) -> None:
+    def _watch_again(
+        self, include: tuple[str, ...] | None = None, referenced: tuple[str, ...] | None = None
+    ) -> None:
         """After a reload: re-derive what to watch (the include patterns may have changed,
-        a pattern's directory may have appeared) and retry a watch that failed."""
+        a pattern's directory may have appeared, files the configuration refers to may be
+        others) and retry a watch that failed."""
         if include is not None:
             self.include = include
+        if referenced is not None:
+            self.referenced = referenced
         if self.watch_mode == "off":
             return
-        scope = WatchScope.of(self.config_path, self.include)
+        scope = WatchScope.of(self.config_path, self.include, self.referenced)
         if scope != self._scope or self.watch_error is not None:
             self._rewatch.set()
 
@@ -403,7 +409,7 @@ class Reloader:
         poll = self.watch_mode == "poll"
         while not self._stop.is_set():
             self._rewatch.clear()
-            scope = self._scope = WatchScope.of(self.config_path, self.include)
+            scope = self._scope = WatchScope.of(self.config_path, self.include, self.referenced)
             problem = _unwatchable(scope.roots)
             if problem is not None:
                 self._watch_failed(problem)

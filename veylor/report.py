@@ -51,15 +51,60 @@ def config_text(config: Config) -> str:
     rows = []
     for r in config.routes.values():
         text = f"{r.source} -> {', '.join(r.endpoints)}; filter: {describe(r.filter)}"
-        text += "; upstream: " + ("yes (clients may send to the source)" if r.upstream else "no")
+        text += "; upstream: " + _upstream(r)
         rows.append((r.name, text, str(r.origin)))
     out += [*_table("routes", rows), ""]
+    out += [*access_lines(config), ""]
     if config.warnings:
         out.append(f"warnings ({len(config.warnings)})")
         out += [f"  {w}" for w in config.warnings]
         out.append("")
     out.append(f"OK: {counts(config)}")
     return "\n".join(out)
+
+
+def _upstream(route: Any) -> str:
+    if not route.upstream:
+        return "no"
+    if route.policy is None:
+        return "yes (clients may send anything to the source)"
+    return f"yes, {route.policy.describe()}"
+
+
+_LOOPBACK = ("127.", "::1", "localhost", "[::1]")
+
+
+def exposure(spec: Any) -> str:
+    """Who can reach an endpoint, in a word: ``local`` (a Unix socket), ``loopback``, or
+    ``network`` (any other address)."""
+    host = getattr(spec.listen, "host", None)
+    if host is None:
+        return "local"
+    return "loopback" if host.startswith(_LOOPBACK) else "network"
+
+
+def access_lines(config: Config) -> list[str]:
+    """Per endpoint, what is open (``veylor check``): where it listens, who may connect,
+    and what its clients may send to which source."""
+    lines = [f"access ({len(config.endpoints)})"]
+    width = max((len(n) for n in config.endpoints), default=0)
+    sends: dict[str, list[str]] = {}
+    for r in config.routes.values():
+        if r.upstream:
+            for ep in r.endpoints:
+                limits = f" ({r.policy.describe()})" if r.policy is not None else " (anything)"
+                sends.setdefault(ep, []).append(f"{r.source}{limits} via route {r.name}")
+    for name, spec in config.endpoints.items():
+        where = exposure(spec)
+        auth = getattr(spec.access, "auth", False)
+        flag = ""
+        if where == "network" and auth is None:
+            flag = "  OPEN: reachable from the network and no auth (anyone who reaches this port)"
+        lines.append(f"  {name.ljust(width)}  {spec.listen.describe()} [{where}]{flag}")
+        lines.append(f"  {'':{width}}  {spec.access_summary()}")
+        to = "; ".join(sends.get(name, ())) or "nothing (no route with upstream)"
+        lines.append(f"  {'':{width}}  clients may send to: {to}")
+    return lines
 
 
 def config_json(config: Config) -> dict[str, Any]:
@@ -70,7 +115,10 @@ def config_json(config: Config) -> dict[str, Any]:
         "files": list(config.files),
         "digest": config.digest,
         "sources": {n: s.as_json() for n, s in config.sources.items()},
-        "endpoints": {n: e.as_json() for n, e in config.endpoints.items()},
+        "endpoints": {
+            n: {**e.as_json(), "exposure": exposure(e), "access": e.access_summary()}
+            for n, e in config.endpoints.items()
+        },
         "routes": {
             n: {
                 "from": r.source,
@@ -78,6 +126,7 @@ def config_json(config: Config) -> dict[str, Any]:
                 "filter": thaw(r.filter) if r.filter is not None else None,
                 "filter_text": describe(r.filter),
                 "upstream": r.upstream,
+                "upstream_policy": r.policy.as_json() if r.policy is not None else None,
                 "origin": str(r.origin),
             }
             for n, r in config.routes.items()

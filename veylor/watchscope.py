@@ -78,11 +78,21 @@ class WatchScope:
     awaited: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
-    def of(cls, main: str, include: tuple[str, ...] | list[str]) -> WatchScope:
+    def of(
+        cls, main: str, include: tuple[str, ...] | list[str], referenced: tuple[str, ...] = ()
+    ) -> WatchScope:
+        """``referenced``: files the configuration names (a tokens file, a certificate):
+        a change to one reloads too, wherever it is."""
         main = os.path.abspath(main)
         base = os.path.dirname(main)
         roots = [base]
         files = {main}
+        for path in referenced:
+            path = os.path.abspath(path)
+            files.add(path)
+            directory = os.path.dirname(path)
+            if os.path.isdir(directory):
+                roots.append(directory)
         patterns = []
         awaited: set[str] = set()
         recursive = False

@@ -56,7 +56,18 @@ def test_check_json(tmp_path):
     assert doc["ok"] is True and doc["shape"] == "v1"
     assert doc["routes"]["btc"]["filter"] == {"json": {"path": "s", "in": ["BTCUSDT"]}}
     assert doc["sources"]["binance"]["headers"] == {"X-MBX-APIKEY": "<redacted>"}
-    assert doc["endpoints"]["public"]["websocket"] == {"host": "127.0.0.1", "port": 8765, "path": "/binance"}
+    assert doc["endpoints"]["public"]["websocket"] == {
+        "host": "127.0.0.1",
+        "port": 8765,
+        "path": "/binance",
+        "auth": None,
+        "allowed_origins": [],
+        "require_origin": False,
+        "tls": None,
+        "handshake_timeout": 10.0,
+        "max_pending": 256,
+    }
+    assert doc["endpoints"]["public"]["exposure"] == "loopback"
     assert "supersecret" not in result.stdout
 
 
@@ -92,7 +103,7 @@ def test_check_json_on_bad_file(tmp_path):
         "path": "sources.s.bogus",
         "message": "unknown key 'bogus' (expected one of: headers, max_message_size, on_connect, "
         "on_disconnect, open_timeout, ping_interval, ping_timeout, reconnect, subprotocols, "
-        "upstream_queue, url)",
+        "tls, upstream_queue, url)",
         "severity": "error",
     }
 

@@ -343,11 +343,11 @@ async def test_a_new_endpoint_kind_plugs_in_with_no_change_to_the_runtime(monkey
         {**ENDPOINT_KINDS, "memory": Kind("memory", MemoryListen, module.__name__)},
     )
     base = endpoint_from(
-        "x", {"websocket": {"host": "127.0.0.1", "port": 9, "path": "/"}, **ENDPOINT_DEFAULTS}, None
+        "x", {"unix": {"path": "/nowhere", "mode": "0600", "framing": "lines"}, **ENDPOINT_DEFAULTS}, None
     )
     spec = EndpointSpec(
         **{
-            **{f: getattr(base, f) for f in base.__slots__ if f != "listen"},
+            **{f: getattr(base, f) for f in base.__slots__ if f not in ("listen", "access")},
             "listen": MemoryListen("m"),
             "name": "mem",
         }

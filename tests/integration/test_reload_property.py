@@ -113,7 +113,7 @@ def assert_runs(rt: Runtime, g: Graph) -> None:
             assert Path(listener.path).is_socket(), name
             assert stat.S_IMODE(os.stat(listener.path).st_mode) == g.endpoints[name].listen.mode
     for name, ep in rt.endpoints.items():
-        assert tuple(s.name for s in ep.upstream) == g.upstream_targets[name]
+        assert tuple(s.name for s, _ in ep.upstream) == tuple(n for n, _ in g.upstream_targets[name])
     table = rt.router.table
     for source, routes in g.routes_by_source.items():
         fan = table.get(source)

@@ -47,7 +47,7 @@ def edited(change) -> dict:
 def test_graph_tables(tmp_path):
     g = graph_of(tmp_path, BASE)
     assert [r.name for r in g.routes_by_source["binance"]] == ["btc"]
-    assert g.upstream_targets == {"public": (), "dash": ("kraken",), "ipc": ()}
+    assert g.upstream_targets == {"public": (), "dash": (("kraken", None),), "ipc": ()}
     assert g.listeners[("websocket", "127.0.0.1", 8765)] == ("public", "dash")
     assert g.listeners[("unix", "/tmp/veylor-graph.sock")] == ("ipc",)
     btc = g.routes["btc"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..filters import FilterError, compile_filter
+from .access import Collected
 from .legacy import legacy_shape, translate
 from .model import (
     AdminSpec,
@@ -24,7 +25,6 @@ from .model import (
     Limits,
     RouteSpec,
     Shape,
-    SourceSpec,
     build_source,
     endpoint_from,
     parse_size,
@@ -73,6 +73,7 @@ class _Load:
     files: list[str] = field(default_factory=list)
     digest: Any = field(default_factory=hashlib.sha256)
     defined: dict[str, dict[str, _Defined]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    referenced: dict[str, None] = field(default_factory=dict)  # files named by settings, in order
 
     def error(self, where: SourceMap, path: PathT, message: str, key: bool = False) -> None:
         loc = where.key(path) if key else where.value(path)
@@ -499,25 +500,40 @@ def _ordered(load: _Load) -> list[Problem]:
     )
 
 
-def _source(name: str, d: _Defined) -> tuple[SourceSpec, list[Problem]]:
-    spec = build_source(name, with_defaults(definition("source"), d.raw), d.origin)
-    problems = []
+def _found(d: _Defined, prefix: PathT, collected: Collected) -> list[Problem]:
+    """The problems of the files a component refers to, located: at the key that names
+    the file, or at the line of the file itself (a tokens file's bad line)."""
+    out = []
+    for fp in collected.problems:
+        at = (*d.path, *prefix, *fp.subpath)
+        if fp.file is not None:
+            out.append(Problem(Location(fp.file, fp.line), (), fp.message, fp.warning))
+        else:
+            out.append(Problem(d.where.value(at), at, fp.message, fp.warning))
+    return out
+
+
+def _source(name: str, d: _Defined) -> Built:
+    collected = Collected()
+    spec = build_source(name, with_defaults(definition("source"), d.raw), d.origin, collected)
+    problems = _found(d, (), collected)
     for sub, text in spec.check():
         at = (*d.path, *sub)
         problems.append(Problem(d.where.value(at), at, text))
-    return spec, problems
+    return spec, problems, tuple(collected.files)
 
 
-def _endpoint(name: str, d: _Defined) -> tuple[EndpointSpec, list[Problem]]:
-    spec = endpoint_from(name, with_defaults(definition("endpoint"), d.raw), d.origin)
-    problems = []
+def _endpoint(name: str, d: _Defined) -> Built:
+    collected = Collected()
+    spec = endpoint_from(name, with_defaults(definition("endpoint"), d.raw), d.origin, collected)
+    problems = _found(d, (spec.kind,), collected)
     for sub, text in spec.listen.check():
         at = (*d.path, spec.kind, *sub)
         problems.append(Problem(d.where.value(at), at, text))
-    return spec, problems
+    return spec, problems, tuple(collected.files)
 
 
-def _route(name: str, d: _Defined) -> tuple[RouteSpec, list[Problem]]:
+def _route(name: str, d: _Defined) -> Built:
     raw = with_defaults(definition("route"), d.raw)
     compiled = None
     problems = []
@@ -527,7 +543,12 @@ def _route(name: str, d: _Defined) -> tuple[RouteSpec, list[Problem]]:
         except FilterError as exc:
             at = (*d.path, "filter", *exc.path)
             problems.append(Problem(d.where.value(at), at, exc.message))
-    return route_from(name, raw, d.origin, compiled), problems
+    collected = Collected()
+    spec = route_from(name, raw, d.origin, compiled, collected)
+    return spec, problems + _found(d, (), collected), ()
+
+
+Built = tuple[Any, list[Problem], tuple[tuple[str, bytes], ...]]  # spec, problems, files it read
 
 
 _BUILDERS: dict[str, Any] = {"sources": _source, "endpoints": _endpoint, "routes": _route}
@@ -537,7 +558,9 @@ def _built(load: _Load, kind: str) -> dict[str, Any]:
     """The typed specs of one kind of component, with the problems found building them.
 
     A component read from a cached file is built once: its spec (and its compiled
-    filter) is kept with the file's read and reused while the file is unchanged.
+    filter) is kept with the file's read and reused while the file is unchanged, unless
+    it refers to other files (a tokens file, a certificate), which are read at every load
+    and are part of the configuration's digest.
     """
     out = {}
     for name, d in _usable(load, kind):
@@ -545,9 +568,12 @@ def _built(load: _Load, kind: str) -> dict[str, Any]:
         made = memo.get((kind, name)) if memo is not None else None
         if made is None:
             made = _BUILDERS[kind](name, d)
-            if memo is not None:
+            if memo is not None and not made[2]:
                 memo[(kind, name)] = made
-        spec, problems = made
+        spec, problems, files = made
+        for path, sha in files:
+            load.digest.update(path.encode() + b"\0" + sha)
+            load.referenced.setdefault(path)
         load.problems.extend(problems)
         out[name] = spec
     return out
@@ -575,6 +601,7 @@ def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...], limit
         digest=load.digest.hexdigest(),
         include=include,
         limits=limits,
+        referenced=tuple(load.referenced),
     )
 
 
@@ -657,9 +684,22 @@ def _check_addresses(load: _Load, endpoints: Mapping[str, EndpointSpec]) -> None
     errors naming both."""
     claims: dict[tuple[Any, ...], _Defined] = {}
     groups: dict[tuple[Any, ...], list[tuple[Any, _Defined]]] = {}
+    shared: dict[tuple[Any, ...], tuple[Any, _Defined]] = {}
     for name, spec in endpoints.items():
         d = load.defined["endpoints"][name]
         listen = spec.listen
+        # What endpoints sharing a listener must agree on (a port's TLS certificate).
+        mine = getattr(spec.access, "shared", None)
+        theirs, first_d = shared.setdefault(listen.listener, (mine, d))
+        if theirs != mine:
+            load.error(
+                d.where,
+                (*d.path, spec.kind),
+                f"shares {listen.listener_text} with endpoint '{first_d.path[1]}' ({first_d.origin}) "
+                "but not its settings for the port (tls cert and key): give both the same, or use "
+                "another port",
+            )
+            continue
         other = claims.setdefault(listen.claim, d)
         if other is not d:
             sub, text = listen.taken(f"endpoint '{other.path[1]}' ({other.origin})")

@@ -25,6 +25,15 @@ from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from ..filters import CompiledFilter
+from .access import (
+    Collected,
+    SourceTLS,
+    UpstreamPolicy,
+    read_source_tls,
+    unix_access,
+    upstream_policy,
+    websocket_access,
+)
 from .problems import Location, Problem
 
 Shape = Literal["v1", "1.1", "1.0"]
@@ -219,6 +228,7 @@ class SourceSpec:
     max_message_size: int
     upstream_queue: int
     on_disconnect: Literal["keep", "close_clients"]
+    tls: SourceTLS | None = None
     origin: Location = field(compare=False, default=Location(""))
 
     @property
@@ -241,6 +251,8 @@ class SourceSpec:
         problem = _url_problem(self.url)
         if problem is not None:
             out.append((("url",), problem))
+        if self.tls is not None and not self.url.startswith("wss:"):
+            out.append((("tls",), "applies to wss:// URLs only: this source's URL is ws:// (plain text)"))
         return out
 
     def secrets(self) -> frozenset[str]:
@@ -262,6 +274,8 @@ class SourceSpec:
             n = len(self.on_connect)
             parts.append(f"on_connect {n} message{'s' * (n != 1)}")
         parts.append(f"on_disconnect {self.on_disconnect}")
+        if self.tls is not None:
+            parts.append(self.tls.describe())
         return "; ".join(parts)
 
     def as_json(self) -> dict[str, Any]:
@@ -304,15 +318,21 @@ class WebSocketListen:
     host: str
     port: int
     path: str  # "/..." or "*" (any path no other endpoint on this listener claims)
+    secure: bool = False  # wss:// (tls: set; the certificate is in the endpoint's access)
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> WebSocketListen:
-        return cls(host=raw["host"], port=int(raw["port"]), path=raw["path"])
+        return cls(
+            host=raw["host"], port=int(raw["port"]), path=raw["path"], secure=raw.get("tls") is not None
+        )
 
     @property
-    def listener(self) -> tuple[str, str, int]:
-        """The key of the listener that serves it (shared by the endpoints of one port)."""
-        return ("websocket", self.host, self.port)
+    def listener(self) -> tuple[Any, ...]:
+        """The key of the listener that serves it (shared by the endpoints of one port);
+        a wss:// listener is another listener than a ws:// one."""
+        return (
+            ("websocket", self.host, self.port, "tls") if self.secure else ("websocket", self.host, self.port)
+        )
 
     @property
     def listener_text(self) -> str:
@@ -344,6 +364,12 @@ class WebSocketListen:
                 f"port {self.port} is bound on {other.host!r} by {who} and on {self.host!r} here: "
                 "a wildcard address and another address cannot share a port; use the same host for both"
             )
+        if other.host == self.host and other.secure != self.secure:
+            return ("tls",), (
+                f"port {self.port} serves {'wss' if other.secure else 'ws'}:// for {who} and "
+                f"{'wss' if self.secure else 'ws'}:// here: endpoints sharing a port share its TLS; "
+                "give both the same tls, or use another port"
+            )
         return None
 
     def check(self) -> list[tuple[Subpath, str]]:
@@ -360,7 +386,8 @@ class WebSocketListen:
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}{self.path if self.path != '*' else '/*'}"
+        scheme = "wss" if self.secure else "ws"
+        return f"{scheme}://{host}:{self.port}{self.path if self.path != '*' else '/*'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,10 +398,18 @@ class UnixListen:
     path: str
     mode: int
     framing: Literal["length-prefixed", "lines"]
+    owner: str | int | None = None  # of the socket file (chown at bind)
+    group: str | int | None = None
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> UnixListen:
-        return cls(path=raw["path"], mode=int(raw["mode"], 8), framing=raw["framing"])
+        return cls(
+            path=raw["path"],
+            mode=int(raw["mode"], 8),
+            framing=raw["framing"],
+            owner=raw.get("owner"),
+            group=raw.get("group"),
+        )
 
     @property
     def listener(self) -> tuple[str, str]:
@@ -404,27 +439,69 @@ class UnixListen:
 
     def check(self) -> list[tuple[Subpath, str]]:
         n = len(os.fsencode(self.path))
+        out: list[tuple[Subpath, str]] = []
         if n > _UNIX_PATH_MAX:
-            return [
+            out.append(
                 (
                     ("path",),
                     f"is {n} bytes long; Unix socket paths may have at most {_UNIX_PATH_MAX}: "
                     "choose a shorter path",
                 )
-            ]
-        return []
+            )
+        for key, value, lookup in (("owner", self.owner, _uid), ("group", self.group, _gid)):
+            if value is not None and lookup(value) is None:
+                out.append(((key,), f"{'user' if key == 'owner' else 'group'} {value!r} does not exist here"))
+        return out
+
+    @property
+    def ids(self) -> tuple[int, int]:
+        """The socket file's owner and group as numbers (-1: leave as is)."""
+        uid = _uid(self.owner) if self.owner is not None else None
+        gid = _gid(self.group) if self.group is not None else None
+        return (-1 if uid is None else uid, -1 if gid is None else gid)
 
     def secrets(self) -> frozenset[str]:
         return frozenset()
 
     def describe(self) -> str:
-        return f"{self} ({self.framing}, mode {self.mode:04o})"
+        owner = f", owner {self.owner}" if self.owner is not None else ""
+        group = f", group {self.group}" if self.group is not None else ""
+        return f"{self} ({self.framing}, mode {self.mode:04o}{owner}{group})"
 
     def as_json(self) -> dict[str, Any]:
-        return {"path": self.path, "mode": f"{self.mode:04o}", "framing": self.framing}
+        return {
+            "path": self.path,
+            "mode": f"{self.mode:04o}",
+            "framing": self.framing,
+            "owner": self.owner,
+            "group": self.group,
+        }
 
     def __str__(self) -> str:
         return f"unix:{self.path}"
+
+
+def _uid(value: str | int) -> int | None:
+    """A user's uid from its name or number (None: no such user)."""
+    import pwd
+
+    if isinstance(value, int):
+        return value
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        return int(value) if value.isdigit() else None
+
+
+def _gid(value: str | int) -> int | None:
+    import grp
+
+    if isinstance(value, int):
+        return value
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        return int(value) if value.isdigit() else None
 
 
 class Listen(Protocol):
@@ -486,6 +563,7 @@ class EndpointSpec:
     ping_interval: float | None = None
     ping_timeout: float | None = None
     socket_buffer: int | None = None  # SO_SNDBUF for each client; None: the kernel's own
+    access: Any = None  # who may connect (veylor.config.access): WebSocketAccess, UnixAccess
     origin: Location = field(compare=False, default=Location(""))
 
     @property
@@ -493,8 +571,13 @@ class EndpointSpec:
         return self.listen.kind
 
     def secrets(self) -> frozenset[str]:
-        """Values that must never reach a log line (its kind's)."""
-        return self.listen.secrets()
+        """Values that must never reach a log line (its kind's, its tokens)."""
+        mine = self.access.secrets() if self.access is not None else frozenset()
+        return self.listen.secrets() | mine
+
+    def access_summary(self) -> str:
+        """Who may connect, at a glance (``veylor check``)."""
+        return self.access.summary() if self.access is not None else "open to anyone who can connect"
 
     def describe(self) -> str:
         """One line for people."""
@@ -505,8 +588,11 @@ class EndpointSpec:
         )
 
     def as_json(self) -> dict[str, Any]:
-        """Every setting as plain data, the kind's own under its key."""
-        return {self.kind: self.listen.as_json(), **_plain(self, listen=_SKIP)}
+        """Every setting as plain data, the kind's own under its key (tokens never shown)."""
+        listen = self.listen.as_json()
+        if self.access is not None:
+            listen.update(self.access.as_json())
+        return {self.kind: listen, **_plain(self, listen=_SKIP, access=_SKIP)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,25 +606,23 @@ class RouteSpec:
     upstream: bool
     origin: Location = field(compare=False, default=Location(""))
     compiled: CompiledFilter | None = field(compare=False, default=None, repr=False)  # compiled at load
+    policy: UpstreamPolicy | None = None  # upstream: {allow, rate, ...}; None: all or nothing
     _filter_key: str | None = field(compare=False, default=None, repr=False, init=False)
 
     def __post_init__(self) -> None:
         key = None if self.filter is None else json.dumps(thaw(self.filter), sort_keys=True)
         object.__setattr__(self, "_filter_key", key)
 
+    def _key(self) -> tuple[Any, ...]:
+        return (self.name, self.source, self.endpoints, self.filter_key, self.upstream, self.policy)
+
     def __hash__(self) -> int:
-        return hash((self.name, self.source, self.endpoints, self.filter_key, self.upstream))
+        return hash(self._key())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RouteSpec):
             return NotImplemented
-        return (self.name, self.source, self.endpoints, self.filter_key, self.upstream) == (
-            other.name,
-            other.source,
-            other.endpoints,
-            other.filter_key,
-            other.upstream,
-        )
+        return self._key() == other._key()
 
     @property
     def filter_key(self) -> str | None:
@@ -621,11 +705,25 @@ class Config:
     include: tuple[str, ...] = ()  # the main file's drop-in patterns (the schema has the default)
     limits: Limits = field(default_factory=Limits)
     admin: AdminSpec | None = None
+    referenced: tuple[str, ...] = ()  # files its settings name (tokens files, certificates), read
 
 
-def source_from(name: str, raw: Mapping[str, Any], origin: Location) -> SourceSpec:
-    """A :class:`SourceSpec` from schema-valid data with defaults applied."""
+def _base(origin: Location) -> str:
+    """The directory relative paths in a component's settings are relative to: that of
+    the file that defines it."""
+    return (
+        os.path.dirname(os.path.abspath(origin.file)) if origin is not None and origin.file else os.getcwd()
+    )
+
+
+def source_from(
+    name: str, raw: Mapping[str, Any], origin: Location, collected: Collected | None = None
+) -> SourceSpec:
+    """A :class:`SourceSpec` from schema-valid data with defaults applied (files it refers
+    to are read; their problems go to ``collected``)."""
     r = raw["reconnect"]
+    out = collected if collected is not None else Collected()
+    tls = read_source_tls(raw["tls"], _base(origin), out) if raw.get("tls") is not None else None
     return SourceSpec(
         name=name,
         url=raw["url"],
@@ -645,16 +743,24 @@ def source_from(name: str, raw: Mapping[str, Any], origin: Location) -> SourceSp
         max_message_size=parse_size(raw["max_message_size"]),
         upstream_queue=int(raw["upstream_queue"]),
         on_disconnect=raw["on_disconnect"],
+        tls=tls,
         origin=origin,
     )
 
 
-def endpoint_from(name: str, raw: Mapping[str, Any], origin: Location) -> EndpointSpec:
-    """An :class:`EndpointSpec` from schema-valid data with defaults applied."""
+def endpoint_from(
+    name: str, raw: Mapping[str, Any], origin: Location, collected: Collected | None = None
+) -> EndpointSpec:
+    """An :class:`EndpointSpec` from schema-valid data with defaults applied (files its
+    access refers to are read; their problems go to ``collected``)."""
     key = next(k for k in ENDPOINT_KINDS if k in raw)  # the schema lets exactly one through
+    kind = ENDPOINT_KINDS[key]
+    out = collected if collected is not None else Collected()
+    access = kind.access(raw[key], _base(origin), out) if kind.access is not None else None
     return EndpointSpec(
         name=name,
-        listen=ENDPOINT_KINDS[key].spec(raw[key]),
+        access=access,
+        listen=kind.spec(raw[key]),
         max_clients=int(raw["max_clients"]),
         client_buffer=parse_size(raw["client_buffer"]),
         slow_client=raw["slow_client"],
@@ -668,10 +774,16 @@ def endpoint_from(name: str, raw: Mapping[str, Any], origin: Location) -> Endpoi
 
 
 def route_from(
-    name: str, raw: Mapping[str, Any], origin: Location, compiled: CompiledFilter | None = None
+    name: str,
+    raw: Mapping[str, Any],
+    origin: Location,
+    compiled: CompiledFilter | None = None,
+    collected: Collected | None = None,
 ) -> RouteSpec:
     """A :class:`RouteSpec` from schema-valid data with defaults applied (and its filter,
     compiled by the loader while checking it)."""
+    up = raw["upstream"]
+    policy = upstream_policy(up, collected if collected is not None else Collected())
     to = raw["to"]
     targets = (to,) if isinstance(to, str) else tuple(dict.fromkeys(to))
     filt = raw.get("filter")
@@ -680,9 +792,10 @@ def route_from(
         source=raw["from"],
         endpoints=targets,
         filter=_frozen(filt) if filt is not None else None,
-        upstream=bool(raw["upstream"]),
+        upstream=bool(up),  # (a policy mapping: true, with limits)
         origin=origin,
         compiled=compiled,
+        policy=policy,
     )
 
 
@@ -703,12 +816,15 @@ class Kind:
     key: str  # the YAML key that selects the kind in a component's definition
     spec: Any  # schema-valid data -> the kind's spec (an endpoint's listen, a whole source)
     runtime: str  # the module that implements it
+    access: Any = None  # (data, base directory, Collected) -> who may connect (endpoints)
 
 
 ENDPOINT_KINDS: Mapping[str, Kind] = MappingProxyType(
     {
-        "websocket": Kind("websocket", WebSocketListen.from_raw, "veylor.runtime.websocket"),
-        "unix": Kind("unix", UnixListen.from_raw, "veylor.runtime.unix"),
+        "websocket": Kind(
+            "websocket", WebSocketListen.from_raw, "veylor.runtime.websocket", websocket_access
+        ),
+        "unix": Kind("unix", UnixListen.from_raw, "veylor.runtime.unix", unix_access),
     }
 )
 SOURCE_KINDS: Mapping[str, Kind] = MappingProxyType(
@@ -716,7 +832,9 @@ SOURCE_KINDS: Mapping[str, Kind] = MappingProxyType(
 )
 
 
-def build_source(name: str, raw: Mapping[str, Any], origin: Location) -> SourceSpec:
+def build_source(
+    name: str, raw: Mapping[str, Any], origin: Location, collected: Collected | None = None
+) -> SourceSpec:
     """The spec of a source of whichever kind ``raw`` (schema-valid, with defaults) names."""
     kind = next(k for k in SOURCE_KINDS.values() if k.key in raw)
-    return kind.spec(name, raw, origin)  # type: ignore[no-any-return]
+    return kind.spec(name, raw, origin, collected)  # type: ignore[no-any-return]

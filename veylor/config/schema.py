@@ -252,6 +252,27 @@ def validate(data: Any, where: SourceMap, def_name: str | None = None) -> list[P
     return problems
 
 
+def _typed_branches(branches: Any) -> bool:
+    return isinstance(branches, list) and all(isinstance(b, dict) and "type" in b for b in branches)
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if isinstance(value, bool) and name != "boolean":
+        return False
+    return isinstance(value, _JSON_TYPES.get(name, ()))
+
+
 def _type_word(value: Any, hide: bool = False) -> str:
     if isinstance(value, _Hidden):
         return f"{value.kind} (not shown: it may be a secret)"
@@ -337,6 +358,23 @@ def _humanize(error: ValidationError, where: SourceMap) -> Iterator[Problem]:
         else:
             both = " and ".join(f"'{p}'" for p in present)
             yield at(path, f"has {both}: keep exactly one of {listed}")
+        return
+    if kind == "oneOf" and _typed_branches(error.validator_value):
+        # Branches told apart by type (upstream: true | {allow, rate, ...}): the branch of
+        # the value's type says what is wrong; no branch of its type: the types expected.
+        branches = error.validator_value
+        for i, branch in enumerate(branches):
+            types = branch["type"] if isinstance(branch["type"], list) else [branch["type"]]
+            if any(_is_type(error.instance, t) for t in types):
+                for sub in error.context or ():
+                    if sub.relative_schema_path and sub.relative_schema_path[0] == i:
+                        yield from _humanize(sub, where)
+                return
+        words = []
+        for branch in branches:
+            types = branch["type"] if isinstance(branch["type"], list) else [branch["type"]]
+            words += [_TYPE_WORDS.get(t, t) for t in types]
+        yield at(path, f"expected {' or '.join(dict.fromkeys(words))}, got {_type_word(value)}")
         return
     if kind == "type":
         allowed = error.validator_value

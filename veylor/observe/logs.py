@@ -174,9 +174,21 @@ class WebsocketsRedactor(logging.Filter):
                 record.args = (key, MASK)
         elif msg.endswith("GET %s HTTP/1.1") and len(args) == 1:
             record.args = (redact_url(str(args[0])),)
+        elif msg == "< %s %s %s" and len(args) == 3:  # a client's request line (websockets >= 14)
+            record.args = (args[0], _path_only(str(args[1])), args[2])
         elif msg == "> %s" and record.name == UPSTREAM_LOGGER:
             record.args = (_frame_text(args[0]),)
         return True
+
+
+def _path_only(target: str) -> str:
+    """A client's request target with every query value masked: clients put tokens there
+    (``?token=``: browsers cannot set headers), and other secrets of their own."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return path
+    masked = "&".join(f"{k}={MASK}" if eq else k for k, eq, _ in (p.partition("=") for p in query.split("&")))
+    return f"{path}?{masked}"
 
 
 def _frame_text(frame: Any) -> Any:

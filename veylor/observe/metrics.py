@@ -133,7 +133,18 @@ def render(view: dict[str, Any]) -> str:
     endpoints.family("veylor_endpoint_clients", "gauge", "Clients connected now", "clients")
     endpoints.family("veylor_endpoint_accepted_total", "counter", "Clients accepted", "accepted")
     endpoints.split(
-        "veylor_endpoint_refused_total", "Clients refused, by reason", "reason", {"max_clients": "refused"}
+        "veylor_endpoint_refused_total",
+        "Clients refused, by reason: max_clients (503), origin (403), no_token and token (401), "
+        "peer (a Unix uid not allowed), pending (max_pending handshakes: closed at once)",
+        "reason",
+        {
+            "max_clients": "refused",
+            "origin": "refused_origin",
+            "no_token": "refused_no_token",
+            "token": "refused_token",
+            "peer": "refused_peer",
+            "pending": "refused_pending",
+        },
     )
     endpoints.family(
         "veylor_endpoint_deliveries_total",
@@ -165,6 +176,9 @@ def render(view: dict[str, Any]) -> str:
             "malformed": "bad_frames",
             "invalid_utf8": "invalid_utf8",
             "memory_limit": "memory_closed",
+            "handshake_timeout": "handshake_timeouts",
+            "upstream_rate": "rate_closed",
+            "revoked": "revoked",
         },
     )
     endpoints.split(
@@ -176,9 +190,21 @@ def render(view: dict[str, Any]) -> str:
     )
     endpoints.split(
         "veylor_endpoint_client_messages_total",
-        "Messages from clients: forwarded to a source, or discarded (no route with upstream: true)",
+        "Messages from clients: forwarded to a source, discarded (no route with upstream: true), or "
+        "blocked (every route's upstream policy stopped it)",
         "result",
-        {"forwarded": lambda e: e["received"] - e["discarded"], "discarded": "discarded"},
+        {
+            "forwarded": lambda e: e["received"] - e["discarded"] - e["upstream_blocked"],
+            "discarded": "discarded",
+            "blocked": "upstream_blocked",
+        },
+    )
+    endpoints.split(
+        "veylor_endpoint_upstream_refused_total",
+        "Client messages a route's upstream policy did not send to its source, by reason: "
+        "not_allowed (no allow filter passed it), rate (over the client's rate)",
+        "reason",
+        {"not_allowed": "upstream_denied", "rate": "upstream_limited"},
     )
 
     reloads, config, memory = view["reloads"], view["config"], view["memory"]

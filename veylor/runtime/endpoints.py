@@ -20,7 +20,9 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..config.access import UpstreamPolicy
 from ..config.model import EndpointSpec, format_size
+from ..message import Message
 from ..report import plural
 from .budget import NOTABLE, Budget
 from .stats import EndpointStats
@@ -40,6 +42,19 @@ UNFRAMEABLE = {"binary": "binary messages", "newline": "messages that contain a 
 
 class StartupError(Exception):
     """A listener could not be bound; the message names the endpoint and the address."""
+
+
+class ClientState:
+    """What an endpoint keeps on each client beside the kind's own (class defaults: a
+    client costs nothing for what it never uses)."""
+
+    dropped = 0  # messages dropped for it while it was slow (slow_client: drop)
+    dropped_logged_at = -LOSS_LOG_INTERVAL
+    shed = False  # the process-wide limit is reached: no data for it until it drains
+    buckets: dict[str, list[float]] | None = None  # upstream rate: source -> [tokens, last, over since]
+    denied_logged_at = -LOSS_LOG_INTERVAL  # last "matches no allow filter" line about it
+    limited_logged_at = -LOSS_LOG_INTERVAL  # last "over its upstream rate" line about it
+    token: bytes | None = None  # the digest of the token it presented (auth), for revocation
 
 
 class Client(Protocol):
@@ -76,10 +91,12 @@ class Endpoint:
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.scheduled = False
-        self.upstream: tuple[Source, ...] = ()  # sources its clients may send to
+        # The sources its clients may send to, each with the route's policy (None: all).
+        self.upstream: tuple[tuple[Source, UpstreamPolicy | None], ...] = ()
         self._empty: asyncio.Event | None = None  # set when the last client leaves (wait_empty)
         self._discard_log = Throttled(log)
         self._bad_log = Throttled(log)
+        self._refused_log = Throttled(log)  # clients refused by the access rules
         self._unframeable_log = {
             reason: CountedLog(log, interval=LOSS_LOG_INTERVAL) for reason in UNFRAMEABLE
         }
@@ -304,8 +321,9 @@ class Endpoint:
         """Close a client over ``client_buffer`` (``slow_client: disconnect``)."""
         raise NotImplementedError
 
-    def from_client(self, who: str, data: bytes, is_text: bool) -> None:
-        """A message from one of this endpoint's clients: to every source that allows it."""
+    def from_client(self, client: Any, data: bytes, is_text: bool) -> None:
+        """A message from one of this endpoint's clients: to every source that allows it
+        (a route's ``upstream`` policy: its ``allow`` filters, then the client's rate)."""
         self.stats.received += 1
         targets = self.upstream
         if not targets:
@@ -313,11 +331,97 @@ class Endpoint:
             self._discard_log(
                 "endpoint %s: discarded a message from %s: no route to this endpoint has upstream: true",
                 self.name,
-                who,
+                client.label,
             )
             return
-        for source in targets:
+        message = None
+        sent = False
+        for source, policy in targets:
+            if policy is not None:
+                if policy.compiled is not None:
+                    if message is None:
+                        message = Message(data, is_text)
+                    if not policy.compiled(message):
+                        self._not_allowed(client, source)
+                        continue
+                if policy.rate is not None and not self._take(client, source, policy):
+                    continue
             source.send(data, is_text)
+            sent = True
+        if not sent:
+            self.stats.upstream_blocked += 1
+
+    def _not_allowed(self, client: Any, source: Any) -> None:
+        """A client message no ``allow`` filter of its route passes: discarded, counted,
+        logged at most once a minute per client."""
+        self.stats.upstream_denied += 1
+        now = time.monotonic()
+        if now - client.denied_logged_at >= LOSS_LOG_INTERVAL:
+            client.denied_logged_at = now
+            log.warning(
+                "endpoint %s: a message from client %s to source %s matches no allow filter: "
+                "discarded (logged at most once a minute per client)",
+                self.name,
+                client.label,
+                source.name,
+            )
+
+    def _take(self, client: Any, source: Any, policy: UpstreamPolicy) -> bool:
+        """The client's token bucket for ``source``: True if the message may go. Over the
+        rate it is dropped and counted; with ``over_rate: close``, a client that stays
+        over it for ``CLOSE_AFTER`` seconds (messages dropped in every second of them,
+        whatever passed between) is closed (1008)."""
+        buckets = client.buckets
+        if buckets is None:
+            buckets = client.buckets = {}
+        now = time.monotonic()
+        bucket = buckets.get(source.name)
+        rate, burst = policy.rate, policy.burst
+        assert rate is not None
+        if bucket is None:
+            # tokens, when last refilled, since when it is over the rate, its last drop
+            bucket = buckets[source.name] = [float(burst), now, 0.0, -1e9]
+        tokens = min(float(burst), bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return True
+        bucket[0] = tokens
+        self.stats.upstream_limited += 1
+        if now - bucket[3] > 1.0:  # no drop for a second: a new streak
+            bucket[2] = now
+        bucket[3] = now
+        if now - client.limited_logged_at >= LOSS_LOG_INTERVAL:
+            client.limited_logged_at = now
+            log.warning(
+                "endpoint %s: client %s sends to source %s faster than its route allows (%g/s, burst %d): "
+                "dropping what is over (over_rate: %s; logged at most once a minute per client)",
+                self.name,
+                client.label,
+                source.name,
+                rate,
+                burst,
+                policy.over_rate,
+            )
+        if policy.over_rate == "close" and now - bucket[2] >= policy.CLOSE_AFTER and self.is_open(client):
+            self.stats.rate_closed += 1
+            log.warning(
+                "endpoint %s: closing client %s: over its upstream rate for %.0fs (1008)",
+                self.name,
+                client.label,
+                policy.CLOSE_AFTER,
+            )
+            self.close_client(client, 1008, "upstream rate exceeded")
+        return False
+
+    def refused(self, counter: str, label: str, why: str) -> None:
+        """A client refused by the access rules: counted by reason, logged (rate limited)."""
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        self._refused_log("endpoint %s: refused client %s: %s", self.name, label, why)
+
+    def close_client(self, client: Any, code: int, reason: str) -> None:
+        """Close one client (``code`` and ``reason`` where the kind has a close message)."""
+        raise NotImplementedError
 
     def close_clients(self, code: int, reason: str) -> None:
         """Close every client (``code`` and ``reason`` where the kind has a close message)."""

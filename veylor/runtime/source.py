@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import functools
 import logging
 import ssl
 import time
@@ -16,6 +17,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, W
 from websockets.protocol import State
 
 from ..backoff import backoff_delay
+from ..config.access import SourceTLS
 from ..config.model import SourceSpec
 from ..observe.logs import MASK, SECRETS, TRACE_LOGGER, UPSTREAM_LOGGER, preview, tracing
 from ..report import plural
@@ -346,6 +348,16 @@ class Source:
 
     async def _connect(self) -> UpstreamConnection:
         spec = self.spec
+        tls: dict[str, Any] = {}
+        if spec.tls is not None and spec.url.startswith("wss:"):
+            tls["ssl"] = _context(spec.tls)
+            if not spec.tls.verify:
+                log.warning(
+                    "source %s: connecting to %s WITHOUT checking its TLS certificate (tls.verify: false): "
+                    "anyone on the path can read and change this feed",
+                    self.name,
+                    self.url,
+                )
         conn = await connect(
             spec.url,
             additional_headers=list(spec.headers),
@@ -359,6 +371,7 @@ class Source:
             proxy=None,
             create_connection=UpstreamConnection,
             logger=logging.getLogger(UPSTREAM_LOGGER),
+            **tls,
         )
         assert isinstance(conn, UpstreamConnection)
         return conn
@@ -467,6 +480,13 @@ def _describe(exc: BaseException, secure: bool = False) -> str:
         name = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
         return f"{type(exc).__name__}{f' ({name})' if name else ''}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@functools.lru_cache(maxsize=64)
+def _context(tls: SourceTLS) -> ssl.SSLContext:
+    """One client context per TLS setting (loading CAs takes milliseconds: not at every
+    reconnect, on the event loop); a CA file changed on disk is a new setting."""
+    return tls.context()
 
 
 KIND = RuntimeKind(source=Source)

@@ -67,6 +67,7 @@ class EndpointStats(_Counters):
         "control_closed",  # clients closed for flooding pings (or not reading the pongs)
         "discarded",  # messages from clients with no upstream route
         "dropped",  # deliveries not made: the client was over client_buffer (slow_client: drop)
+        "handshake_timeouts",  # connections dropped for not completing their handshake in time
         "invalid_utf8",  # clients closed for sending text that is not UTF-8
         "keepalive_closed",  # clients closed for answering no ping
         "lost_slow",  # deliveries not made: the client was being disconnected for being slow
@@ -74,11 +75,21 @@ class EndpointStats(_Counters):
         "memory_limited",  # clients given their policy for the process-wide limits.buffered
         "messages",  # messages the endpoint wrote to its clients, each counted once
         "messages_out",  # deliveries made
+        "rate_closed",  # clients closed for staying over their upstream rate (over_rate: close)
         "received",  # messages from clients
         "refused",  # clients refused: max_clients reached
+        "refused_no_token",  # ... no token where auth is on (401)
+        "refused_origin",  # ... an Origin not allowed (403), or none where one is required
+        "refused_peer",  # ... a Unix peer whose uid and gid are not allowed
+        "refused_pending",  # ... too many handshakes in progress (closed before reading anything)
+        "refused_token",  # ... a wrong token (401)
+        "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
         "slow_disconnects",  # clients disconnected for being slow
         "slow_dropping",  # clients for which messages were dropped for being slow
         "unframeable",  # deliveries not made: the framing cannot carry the message (lines)
+        "upstream_blocked",  # client messages that went to no source: every route's policy stopped it
+        "upstream_denied",  # client messages no allow filter of the route passed (not forwarded)
+        "upstream_limited",  # client messages over the client's upstream rate (not forwarded)
     )
 
     def undelivered(self) -> dict[str, int]:

@@ -152,7 +152,9 @@ class Runtime:
         """Wire client->source targets and swap in the routing table for ``graph``."""
         for name, ep in self.endpoints.items():
             ep.upstream = tuple(
-                self.sources[s] for s in graph.upstream_targets.get(name, ()) if s in self.sources
+                (self.sources[s], policy)
+                for s, policy in graph.upstream_targets.get(name, ())
+                if s in self.sources
             )
         self._route(graph)
 

@@ -13,12 +13,13 @@ import stat
 import struct
 from collections.abc import Sequence
 
+from ..config.access import UnixAccess
 from ..config.model import EndpointSpec, UnixListen
 from .budget import Budget
 from .endpoints import (
     BACKLOG,
     CLOSE_GRACE,
-    LOSS_LOG_INTERVAL,
+    ClientState,
     Endpoint,
     StartupError,
     os_reason,
@@ -32,18 +33,16 @@ from .wire import LINES, WIRES, FrameError, LengthPrefixedDecoder, LineDecoder
 log = logging.getLogger("veylor.endpoint")
 
 
-class UnixClient(asyncio.Protocol):
+class UnixClient(ClientState, asyncio.Protocol):
     """A client of a Unix endpoint: reads frames as they arrive, no task per client."""
 
     endpoint: UnixEndpoint
     decoder: LineDecoder | LengthPrefixedDecoder
+    uid = gid = -1  # the peer's, from SO_PEERCRED
 
     def __init__(self, acceptor: _Acceptor, number: int) -> None:
         self.acceptor = acceptor
         self.transport: asyncio.Transport | None = None
-        self.dropped = 0
-        self.dropped_logged_at = -LOSS_LOG_INTERVAL
-        self.shed = False
         self.closing = False
         self.label = f"unix#{number}"
 
@@ -57,10 +56,19 @@ class UnixClient(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
-                pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                pid, uid, gid = struct.unpack(
+                    "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                )
                 self.label += f" (pid {pid}, uid {uid})"
+                self.uid, self.gid = uid, gid
             except OSError:  # pragma: no cover - not Linux
                 pass
+        access: UnixAccess = ep.spec.access
+        if not access.admits(self.uid, self.gid):
+            self.closing = True
+            ep.refused("refused_peer", self.label, f"uid {self.uid} and gid {self.gid} are not allowed")
+            transport.abort()
+            return
         if not ep.admits(self.label):
             self.closing = True
             transport.close()
@@ -84,10 +92,12 @@ class UnixClient(asyncio.Protocol):
                         ep.invalid_text(self.label)
                         self.close()
                         return
-                    ep.from_client(self.label, payload, True)
+                    ep.from_client(self, payload, True)
                 else:
                     # 1.x framing has no frame type: valid UTF-8 goes upstream as text.
-                    ep.from_client(self.label, payload, valid_utf8(payload))
+                    ep.from_client(self, payload, valid_utf8(payload))
+                if self.closing:  # (closed for its upstream rate)
+                    return
         except FrameError as exc:
             ep.malformed(self.label, exc)
             self.close()
@@ -141,6 +151,26 @@ class UnixEndpoint(Endpoint):
     def disconnect_slow(self, client: UnixClient) -> None:
         self.abort(client)  # no close message in these framings; what is buffered would never leave
 
+    def close_client(self, client: UnixClient, code: int, reason: str) -> None:  # type: ignore[override]
+        client.close()
+
+    def update(self, spec: EndpointSpec) -> None:
+        """New settings; with new ``allowed_uids``/``allowed_gids``, the clients they no
+        longer admit are closed."""
+        old = self.spec.access
+        super().update(spec)
+        access: UnixAccess = spec.access
+        if access == old:
+            return
+        gone = [c for c in self.clients if not c.closing and not access.admits(c.uid, c.gid)]
+        for client in gone:
+            client.close()
+        if gone:
+            self.stats.revoked += len(gone)
+            log.warning(
+                "endpoint %s: closed %d clients whose uid and gid are no longer allowed", self.name, len(gone)
+            )
+
     def close_clients(self, code: int, reason: str) -> None:
         for client in list(self.clients):
             client.close()
@@ -160,7 +190,7 @@ class SocketFile:
         self.owner = owner  # who, in errors and log lines: "endpoint ipc", "admin"
         self.bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the file made
 
-    async def bind(self, mode: int) -> socket.socket:
+    async def bind(self, mode: int, ids: tuple[int, int] = (-1, -1)) -> socket.socket:
         """A socket bound at the path (not yet listening); :class:`StartupError` naming
         the owner and the path if it cannot be."""
         path = self.path
@@ -181,11 +211,23 @@ class SocketFile:
         finally:
             os.umask(old_umask)
         try:
+            if ids != (-1, -1):
+                try:
+                    os.chown(path, *ids)
+                except PermissionError:
+                    os.unlink(path)
+                    raise StartupError(
+                        f"{where}: cannot give the socket file owner/group {ids[0]}:{ids[1]}: permission "
+                        "denied (Veylor needs root or CAP_CHOWN for owner; for group, membership of it)"
+                    ) from None
             os.chmod(path, mode)
             st = os.stat(path)
         except OSError as exc:
             sock.close()
             raise StartupError(f"{where}: {os_reason(exc)}") from None
+        except StartupError:
+            sock.close()
+            raise
         self.bound = (st.st_dev, st.st_ino)
         return sock
 
@@ -193,9 +235,11 @@ class SocketFile:
         st = os.lstat(self.path)
         return stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.bound
 
-    def chmod(self, mode: int) -> None:
+    def chmod(self, mode: int, ids: tuple[int, int] = (-1, -1)) -> None:
         try:
             if self._ours():
+                if ids != (-1, -1):
+                    os.chown(self.path, *ids)
                 os.chmod(self.path, mode)
                 return
             why = "it is not the socket Veylor made any more"
@@ -228,6 +272,7 @@ class UnixListener:
         self.file: SocketFile | None = None  # once bound
         self._acceptor: _Acceptor | None = None
         self._mode: int | None = None
+        self._ids = (-1, -1)
 
     def describe(self) -> str:
         ep = self._acceptor.endpoint if self._acceptor is not None else None
@@ -239,15 +284,15 @@ class UnixListener:
             self._acceptor = _Acceptor(ep)
         self._acceptor.endpoint = ep
         assert isinstance(ep.spec.listen, UnixListen)
-        mode = ep.spec.listen.mode
-        if self.file is not None and mode != self._mode:
-            self.file.chmod(mode)
-        self._mode = mode
+        mode, ids = ep.spec.listen.mode, ep.spec.listen.ids
+        if self.file is not None and (mode, ids) != (self._mode, self._ids):
+            self.file.chmod(mode, ids)
+        self._mode, self._ids = mode, ids
 
     async def start(self) -> None:
         assert self._acceptor is not None and self._mode is not None, "attach before start"
         file = SocketFile(self.path, f"endpoint {self._acceptor.endpoint.name}")
-        sock = await file.bind(self._mode)
+        sock = await file.bind(self._mode, self._ids)
         try:
             loop = asyncio.get_running_loop()
             self.server = await loop.create_unix_server(self._acceptor, sock=sock, backlog=BACKLOG)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import ssl
 import struct
 import termios
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -27,13 +29,14 @@ from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from ..config.access import ServerTLS, WebSocketAccess, token_digest
 from ..config.model import EndpointSpec, WebSocketListen, format_size
 from ..observe.logs import DOWNSTREAM_LOGGER
 from .budget import Budget
 from .endpoints import (
     BACKLOG,
     CLOSE_GRACE,
-    LOSS_LOG_INTERVAL,
+    ClientState,
     Endpoint,
     StartupError,
     os_reason,
@@ -42,10 +45,11 @@ from .endpoints import (
 from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data, valid_utf8
 from .kinds import RuntimeKind
 from .stats import EndpointStats
+from .util import Throttled
 from .wire import WS
 
 log = logging.getLogger("veylor.endpoint")
-OPEN = State.OPEN
+OPEN, CONNECTING = State.OPEN, State.CONNECTING
 PING, PONG = Opcode.PING, Opcode.PONG
 SLOW_CLOSE_CHECK = 0.25  # seconds between checks that a closing client still drains its buffer
 CLOSE_DEADLINE = 10.0  # seconds a closing client may take to drain its buffer and answer, at most
@@ -53,18 +57,19 @@ CLOSE_STALLED = 1.0  # seconds a closing client may read nothing before it is ab
 MAX_CONTROL_FRAMES = 50  # pings and pongs a client may send per second; more closes it (1008)
 
 
-class DownstreamConnection(DataFrames, ServerConnection):
+class DownstreamConnection(ClientState, DataFrames, ServerConnection):
     """A client connection on a WebSocket endpoint.
 
     Incoming data frames go straight to the endpoint (no per-message coroutine, no
     receive queue); the endpoint learns of the connection before the handshake
-    completes, so ``max_clients`` counts handshakes in progress too.
+    completes, so ``max_clients`` counts handshakes in progress too. Until its request
+    has been read it is one of its listener's pending handshakes (bounded in number
+    and in time: ``max_pending``, ``handshake_timeout``).
     """
 
     endpoint: WebSocketEndpoint | None = None
-    dropped = 0  # messages dropped for it while it was slow (slow_client: drop)
-    dropped_logged_at = -LOSS_LOG_INTERVAL
-    shed = False  # the process-wide limit is reached: no data for it until it drains
+    listener: WebSocketListener | None = None  # while its handshake is pending
+    handshake_timer: asyncio.TimerHandle | None = None
     last_seen = 0.0  # loop time of the last frame received (any kind): the keepalive's clock
     control_window = 0.0  # start of the current second of control-frame counting
     control_count = 0
@@ -97,7 +102,7 @@ class DownstreamConnection(DataFrames, ServerConnection):
             ep.invalid_text(self.label)
             close_websocket(self, 1007, "invalid UTF-8 in a text frame")
             return
-        ep.from_client(self.label, data, is_text)
+        ep.from_client(self, data, is_text)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # websockets answers pings: pongs are queued for the client
@@ -115,8 +120,22 @@ class DownstreamConnection(DataFrames, ServerConnection):
         self.recv_messages = NO_RECEIVE_QUEUE  # type: ignore[assignment]
         addr = transport.get_extra_info("peername")
         self.label = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        listener = getattr(self.server, "veylor_listener", None)
+        if listener is not None:
+            listener.opening(self)
+
+    def request_read(self) -> None:
+        """Its handshake request has arrived: it is no longer pending."""
+        listener = self.listener
+        if listener is not None:
+            self.listener = None
+            listener.pending -= 1
+            if self.handshake_timer is not None:
+                self.handshake_timer.cancel()
+                self.handshake_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.request_read()
         super().connection_lost(exc)
         if self.endpoint is not None:
             self.endpoint.remove(self)
@@ -210,13 +229,38 @@ class WebSocketEndpoint(Endpoint):
         self.pending_messages: list[tuple[bytes, bool]] = []
         self._keepalive: asyncio.TimerHandle | None = None
         self._serving = False
+        self.listener: WebSocketListener | None = None  # the one that serves it (set by attach)
 
     def update(self, spec: EndpointSpec) -> None:
         changed = (spec.ping_interval, spec.ping_timeout) != (self.spec.ping_interval, self.spec.ping_timeout)
+        old: WebSocketAccess = self.spec.access
         super().update(spec)
         self._compression_changed()
         if changed and self._serving:
             self.start_keepalive()  # (also when pings were off: ping_interval null before)
+        new: WebSocketAccess = spec.access
+        if new.auth != old.auth and new.auth is not None:
+            self.revoke(new.auth.digests)
+        if self.listener is not None:
+            self.listener.settings_changed()
+
+    def revoke(self, allowed: frozenset[bytes]) -> None:
+        """Close (1008) the clients whose token is not among ``allowed`` any more (a client
+        that connected while auth was off has none)."""
+        gone = [c for c in self.clients if c.token not in allowed and c.protocol.state in (OPEN, CONNECTING)]
+        for conn in gone:
+            if conn.protocol.state is OPEN:
+                close_websocket(conn, 1008, "token revoked")
+            else:  # its handshake is still being answered: it never gets in
+                conn.transport.abort()
+        if gone:
+            self.stats.revoked += len(gone)
+            log.warning(
+                "endpoint %s: closed %d clients whose token is no longer allowed (1008)", self.name, len(gone)
+            )
+
+    def close_client(self, client: DownstreamConnection, code: int, reason: str) -> None:  # type: ignore[override]
+        close_websocket(client, code, reason)
 
     def start(self) -> None:
         self._serving = True
@@ -384,18 +428,31 @@ class WebSocketEndpoint(Endpoint):
 class WebSocketListener:
     """One ``websockets`` server on a host:port, dispatching handshakes to endpoints by path.
 
-    Unknown paths get HTTP 404, a full endpoint HTTP 503, both during the handshake.
+    During the handshake, in this order: an unknown path gets HTTP 404; an ``Origin``
+    not allowed, 403; a missing or wrong token, 401; a full endpoint, 503. Before that,
+    a connection is one of the listener's pending handshakes: beyond ``max_pending`` a
+    new one is closed at once, and one that has not sent its request within
+    ``handshake_timeout`` is dropped. With TLS (wss://) the context is the listener's:
+    a reload that renews the certificate loads it into the same context, for new
+    connections; no connection is closed.
     """
 
-    def __init__(self, key: tuple[str, str, int]) -> None:
+    def __init__(self, key: tuple[Any, ...]) -> None:
         self.key = key
-        _, self.host, self.port = key
+        self.host, self.port = key[1], key[2]
+        self.secure = len(key) > 3
         self.paths: dict[str, WebSocketEndpoint] = {}
         self.server: Server | None = None
+        self.pending = 0  # connections whose handshake request has not been read yet
+        self.max_pending = 256
+        self.handshake_timeout = 10.0
+        self.tls: ServerTLS | None = None  # what the context holds
+        self.context: ssl.SSLContext | None = None
+        self._refused_log = Throttled(log)
 
     def describe(self) -> str:
         served = ", ".join(f"{ep.name} ({ep.path})" for ep in self.paths.values())
-        return f"ws://{self.address} for {served}"
+        return f"{'wss' if self.secure else 'ws'}://{self.address} for {served}"
 
     @property
     def address(self) -> str:
@@ -405,24 +462,98 @@ class WebSocketListener:
     def attach(self, endpoints: Sequence[WebSocketEndpoint]) -> None:  # type: ignore[override]
         """Serve these endpoints from now on (new handshakes; clients stay where they are)."""
         self.paths = {ep.path: ep for ep in endpoints}
+        for ep in endpoints:
+            ep.listener = self
+        self.settings_changed()
+
+    def settings_changed(self) -> None:
+        """Take the endpoints' settings for the port: the largest ``max_pending`` and
+        ``handshake_timeout`` among them, and their certificate (the loader made sure they
+        agree), loaded anew if it changed on disk."""
+        accesses: list[WebSocketAccess] = [ep.spec.access for ep in self.paths.values()]
+        if not accesses:
+            return
+        self.max_pending = max(a.max_pending for a in accesses)
+        self.handshake_timeout = max(a.handshake_timeout for a in accesses)
+        tls = accesses[0].tls
+        if self.context is not None and tls is not None and tls != self.tls:
+            try:
+                self.context.load_cert_chain(tls.cert, tls.key)
+            except (OSError, ValueError) as exc:  # (changed again since the reload checked it)
+                log.error(
+                    "listener %s: could not load the new certificate %s: %s; new connections still get "
+                    "the previous one",
+                    self.address,
+                    tls.cert,
+                    exc,
+                )
+                return
+            self.tls = tls
+            log.info(
+                "listener %s: certificate %s loaded anew (new connections get it)", self.address, tls.cert
+            )
 
     def lookup(self, path: str) -> WebSocketEndpoint | None:
         return self.paths.get(path) or self.paths.get("*")
 
+    def _first(self) -> WebSocketEndpoint | None:
+        """The endpoint that counts what happens before a request names one."""
+        return min(self.paths.values(), key=lambda ep: ep.name, default=None)
+
+    def opening(self, conn: DownstreamConnection) -> None:
+        """A new TCP (and TLS) connection: one more pending handshake, or closed at once
+        when ``max_pending`` are pending already."""
+        if self.pending >= self.max_pending:
+            ep = self._first()
+            if ep is not None:
+                ep.stats.refused_pending += 1
+            self._refused_log(
+                "listener %s: closed a new connection from %s at once: %d handshakes are pending "
+                "(max_pending)",
+                self.address,
+                conn.label,
+                self.pending,
+            )
+            conn.transport.abort()
+            return
+        self.pending += 1
+        conn.listener = self
+        conn.handshake_timer = conn.loop.call_later(self.handshake_timeout, self._expired, conn)
+
+    def _expired(self, conn: DownstreamConnection) -> None:
+        conn.handshake_timer = None
+        if conn.listener is None:
+            return
+        ep = self._first()
+        if ep is not None:
+            ep.stats.handshake_timeouts += 1
+        self._refused_log(
+            "listener %s: dropped %s: no handshake request within %gs (handshake_timeout)",
+            self.address,
+            conn.label,
+            self.handshake_timeout,
+        )
+        conn.request_read()
+        conn.transport.abort()
+
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         assert isinstance(conn, DownstreamConnection)
+        conn.request_read()
         if conn.connection_lost_waiter.done() or conn.transport.is_closing():
             # The client left while its request was being read: its connection_lost has
             # run, so it must not be counted (it would never be removed).
             log.debug("listener %s: client %s left during its handshake", self.address, conn.label)
             return _respond(conn, 400, "Connection closed during the handshake\n")
-        path = request.path.partition("?")[0]
+        path, _, query = request.path.partition("?")
         ep = self.lookup(path)
         if ep is None:
             log.info(
                 "listener %s: refused client %s: no endpoint at path %s (404)", self.address, conn.label, path
             )
             return _respond(conn, 404, f"No Veylor endpoint at {path}\n")
+        refusal = _check_access(ep, conn, request, query)
+        if refusal is not None:
+            return refusal
         if not ep.admits(conn.label, " (503)"):
             return _respond(conn, 503, "Too many clients on this endpoint\n")
         proto = conn.protocol
@@ -463,6 +594,20 @@ class WebSocketListener:
             )
 
     async def start(self) -> None:
+        names = ", ".join(sorted(ep.name for ep in self.paths.values()))
+        tls_options: dict[str, Any] = {}
+        if self.secure:
+            tls = next(iter(self.paths.values())).spec.access.tls
+            try:
+                self.context = tls.context()
+            except (OSError, ValueError) as exc:
+                raise StartupError(
+                    f"endpoint {names}: cannot use the certificate {tls.cert}: {exc}"
+                ) from None
+            self.tls = tls
+            # The TLS handshake comes before the WebSocket one: it is bounded by the
+            # handshake timeout the port has when it is bound.
+            tls_options = {"ssl": self.context, "ssl_handshake_timeout": self.handshake_timeout}
         try:
             self.server = await serve(
                 self._handler,
@@ -472,17 +617,19 @@ class WebSocketListener:
                 create_connection=DownstreamConnection,
                 compression="deflate",  # offered only where an endpoint enables it (process_request)
                 server_header="Veylor",
+                open_timeout=None,  # handshake_timeout: the listener's timer, changed by reloads
                 close_timeout=CLOSE_GRACE,
                 ping_interval=None,  # keepalive is per endpoint (WebSocketEndpoint), not a task per client
                 max_size=2**20,
                 logger=logging.getLogger(DOWNSTREAM_LOGGER),
                 backlog=BACKLOG,
+                **tls_options,
             )
         except OSError as exc:
-            names = ", ".join(sorted(ep.name for ep in self.paths.values()))
             raise StartupError(
                 f"endpoint {names}: cannot listen on {self.address}: {os_reason(exc)}"
             ) from None
+        self.server.veylor_listener = self  # type: ignore[attr-defined] # its connections find it
 
     def stop_accepting(self) -> None:
         if self.server is not None:
@@ -497,6 +644,53 @@ class WebSocketListener:
 
 def _respond(conn: ServerConnection, status: int, text: str) -> Response:
     return conn.respond(status, text)
+
+
+def _check_access(
+    ep: WebSocketEndpoint, conn: DownstreamConnection, request: Request, query: str
+) -> Response | None:
+    """The endpoint's access rules for one handshake: None to let it in (its token noted
+    for revocation), else the refusal (403 or 401), counted by reason and logged
+    (rate limited). No token is ever logged."""
+    access: WebSocketAccess = ep.spec.access
+    origins = request.headers.get_all("Origin")
+    origin = origins[0] if len(origins) == 1 else None
+    if len(origins) > 1 or not access.origin_ok(origin):
+        why = "no Origin header (require_origin)" if not origins else f"Origin {origin!r} is not allowed"
+        if len(origins) > 1:
+            why = "several Origin headers"
+        ep.refused("refused_origin", conn.label, why + " (403)")
+        return _respond(conn, 403, "Origin not allowed\n")
+    auth = access.auth
+    if auth is None:
+        return None
+    token = _presented_token(request, query)
+    if token is None:
+        ep.refused("refused_no_token", conn.label, "no token (401)")
+        response = _respond(conn, 401, "A token is required: Authorization: Bearer TOKEN, or ?token=TOKEN\n")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="veylor"'
+        return response
+    digest = token_digest(token)
+    if digest not in auth.digests:  # a lookup by SHA-256: nothing learned from timing
+        ep.refused("refused_token", conn.label, "wrong token (401)")
+        response = _respond(conn, 401, "Wrong token\n")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="veylor", error="invalid_token"'
+        return response
+    conn.token = digest
+    return None
+
+
+def _presented_token(request: Request, query: str) -> str | None:
+    """The token of ``Authorization: Bearer TOKEN``, else of the ``token`` query parameter."""
+    for value in request.headers.get_all("Authorization"):
+        scheme, _, credentials = value.strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    if query:
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == "token" and value:
+                return value
+    return None
 
 
 KIND = RuntimeKind(endpoint=WebSocketEndpoint, listener=WebSocketListener)

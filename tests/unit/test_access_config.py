@@ -1,0 +1,173 @@
+"""The access settings as the loader reads them: each mistake located (file, line, key),
+tokens never shown, referenced files (tokens, certificates) read at every load even when
+the YAML that names them is cached."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from veylor.config import ConfigError, load_config
+from veylor.config.loader import FileCache
+from veylor.config.problems import format_path
+
+GOOD_TOKEN = "0123456789abcdef-good"
+
+
+def _problems(tree, files: dict[str, str]) -> list[tuple[str, int, str, str]]:
+    tree(files)
+    with pytest.raises(ConfigError) as err:
+        load_config("config.yaml", env={})
+    return [(p.location.file, p.location.line, format_path(p.path), p.message) for p in err.value.problems]
+
+
+def _config(endpoint: str, route: str = "", source: str = "") -> str:
+    return f"""
+sources:
+  feed: {{url: "wss://example.com/feed"{source}}}
+endpoints:
+  ep:
+{endpoint}
+routes:
+  r: {{from: feed, to: ep{route}}}
+"""
+
+
+def test_tokens_file_missing_is_located_at_its_key(tree) -> None:
+    (problem,) = _problems(
+        tree, {"config.yaml": _config("    websocket: {port: 8765, auth: {tokens_file: nowhere.txt}}")}
+    )
+    assert problem[:3] == ("config.yaml", 5, "endpoints.ep.websocket.auth.tokens_file")
+    assert "nowhere.txt does not exist" in problem[3]
+
+
+def test_a_short_token_is_reported_at_its_line_of_the_tokens_file_and_never_shown(tree, tmp_path) -> None:
+    files = {
+        "config.yaml": _config("    websocket: {port: 8765, auth: {tokens_file: tokens}}"),
+        "tokens": f"# who\n{GOOD_TOKEN}\n\nshort-secret\n",
+    }
+    (problem,) = _problems(tree, files)
+    assert problem[:2] == (str(tmp_path / "tokens"), 4)
+    assert "at least 16" in problem[3] and "short-secret" not in problem[3]
+
+
+def test_inline_tokens_are_checked_and_never_shown(tree) -> None:
+    problems = _problems(
+        tree,
+        {
+            "config.yaml": _config(
+                f'    websocket: {{port: 8765, auth: {{tokens: ["{GOOD_TOKEN}", "tiny"]}}}}'
+            )
+        },
+    )
+    assert [p[2] for p in problems] == ["endpoints.ep.websocket.auth.tokens[1]"]
+    assert "tiny" not in problems[0][3]
+
+
+def test_a_tokens_file_without_tokens_is_an_error_and_a_world_readable_one_a_warning(tree) -> None:
+    problems = _problems(
+        tree,
+        {
+            "config.yaml": _config("    websocket: {port: 8765, auth: {tokens_file: tokens}}"),
+            "tokens": "# none\n",
+        },
+    )
+    assert "has no tokens" in problems[0][3]
+    tree({"tokens": GOOD_TOKEN + "\n"})
+    os.chmod("tokens", 0o644)
+    config = load_config("config.yaml", env={})
+    assert any("readable by every user" in w.message for w in config.warnings)
+    assert GOOD_TOKEN in config.endpoints["ep"].secrets()
+
+
+def test_a_changed_tokens_file_is_read_again_though_the_yaml_is_cached(tree) -> None:
+    tree(
+        {
+            "config.yaml": _config("    websocket: {port: 8765, auth: {tokens_file: tokens}}"),
+            "tokens": GOOD_TOKEN,
+        }
+    )
+    cache = FileCache()
+    first = load_config("config.yaml", env={}, cache=cache)
+    tree({"tokens": GOOD_TOKEN + "\nanother-token-0123456789\n"})
+    second = load_config("config.yaml", env={}, cache=cache, changed=frozenset())
+    assert len(first.endpoints["ep"].access.auth) == 1
+    assert len(second.endpoints["ep"].access.auth) == 2
+    assert first.digest != second.digest
+    assert first.endpoints["ep"] != second.endpoints["ep"]
+
+
+def test_tls_problems(tree, tmp_path) -> None:
+    files = {
+        "config.yaml": _config("    websocket: {port: 8765, tls: {cert: cert.pem, key: key.pem}}"),
+        "cert.pem": "not a certificate\n",
+        "key.pem": "not a key\n",
+    }
+    (problem,) = _problems(tree, files)
+    assert problem[2] == "endpoints.ep.websocket.tls" and "cannot use" in problem[3]
+    (problem,) = _problems(
+        tree, {"config.yaml": _config("    websocket: {port: 8765, tls: {cert: c.pem, key: k.pem}}")}
+    )
+    assert problem[2] == "endpoints.ep.websocket.tls.cert" and "does not exist" in problem[3]
+    tree({"config.yaml": _config("    websocket: {port: 8765}", source=", tls: {ca_file: nope.pem}")})
+    (problem,) = _problems(tree, {})
+    assert problem[2] == "sources.feed.tls.ca_file"
+
+
+def test_tls_on_a_ws_source_and_ws_and_wss_on_one_port_are_refused(tree) -> None:
+    text = """
+sources:
+  feed: {url: "ws://example.com/feed", tls: {verify: false}}
+endpoints:
+  a: {websocket: {port: 8765, path: /a}}
+  b: {websocket: {port: 8765, path: /b, tls: {cert: c.pem, key: k.pem}}}
+routes:
+  r: {from: feed, to: [a, b]}
+"""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    tree({"config.yaml": text})
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", "k.pem", "-out", "c.pem", "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    problems = _problems(tree, {})
+    paths = [p[2] for p in problems]
+    assert "sources.feed.tls" in paths
+    assert "endpoints.b.websocket.tls" in paths
+    assert any("share its TLS" in p[3] for p in problems)
+
+
+def test_upstream_policy_mistakes_are_located(tree) -> None:
+    (problem,) = _problems(
+        tree, {"config.yaml": _config("    websocket: {port: 8765}", route=", upstream: maybe")}
+    )
+    assert problem[2] == "routes.r.upstream" and "expected true or false or a mapping" in problem[3]
+    (problem,) = _problems(
+        tree, {"config.yaml": _config("    websocket: {port: 8765}", route=", upstream: {rate: 0}")}
+    )
+    assert problem[2] == "routes.r.upstream.rate" and "greater than 0" in problem[3]
+    (problem,) = _problems(
+        tree,
+        {
+            "config.yaml": _config(
+                "    websocket: {port: 8765}", route=", upstream: {allow: [{text: {regex: '('}}]}"
+            )
+        },
+    )
+    assert problem[2].startswith("routes.r.upstream.allow[0]")
+    (problem,) = _problems(
+        tree, {"config.yaml": _config("    websocket: {port: 8765}", route=", upstream: {rate: 5, jam: 1}")}
+    )
+    assert "unknown key 'jam'" in problem[3]
+
+
+def test_unix_owner_that_does_not_exist(tree) -> None:
+    (problem,) = _problems(
+        tree, {"config.yaml": _config('    unix: {path: /tmp/x.sock, owner: "no-such-user-veylor"}')}
+    )
+    assert problem[2] == "endpoints.ep.unix.owner" and "does not exist" in problem[3]
