@@ -104,6 +104,9 @@ async def test_tokens_no_token_401_wrong_401_right_101(tmp_path: Path) -> None:
             assert (stats.refused_no_token, stats.refused_token, stats.accepted) == (2, 2, 2)
             refused = _metric(rt, "veylor_endpoint_refused_total")
             assert (refused["no_token"], refused["token"], refused["origin"]) == (2, 2, 0)
+            from veylor.tui.app import refused as shown_refused  # the TUI's "refused" column
+
+            assert shown_refused(rt.snapshot()["endpoints"]["ep"]) == 4
             await by_header.close()
             await by_query.close()
     finally:
@@ -583,3 +586,36 @@ async def test_an_edited_tokens_file_elsewhere_is_applied_by_the_file_watch(tmp_
         await upstream.stop()
     for token in (TOKEN_A, TOKEN_B):
         assert token not in proc.log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root (CI runs as root)")
+async def test_unix_socket_file_gets_its_owner_and_group_and_keeps_them_across_a_reload(
+    tmp_path: Path,
+) -> None:
+    import grp
+    import pwd
+
+    upstream = await Upstream().start()
+    sock = tmp_path / "owned.sock"
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+
+    def config(mode: str) -> str:
+        return f"""
+        sources:
+          feed: {{url: "{upstream.url}"}}
+        endpoints:
+          ep: {{unix: {{path: "{sock}", mode: "{mode}", owner: nobody, group: nogroup}}}}
+        routes:
+          r: {{from: feed, to: ep}}
+        """
+
+    try:
+        async with veylor_inprocess(tmp_path, config("0660")) as rt:
+            st = sock.stat()
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, nogroup, 0o660)
+            (tmp_path / "config.yaml").write_text(textwrap.dedent(config("0640")))
+            await rt.apply(build_graph(load_config(tmp_path / "config.yaml", env={})))
+            st = sock.stat()
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, nogroup, 0o640)
+    finally:
+        await upstream.stop()

@@ -115,6 +115,12 @@ COLUMNS = {
 }
 
 
+def refused(endpoint: dict[str, Any]) -> int:
+    """Clients an endpoint refused, for every reason (max_clients, origin, token, peer,
+    pending handshakes)."""
+    return sum(v for k, v in endpoint.items() if k.startswith("refused") and isinstance(v, int))
+
+
 class VeylorApp(App[None]):
     """The live routing graph with per-edge rates."""
 
@@ -417,7 +423,7 @@ class VeylorApp(App[None]):
                 Row(
                     name,
                     f"{name} {e['address']}",
-                    (name, -e["clients"], out[1], dropped[1], -e["refused"], -e["received"], e["address"]),
+                    (name, -e["clients"], out[1], dropped[1], -refused(e), -e["received"], e["address"]),
                     (e, out[0], dropped[0]),
                 )
             )
@@ -429,7 +435,7 @@ class VeylorApp(App[None]):
                 Text(f"{e['clients']:,}"),
                 Text(out),
                 Text(dropped),
-                Text(f"{e['refused']:,}"),
+                Text(f"{refused(e):,}"),
                 Text(f"{e['received']:,}"),
                 Text(e["address"]),
             )
