@@ -619,3 +619,29 @@ async def test_unix_socket_file_gets_its_owner_and_group_and_keeps_them_across_a
             assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, nogroup, 0o640)
     finally:
         await upstream.stop()
+
+
+async def test_turning_tls_on_for_a_port_in_use_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """ws:// to wss:// on one port is another listener at the same address: the reload
+    cannot bind it while the old one holds the port. It is refused saying so (not
+    'another process listens there'), and the old listener keeps serving."""
+    from veylor.runtime import StartupError
+
+    pki = tmp_path / "pki"
+    ca = make_ca(pki)
+    cert, key = make_cert(pki, ca, "server")
+    upstream = await Upstream().start()
+    port = free_port()
+    try:
+        async with veylor_inprocess(tmp_path, _config(upstream, f"websocket: {{port: {port}}}")) as rt:
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            secure = f'websocket: {{port: {port}, tls: {{cert: "{cert}", key: "{key}"}}}}'
+            (tmp_path / "config.yaml").write_text(textwrap.dedent(_config(upstream, secure)))
+            with pytest.raises(StartupError, match="restart Veylor"):
+                await rt.apply(build_graph(load_config(tmp_path / "config.yaml", env={})))
+            await upstream.wait_connected()
+            await upstream.send("still served")
+            assert await asyncio.wait_for(client.recv(), 5) == "still served"
+            await client.close()
+    finally:
+        await upstream.stop()

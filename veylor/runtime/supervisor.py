@@ -21,7 +21,7 @@ from typing import Any
 
 from ..graph import UNDOABLE, Graph, Plan, Step, diff
 from .budget import Budget
-from .endpoints import Endpoint
+from .endpoints import Endpoint, StartupError
 from .fanout import Router, build_table
 from .kinds import Listener, ListenerKey, SourceKind, make_endpoint, make_listener, make_source
 from .stats import Stats
@@ -246,7 +246,16 @@ class _Execution:
         assert step.key is not None
         listener = make_listener(step.key)
         listener.attach([self.endpoint(n) for n in step.detail])
-        await listener.start()
+        try:
+            await listener.start()
+        except StartupError as exc:
+            running = {self.rt.graph.listener_texts.get(k) for k in self.rt.listeners}
+            if step.name in running:  # the address is ours, held by a listener of another kind
+                raise StartupError(
+                    f"{exc}: Veylor itself listens there, as another kind of listener (ws:// becoming "
+                    "wss://, or back): restart Veylor to apply this change"
+                ) from None
+            raise
         self.bound.append(listener)
         self.rt.listeners[step.key] = listener
 
