@@ -64,3 +64,27 @@ class Message:
             except (ValueError, RecursionError):
                 self._json = NOT_JSON
         return self._json
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError("a key appears twice")
+    return dict(pairs)
+
+
+class ClientMessage(Message):
+    """A client's message as an ``allow`` filter sees it: a JSON object with a key twice
+    is not JSON here. Parsers disagree on which of the two values counts (Python's keeps
+    the last, others the first): ``{"op": "unsubscribe", "op": "subscribe"}`` must not
+    pass a filter on ``op`` by showing it one value while the upstream reads the other."""
+
+    __slots__ = ()
+
+    @property
+    def json(self) -> Any:
+        if self._json is _UNSET:
+            try:
+                self._json = json.loads(self.data, object_pairs_hook=_unique_keys)
+            except (ValueError, RecursionError):
+                self._json = NOT_JSON
+        return self._json

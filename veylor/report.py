@@ -6,6 +6,7 @@ header values are never rendered; URLs are shown with secrets redacted.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from .config.model import Config, thaw
@@ -71,16 +72,18 @@ def _upstream(route: Any) -> str:
     return f"yes, {route.policy.describe()}"
 
 
-_LOOPBACK = ("127.", "::1", "localhost", "[::1]")
-
-
 def exposure(spec: Any) -> str:
-    """Who can reach an endpoint, in a word: ``local`` (a Unix socket), ``loopback``, or
-    ``network`` (any other address)."""
+    """Who can reach an endpoint, in a word: ``local`` (a Unix socket), ``loopback`` (a
+    loopback address, or ``localhost``), or ``network`` (any other address or name)."""
     host = getattr(spec.listen, "host", None)
     if host is None:
         return "local"
-    return "loopback" if host.startswith(_LOOPBACK) else "network"
+    if host.lower() in ("localhost", "localhost."):
+        return "loopback"
+    try:
+        return "loopback" if ipaddress.ip_address(host.strip("[]")).is_loopback else "network"
+    except ValueError:
+        return "network"  # a name: whatever it resolves to
 
 
 def access_lines(config: Config) -> list[str]:

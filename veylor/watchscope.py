@@ -87,12 +87,14 @@ class WatchScope:
         base = os.path.dirname(main)
         roots = [base]
         files = {main}
-        for path in referenced:
-            path = os.path.abspath(path)
-            files.add(path)
-            directory = os.path.dirname(path)
-            if os.path.isdir(directory):
-                roots.append(directory)
+        for named in referenced:
+            # The path as named, and where it leads (a link into another directory: an
+            # edit there changes what is read).
+            for path in dict.fromkeys((os.path.abspath(named), os.path.realpath(named))):
+                files.add(path)
+                directory = os.path.dirname(path)
+                if os.path.isdir(directory):
+                    roots.append(directory)
         patterns = []
         awaited: set[str] = set()
         recursive = False

@@ -41,10 +41,13 @@ TOKEN_A = "a" * 8 + "-token-of-client-A-0123456789"
 TOKEN_B = "b" * 8 + "-token-of-client-B-0123456789"
 
 
-def _config(upstream: Upstream, endpoint: str, route: str = "") -> str:
+def _config(upstream: Upstream | str, endpoint: str, route: str = "") -> str:
+    """A source (``upstream``, or a URL), one endpoint ``ep`` (its YAML, indented as
+    given) and a route between them."""
+    url = upstream if isinstance(upstream, str) else upstream.url
     return f"""
     sources:
-      feed: {{url: "{upstream.url}", reconnect: {{initial_delay: 0.05, max_delay: 0.2}}}}
+      feed: {{url: "{url}", reconnect: {{initial_delay: 0.05, max_delay: 0.2}}}}
     endpoints:
       ep:
 {textwrap.indent(textwrap.dedent(endpoint).strip(), " " * 8)}

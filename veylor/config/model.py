@@ -398,17 +398,24 @@ class UnixListen:
     path: str
     mode: int
     framing: Literal["length-prefixed", "lines"]
-    owner: str | int | None = None  # of the socket file (chown at bind)
+    owner: str | int | None = None  # of the socket file (chown at bind), as written
     group: str | int | None = None
+    # ... as numbers, looked up when the configuration is loaded (in the loader's thread:
+    # a lookup may ask a directory service); -1: left as is; None: no such user or group
+    uid: int | None = -1
+    gid: int | None = -1
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> UnixListen:
+        owner, group = raw.get("owner"), raw.get("group")
         return cls(
             path=raw["path"],
             mode=int(raw["mode"], 8),
             framing=raw["framing"],
-            owner=raw.get("owner"),
-            group=raw.get("group"),
+            owner=owner,
+            group=group,
+            uid=_uid(owner) if owner is not None else -1,
+            gid=_gid(group) if group is not None else -1,
         )
 
     @property
@@ -448,17 +455,18 @@ class UnixListen:
                     "choose a shorter path",
                 )
             )
-        for key, value, lookup in (("owner", self.owner, _uid), ("group", self.group, _gid)):
-            if value is not None and lookup(value) is None:
-                out.append(((key,), f"{'user' if key == 'owner' else 'group'} {value!r} does not exist here"))
+        for key, value, number in (("owner", self.owner, self.uid), ("group", self.group, self.gid)):
+            if number is None:
+                what = "user" if key == "owner" else "group"
+                out.append(
+                    ((key,), f"{what} {value!r} does not exist here (a name, or a number up to {_ID_MAX})")
+                )
         return out
 
     @property
     def ids(self) -> tuple[int, int]:
         """The socket file's owner and group as numbers (-1: leave as is)."""
-        uid = _uid(self.owner) if self.owner is not None else None
-        gid = _gid(self.group) if self.group is not None else None
-        return (-1 if uid is None else uid, -1 if gid is None else gid)
+        return (-1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
 
     def secrets(self) -> frozenset[str]:
         return frozenset()
@@ -481,27 +489,36 @@ class UnixListen:
         return f"unix:{self.path}"
 
 
+_ID_MAX = 2**32 - 2  # (uid_t; -1 means "unchanged" to chown)
+
+
+def _number(value: str | int) -> int | None:
+    number = value if isinstance(value, int) else int(value) if value.isascii() and value.isdigit() else None
+    return number if number is not None and 0 <= number <= _ID_MAX else None
+
+
 def _uid(value: str | int) -> int | None:
-    """A user's uid from its name or number (None: no such user)."""
+    """A user's uid from its name or number (None: no such user, or not a uid)."""
     import pwd
 
-    if isinstance(value, int):
-        return value
-    try:
-        return pwd.getpwnam(value).pw_uid
-    except KeyError:
-        return int(value) if value.isdigit() else None
+    if isinstance(value, str):
+        try:
+            return pwd.getpwnam(value).pw_uid
+        except KeyError:
+            pass
+    return _number(value)
 
 
 def _gid(value: str | int) -> int | None:
+    """A group's gid from its name or number (None: no such group, or not a gid)."""
     import grp
 
-    if isinstance(value, int):
-        return value
-    try:
-        return grp.getgrnam(value).gr_gid
-    except KeyError:
-        return int(value) if value.isdigit() else None
+    if isinstance(value, str):
+        try:
+            return grp.getgrnam(value).gr_gid
+        except KeyError:
+            pass
+    return _number(value)
 
 
 class Listen(Protocol):

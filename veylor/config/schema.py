@@ -291,7 +291,7 @@ def _type_word(value: Any, hide: bool = False) -> str:
     return type(value).__name__
 
 
-_SECRET_KEYS = ("headers", "on_connect")
+_SECRET_KEYS = ("headers", "on_connect", "auth")  # auth: tokens, and where they are
 
 
 def _shown(value: Any, path: PathT) -> Any:

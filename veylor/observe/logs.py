@@ -22,7 +22,6 @@ import os
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -65,15 +64,16 @@ SAFE_HEADERS = frozenset(
 
 class Secrets:
     """The secret values of the running configuration and of the one before it (lines
-    about connections of the previous generation are masked too), matched all at once
-    with one RE2 pattern: one pass over a line, whatever the number of secrets (a
-    thousand sources with headers used to cost 0.3 ms per line, on the event loop).
+    about connections of the previous generation are masked too).
 
-    Many secrets of one length (the tokens of a ``tokens_file``: thousands, all
-    ``openssl rand -hex 32``) are looked up instead: each run of non-space characters
-    at least that long is cut into windows of that length, each looked up in a set. An
-    RE2 alternation of 20,000 literals outgrows RE2's DFA and took 28 ms per line (and
-    a second to compile); the lookup costs the same whatever the number of tokens.
+    Secrets of 16 characters or more without spaces (tokens, API keys, passwords:
+    nearly all of them) are found by their first 16 characters: each run of non-space
+    characters of a line is read window by window, each window looked up in a dict.
+    The cost is the line's length, whatever the number of secrets and their lengths (a
+    tokens file may hold thousands). The others (shorter ones, header values with a
+    space) are matched with one RE2 alternation. One RE2 alternation of everything
+    outgrew RE2's DFA at 20,000 tokens: 28 ms per line on the event loop, and seconds
+    to compile, with the GIL held.
     """
 
     def __init__(self) -> None:
@@ -81,8 +81,7 @@ class Secrets:
         self._previous: frozenset[str] = frozenset()
         self._values: frozenset[str] = frozenset()
         self._pattern: Any = None
-        self._by_length: dict[int, frozenset[str]] = {}  # the looked-up ones, longest first
-        self._runs: Any = None  # runs of non-space characters long enough to hold one
+        self._by_prefix: dict[str, tuple[str, ...]] = {}  # first PREFIX characters -> longest first
 
     def update(self, values: Iterable[str]) -> None:
         """Make ``values`` the current generation's secrets."""
@@ -91,42 +90,52 @@ class Secrets:
             return
         self._previous, self._current = self._current, current
         self._values = self._previous | self._current
-        lengths = Counter(len(v) for v in self._values if not _SPACE.search(v))
-        many = {n for n, count in lengths.items() if count > LOOKED_UP}
-        self._by_length = {
-            n: frozenset(v for v in self._values if len(v) == n and not _SPACE.search(v))
-            for n in sorted(many, reverse=True)
-        }
-        rest = [v for v in self._values if v not in self._by_length.get(len(v), ())]
+        by_prefix: dict[str, list[str]] = {}
+        rest = []
+        for value in self._values:
+            if len(value) >= PREFIX and not _SPACE.search(value):
+                by_prefix.setdefault(value[:PREFIX], []).append(value)
+            else:
+                rest.append(value)
+        self._by_prefix = {k: tuple(sorted(v, key=len, reverse=True)) for k, v in by_prefix.items()}
         self._pattern = _alternation(frozenset(rest)) if rest else None
-        self._runs = re.compile(rf"\S{{{min(many) if many else 0},}}") if many else None
 
     def mask(self, text: str) -> str:
         pattern = self._pattern
         if pattern is not None:
             text = pattern.sub(MASK, text)
-        if self._runs is not None:
-            text = self._runs.sub(self._mask_run, text)
+        if self._by_prefix:
+            text = _RUNS.sub(self._mask_run, text)
         return text
 
     def _mask_run(self, match: re.Match[str]) -> str:
         run = match.group()
-        for n, values in self._by_length.items():
-            i = 0
-            while i + n <= len(run):
-                if run[i : i + n] in values:
-                    run = run[:i] + MASK + run[i + n :]
-                    i += len(MASK)
-                else:
-                    i += 1
-        return run
+        index = self._by_prefix
+        out = []
+        start = i = 0
+        end = len(run) - PREFIX
+        while i <= end:
+            found = index.get(run[i : i + PREFIX])
+            if found is not None:
+                value = next((v for v in found if run.startswith(v, i)), None)
+                if value is not None:
+                    out.append(run[start:i])
+                    out.append(MASK)
+                    i = start = i + len(value)
+                    continue
+            i += 1
+        if not out:
+            return run
+        out.append(run[start:])
+        return "".join(out)
 
     def __contains__(self, value: str) -> bool:
         return value in self._values
 
 
-LOOKED_UP = 64  # more secrets than this of one length (and without spaces) are looked up
+PREFIX = 16  # secrets at least this long (and without spaces) are found by their first characters
 _SPACE = re.compile(r"\s")
+_RUNS = re.compile(rf"\S{{{PREFIX},}}")
 
 
 def _alternation(values: frozenset[str]) -> Any:
@@ -203,6 +212,14 @@ class WebsocketsRedactor(logging.Filter):
     """Rewrites websockets' protocol debug records (see the module docstring)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name == DOWNSTREAM_LOGGER:
+            # A client's request websockets could not parse: the exception quotes the raw
+            # request (its token too, percent-encoded or not). Its type is enough.
+            exc = record.exc_info[1]
+            record.exc_info = None
+            record.exc_text = None
+            if exc is not None and isinstance(record.msg, str):
+                record.msg += f" ({type(exc).__name__}; the request is not logged: it may hold a token)"
         msg, args = record.msg, record.args
         if not isinstance(args, tuple) or not args or not isinstance(msg, str):
             return True

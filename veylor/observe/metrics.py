@@ -135,7 +135,8 @@ def render(view: dict[str, Any]) -> str:
     endpoints.split(
         "veylor_endpoint_refused_total",
         "Clients refused, by reason: max_clients (503), origin (403), no_token and token (401), "
-        "peer (a Unix uid not allowed), pending (max_pending handshakes: closed at once)",
+        "peer (a Unix uid not allowed), pending (max_pending handshakes: closed at once), path (404: "
+        "counted on the port's first endpoint by name), tls (a failed TLS handshake)",
         "reason",
         {
             "max_clients": "refused",
@@ -144,6 +145,8 @@ def render(view: dict[str, Any]) -> str:
             "token": "refused_token",
             "peer": "refused_peer",
             "pending": "refused_pending",
+            "path": "refused_path",
+            "tls": "tls_failed",
         },
     )
     endpoints.family(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config.access import UpstreamPolicy
 from ..config.model import EndpointSpec, format_size
-from ..message import Message
+from ..message import ClientMessage
 from ..report import plural
 from .budget import NOTABLE, Budget
 from .stats import EndpointStats
@@ -119,7 +119,7 @@ class Endpoint:
         if len(self.clients) < self.spec.max_clients:
             return True
         self.stats.refused += 1
-        log.warning(
+        self._refused_log(
             "endpoint %s: refused client %s: max_clients (%d) reached%s",
             self.name,
             label,
@@ -338,14 +338,15 @@ class Endpoint:
         sent = False
         for source, policy in targets:
             if policy is not None:
+                # The rate first: what is over it is dropped without being decoded.
+                if policy.rate is not None and not self._take(client, source, policy):
+                    continue
                 if policy.compiled is not None:
                     if message is None:
-                        message = Message(data, is_text)
+                        message = ClientMessage(data, is_text)
                     if not policy.compiled(message):
                         self._not_allowed(client, source)
                         continue
-                if policy.rate is not None and not self._take(client, source, policy):
-                    continue
             source.send(data, is_text)
             sent = True
         if not sent:

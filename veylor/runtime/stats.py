@@ -80,12 +80,14 @@ class EndpointStats(_Counters):
         "refused",  # clients refused: max_clients reached
         "refused_no_token",  # ... no token where auth is on (401)
         "refused_origin",  # ... an Origin not allowed (403), or none where one is required
+        "refused_path",  # ... no endpoint at the path asked for (404; counted on the port's first endpoint)
         "refused_peer",  # ... a Unix peer whose uid and gid are not allowed
         "refused_pending",  # ... too many handshakes in progress (closed before reading anything)
         "refused_token",  # ... a wrong token (401)
         "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
         "slow_disconnects",  # clients disconnected for being slow
         "slow_dropping",  # clients for which messages were dropped for being slow
+        "tls_failed",  # connections whose TLS handshake failed (wss:// endpoints)
         "unframeable",  # deliveries not made: the framing cannot carry the message (lines)
         "upstream_blocked",  # client messages that went to no source: every route's policy stopped it
         "upstream_denied",  # client messages no allow filter of the route passed (not forwarded)

@@ -14,7 +14,9 @@ the exception: websockets frames for them, one client at a time.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import fcntl
+import functools
 import logging
 import ssl
 import struct
@@ -32,6 +34,7 @@ from websockets.protocol import State
 from ..config.access import ServerTLS, WebSocketAccess, token_digest
 from ..config.model import EndpointSpec, WebSocketListen, format_size
 from ..observe.logs import DOWNSTREAM_LOGGER
+from ..printable import printable
 from .budget import Budget
 from .endpoints import (
     BACKLOG,
@@ -69,6 +72,8 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
 
     endpoint: WebSocketEndpoint | None = None
     listener: WebSocketListener | None = None  # while its handshake is pending
+    made = False  # connection_made has run (through TLS: once the TLS handshake is done)
+    raw: Any = None  # its TCP transport, while TLS is being set up (wss://)
     handshake_timer: asyncio.TimerHandle | None = None
     last_seen = 0.0  # loop time of the last frame received (any kind): the keepalive's clock
     control_window = 0.0  # start of the current second of control-frame counting
@@ -117,12 +122,14 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.made = True
         self.recv_messages = NO_RECEIVE_QUEUE  # type: ignore[assignment]
         addr = transport.get_extra_info("peername")
         self.label = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
-        listener = getattr(self.server, "veylor_listener", None)
-        if listener is not None:
-            listener.opening(self)
+        if self.listener is None:  # (through TLS, its handshake is pending since the TCP accept)
+            listener = getattr(self.server, "veylor_listener", None)
+            if listener is not None:
+                listener.opening(self)
 
     def request_read(self) -> None:
         """Its handshake request has arrived: it is no longer pending."""
@@ -136,6 +143,8 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.request_read()
+        if not self.made:  # its TLS handshake failed: the TLS layer tells it all the same
+            return
         super().connection_lost(exc)
         if self.endpoint is not None:
             self.endpoint.remove(self)
@@ -425,6 +434,76 @@ class WebSocketEndpoint(Endpoint):
             close_websocket(conn, code, reason)
 
 
+class TLSGate(asyncio.BufferedProtocol):
+    """A wss:// connection at its TCP accept, before any byte is read: it counts as a
+    pending handshake from then (``max_pending``: beyond it, closed at once) under one
+    deadline (``handshake_timeout``) for the TLS handshake and the WebSocket request
+    that follows; then it hands the connection to the TLS layer (the event loop's own
+    ``SSLProtocol``, as ``ssl=`` on the server would), with its
+    :class:`DownstreamConnection` above it. (With ``ssl=`` on the server, a connection
+    would be seen only once TLS is done: a client that never sends a ClientHello would
+    hold a file descriptor, uncounted, for the loop's TLS timeout.)"""
+
+    def __init__(self, listener: WebSocketListener, conn: DownstreamConnection) -> None:
+        self.listener = listener
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        listener, conn = self.listener, self.conn
+        addr = transport.get_extra_info("peername")
+        conn.label = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        if not listener.admit_pending(conn.label) or listener.context is None:
+            transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        listener.pending += 1
+        conn.listener = listener
+        conn.raw = transport
+        conn.handshake_timer = loop.call_later(listener.handshake_timeout, listener.expired, conn)
+        waiter = loop.create_future()
+        waiter.add_done_callback(functools.partial(self._handshaken, conn))
+        tls = _ssl_protocol(loop)(
+            loop,
+            conn,
+            listener.context,
+            waiter,
+            True,  # server side
+            None,
+            ssl_handshake_timeout=listener.handshake_timeout + 1,  # (the listener's timer comes first)
+        )
+        transport.set_protocol(tls)  # type: ignore[attr-defined]
+        tls.connection_made(transport)
+
+    def _handshaken(self, conn: DownstreamConnection, done: asyncio.Future[None]) -> None:
+        exc = None if done.cancelled() else done.exception()
+        if exc is not None and conn.listener is not None:  # (not its handshake_timeout: counted there)
+            conn.request_read()
+            self.listener.tls_failed(conn.label, exc)
+
+    # Nothing is read before the TLS layer takes the connection over.
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return bytearray(max(sizehint, 1))
+
+    def buffer_updated(self, nbytes: int) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+def _ssl_protocol(loop: asyncio.AbstractEventLoop) -> Any:
+    """The TLS layer of ``loop``: uvloop's own (its fast path), else asyncio's."""
+    try:
+        import uvloop
+        import uvloop.loop
+
+        if isinstance(loop, uvloop.Loop):
+            return uvloop.loop.SSLProtocol
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    return asyncio.sslproto.SSLProtocol
+
+
 class WebSocketListener:
     """One ``websockets`` server on a host:port, dispatching handshakes to endpoints by path.
 
@@ -478,7 +557,9 @@ class WebSocketListener:
         tls = accesses[0].tls
         if self.context is not None and tls is not None and tls != self.tls:
             try:
-                self.context.load_cert_chain(tls.cert, tls.key)
+                # A new context: the one serving is never changed (a key that changed
+                # again since the loader checked it must not break every handshake).
+                self.context = tls.context()
             except (OSError, ValueError) as exc:  # (changed again since the reload checked it)
                 log.error(
                     "listener %s: could not load the new certificate %s: %s; new connections still get "
@@ -500,41 +581,65 @@ class WebSocketListener:
         """The endpoint that counts what happens before a request names one."""
         return min(self.paths.values(), key=lambda ep: ep.name, default=None)
 
+    def connection_for(self, protocol: Any, server: Any, **kwargs: Any) -> asyncio.Protocol:
+        """websockets' ``create_connection``: the connection, behind a :class:`TLSGate`
+        on a wss:// listener."""
+        conn = DownstreamConnection(protocol, server, **kwargs)
+        return TLSGate(self, conn) if self.secure else conn
+
+    def admit_pending(self, label: str) -> bool:
+        """Whether one more handshake may be pending; if not, counted and logged."""
+        if self.pending < self.max_pending:
+            return True
+        ep = self._first()
+        if ep is not None:
+            ep.stats.refused_pending += 1
+        self._refused_log(
+            "listener %s: closed a new connection from %s at once: %d handshakes are pending (max_pending)",
+            self.address,
+            label,
+            self.pending,
+        )
+        return False
+
     def opening(self, conn: DownstreamConnection) -> None:
-        """A new TCP (and TLS) connection: one more pending handshake, or closed at once
-        when ``max_pending`` are pending already."""
-        if self.pending >= self.max_pending:
-            ep = self._first()
-            if ep is not None:
-                ep.stats.refused_pending += 1
-            self._refused_log(
-                "listener %s: closed a new connection from %s at once: %d handshakes are pending "
-                "(max_pending)",
-                self.address,
-                conn.label,
-                self.pending,
-            )
+        """A new TCP connection: one more pending handshake, or closed at once when
+        ``max_pending`` are pending already."""
+        if not self.admit_pending(conn.label):
             conn.transport.abort()
             return
         self.pending += 1
         conn.listener = self
-        conn.handshake_timer = conn.loop.call_later(self.handshake_timeout, self._expired, conn)
+        conn.handshake_timer = conn.loop.call_later(self.handshake_timeout, self.expired, conn)
 
-    def _expired(self, conn: DownstreamConnection) -> None:
-        conn.handshake_timer = None
-        if conn.listener is None:
-            return
+    def timed_out(self, label: str) -> None:
+        """A connection did not complete its handshake in time: counted and logged."""
         ep = self._first()
         if ep is not None:
             ep.stats.handshake_timeouts += 1
         self._refused_log(
-            "listener %s: dropped %s: no handshake request within %gs (handshake_timeout)",
+            "listener %s: dropped %s: no complete handshake within %gs (handshake_timeout)",
             self.address,
-            conn.label,
+            label,
             self.handshake_timeout,
         )
+
+    def tls_failed(self, label: str, exc: BaseException) -> None:
+        """A TLS handshake failed (a plain ws:// client, an old TLS version, garbage)."""
+        ep = self._first()
+        if ep is not None:
+            ep.stats.tls_failed += 1
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        self._refused_log("listener %s: TLS handshake with %s failed: %s", self.address, label, reason)
+
+    def expired(self, conn: DownstreamConnection) -> None:
+        """A connection's handshake_timeout: it is dropped (TLS included)."""
+        conn.handshake_timer = None
+        if conn.listener is None:
+            return
+        self.timed_out(conn.label)
         conn.request_read()
-        conn.transport.abort()
+        (conn.transport if conn.made else conn.raw).abort()
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         assert isinstance(conn, DownstreamConnection)
@@ -547,10 +652,16 @@ class WebSocketListener:
         path, _, query = request.path.partition("?")
         ep = self.lookup(path)
         if ep is None:
-            log.info(
-                "listener %s: refused client %s: no endpoint at path %s (404)", self.address, conn.label, path
+            first = self._first()
+            if first is not None:
+                first.stats.refused_path += 1
+            self._refused_log(
+                "listener %s: refused client %s: no endpoint at path %s (404)",
+                self.address,
+                conn.label,
+                clipped(path),
             )
-            return _respond(conn, 404, f"No Veylor endpoint at {path}\n")
+            return _respond(conn, 404, f"No Veylor endpoint at {clipped(path)}\n")
         refusal = _check_access(ep, conn, request, query)
         if refusal is not None:
             return refusal
@@ -595,7 +706,6 @@ class WebSocketListener:
 
     async def start(self) -> None:
         names = ", ".join(sorted(ep.name for ep in self.paths.values()))
-        tls_options: dict[str, Any] = {}
         if self.secure:
             tls = next(iter(self.paths.values())).spec.access.tls
             try:
@@ -605,16 +715,13 @@ class WebSocketListener:
                     f"endpoint {names}: cannot use the certificate {tls.cert}: {exc}"
                 ) from None
             self.tls = tls
-            # The TLS handshake comes before the WebSocket one: it is bounded by the
-            # handshake timeout the port has when it is bound.
-            tls_options = {"ssl": self.context, "ssl_handshake_timeout": self.handshake_timeout}
         try:
             self.server = await serve(
                 self._handler,
                 self.host,
                 self.port,
                 process_request=self._process_request,
-                create_connection=DownstreamConnection,
+                create_connection=self.connection_for,  # type: ignore[arg-type]
                 compression="deflate",  # offered only where an endpoint enables it (process_request)
                 server_header="Veylor",
                 open_timeout=None,  # handshake_timeout: the listener's timer, changed by reloads
@@ -623,7 +730,6 @@ class WebSocketListener:
                 max_size=2**20,
                 logger=logging.getLogger(DOWNSTREAM_LOGGER),
                 backlog=BACKLOG,
-                **tls_options,
             )
         except OSError as exc:
             raise StartupError(
@@ -656,7 +762,11 @@ def _check_access(
     origins = request.headers.get_all("Origin")
     origin = origins[0] if len(origins) == 1 else None
     if len(origins) > 1 or not access.origin_ok(origin):
-        why = "no Origin header (require_origin)" if not origins else f"Origin {origin!r} is not allowed"
+        why = (
+            "no Origin header (require_origin)"
+            if not origins
+            else f"Origin {clipped(origin or '')!r} is not allowed"
+        )
         if len(origins) > 1:
             why = "several Origin headers"
         ep.refused("refused_origin", conn.label, why + " (403)")
@@ -678,6 +788,14 @@ def _check_access(
         return response
     conn.token = digest
     return None
+
+
+def clipped(text: str, limit: int = 100) -> str:
+    """A string a client chose, fit for a log line: control characters escaped, at most
+    ``limit`` characters (a request path may be 8 KB, and every line is masked on the
+    event loop)."""
+    text = printable(text)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _presented_token(request: Request, query: str) -> str | None:

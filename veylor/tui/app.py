@@ -28,6 +28,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, RichLog, Static
@@ -246,6 +247,8 @@ class VeylorApp(App[None]):
                 for _ in part(view) or ():
                     await asyncio.sleep(0)
                 await asyncio.sleep(0)
+        except NoMatches:
+            return  # the app is closing (its screen is gone): nothing to draw on
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.stale(f"{self.reader.where} did not answer with Veylor's state view ({exc!r})")
             return
