@@ -55,7 +55,10 @@ class _Defined:
     path: PathT
     broken: bool = False
     error_paths: frozenset[PathT] = frozenset()  # where its schema errors are
-    read: FileRead | None = None  # the (cacheable) read it came from, if the data is as read
+    # The specs built from the (cacheable) read it came from, if the data is as read:
+    # that read's ``built`` (not the read itself, which holds this in its components: a
+    # cycle, which a reload froze out of the collector's reach, one per changed file)
+    built: dict[tuple[str, str], Any] | None = None
 
     def valid_at(self, *keys: str | int) -> bool:
         """Whether the value at ``keys`` inside this component has no schema error."""
@@ -326,7 +329,8 @@ def _components(
             path = (kind, name)
             mine = frozenset(p.path for p in errors if p.path[:2] == path) if errors else frozenset()
             broken = not isinstance(raw, dict) or bool(mine)
-            out.append((kind, name, _Defined(raw, where, path, broken, mine, read)))
+            built = read.built if read is not None else None
+            out.append((kind, name, _Defined(raw, where, path, broken, mine, built)))
     return out
 
 
@@ -564,7 +568,7 @@ def _built(load: _Load, kind: str) -> dict[str, Any]:
     """
     out = {}
     for name, d in _usable(load, kind):
-        memo = d.read.built if d.read is not None else None
+        memo = d.built
         made = memo.get((kind, name)) if memo is not None else None
         if made is None:
             made = _BUILDERS[kind](name, d)

@@ -146,6 +146,9 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
         if not self.made:  # its TLS handshake failed: the TLS layer tells it all the same
             return
         super().connection_lost(exc)
+        # Once websockets is done with it (its handshake task re-raises the error it
+        # stored): drop the tracebacks it keeps, which tie the connection to itself.
+        self.loop.call_later(UNTANGLE_AFTER, _untangle, self.protocol)
         if self.endpoint is not None:
             self.endpoint.remove(self)
 
@@ -213,6 +216,23 @@ def _watch_close(
     conn.loop.call_later(SLOW_CLOSE_CHECK, _watch_close, conn, began, grace, left, progress_at, drained_at)
 
 
+def _untangle(protocol: Any) -> None:
+    """Drop the tracebacks of the errors a closed connection's protocol keeps (a client
+    that left without a closing handshake, or in the middle of its request: EOFError,
+    InvalidMessage). Each traceback holds the frames of the protocol's parser, which
+    hold the protocol: a cycle, which only a full collection frees, and never if a
+    reload moved it out of the collector's sight (``heap.settle_heap``) while the client
+    was connected. The soak leaked 30 MiB in 30 minutes of churn that way."""
+    for name in ("parser_exc", "handshake_exc"):
+        exc = getattr(protocol, name, None)
+        seen = 0
+        while exc is not None and seen < 8:
+            exc.__traceback__ = None
+            exc = exc.__cause__ or exc.__context__
+            seen += 1
+
+
+UNTANGLE_AFTER = 1.0  # seconds after connection_lost (its handshake task has ended by then)
 PING_FRAME = b"\x89\x00"  # an empty ping, built once
 
 
