@@ -208,7 +208,7 @@ class OutboundMessage:
     def from_config(cls, item: Any) -> OutboundMessage:
         if isinstance(item, str):
             return cls(item)
-        return cls(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+        return cls(json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,6 +733,23 @@ def _base(origin: Location) -> str:
     )
 
 
+def _on_connect(items: Any, out: Collected) -> tuple[OutboundMessage, ...]:
+    """``on_connect`` messages; one JSON cannot carry (a YAML date or binary, NaN) is a
+    problem, never shown (it may hold a credential)."""
+    messages = []
+    for i, item in enumerate(items):
+        try:
+            messages.append(OutboundMessage.from_config(item))
+        except (TypeError, ValueError) as exc:
+            what = "NaN or Infinity" if isinstance(exc, ValueError) else str(exc).split("Object of type ")[-1]
+            out.add(
+                ("on_connect", i),
+                f"cannot be sent as JSON: it holds {what.replace(' is not JSON serializable', '')} "
+                "(a YAML date, timestamp or !!binary, or .nan/.inf): quote that value to send it as text",
+            )
+    return tuple(messages)
+
+
 def source_from(
     name: str, raw: Mapping[str, Any], origin: Location, collected: Collected | None = None
 ) -> SourceSpec:
@@ -746,7 +763,7 @@ def source_from(
         url=raw["url"],
         headers=tuple((str(k), str(v)) for k, v in raw["headers"].items()),
         subprotocols=tuple(raw["subprotocols"]),
-        on_connect=tuple(OutboundMessage.from_config(m) for m in raw["on_connect"]),
+        on_connect=_on_connect(raw["on_connect"], out),
         reconnect=Reconnect(
             initial_delay=float(r["initial_delay"]),
             max_delay=float(r["max_delay"]),

@@ -131,11 +131,23 @@ class _Builder:
         self.whole: set[PathT] = set()
         self.env_used: dict[str, str | None] = {}
         self.values = 0  # values built so far, aliases expanded
+        # Collections built, by node: a YAML alias (*name) stands for its anchor's very
+        # value, as PyYAML makes it; counted again in full (validation walks it at each
+        # use), built once (an alias bomb must not cost memory before it is refused).
+        self.built: dict[int, tuple[Any, int]] = {}
 
     def problem(self, loc: Location, path: PathT, message: str) -> None:
         self.problems.append(Problem(loc, path, message))
 
     def build(self, node: Node, path: PathT, depth: int = 0) -> Any:
+        known = self.built.get(id(node))
+        if known is not None:  # another use of an anchored collection
+            value, count = known
+            self.values += count
+            if self.values > MAX_VALUES:
+                raise _TooManyValues(node)
+            self.where.values.setdefault(path, _mark(node))
+            return value
         self.values += 1
         if self.values > MAX_VALUES:
             raise _TooManyValues(node)
@@ -145,11 +157,15 @@ class _Builder:
             return None
         if isinstance(node, ScalarNode):
             return self.scalar(node, path)
+        before = self.values - 1
         if isinstance(node, SequenceNode):
-            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        if isinstance(node, MappingNode):
-            return self.mapping(node, path, depth)
-        raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover
+            value: Any = [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        elif isinstance(node, MappingNode):
+            value = self.mapping(node, path, depth)
+        else:  # pragma: no cover
+            raise TypeError(f"unexpected YAML node {node!r}")
+        self.built[id(node)] = (value, self.values - before)
+        return value
 
     def mapping(self, node: MappingNode, path: PathT, depth: int) -> dict[str, Any]:
         own = {id(k) for k, _ in node.value}
@@ -199,9 +215,10 @@ class _Builder:
         except yaml.MarkedYAMLError as exc:
             self.problem(_loc(self.file, node), path, f"cannot read this value: {exc.problem}")
             return None
-        except (ValueError, TypeError, OverflowError):
+        except Exception:  # (PyYAML's constructors raise what they raise)
             # A tag or a form the constructor refuses (!!int on letters, a date with no such
-            # day): said without the value, which may be a secret.
+            # day, !!timestamp on anything, !!bool maybe): said without the value, which may
+            # be a secret.
             self.problem(
                 _loc(self.file, node),
                 path,
@@ -266,9 +283,15 @@ def read_yaml(file: str, text: str, env: Mapping[str, str]) -> YamlDocument:
     # libyaml parses in C without letting other threads run: beside a live relay, a large
     # file is parsed by the Python parser instead, which lets the event loop in every ms.
     c_parser = not RESPONSIVE.get() or len(text) <= C_PARSER_MAX
-    loader = (Loader if c_parser else yaml.SafeLoader)(parsed)
-    builder = _Builder(file, loader, env, shielded)
     separators = text.count("\n") + text.count(",")
+    try:
+        # (the Python parser's reader checks every character when it is made)
+        loader = (Loader if c_parser else yaml.SafeLoader)(parsed)
+    except yaml.YAMLError as exc:
+        builder = _Builder(file, None, env, shielded)
+        builder.problem(*_reader_problem(file, text, exc))
+        return _document(builder, None, fatal=True)
+    builder = _Builder(file, loader, env, shielded)
     if separators > 2 * MAX_VALUES:  # every value but the first of a collection needs one
         loader.dispose()
         builder.problem(
@@ -290,7 +313,10 @@ def read_yaml(file: str, text: str, env: Mapping[str, str]) -> YamlDocument:
             builder.problem(loc, (), f"YAML syntax error{col}: {what}{ctx}{_hint(text, mark)}")
             return _document(builder, None, fatal=True)
         except yaml.YAMLError as exc:
-            builder.problem(Location(file), (), f"YAML error: {exc}")
+            builder.problem(*_reader_problem(file, text, exc))
+            return _document(builder, None, fatal=True)
+        except RecursionError:
+            builder.problem(_deepest(file, text), (), _TOO_DEEP)
             return _document(builder, None, fatal=True)
         try:
             data = None if node is None else builder.build(node, ())
@@ -305,6 +331,58 @@ def read_yaml(file: str, text: str, env: Mapping[str, str]) -> YamlDocument:
     finally:
         loader.dispose()
     return _document(builder, data)
+
+
+_TOO_DEEP = (
+    "is nested too deeply to be read (a file over 256 KiB is read by the Python parser "
+    "while Veylor runs, which allows a few hundred levels): flatten it or split it into drop-ins"
+)
+
+
+def _deepest(file: str, text: str) -> Location:
+    """Where a file too deeply nested gets deep: where its brackets pass 100 levels, else
+    its most indented line (roughly: quoted brackets count too)."""
+    depth = 0
+    for i, c in enumerate(text):
+        if c in "[{":
+            depth += 1
+            if depth > 100:
+                line = text.count("\n", 0, i) + 1
+                return Location(file, line, i - (text.rfind("\n", 0, i) + 1) + 1)
+        elif c in "]}":
+            depth -= 1
+    lines = text.splitlines() or [""]
+    deepest = max(range(len(lines)), key=lambda n: len(lines[n]) - len(lines[n].lstrip(" ")))
+    return Location(file, deepest + 1, 1)
+
+
+def _reader_problem(file: str, text: str, exc: yaml.YAMLError) -> tuple[Location, PathT, str]:
+    """A YAML error that is not a syntax error (a character YAML does not allow), at its
+    line and column, in one line."""
+    position = getattr(exc, "position", None)
+    character = getattr(exc, "character", None)
+    if isinstance(character, int | str) and character != "":
+        # Where the character is in the text as read (the parser's position may count
+        # from after a byte-order mark, or in another unit).
+        found = text.find(chr(character) if isinstance(character, int) else character[0])
+        position = found if found >= 0 else position
+    if isinstance(position, int) and 0 <= position <= len(text):
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        loc = Location(file, line, column)
+    else:
+        loc = Location(file)
+    if isinstance(character, int | str) and character != "":
+        code = character if isinstance(character, int) else ord(character[0])
+        return (
+            loc,
+            (),
+            f"character U+{code:04X} (column {loc.column}) is not allowed in YAML: remove it "
+            f'(to send it, write it escaped in a double-quoted string, "\\x{code:02x}")'
+            if code < 0x100
+            else f"character U+{code:04X} (column {loc.column}) is not allowed in YAML: remove it",
+        )
+    return loc, (), "YAML error: " + " ".join(str(exc).split())
 
 
 class _TooManyValues(Exception):

@@ -211,7 +211,25 @@ _CLIENT = re.compile(r"\bclient ((?:\d|\[|unix#)[^\s,;]*)")  # an address, or a 
 class WebsocketsRedactor(logging.Filter):
     """Rewrites websockets' protocol debug records (see the module docstring)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._errors_at = -ERROR_INTERVAL  # when a client's connection last logged an error
+        self._errors_held = 0
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == DOWNSTREAM_LOGGER and record.levelno >= logging.ERROR:
+            # websockets' own errors on a client's connection ("unexpected internal error"
+            # for some malformed requests): a client can cause one per connection. A
+            # warning, at most one per ERROR_INTERVAL, with the count of those held back.
+            now = time.monotonic()
+            if now - self._errors_at < ERROR_INTERVAL:
+                self._errors_held += 1
+                return False
+            self._errors_at = now
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            if self._errors_held and isinstance(record.msg, str):
+                record.msg += f" ({self._errors_held} more since the last report)"
+                self._errors_held = 0
         if record.exc_info and record.name == DOWNSTREAM_LOGGER:
             # A client's request websockets could not parse: the exception quotes the raw
             # request (its token too, percent-encoded or not). Its type is enough.
@@ -234,6 +252,9 @@ class WebsocketsRedactor(logging.Filter):
         elif msg == "> %s" and record.name == UPSTREAM_LOGGER:
             record.args = (_frame_text(args[0]),)
         return True
+
+
+ERROR_INTERVAL = 10.0  # seconds between two reports of websockets' errors on client connections
 
 
 def _path_only(target: str) -> str:

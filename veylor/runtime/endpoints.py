@@ -194,7 +194,10 @@ class Endpoint:
         """Write ``data`` (``count`` whole frames) to every client that can take it."""
         writable = self.writable(count)
         for client in writable:
-            client.transport.write(data)
+            try:
+                client.transport.write(data)
+            except Exception as exc:  # (a try costs nothing until something raises)
+                self.broken(client, exc)
         stats = self.stats
         stats.messages += count
         stats.messages_out += len(writable) * count
@@ -240,6 +243,20 @@ class Endpoint:
             )
             self.disconnect_slow(client)
         return ok
+
+    def broken(self, client: Any, exc: BaseException) -> None:
+        """A write to a client raised (its transport is half-closed, or broken in a way
+        nobody foresaw): that client is aborted, counted and logged (rate limited); the
+        other clients get the message all the same."""
+        self.stats.write_failed += 1
+        self._bad_log(
+            "endpoint %s: aborting client %s: writing to it failed (%s: %s)",
+            self.name,
+            client.label,
+            type(exc).__name__,
+            exc,
+        )
+        self.abort(client)
 
     def over_budget(self, client: Any) -> bool:
         """The process-wide ``limits.buffered`` is reached and this client is among those

@@ -21,6 +21,8 @@ kinds: a kind is its wire and its ``enqueue``. Ordering per client follows the o
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -131,6 +133,10 @@ def build_table(
     return table
 
 
+log = logging.getLogger("veylor.fanout")
+BUG_LOG_INTERVAL = 60.0  # seconds between two tracebacks of a failing flush
+
+
 class Router:
     """Owns the routing table and the per-pass write coalescing."""
 
@@ -139,6 +145,7 @@ class Router:
         self.table: RoutingTable = {}
         self._dirty: list[Endpoint] = []
         self._flush_scheduled = False
+        self._bug_logged_at = -BUG_LOG_INTERVAL
 
     def install(self, table: RoutingTable) -> None:
         """Swap the routing table (takes effect between two messages)."""
@@ -168,4 +175,11 @@ class Router:
         dirty, self._dirty = self._dirty, []
         for ep in dirty:
             ep.scheduled = False
-            ep.flush()
+            try:
+                ep.flush()
+            except Exception:  # a bug: it must not stop the flushes of the other endpoints
+                ep.pending, ep.pending_bytes = [], 0
+                now = time.monotonic()
+                if now - self._bug_logged_at >= BUG_LOG_INTERVAL:
+                    self._bug_logged_at = now
+                    log.exception("fan-out: flushing endpoint %s failed (please report it)", ep.name)

@@ -92,6 +92,7 @@ class EndpointStats(_Counters):
         "upstream_blocked",  # client messages that went to no source: every route's policy stopped it
         "upstream_denied",  # client messages no allow filter of the route passed (not forwarded)
         "upstream_limited",  # client messages over the client's upstream rate (not forwarded)
+        "write_failed",  # clients aborted because a write to them raised
     )
 
     def undelivered(self) -> dict[str, int]:

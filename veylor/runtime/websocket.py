@@ -375,7 +375,9 @@ class WebSocketEndpoint(Endpoint):
 
     @staticmethod
     def is_open(client: DownstreamConnection) -> bool:
-        return client.protocol.state is OPEN
+        # (websockets may complete a handshake after it sent EOF for a bad frame that came
+        # with the request: such a connection cannot be written to)
+        return client.protocol.state is OPEN and not client.protocol.eof_sent
 
     def flush(self) -> None:
         messages = self.pending_messages
@@ -391,15 +393,18 @@ class WebSocketEndpoint(Endpoint):
         writable = self.writable(len(frames))
         compressed = self.compressed if self.spec.compression else ()
         for conn in writable:
-            if conn in compressed:
-                for payload, is_text in messages:
-                    if is_text:
-                        conn.protocol.send_text(payload)
-                    else:
-                        conn.protocol.send_binary(payload)
-                conn.send_data()
-            else:
-                conn.transport.write(data)
+            try:
+                if conn in compressed:
+                    for payload, is_text in messages:
+                        if is_text:
+                            conn.protocol.send_text(payload)
+                        else:
+                            conn.protocol.send_binary(payload)
+                    conn.send_data()
+                else:
+                    conn.transport.write(data)
+            except Exception as exc:
+                self.broken(conn, exc)
         stats = self.stats
         stats.messages += len(frames)
         stats.messages_out += len(writable) * len(frames)
@@ -704,6 +709,13 @@ class WebSocketListener:
         assert isinstance(conn, DownstreamConnection)
         ep = conn.endpoint
         if ep is None:  # pragma: no cover - refused in process_request
+            return
+        if conn.protocol.eof_sent:
+            # A malformed frame came with its request: websockets gave up on the connection
+            # (and sent EOF) yet completed the handshake. It is not a client.
+            ep.remove(conn)
+            ep.malformed(conn.label, ValueError("a malformed frame came with the handshake request"))
+            conn.transport.abort()
             return
         ep.stats.accepted += 1
         # The handshake is over: keep the path, free the headers (memory per idle client).
