@@ -182,6 +182,7 @@ def render(view: dict[str, Any]) -> str:
             "handshake_timeout": "handshake_timeouts",
             "upstream_rate": "rate_closed",
             "revoked": "revoked",
+            "write_failed": "write_failed",
         },
     )
     endpoints.split(
