@@ -209,7 +209,8 @@ routes: {{r: {{from: up, to: ws}}}}
 
             def alive() -> list:
                 gc.collect()
-                return [o for o in gc.get_objects() if isinstance(o, DownstreamConnection)]
+                # (type(), not isinstance(): a dead weakref.proxy among the objects would raise)
+                return [o for o in gc.get_objects() if type(o) is DownstreamConnection]
 
             try:
                 await eventually(lambda: not alive(), timeout=5, interval=0.2, what="connections freed")
