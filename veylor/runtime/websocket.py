@@ -376,8 +376,10 @@ class WebSocketEndpoint(Endpoint):
     @staticmethod
     def is_open(client: DownstreamConnection) -> bool:
         # (websockets may complete a handshake after it sent EOF for a bad frame that came
-        # with the request: such a connection cannot be written to)
-        return client.protocol.state is OPEN and not client.protocol.eof_sent
+        # with the request: a write to such a connection raises, and the endpoint aborts
+        # it (``broken``) until its handler does. Not checked here: this runs per client
+        # per pass.)
+        return client.protocol.state is OPEN
 
     def flush(self) -> None:
         messages = self.pending_messages
