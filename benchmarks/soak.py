@@ -1400,6 +1400,7 @@ class Soak:
             time.sleep(0.05)
 
         # After the run: churn stops, the last stalled client goes, then the settle.
+        run_span = (t_run - self.t0, time.monotonic() - self.t0)
         self.churn.ask("pause", "paused")
         churn = json.loads(self.churn.ask("report", "{"))
         self.log("churn stopped")
@@ -1463,6 +1464,9 @@ class Soak:
                 "hwm": hwm,
                 "end": end_rss,
                 "end_samples": end_rss_samples,
+                "growth_mib_per_min": slope(
+                    [(t, v) for t, v in self.rss_samples if run_span[0] <= t <= run_span[1]]
+                ),
             },
             fds={"start": start_fds, "end": end_fds, "peak": max(v for _, v in self.fd_samples)},
             tasks={"start": start_tasks, "end": end["tasks"], "peak": max(v for _, v in self.tasks_samples)},
@@ -1658,7 +1662,10 @@ class Soak:
                 "deliveries_per_s": delivered / cpu["run_s"],
                 "max_lag_messages": max(lags) if lags else None,
             },
-            "rss_mib": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rss.items()},
+            "rss_mib": {
+                k: (round(v, 3 if k.startswith("growth") else 1) if isinstance(v, float) else v)
+                for k, v in rss.items()
+            },
             "rss_end_vs_start": round(growth, 4),
             "rss_timeline": [[round(t), v] for t, v in self.rss_samples[::10]],
             "fds": fds,
@@ -1694,6 +1701,18 @@ class Soak:
             self.stalled[0].close()
 
 
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, MiB) samples, in MiB per minute: how fast RSS
+    grew during the run (information; a leak shows as a steady slope)."""
+    if len(points) < 10:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return round(60 * sum((t - mt) * (v - mv) for t, v in points) / var, 3) if var else None
+
+
 def human(r: dict) -> str:
     s, m = r["settings"], r["messages"]
     out = [
@@ -1706,7 +1725,8 @@ def human(r: dict) -> str:
         f" window {m['window'][0]}..{m['window'][1]}; outages {m['outages'] or 'none'})",
         f"           {m['deliveries_per_s']:,.0f} deliveries/s; clients at most {m['max_lag_messages']} messages behind at checkpoints",
         f"RSS MiB    launch {r['rss_mib']['launch']}, clients connected {r['rss_mib']['connected']}, start {r['rss_mib']['start']}, peak {r['rss_mib']['peak']}"
-        f" (high-water {r['rss_mib']['hwm']}), end {r['rss_mib']['end']} ({r['rss_end_vs_start']:+.1%})",
+        f" (high-water {r['rss_mib']['hwm']}), end {r['rss_mib']['end']} ({r['rss_end_vs_start']:+.1%});"
+        f" during the run {r['rss_mib']['growth_mib_per_min']} MiB/min",
         f"fds        start {r['fds']['start']}, peak {r['fds']['peak']}, end {r['fds']['end']}",
         f"tasks      start {r['tasks']['start']}, peak {r['tasks']['peak']}, end {r['tasks']['end']}",
         f"CPU        Veylor {r['cpu']['veylor_percent']}% of a core, staying clients {r['cpu']['clients_percent']}%,"
