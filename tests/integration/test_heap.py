@@ -118,3 +118,52 @@ async def test_reloads_and_clients_leave_no_cycles_a_frozen_heap_would_keep(tmp_
     finally:
         await reloader.stop()
         await rt.stop()
+
+
+async def test_closed_connections_are_freed_though_a_reload_froze_them(tmp_path, upstream):
+    """As production runs: the heap frozen by a reload while clients are connected, and
+    never unfrozen. Once they leave, their protocols must go (websockets' parser, a
+    suspended generator, held each protocol until it was closed)."""
+    import weakref
+
+    port = free_port()
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        textwrap.dedent(
+            f"""
+            sources: {{feed: {{url: "{upstream.url}"}}}}
+            endpoints: {{ws: {{websocket: {{port: {port}}}}}}}
+            routes: {{all: {{from: feed, to: ws}}}}
+            """
+        )
+    )
+    config = load_config(main, env={})
+    rt = Runtime()
+    await rt.start(build_graph(config))
+    try:
+        await upstream.wait_connected()
+        writers = []
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw_handshake("/"))
+            await reader.readuntil(b"\r\n\r\n")
+            writers.append(writer)
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: len(ep.clients) == 10)
+        protocols = [weakref.ref(c.protocol) for c in ep.clients]
+        gc.collect()
+        gc.freeze()  # what a reload does (settle_heap)
+        for i, writer in enumerate(writers):
+            if i % 2:
+                writer.write(bytes([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]))
+                await asyncio.sleep(0.01)
+                writer.close()
+            else:
+                writer.transport.abort()
+        await eventually(lambda: not ep.clients, timeout=10)
+        await asyncio.sleep(UNTANGLE_AFTER + 1.0)
+        gc.collect()  # the frozen heap stays frozen
+        assert [p for p in protocols if p() is not None] == []
+    finally:
+        gc.unfreeze()
+        await rt.stop()
