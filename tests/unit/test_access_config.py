@@ -190,3 +190,12 @@ def test_many_tokens_are_masked_by_lookup_not_by_one_huge_pattern() -> None:
     assert masker.mask("nothing secret here, not even 0123456789abcdef0123") == (
         "nothing secret here, not even 0123456789abcdef0123"
     )
+
+
+def test_the_admin_endpoint_cannot_share_an_endpoints_address(tree) -> None:
+    """Checked on the specs the load built (an endpoint is not built twice: its access
+    reads files)."""
+    text = _config("    websocket: {port: 8765}") + 'admin: {listen: "127.0.0.1:8765"}\n'
+    problems = _problems(tree, {"config.yaml": text})
+    assert [(p[1], p[2]) for p in problems] == [(8, "admin.listen")]
+    assert "also where endpoint 'ep'" in problems[0][3]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..filters import CompiledFilter, FilterError, compile_filter
+from .frozen import freeze, thaw
 
 MIN_TOKEN = 16  # characters a token needs at least (``openssl rand -hex 32`` gives 64)
 MAX_REFERENCED_FILE = 1 * 2**20  # a tokens file or certificate larger than this is refused unread
@@ -220,7 +221,7 @@ class UpstreamPolicy:
     CLOSE_AFTER = 5.0
 
     def __hash__(self) -> int:
-        return hash((json.dumps(_thaw(self.allow), sort_keys=True), self.rate, self.burst, self.over_rate))
+        return hash((json.dumps(thaw(self.allow), sort_keys=True), self.rate, self.burst, self.over_rate))
 
     def describe(self) -> str:
         parts = []
@@ -232,19 +233,11 @@ class UpstreamPolicy:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "allow": _thaw(self.allow),
+            "allow": thaw(self.allow),
             "rate": self.rate,
             "burst": self.burst,
             "over_rate": self.over_rate,
         }
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_thaw(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------- building (the loader's thread)
@@ -426,19 +419,9 @@ def upstream_policy(raw: Any, out: Collected) -> UpstreamPolicy | None:
     if burst is None:
         burst = max(1, int(rate)) if rate is not None else 1
     return UpstreamPolicy(
-        allow=_freeze(list(allow)) if allow is not None else None,
+        allow=freeze(list(allow)) if allow is not None else None,
         rate=float(rate) if rate is not None else None,
         burst=int(burst),
         over_rate=raw.get("over_rate", "drop"),
         compiled=compiled,
     )
-
-
-def _freeze(value: Any) -> Any:
-    from types import MappingProxyType
-
-    if isinstance(value, dict):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value

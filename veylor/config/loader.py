@@ -489,8 +489,9 @@ def load_config(
             for sub, text in admin.check():
                 at = ("admin", *sub)
                 load.error(read.where, at, text)
-            _check_admin(load, admin, read.where)
     config = dataclasses.replace(_build(load, shape, main, tuple(include), limits), admin=admin)
+    if admin is not None and read is not None:
+        _check_admin(load, admin, read.where, config.endpoints)
     if any(not p.warning for p in load.problems):
         raise ConfigError(_ordered(load))
     return config
@@ -629,13 +630,15 @@ def _warn_unused(load: _Load, routes: Mapping[str, RouteSpec], main: str) -> Non
         load.problems.append(Problem(Location(main), (), "no routes are defined", warning=True))
 
 
-def _check_admin(load: _Load, admin: AdminSpec, where: SourceMap) -> None:
+def _check_admin(
+    load: _Load, admin: AdminSpec, where: SourceMap, endpoints: Mapping[str, EndpointSpec]
+) -> None:
     """The admin endpoint and an endpoint cannot share an address (the second bind would
-    fail; on a Unix path, the stale-socket check would first connect to Veylor's own)."""
-    for name, d in load.defined["endpoints"].items():
-        if d.broken or not isinstance(d.raw, dict):
-            continue
-        spec = endpoint_from(name, with_defaults(definition("endpoint"), d.raw), d.origin)
+    fail; on a Unix path, the stale-socket check would first connect to Veylor's own).
+    ``endpoints``: the specs the load built (not built again: an endpoint's access reads
+    its tokens file and loads its certificate)."""
+    for name, spec in endpoints.items():
+        d = load.defined["endpoints"][name]
         if admin.clashes(spec.listen.binds):
             at = ("admin", "unix" if admin.path is not None else "listen")
             load.error(

@@ -34,6 +34,7 @@ from .access import (
     upstream_policy,
     websocket_access,
 )
+from .frozen import freeze, thaw
 from .problems import Location, Problem
 
 Shape = Literal["v1", "1.1", "1.0"]
@@ -168,23 +169,6 @@ def url_secrets(url: str) -> set[str]:
     except ValueError:
         pass
     return out
-
-
-def _frozen(value: Any) -> Any:
-    if isinstance(value, dict):
-        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    return value
-
-
-def thaw(value: Any) -> Any:
-    """Plain dicts and lists from a frozen value (for JSON output)."""
-    if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [thaw(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -825,7 +809,7 @@ def route_from(
         name=name,
         source=raw["from"],
         endpoints=targets,
-        filter=_frozen(filt) if filt is not None else None,
+        filter=freeze(filt) if filt is not None else None,
         upstream=bool(up),  # (a policy mapping: true, with limits)
         origin=origin,
         compiled=compiled,

@@ -282,9 +282,7 @@ class Endpoint:
         if not client.dropped and not client.shed:
             self.stats.slow_dropping += 1  # one more client over client_buffer (slow_client: drop)
         client.dropped += count
-        now = time.monotonic()
-        if now - client.dropped_logged_at >= LOSS_LOG_INTERVAL:
-            client.dropped_logged_at = now
+        if _due(client, "dropped_logged_at", time.monotonic()):
             log.warning(
                 "endpoint %s: client %s is too slow (more than %s buffered): %s dropped for it so far "
                 "(slow_client: drop; logged at most every %.0fs per client)",
@@ -373,9 +371,7 @@ class Endpoint:
         """A client message no ``allow`` filter of its route passes: discarded, counted,
         logged at most once a minute per client."""
         self.stats.upstream_denied += 1
-        now = time.monotonic()
-        if now - client.denied_logged_at >= LOSS_LOG_INTERVAL:
-            client.denied_logged_at = now
+        if _due(client, "denied_logged_at", time.monotonic()):
             log.warning(
                 "endpoint %s: a message from client %s to source %s matches no allow filter: "
                 "discarded (logged at most once a minute per client)",
@@ -409,8 +405,7 @@ class Endpoint:
         if now - bucket[3] > 1.0:  # no drop for a second: a new streak
             bucket[2] = now
         bucket[3] = now
-        if now - client.limited_logged_at >= LOSS_LOG_INTERVAL:
-            client.limited_logged_at = now
+        if _due(client, "limited_logged_at", now):
             log.warning(
                 "endpoint %s: client %s sends to source %s faster than its route allows (%g/s, burst %d): "
                 "dropping what is over (over_rate: %s; logged at most once a minute per client)",
@@ -444,6 +439,15 @@ class Endpoint:
     def close_clients(self, code: int, reason: str) -> None:
         """Close every client (``code`` and ``reason`` where the kind has a close message)."""
         raise NotImplementedError
+
+
+def _due(client: Any, attr: str, now: float) -> bool:
+    """Whether a line of one kind about ``client`` may be logged now: at most one per
+    ``LOSS_LOG_INTERVAL`` (``attr`` holds when the last was); if so, it is noted."""
+    if now - getattr(client, attr) < LOSS_LOG_INTERVAL:
+        return False
+    setattr(client, attr, now)
+    return True
 
 
 def set_send_buffer(transport: Any, size: int | None) -> None:

@@ -124,9 +124,8 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
         super().connection_made(transport)
         self.made = True
         self.recv_messages = NO_RECEIVE_QUEUE  # type: ignore[assignment]
-        addr = transport.get_extra_info("peername")
-        self.label = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         if self.listener is None:  # (through TLS, its handshake is pending since the TCP accept)
+            self.label = peer_label(transport)
             listener = getattr(self.server, "veylor_listener", None)
             if listener is not None:
                 listener.opening(self)
@@ -151,6 +150,13 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
         self.loop.call_later(UNTANGLE_AFTER, _untangle, self.protocol)
         if self.endpoint is not None:
             self.endpoint.remove(self)
+
+
+def peer_label(transport: asyncio.BaseTransport) -> str:
+    """A client's address for log lines (read when it connects: later the transport may
+    be closed already)."""
+    addr = transport.get_extra_info("peername")
+    return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
 
 
 def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float = CLOSE_GRACE) -> None:
@@ -482,8 +488,7 @@ class TLSGate(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener, conn = self.listener, self.conn
-        addr = transport.get_extra_info("peername")
-        conn.label = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        conn.label = peer_label(transport)
         if not listener.admit_pending(conn.label) or listener.context is None:
             transport.abort()
             return
