@@ -75,6 +75,9 @@ def _upstream(route: Any) -> str:
 def exposure(spec: Any) -> str:
     """Who can reach an endpoint, in a word: ``local`` (a Unix socket), ``loopback`` (a
     loopback address, or ``localhost``), or ``network`` (any other address or name)."""
+    named = getattr(spec.listen, "exposure", None)  # a kind that says it (NATS: "nats")
+    if named is not None:
+        return str(named)
     host = getattr(spec.listen, "host", None)
     if host is None:
         return "local"

@@ -862,7 +862,8 @@ def seeds() -> list[tuple[str, str, list[str]]]:
         ),
         ("Veylor 1.1", V11, []),
         ("Veylor 1.0", V10, []),
-        ("Veylor 1.1 with the example's drop-ins", V11, dropins[1:]),
+        # (those that bring their own source: the others route the example's "ticker")
+        ("Veylor 1.1 with the example's drop-ins", V11, [d for d in dropins if "\nsources:" in d]),
     ]
 
 

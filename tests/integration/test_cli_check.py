@@ -101,7 +101,7 @@ def test_check_json_on_bad_file(tmp_path):
         "line": 1,
         "column": 30,
         "path": "sources.s.bogus",
-        "message": "unknown key 'bogus' (expected one of: headers, max_message_size, on_connect, "
+        "message": "unknown key 'bogus' (expected one of: headers, max_message_size, nats, on_connect, "
         "on_disconnect, open_timeout, ping_interval, ping_timeout, reconnect, subprotocols, "
         "tls, upstream_queue, url)",
         "severity": "error",

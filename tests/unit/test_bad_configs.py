@@ -42,8 +42,8 @@ CASES = [
         "unknown-key-did-you-mean",
         {"config.yaml": "sources:\n  s:\n    urll: ws://x\n"},
         [
-            ("config.yaml", 2, "sources.s", "missing required key 'url'"),
             ("config.yaml", 3, "sources.s.urll", "did you mean 'url'?"),
+            ("config.yaml", 3, "sources.s", "needs exactly one of: url, nats"),
         ],
     ),
     (
@@ -107,7 +107,7 @@ CASES = [
     (
         "endpoint-neither-kind",
         {"config.yaml": OK_HEAD + "  u:\n    max_clients: 5\n" + OK_ROUTE},
-        [("config.yaml", 6, "endpoints.u", "needs exactly one of: websocket, unix")],
+        [("config.yaml", 6, "endpoints.u", "needs exactly one of: websocket, unix, nats")],
     ),
     (
         "port-out-of-range",

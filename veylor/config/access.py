@@ -243,12 +243,12 @@ class UpstreamPolicy:
 # ---------------------------------------------------------------- building (the loader's thread)
 
 
-def _resolve(path: str, base: str) -> str:
+def resolve_path(path: str, base: str) -> str:
     path = os.path.expanduser(path)
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
 
 
-def _read_small(path: str) -> bytes:
+def read_small(path: str) -> bytes:
     """A referenced file's bytes: non-blocking open, regular files only, size-capped
     (:class:`OSError` with a message for people otherwise)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -262,7 +262,7 @@ def _read_small(path: str) -> bytes:
     return blob
 
 
-def _why(exc: OSError) -> str:
+def why_unreadable(exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError):
         return f"{exc.filename or 'the file'} does not exist"
     if isinstance(exc, PermissionError):
@@ -291,13 +291,13 @@ def read_tokens(raw: Mapping[str, Any], base: str, out: Collected) -> Tokens | N
             if problem is not None:
                 out.add(("auth", "tokens", i), problem + " (the token is not shown)")
         return Tokens(frozenset(map(token_digest, tokens)), None, frozenset(tokens))
-    path = _resolve(raw["tokens_file"], base)
+    path = resolve_path(raw["tokens_file"], base)
     try:
-        blob = _read_small(path)
+        blob = read_small(path)
         st = os.stat(path)
         out.files.append((path, hashlib.sha256(blob).digest()))
     except OSError as exc:
-        out.add(("auth", "tokens_file"), f"cannot read the tokens file: {_why(exc)}")
+        out.add(("auth", "tokens_file"), f"cannot read the tokens file: {why_unreadable(exc)}")
         return None
     try:
         text = blob.decode("utf-8")
@@ -332,15 +332,15 @@ def read_tokens(raw: Mapping[str, Any], base: str, out: Collected) -> Tokens | N
 def read_server_tls(raw: Mapping[str, Any], base: str, out: Collected) -> ServerTLS | None:
     """``tls: {cert, key}`` of a WebSocket endpoint, loaded once here to refuse what
     would fail at bind time (a wrong key, a file that is not PEM)."""
-    cert, key = _resolve(raw["cert"], base), _resolve(raw["key"], base)
+    cert, key = resolve_path(raw["cert"], base), resolve_path(raw["key"], base)
     digest = hashlib.sha256()
     for name, path in (("cert", cert), ("key", key)):
         try:
-            blob = _read_small(path)
+            blob = read_small(path)
             out.files.append((path, hashlib.sha256(blob).digest()))
             digest.update(blob + b"\0")
         except OSError as exc:
-            out.add(("tls", name), f"cannot read it: {_why(exc)}")
+            out.add(("tls", name), f"cannot read it: {why_unreadable(exc)}")
             return None
     spec = ServerTLS(cert, key, digest.hexdigest())
     try:
@@ -354,7 +354,7 @@ def read_server_tls(raw: Mapping[str, Any], base: str, out: Collected) -> Server
         )
         return None
     except OSError as exc:
-        out.add(("tls",), f"cannot load the certificate: {_why(exc)}")
+        out.add(("tls",), f"cannot load the certificate: {why_unreadable(exc)}")
         return None
     return spec
 
@@ -365,13 +365,13 @@ def read_source_tls(raw: Mapping[str, Any], base: str, out: Collected) -> Source
     ca = raw.get("ca_file")
     if ca is None:
         return SourceTLS(None, verify)
-    path = _resolve(ca, base)
+    path = resolve_path(ca, base)
     try:
-        blob = _read_small(path)
+        blob = read_small(path)
         out.files.append((path, hashlib.sha256(blob).digest()))
         SourceTLS(path, verify).context()
     except OSError as exc:  # (ssl.SSLError is an OSError)
-        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else _why(exc)
+        reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else why_unreadable(exc)
         out.add(("tls", "ca_file"), f"cannot use it as a CA file: {reason}")
         return SourceTLS(path, verify)
     return SourceTLS(path, verify, hashlib.sha256(blob).hexdigest())

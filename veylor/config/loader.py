@@ -19,9 +19,12 @@ from ..filters import FilterError, compile_filter
 from .access import Collected
 from .legacy import legacy_shape, translate
 from .model import (
+    ENDPOINT_KINDS,
+    SOURCE_KINDS,
     AdminSpec,
     Config,
     EndpointSpec,
+    Kind,
     Limits,
     RouteSpec,
     Shape,
@@ -518,10 +521,32 @@ def _found(d: _Defined, prefix: PathT, collected: Collected) -> list[Problem]:
     return out
 
 
+def _foreign(d: _Defined, kinds: Mapping[str, Kind], what: str) -> list[Problem]:
+    """Settings written for a component that its kind does not use (``max_clients`` on
+    a NATS endpoint): problems at their keys, naming the kinds they are for."""
+    kind = next((k for k in kinds.values() if isinstance(d.raw, dict) and k.key in d.raw), None)
+    if kind is None or kind.settings is None:
+        return []
+    users = [k.key for k in kinds.values() if k.settings is None]
+    out = []
+    for key in d.raw:
+        if key != kind.key and key not in kind.settings:
+            at = (*d.path, key)
+            out.append(
+                Problem(
+                    d.where.key(at),
+                    at,
+                    f"'{key}' does not apply to a {kind.key} {what} (it is for {what}s with "
+                    f"{' or '.join(users)}); remove it",
+                )
+            )
+    return out
+
+
 def _source(name: str, d: _Defined) -> Built:
     collected = Collected()
     spec = build_source(name, with_defaults(definition("source"), d.raw), d.origin, collected)
-    problems = _found(d, (), collected)
+    problems = _found(d, (), collected) + _foreign(d, SOURCE_KINDS, "source")
     for sub, text in spec.check():
         at = (*d.path, *sub)
         problems.append(Problem(d.where.value(at), at, text))
@@ -531,7 +556,7 @@ def _source(name: str, d: _Defined) -> Built:
 def _endpoint(name: str, d: _Defined) -> Built:
     collected = Collected()
     spec = endpoint_from(name, with_defaults(definition("endpoint"), d.raw), d.origin, collected)
-    problems = _found(d, (spec.kind,), collected)
+    problems = _found(d, (spec.kind,), collected) + _foreign(d, ENDPOINT_KINDS, "endpoint")
     for sub, text in spec.listen.check():
         at = (*d.path, spec.kind, *sub)
         problems.append(Problem(d.where.value(at), at, text))
@@ -592,6 +617,7 @@ def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...], limit
     for d in load.defined["routes"].values():  # broken ones too: every problem in one pass
         _check_references(load, d)
     routes = _built(load, "routes")
+    _check_upstream(load, sources, routes)
 
     _warn_unused(load, routes, main)
 
@@ -608,6 +634,23 @@ def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...], limit
         limits=limits,
         referenced=tuple(load.referenced),
     )
+
+
+def _check_upstream(load: _Load, sources: Mapping[str, Any], routes: Mapping[str, RouteSpec]) -> None:
+    """A route that lets clients send to a source that has nowhere to send them (a NATS
+    source of a wildcard subject, without ``upstream_subject``) is an error."""
+    for name, route in routes.items():
+        source = sources.get(route.source)
+        # (a source kind that can have nowhere to send says so with upstream_subject None)
+        if route.upstream and source is not None and getattr(source, "upstream_subject", "") is None:
+            d = load.defined["routes"][name]
+            at = (*d.path, "upstream")
+            load.error(
+                d.where,
+                at,
+                f"source '{route.source}' subscribes to {source.subject}, a wildcard subject: it "
+                "cannot tell where client messages go; set its nats.upstream_subject",
+            )
 
 
 def _warn_unused(load: _Load, routes: Mapping[str, RouteSpec], main: str) -> None:

@@ -181,6 +181,26 @@ class Reconnect:
     jitter: float
     max_attempts: int
 
+    @classmethod
+    def from_raw(cls, r: Mapping[str, Any]) -> Reconnect:
+        return cls(
+            initial_delay=float(r["initial_delay"]),
+            max_delay=float(r["max_delay"]),
+            multiplier=float(r["multiplier"]),
+            jitter=float(r["jitter"]),
+            max_attempts=int(r["max_attempts"]),
+        )
+
+    def check(self) -> list[tuple[tuple[str | int, ...], str]]:
+        if self.max_delay < self.initial_delay:
+            return [
+                (
+                    ("reconnect", "max_delay"),
+                    f"max_delay ({self.max_delay:g}) is less than initial_delay ({self.initial_delay:g})",
+                )
+            ]
+        return []
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
@@ -223,15 +243,7 @@ class SourceSpec:
     def check(self) -> list[tuple[Subpath, str]]:
         """What the schema cannot check: ``(subpath, message)`` per problem (the URL
         shown with its credentials masked)."""
-        out: list[tuple[Subpath, str]] = []
-        r = self.reconnect
-        if r.max_delay < r.initial_delay:
-            out.append(
-                (
-                    ("reconnect", "max_delay"),
-                    f"max_delay ({r.max_delay:g}) is less than initial_delay ({r.initial_delay:g})",
-                )
-            )
+        out: list[tuple[Subpath, str]] = self.reconnect.check()
         problem = _url_problem(self.url)
         if problem is not None:
             out.append((("url",), problem))
@@ -305,7 +317,7 @@ class WebSocketListen:
     secure: bool = False  # wss:// (tls: set; the certificate is in the endpoint's access)
 
     @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> WebSocketListen:
+    def from_raw(cls, raw: Mapping[str, Any], base: str = "", out: Any = None) -> WebSocketListen:
         return cls(
             host=raw["host"], port=int(raw["port"]), path=raw["path"], secure=raw.get("tls") is not None
         )
@@ -390,7 +402,7 @@ class UnixListen:
     gid: int | None = -1
 
     @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> UnixListen:
+    def from_raw(cls, raw: Mapping[str, Any], base: str = "", out: Any = None) -> UnixListen:
         owner, group = raw.get("owner"), raw.get("group")
         return cls(
             path=raw["path"],
@@ -578,10 +590,16 @@ class EndpointSpec:
 
     def access_summary(self) -> str:
         """Who may connect, at a glance (``veylor check``)."""
-        return self.access.summary() if self.access is not None else "open to anyone who can connect"
+        if self.access is not None:
+            return str(self.access.summary())
+        own = getattr(self.listen, "access_summary", None)  # a kind that says it (NATS)
+        return own() if own is not None else "open to anyone who can connect"
 
     def describe(self) -> str:
         """One line for people."""
+        own = getattr(self.listen, "describe_endpoint", None)  # a kind with settings of its own (NATS)
+        if own is not None:
+            return str(own(self))
         head = self.listen.describe() + (" compression on" if self.compression else "")
         return (
             f"{head}; max_clients {self.max_clients}, client_buffer {format_size(self.client_buffer)}, "
@@ -739,7 +757,6 @@ def source_from(
 ) -> SourceSpec:
     """A :class:`SourceSpec` from schema-valid data with defaults applied (files it refers
     to are read; their problems go to ``collected``)."""
-    r = raw["reconnect"]
     out = collected if collected is not None else Collected()
     tls = read_source_tls(raw["tls"], _base(origin), out) if raw.get("tls") is not None else None
     return SourceSpec(
@@ -748,13 +765,7 @@ def source_from(
         headers=tuple((str(k), str(v)) for k, v in raw["headers"].items()),
         subprotocols=tuple(raw["subprotocols"]),
         on_connect=_on_connect(raw["on_connect"], out),
-        reconnect=Reconnect(
-            initial_delay=float(r["initial_delay"]),
-            max_delay=float(r["max_delay"]),
-            multiplier=float(r["multiplier"]),
-            jitter=float(r["jitter"]),
-            max_attempts=int(r["max_attempts"]),
-        ),
+        reconnect=Reconnect.from_raw(raw["reconnect"]),
         ping_interval=raw["ping_interval"],
         ping_timeout=raw["ping_timeout"],
         open_timeout=float(raw["open_timeout"]),
@@ -774,11 +785,12 @@ def endpoint_from(
     key = next(k for k in ENDPOINT_KINDS if k in raw)  # the schema lets exactly one through
     kind = ENDPOINT_KINDS[key]
     out = collected if collected is not None else Collected()
-    access = kind.access(raw[key], _base(origin), out) if kind.access is not None else None
+    base = _base(origin)
+    access = kind.access(raw[key], base, out) if kind.access is not None else None
     return EndpointSpec(
         name=name,
         access=access,
-        listen=kind.spec(raw[key]),
+        listen=kind.spec(raw[key], base, out),
         max_clients=int(raw["max_clients"]),
         client_buffer=parse_size(raw["client_buffer"]),
         slow_client=raw["slow_client"],
@@ -832,10 +844,18 @@ class Kind:
     """
 
     key: str  # the YAML key that selects the kind in a component's definition
-    spec: Any  # schema-valid data -> the kind's spec (an endpoint's listen, a whole source)
+    # Schema-valid data -> the kind's spec: an endpoint's listen from (its kind's mapping,
+    # base directory, Collected); a whole source from (name, data, origin, Collected).
+    spec: Any
     runtime: str  # the module that implements it
     access: Any = None  # (data, base directory, Collected) -> who may connect (endpoints)
+    # The component's settings beside its kind's key that mean something to this kind
+    # (None: all of them); another, written in a file, is a problem.
+    settings: frozenset[str] | None = None
 
+
+# (natsspec uses this module's helpers: imported once they are all defined)
+from .natsspec import NatsListen, nats_source  # noqa: E402
 
 ENDPOINT_KINDS: Mapping[str, Kind] = MappingProxyType(
     {
@@ -843,10 +863,24 @@ ENDPOINT_KINDS: Mapping[str, Kind] = MappingProxyType(
             "websocket", WebSocketListen.from_raw, "veylor.runtime.websocket", websocket_access
         ),
         "unix": Kind("unix", UnixListen.from_raw, "veylor.runtime.unix", unix_access),
+        "nats": Kind(
+            "nats",
+            NatsListen.read,
+            "veylor.runtime.natsio",
+            settings=frozenset({"client_buffer", "max_message_size"}),
+        ),
     }
 )
 SOURCE_KINDS: Mapping[str, Kind] = MappingProxyType(
-    {"websocket": Kind("url", source_from, "veylor.runtime.source")},
+    {
+        "websocket": Kind("url", source_from, "veylor.runtime.source"),
+        "nats": Kind(
+            "nats",
+            nats_source,
+            "veylor.runtime.natsio",
+            settings=frozenset({"reconnect", "upstream_queue", "on_disconnect", "max_message_size"}),
+        ),
+    },
 )
 
 

@@ -2,8 +2,9 @@
 
     GET  /metrics            the state view in the Prometheus text format
     GET  /healthz            200 while the process serves
-    GET  /readyz             200 when every source is connected and the last reload
-                             succeeded; else 503 with what is not ready (JSON)
+    GET  /readyz             200 when every source (and every NATS endpoint) is
+                             connected and the last reload succeeded; else 503 with
+                             what is not ready (JSON)
     GET  /graph              the state view (JSON), with each endpoint's clients
                              (?clients=NAME: one endpoint's; ?tap=ROUTE: and the last
                              messages that passed ROUTE, see veylor.runtime.tap)
@@ -123,11 +124,16 @@ class Admin:
     async def readyz(self, request: web.Request) -> web.Response:
         view = await self.control.snapshot_async()
         down = {n: s["state"] for n, s in view["sources"].items() if s["state"] != "connected"}
+        # Endpoints with a connection of their own (NATS) say its state; the others have none.
+        away = {
+            n: e["state"] for n, e in view["endpoints"].items() if e.get("state", "connected") != "connected"
+        }
         last = view["reloads"]["last"]
         failed = last is not None and not last["ok"]
         body = {
-            "ready": not down and not failed,
+            "ready": not down and not away and not failed,
             "sources_not_connected": down,
+            "endpoints_not_connected": away,
             "last_reload": last,
             "generation": view["config"]["generation"],
         }

@@ -95,9 +95,28 @@ def render(view: dict[str, Any]) -> str:
     sources.split(
         "veylor_source_dropped_total",
         "Messages not relayed, by reason: invalid_utf8 (text from the upstream that is not UTF-8), "
-        "upstream_queue (client messages while the upstream was down or not reading)",
+        "upstream_queue (client messages while the upstream was down or not reading), oversize "
+        "(NATS: larger than max_message_size)",
         "reason",
-        {"invalid_utf8": "invalid_utf8", "upstream_queue": "queued_dropped"},
+        {"invalid_utf8": "invalid_utf8", "upstream_queue": "queued_dropped", "oversize": "oversize"},
+    )
+    sources.family(
+        "veylor_source_missed_total",
+        "counter",
+        "Messages lost before they reached this source: gaps in the publisher's sequence numbers (NATS)",
+        "gaps",
+    )
+    sources.family(
+        "veylor_source_out_of_order_total",
+        "counter",
+        "Messages whose sequence number was not above the last one seen (NATS)",
+        "out_of_order",
+    )
+    sources.family(
+        "veylor_source_publisher_changes_total",
+        "counter",
+        "A new publisher took over a subject (a core restarted): not counted as missed (NATS)",
+        "publisher_changes",
     )
     sources.family(
         "veylor_source_last_message_timestamp_seconds",
@@ -209,6 +228,22 @@ def render(view: dict[str, Any]) -> str:
         "not_allowed (no allow filter passed it), rate (over the client's rate)",
         "reason",
         {"not_allowed": "upstream_denied", "rate": "upstream_limited"},
+    )
+
+    linked = [(n, e) for n, e in view["endpoints"].items() if "state" in e]  # (NATS: a connection of its own)
+    _family(
+        out,
+        "veylor_endpoint_up",
+        "gauge",
+        "1 while an endpoint with a connection of its own (NATS) is connected",
+        [({"endpoint": n}, int(e["state"] == "connected")) for n, e in linked],
+    )
+    _family(
+        out,
+        "veylor_endpoint_waiting_messages",
+        "gauge",
+        "Messages waiting to be published (NATS: bounded by client_buffer)",
+        [({"endpoint": n}, e["waiting"]) for n, e in linked if "waiting" in e],
     )
 
     reloads, config, memory = view["reloads"], view["config"], view["memory"]

@@ -147,6 +147,7 @@ def _endpoints(runtime: Runtime, out: dict[str, Any], clients: bool | str) -> It
             "address": spec.listen.describe(),
             "clients": len(ep.clients) if ep is not None else 0,
             **stats.endpoint(name).as_dict(),
+            **(ep.status() if ep is not None else {}),
         }
         out["endpoints"][name] = entry
         if ep is not None and (clients is True or clients == name):

@@ -113,6 +113,10 @@ class Endpoint:
         """Settings that may change on reload without rebinding (limits, policies)."""
         self.spec = spec
 
+    def status(self) -> dict[str, Any]:
+        """What the kind knows beside the counters, for the state view (none here)."""
+        return {}
+
     def admits(self, label: str, how: str = "") -> bool:
         """Whether one more client fits in ``max_clients``; if not, the refusal is counted
         and logged (``how``: the kind's way of refusing, for the log line)."""

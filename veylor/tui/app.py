@@ -49,6 +49,8 @@ STATE = {  # a source's state: mark and colour
     "connected": ("●", "connected", "green"),
     "connecting": ("◐", "connecting", "yellow"),
     "backoff": ("○", "backing off", "yellow"),
+    "reconnecting": ("◐", "reconnecting", "yellow"),  # NATS: the client library fails over
+    "subscribing": ("◐", "subscribing", "yellow"),  # NATS JetStream: connected, the stream not there yet
     "stopped": ("✕", "stopped", "bright_black"),
     "failed": ("✕", "failed", "red"),
 }

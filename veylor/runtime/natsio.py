@@ -1,0 +1,1026 @@
+"""The NATS kinds (scale-out): an endpoint that publishes to a subject, a source that
+subscribes to one. The settings and the headers are in :mod:`veylor.config.natsspec`.
+
+One NATS connection per component, made with ``nats-py`` (async; reconnection and
+failover between the cluster's servers are the library's). Until the first connection
+succeeds, the library tries each server every ``RECONNECT_WAIT`` seconds (its errors
+logged once a minute, with a count); an error it gives up on is retried by Veylor with
+backoff. A component never fails Veylor's start or a reload because NATS is down.
+
+Publishing never blocks the fan-out: what is to be published waits in an
+:class:`Outbox` (bounded; beyond it, messages are dropped and counted), drained by one
+task per connection while it is connected, never by a task per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import secrets as _random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from ..backoff import backoff_delay
+from ..config.access import read_small
+from ..config.model import EndpointSpec, Reconnect, format_size, redact_url
+from ..config.natsspec import HEADER_NODE, HEADER_SEQ, HEADER_TYPE, NatsLink, NatsListen, NatsSourceSpec
+from ..report import plural
+from .budget import Budget
+from .endpoints import ClientState, Endpoint
+from .frames import valid_utf8
+from .kinds import Dispatch, ListenerKey, RuntimeKind
+from .stats import EndpointStats, SourceStats
+from .util import CountedLog, Throttled
+from .wire import Wire
+
+log = logging.getLogger("veylor.nats")
+
+FIRST_CONNECT = Reconnect(initial_delay=0.5, max_delay=30.0, multiplier=2.0, jitter=0.2, max_attempts=0)
+CONNECT_TIMEOUT = 5  # seconds for one server's TCP, TLS and CONNECT
+RECONNECT_WAIT = 1  # seconds before the library tries a server it was connected to again
+CLOSE_TIMEOUT = 2.0  # seconds to publish what waits, then close, at shutdown or unbind
+MAX_SUBJECTS_TRACKED = 10_000  # subjects a source keeps sequence numbers for (wildcards)
+PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
+SAVE_EVERY = 1.0  # seconds between two writes of a source's position_file
+ITEM_COST = 100  # bytes a message waiting to be published costs beside its payload
+TEXT, BINARY = "text", "binary"
+# What the library may hold for a subscription that Veylor has not taken yet (a flood on
+# the subject): beyond it, the library drops (a slow consumer, reported to the error
+# callback) and the gap shows in the sequence numbers. Its defaults are 512k and 128 MiB.
+SUBSCRIPTION_LIMITS = {"pending_msgs_limit": 65_536, "pending_bytes_limit": 32 * 2**20}
+
+# The fan-out frames once per wire: a NATS endpoint takes the payload as it is.
+NATS_WIRE = Wire("nats", lambda payload, _is_text: payload)
+
+
+def _ssl(link: NatsLink) -> Any:
+    return link.tls.context() if link.tls is not None else None
+
+
+def _server(nc: NatsClient) -> str:
+    """The server a connection is on, for people (credentials masked)."""
+    url = nc.connected_url
+    return redact_url(url.geturl()) if url is not None else "?"
+
+
+class Connection:
+    """One NATS connection of a component, kept up by the library (its retries until
+    the first connection, its reconnection and failover after; Veylor's backoff only for
+    an error the library gives up on). ``state`` is ``connecting``, ``connected``,
+    ``reconnecting`` (the library is failing over), ``backoff`` or ``closed``."""
+
+    def __init__(
+        self, link: NatsLink, who: str, name: str, on_up: Callable[[], Any], on_down: Callable[[], Any]
+    ) -> None:
+        self.link = link
+        self.who = who  # "source ticker", "endpoint cluster": for log lines
+        self.name = name  # the connection's name in the server's monitoring
+        self.on_up = on_up  # coroutine function: connected (first time and after each reconnect)
+        self.on_down = on_down  # plain function: disconnected
+        self.nc: NatsClient | None = None
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.connected_since: float | None = None
+        self.next_attempt_at: float | None = None
+        self.failures = 0
+        self.task: asyncio.Task[None] | None = None
+        self._error_log = Throttled(log, interval=60.0)
+
+    @property
+    def connected(self) -> bool:
+        nc = self.nc
+        return nc is not None and nc.is_connected
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"veylor-nats-{self.who}")
+
+    async def _run(self) -> None:
+        servers = list(self.link.servers)
+        while True:
+            self.state = "connecting"
+            self.next_attempt_at = None
+            nc = NatsClient()
+            try:
+                await nc.connect(
+                    servers=servers,
+                    name=self.name,
+                    error_cb=self._error,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                    closed_cb=self._closed,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    reconnect_time_wait=RECONNECT_WAIT,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    user_credentials=self.link.credentials,
+                    tls=_ssl(self.link),
+                    pending_size=PENDING_SIZE,
+                )
+            except asyncio.CancelledError:
+                await _close_quietly(nc)
+                raise
+            except Exception as exc:  # refused, unreachable, bad credentials, TLS
+                await _close_quietly(nc)
+                self.failures += 1
+                self.last_error = _describe(exc)
+                delay = backoff_delay(FIRST_CONNECT, self.failures)
+                self.state = "backoff"
+                self.next_attempt_at = time.time() + delay
+                log.warning(
+                    "%s: cannot connect to NATS (%s): %s; retrying in %.1fs",
+                    self.who,
+                    ", ".join(self.link.safe_servers),
+                    self.last_error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.nc = nc
+            self.failures = 0
+            self.last_error = None
+            self.state = "connected"
+            self.connected_since = time.time()
+            log.info("%s: connected to NATS at %s", self.who, _server(nc))
+            await self.on_up()
+            return
+
+    async def _error(self, exc: Exception) -> None:
+        self.last_error = _describe(exc)
+        self._error_log("%s: NATS: %s", self.who, self.last_error)
+
+    async def _disconnected(self) -> None:
+        if self.state == "closed":
+            return
+        self.state = "reconnecting"
+        self.connected_since = None
+        log.warning("%s: disconnected from NATS; the client library is reconnecting", self.who)
+        self.on_down()
+
+    async def _reconnected(self) -> None:
+        assert self.nc is not None
+        self.state = "connected"
+        self.connected_since = time.time()
+        log.info("%s: reconnected to NATS at %s", self.who, _server(self.nc))
+        await self.on_up()
+
+    async def _closed(self) -> None:
+        self.state = "closed"
+
+    async def close(self) -> None:
+        """Stop connecting, flush what the library holds and close (bounded)."""
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self.state = "closed"
+        nc, self.nc = self.nc, None
+        if nc is not None:
+            await _close_quietly(nc)
+        self._error_log.cancel()
+
+    def status(self) -> dict[str, Any]:
+        nc = self.nc
+        return {
+            "state": self.state,
+            "url": (_server(nc) if nc is not None and nc.is_connected else ", ".join(self.link.safe_servers)),
+            "connected_since": self.connected_since,
+            "next_attempt_at": self.next_attempt_at,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await nc.close()
+    except Exception:  # (closing a connection that never opened, or a dead one)
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, nats.errors.NoServersError):
+        text = "no server could be reached"
+    return redact_url(text) if "://" in text else text
+
+
+class Outbox:
+    """Messages waiting to be published to one subject, in order, bounded (``limit``:
+    bytes, each message counted with ``ITEM_COST`` more, or messages), drained by one
+    task while the connection is up. :meth:`add` says False when a message does not fit
+    (the caller counts it). Headers are made as each message goes: the frame type, and
+    with a ``node``, the node id and the message's sequence number."""
+
+    def __init__(
+        self,
+        subject: str,
+        limit: int,
+        by_bytes: bool,
+        node: str | None = None,
+        stats: SourceStats | None = None,
+        too_large: Callable[[int], None] = lambda size: None,
+    ) -> None:
+        self.subject = subject
+        self.node = node
+        self.stats = stats  # a source's: ``sent_up`` counts what went out
+        self.too_large = too_large  # a message the server refused as larger than its max_payload
+        self.items: collections.deque[tuple[bytes, bool, int]] = collections.deque()
+        self.size = 0
+        self.limit = limit
+        self.by_bytes = by_bytes
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, data: bytes, is_text: bool, seq: int = 0) -> bool:
+        cost = len(data) + ITEM_COST if self.by_bytes else 1
+        if self.size + cost > self.limit and self.items:
+            return False
+        self.items.append((data, is_text, seq))
+        self.size += cost
+        return True
+
+    def kick(self) -> None:
+        if self.items and not self.wake.is_set():
+            self.wake.set()
+
+    def run(self, conn: Connection) -> None:
+        """Start draining into ``conn`` (once connected)."""
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(
+                self._drain(conn), name=f"veylor-nats-out-{conn.who}"
+            )
+
+    async def _drain(self, conn: Connection) -> None:
+        items = self.items
+        node = self.node
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while items and conn.connected:
+                data, is_text, seq = items[0]
+                nc = conn.nc
+                assert nc is not None
+                headers = {HEADER_TYPE: TEXT if is_text else BINARY}
+                if node is not None:
+                    headers[HEADER_NODE] = node
+                    headers[HEADER_SEQ] = str(seq)
+                try:
+                    await nc.publish(self.subject, data, headers=headers)
+                except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
+                    break  # disconnected meanwhile: it waits here, bounded, for the reconnection
+                except nats.errors.MaxPayloadError:
+                    self.too_large(len(data))  # larger than the server takes: never will be
+                except nats.errors.ConnectionClosedError:
+                    return
+                else:
+                    if self.stats is not None:
+                        self.stats.sent_up += 1
+                items.popleft()
+                self.size -= len(data) + ITEM_COST if self.by_bytes else 1
+
+    async def close(self, conn: Connection) -> int:
+        """Publish what waits (bounded in time), then stop: the number of messages left
+        unpublished (the caller counts them)."""
+        task, self.task = self.task, None
+        if task is None:
+            return self._discard()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                while self.items and conn.connected:
+                    self.wake.set()
+                    await asyncio.sleep(0.01)
+                if conn.nc is not None and conn.connected:
+                    await conn.nc.flush(timeout=CLOSE_TIMEOUT)
+        except Exception:  # (timed out, or the connection went: what is left is lost)
+            pass
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return self._discard()
+
+    def _discard(self) -> int:
+        n = len(self.items)
+        self.items.clear()
+        self.size = 0
+        return n
+
+
+class StreamOutbox(Outbox):
+    """An outbox that publishes into a JetStream stream with acknowledgements: in order,
+    exactly once, nothing lost while the core runs.
+
+    Up to ``WINDOW`` messages are in flight. Each carries ``Nats-Msg-Id`` (node and
+    sequence number: the stream drops a second copy) and ``Nats-Expected-Last-Msg-Id``
+    (the one before it: the stream refuses a message whose predecessor did not land,
+    so a loss can never reorder the stream). A message leaves the outbox when the stream
+    acknowledges it; a refusal, a missing acknowledgement or a reconnection sends every
+    message in flight again, in order, after the last acknowledged one."""
+
+    WINDOW = 256
+    ACK_TIMEOUT = 5.0  # seconds for the oldest message in flight to be acknowledged
+    RETRY = 0.2  # seconds between a failure and sending again
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acked = 0
+        self.resent = 0  # messages sent again after a failure
+        self.last_failure: str | None = None
+        self.ready = asyncio.Event()  # the stream exists (set by the listener)
+
+    async def _drain(self, conn: Connection) -> None:
+        items = self.items
+        node = self.node
+        assert node is not None
+        inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
+        last_acked: str | None = None  # msg id of the last acknowledged message
+        while True:
+            if not inflight:
+                await self.wake.wait()
+                self.wake.clear()
+                if not items:
+                    continue
+            if not conn.connected or not self.ready.is_set():
+                await asyncio.sleep(self.RETRY)
+                self.wake.set()
+                continue
+            nc = conn.nc
+            assert nc is not None
+            js = nc.jetstream()
+            previous = last_acked if not inflight else _msg_id(node, items[len(inflight) - 1][2])
+            try:
+                while len(inflight) < min(len(items), self.WINDOW):
+                    data, is_text, seq = items[len(inflight)]
+                    msg_id = _msg_id(node, seq)
+                    headers = {
+                        HEADER_TYPE: TEXT if is_text else BINARY,
+                        HEADER_NODE: node,
+                        HEADER_SEQ: str(seq),
+                    }
+                    headers["Nats-Msg-Id"] = msg_id
+                    if previous is not None:
+                        headers["Nats-Expected-Last-Msg-Id"] = previous
+                    previous = msg_id
+                    inflight.append(await js.publish_async(self.subject, data, headers=headers))
+                ack = await asyncio.wait_for(asyncio.shield(inflight[0]), self.ACK_TIMEOUT)
+            except Exception as exc:  # refused, not acknowledged in time, disconnected
+                self.last_failure = _describe(exc) if str(exc) else type(exc).__name__
+                self.resent += len(inflight)
+                for fut in inflight:
+                    fut.cancel()
+                inflight.clear()
+                await asyncio.sleep(self.RETRY)
+                self.wake.set()
+                continue
+            del ack
+            inflight.popleft()
+            data, _, seq = items.popleft()
+            self.size -= len(data) + ITEM_COST if self.by_bytes else 1
+            last_acked = _msg_id(node, seq)
+            self.acked += 1
+            if items:
+                self.wake.set()
+
+
+async def _stream_problem(nc: NatsClient, listen: NatsListen) -> str | None:
+    """Create the endpoint's stream; None once it exists and captures the subject, else
+    what is wrong, for people."""
+    from nats.js.api import StorageType, StreamConfig
+    from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
+
+    js = nc.jetstream(timeout=5.0)
+    name = listen.stream
+    assert name is not None
+    config = StreamConfig(
+        name=name,
+        subjects=[listen.subject],
+        max_msgs_per_subject=listen.max_msgs_per_subject,
+        num_replicas=listen.replicas,
+        storage=StorageType.FILE,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.add_stream(config)
+        return None
+    except BadRequestError as exc:
+        if exc.err_code != 10058:  # (not "the name is in use": a setting the server refuses)
+            return f"cannot create it: {exc.description}"
+    except (NoStreamResponseError, ServiceUnavailableError, nats.errors.NoRespondersError):
+        return "JetStream is not enabled on the NATS servers (nats-server -js)"
+    except Exception as exc:  # (a timeout while the cluster elects a leader, a lost connection)
+        return f"cannot create it yet: {_describe(exc) if str(exc) else type(exc).__name__}"
+    try:
+        info = await js.stream_info(name)
+    except Exception as exc:
+        return f"cannot read it: {_describe(exc) if str(exc) else type(exc).__name__}"
+    subjects = info.config.subjects or []
+    if listen.subject not in subjects:
+        return (
+            f"it exists and does not capture {listen.subject} (it captures {', '.join(subjects) or 'nothing'}): "
+            "name another stream, or delete this one"
+        )
+    return None
+
+
+def _read_position(path: str, who: str, stream: str) -> int:
+    """The sequence in ``stream`` a position file holds (0: none, another stream's, or
+    unreadable: said so)."""
+    try:
+        text = read_small(path).decode("utf-8", "replace")  # (a regular file, size-capped)
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        log.warning("source %s: cannot read position_file %s: %s", who, path, exc.strerror or exc)
+        return 0
+    try:
+        name, number = text.split()
+        position = int(number)
+    except ValueError:
+        log.warning(
+            "source %s: position_file %s does not hold a position: starting as replay says", who, path
+        )
+        return 0
+    if name != stream:
+        log.warning(
+            "source %s: position_file %s is for stream %s, not %s: starting as replay says",
+            who,
+            path,
+            name,
+            stream,
+        )
+        return 0
+    return max(0, position)
+
+
+def _msg_id(node: str, seq: int) -> str:
+    return f"{node}-{seq}"
+
+
+def _node_id() -> str:
+    """A publishing connection's id: new for each, so an edge tells a restarted core
+    (new id, sequence from 1) from lost messages."""
+    return _random.token_hex(8)
+
+
+class _Edges(ClientState):
+    """The clients of a NATS endpoint seen as one: every edge's client messages arrive on
+    its upstream subject (each edge applies its own routes' limits to its clients)."""
+
+    def __init__(self, subject: str) -> None:
+        self.label = f"NATS {subject}"
+        self.transport = None
+
+
+class NatsEndpoint(Endpoint):
+    """Publishes each message routed to it to its subject, once, with the frame type, its
+    node id and a sequence number in headers; takes client messages from edges on its
+    upstream subject. It has no clients of its own."""
+
+    wire = NATS_WIRE
+
+    def __init__(
+        self, spec: EndpointSpec, stats: EndpointStats | None = None, budget: Budget | None = None
+    ) -> None:
+        super().__init__(spec, stats, budget)
+        listen = spec.listen
+        assert isinstance(listen, NatsListen)
+        self.subject = listen.subject
+        self.node = _node_id()
+        self.seq = 0
+        kind = StreamOutbox if listen.stream else Outbox
+        self.outbox = kind(self.subject, spec.client_buffer, True, self.node, too_large=self._too_large)
+        self.link: NatsLinkListener | None = None
+        self.edges = _Edges(listen.upstream_subject)
+        self._full_log = CountedLog(log)
+
+    def update(self, spec: EndpointSpec) -> None:
+        super().update(spec)
+        self.outbox.limit = spec.client_buffer
+
+    def enqueue(self, frame: bytes | None, data: bytes, is_text: bool) -> bool:
+        self.seq += 1
+        stats = self.stats
+        if not self.outbox.add(data, is_text, self.seq):
+            stats.dropped += 1
+            self._full_log.add(
+                1,
+                "endpoint %s: more than %s waiting to be published to NATS (client_buffer): messages dropped",
+                self.name,
+                format_size(self.spec.client_buffer),
+            )
+            return False
+        stats.messages += 1
+        stats.messages_out += 1
+        stats.bytes_out += len(data)
+        if self.scheduled:
+            return False
+        self.scheduled = True
+        return True
+
+    def flush(self) -> None:
+        self.outbox.kick()
+
+    def _too_large(self, size: int) -> None:
+        self.stats.dropped += 1
+        self._bad_log(
+            "endpoint %s: NATS refused a message of %d bytes: larger than the server's max_payload "
+            "(raise max_payload in nats-server's configuration)",
+            self.name,
+            size,
+        )
+
+    def status(self) -> dict[str, Any]:
+        link = self.link.status() if self.link is not None else {"state": "connecting"}
+        return {
+            "state": link["state"],
+            "url": link.get("url"),
+            "last_error": link.get("last_error"),
+            "waiting": len(self.outbox.items),
+            "node": self.node,
+            "sequence": self.seq,
+            **self._stream_status(),
+        }
+
+    def _stream_status(self) -> dict[str, Any]:
+        box = self.outbox
+        if not isinstance(box, StreamOutbox):
+            return {}
+        return {
+            "stream_ready": box.ready.is_set(),
+            "acked": box.acked,
+            "resent": box.resent,
+            "last_failure": box.last_failure,
+        }
+
+    def stop(self) -> None:
+        self._full_log.flush()
+
+    # An endpoint without clients of its own: nothing to close or disconnect.
+    @staticmethod
+    def is_open(client: Any) -> bool:
+        return True
+
+    def disconnect_slow(self, client: Any) -> None:  # pragma: no cover - it has no clients
+        pass
+
+    def close_client(self, client: Any, code: int, reason: str) -> None:
+        pass
+
+    def close_clients(self, code: int, reason: str) -> None:
+        pass
+
+    async def from_edges(self, msg: Msg) -> None:
+        """A client message from an edge (its upstream subject): to the sources of this
+        endpoint's routes with ``upstream: true``, as from one client."""
+        data = msg.data
+        if len(data) > self.spec.max_message_size:
+            self.malformed(
+                self.edges.label, ValueError(f"a message of {len(data)} bytes exceeds max_message_size")
+            )
+            return
+        kind = (msg.headers or {}).get(HEADER_TYPE)
+        is_text = kind == TEXT if kind in (TEXT, BINARY) else valid_utf8(data)
+        if is_text and not valid_utf8(data):
+            self.stats.invalid_utf8 += 1
+            self._bad_log(
+                "endpoint %s: a text message from %s is not UTF-8: not forwarded", self.name, self.edges.label
+            )
+            return
+        self.from_client(self.edges, data, is_text)
+
+
+class NatsLinkListener:
+    """A NATS endpoint's connection (what a listener is to the other kinds): publishes
+    its endpoint's outbox and subscribes to its upstream subject."""
+
+    def __init__(self, key: ListenerKey) -> None:
+        self.key = key
+        _, listen = key
+        self.listen: NatsListen = listen
+        self.link: NatsLink = listen.link
+        self.subject: str = listen.subject
+        self.upstream_subject: str = listen.upstream_subject
+        self.endpoint: NatsEndpoint | None = None
+        self.conn: Connection | None = None
+        self.sub: Any = None
+        self.accepting = True
+        self.stream_task: asyncio.Task[None] | None = None
+
+    def attach(self, endpoints: Sequence[Endpoint]) -> None:
+        (endpoint,) = endpoints  # (one endpoint per subject: the loader sees to it)
+        assert isinstance(endpoint, NatsEndpoint)
+        old, self.endpoint = self.endpoint, endpoint
+        endpoint.link = self
+        if self.conn is not None and old is not endpoint:
+            endpoint.outbox.run(self.conn)
+
+    async def start(self) -> None:
+        endpoint = self.endpoint
+        assert endpoint is not None
+        self.conn = Connection(
+            self.link, f"endpoint {endpoint.name}", f"veylor endpoint {endpoint.name}", self._up, lambda: None
+        )
+        endpoint.outbox.run(self.conn)
+        self.conn.start()
+
+    async def _up(self) -> None:
+        conn = self.conn
+        assert conn is not None and conn.nc is not None
+        box = self.endpoint.outbox if self.endpoint is not None else None
+        if isinstance(box, StreamOutbox) and not box.ready.is_set() and self.stream_task is None:
+            self.stream_task = asyncio.get_running_loop().create_task(self._ensure_stream(conn, box))
+        if self.sub is None and self.accepting:
+            self.sub = await conn.nc.subscribe(
+                self.upstream_subject, cb=self._from_edges, **SUBSCRIPTION_LIMITS
+            )
+        if self.endpoint is not None:
+            self.endpoint.outbox.kick()
+
+    async def _ensure_stream(self, conn: Connection, box: StreamOutbox) -> None:
+        """Create the stream (or find it, capturing the subject), retrying until it is there:
+        until then the messages wait in the outbox."""
+        listen = self.listen
+        assert listen.stream is not None
+        warn = Throttled(log, interval=60.0)
+        who = self.endpoint.name if self.endpoint is not None else listen.subject
+        try:
+            while True:
+                nc = conn.nc
+                if nc is not None and conn.connected:
+                    problem = await _stream_problem(nc, listen)
+                    if problem is None:
+                        log.info("endpoint %s: publishing into JetStream stream %s", who, listen.stream)
+                        box.ready.set()
+                        box.wake.set()
+                        return
+                    box.last_failure = problem
+                    warn(
+                        "endpoint %s: JetStream stream %s: %s (messages wait meanwhile)",
+                        who,
+                        listen.stream,
+                        problem,
+                    )
+                await asyncio.sleep(1.0)
+        finally:
+            warn.cancel()
+            self.stream_task = None
+
+    async def _from_edges(self, msg: Msg) -> None:
+        if self.endpoint is not None and self.accepting:
+            await self.endpoint.from_edges(msg)
+
+    def stop_accepting(self) -> None:
+        self.accepting = False
+
+    async def close(self) -> None:
+        self.accepting = False
+        if self.stream_task is not None:
+            self.stream_task.cancel()
+        conn = self.conn
+        if conn is None:
+            return
+        ep = self.endpoint
+        if ep is not None:
+            lost = await ep.outbox.close(conn)
+            if lost:
+                ep.stats.dropped += lost
+                log.warning(
+                    "endpoint %s: %s not published to NATS before it closed", ep.name, plural(lost, "message")
+                )
+        await conn.close()
+
+    def status(self) -> dict[str, Any]:
+        return self.conn.status() if self.conn is not None else {"state": "connecting"}
+
+    def describe(self) -> str:
+        who = f" for {self.endpoint.name}" if self.endpoint is not None else ""
+        return f"NATS subject {self.subject} at {', '.join(self.link.safe_servers)}{who}"
+
+
+class NatsSource:
+    """Subscribes to a subject and hands each message to the fan-out, its frame type
+    restored; counts the gaps in each publisher's sequence numbers."""
+
+    def __init__(
+        self,
+        spec: NatsSourceSpec,
+        dispatch: Dispatch,
+        on_disconnect: Callable[[Any], None] = lambda s: None,
+        stats: SourceStats | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.stats = stats if stats is not None else SourceStats()
+        self._dispatch = dispatch
+        self._on_disconnect = on_disconnect
+        self.conn: Connection | None = None
+        self.sub: Any = None
+        self.outbox = Outbox(
+            spec.upstream_subject or "",
+            spec.upstream_queue,
+            False,
+            stats=self.stats,
+            too_large=self._too_large,
+        )
+        # subject -> [publisher's node id, last sequence number seen]
+        self.last: dict[str, list[Any]] = {}
+        self._gap_log = CountedLog(log)
+        self._invalid_log = Throttled(log)
+        self._drop_log = Throttled(log)
+        # JetStream (spec.stream): the stream sequence of the last message delivered, and
+        # where this run resumed (for /graph)
+        self.position = 0
+        self.saved = 0  # the position last written to position_file
+        self.resumed_from: int | None = None
+        self.duplicates = 0  # stream messages at or below the position (not delivered again)
+        self._subscriber: asyncio.Task[None] | None = None
+        self._saver: asyncio.TimerHandle | None = None
+        if spec.stream and spec.position_file:
+            self.position = self.saved = _read_position(spec.position_file, self.name, spec.stream)
+
+    @property
+    def state(self) -> str:
+        conn = self.conn
+        return "stopped" if conn is None else conn.state
+
+    def status(self) -> dict[str, Any]:
+        status = self.conn.status() if self.conn is not None else {"state": "stopped"}
+        status["url"] = f"{status.get('url', '')} {self.spec.subject}"
+        if self.spec.stream:
+            subscribed = self.sub is not None
+            if status["state"] == "connected" and not subscribed:
+                status["state"] = "subscribing"  # (connected; the stream is not there yet)
+            status.update(
+                stream=self.spec.stream,
+                position=self.position,
+                resumed_from=self.resumed_from,
+                duplicates=self.duplicates,
+            )
+        return status
+
+    def start(self) -> None:
+        self.conn = Connection(
+            self.spec.link, f"source {self.name}", f"veylor source {self.name}", self._up, self._down
+        )
+        self.outbox.run(self.conn)
+        self.conn.start()
+        self.stats.attempts += 1
+
+    async def restart(self, spec: NatsSourceSpec) -> None:
+        await self.stop()
+        if spec.stream != self.spec.stream:  # another stream: its sequence numbers are its own
+            self.position = self.saved = 0
+            if spec.stream and spec.position_file:
+                self.position = self.saved = _read_position(spec.position_file, self.name, spec.stream)
+        self.spec = spec
+        self.outbox.limit = spec.upstream_queue
+        self.outbox.subject = spec.upstream_subject or ""
+        self.start()
+
+    async def stop(self) -> None:
+        conn, self.conn = self.conn, None
+        self.sub = None
+        if self._subscriber is not None:
+            self._subscriber.cancel()
+            self._subscriber = None
+        if self._saver is not None:
+            self._saver.cancel()
+            self._saver = None
+        self._save()
+        if conn is not None:
+            lost = await self.outbox.close(conn)
+            await conn.close()
+            if lost:
+                self.stats.queued_dropped += lost
+                log.warning(
+                    "source %s: %s not sent to NATS before it stopped",
+                    self.name,
+                    plural(lost, "client message"),
+                )
+        self._gap_log.flush()
+
+    async def _up(self) -> None:
+        conn = self.conn
+        assert conn is not None and conn.nc is not None
+        self.stats.connects += 1
+        if self.spec.stream:
+            if self.sub is None and self._subscriber is None:
+                self._subscriber = asyncio.get_running_loop().create_task(self._subscribe_stream(conn))
+        elif self.sub is None:
+            self.sub = await conn.nc.subscribe(
+                self.spec.subject, queue=self.spec.queue or "", cb=self._message, **SUBSCRIPTION_LIMITS
+            )
+        self.outbox.kick()
+
+    async def _subscribe_stream(self, conn: Connection) -> None:
+        """An ordered consumer of the stream (in order, no gap: the library recreates it
+        after a failover), from after the last message delivered; retried until the
+        stream is there."""
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        spec = self.spec
+        warn = Throttled(log, interval=60.0)
+        try:
+            while self.sub is None:
+                nc = conn.nc
+                if nc is None or not conn.connected:
+                    await asyncio.sleep(1.0)
+                    continue
+                js = nc.jetstream(timeout=5.0)
+                try:
+                    if self.position:
+                        config = ConsumerConfig(
+                            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1
+                        )
+                        start = self.position + 1
+                    elif spec.replay == "last":
+                        config = ConsumerConfig(deliver_policy=DeliverPolicy.LAST)
+                        start = None
+                    else:
+                        if isinstance(spec.replay, tuple):
+                            start = spec.replay[1]
+                        else:
+                            info = await js.stream_info(spec.stream)
+                            start = max(1, info.state.last_seq - int(spec.replay) + 1)
+                        config = ConsumerConfig(
+                            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+                        )
+                    self.sub = await js.subscribe(
+                        spec.subject,
+                        stream=spec.stream,
+                        ordered_consumer=True,
+                        idle_heartbeat=1.0,
+                        config=config,
+                        cb=self._stream_message,
+                        **SUBSCRIPTION_LIMITS,
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    warn(
+                        "source %s: cannot read JetStream stream %s yet: %s (retrying)",
+                        self.name,
+                        spec.stream,
+                        _describe(exc) if str(exc) else type(exc).__name__,
+                    )
+                    await asyncio.sleep(1.0)
+                    continue
+                self.resumed_from = start
+                log.info(
+                    "source %s: reading JetStream stream %s from %s",
+                    self.name,
+                    spec.stream,
+                    f"sequence {start}" if start else "its last message",
+                )
+        finally:
+            warn.cancel()
+            self._subscriber = None
+
+    async def _stream_message(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq <= self.position:
+            self.duplicates += 1
+            return
+        if self.resumed_from is None:
+            self.resumed_from = seq
+        self.position = seq
+        if self.spec.position_file and self._saver is None:
+            self._saver = asyncio.get_running_loop().call_later(SAVE_EVERY, self._save)
+        await self._message(msg)
+
+    def _save(self) -> None:
+        """Keep the position in ``position_file`` (a rename: never half written)."""
+        self._saver = None
+        path = self.spec.position_file
+        if not path or not self.spec.stream or self.position == self.saved:
+            return
+        try:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as fh:
+                fh.write(f"{self.spec.stream} {self.position}\n")
+            os.replace(tmp, path)
+            self.saved = self.position
+        except OSError as exc:
+            self._drop_log(
+                "source %s: cannot write position_file %s: %s", self.name, path, exc.strerror or exc
+            )
+
+    def _down(self) -> None:
+        self.stats.disconnects += 1
+        self._on_disconnect(self)
+
+    async def _message(self, msg: Msg) -> None:
+        data = msg.data
+        stats = self.stats
+        stats.messages_in += 1
+        stats.bytes_in += len(data)
+        headers = msg.headers
+        if headers:
+            seq = headers.get(HEADER_SEQ)
+            if seq is not None:
+                self._sequence(msg.subject, headers.get(HEADER_NODE), seq)
+            kind = headers.get(HEADER_TYPE)
+            if kind != TEXT and kind != BINARY:  # (not a type Veylor writes: told by the bytes)
+                kind = None
+        else:
+            kind = None
+        if len(data) > self.spec.max_message_size:
+            stats.oversize += 1
+            self._drop_log(
+                "source %s: dropped a message of %d bytes on %s: larger than max_message_size",
+                self.name,
+                len(data),
+                msg.subject,
+            )
+            return
+        if kind is None:
+            is_text = valid_utf8(data)  # (not from Veylor: text if it reads as text)
+        else:
+            is_text = kind != BINARY
+            if is_text and not valid_utf8(data):
+                stats.invalid_utf8 += 1
+                self._invalid_log(
+                    "source %s: dropped a text message of %d bytes on %s that is not valid UTF-8",
+                    self.name,
+                    len(data),
+                    msg.subject,
+                )
+                return
+        self._dispatch(self.name, data, is_text)
+
+    def _sequence(self, subject: str, node: str | None, seq_text: str) -> None:
+        """Follow one publisher's sequence numbers on ``subject``: a jump is a gap (that
+        many messages lost), counted and logged; a new node id is a restarted
+        publisher, not a gap."""
+        try:
+            seq = int(seq_text)
+        except ValueError:
+            return
+        last = self.last.get(subject)
+        if last is None or last[0] != node:
+            if last is not None:
+                self.stats.publisher_changes += 1
+                log.info(
+                    "source %s: a new publisher on %s (it restarted, or another took over)",
+                    self.name,
+                    subject,
+                )
+            elif len(self.last) >= MAX_SUBJECTS_TRACKED:
+                del self.last[next(iter(self.last))]
+            self.last[subject] = [node, seq]
+            return
+        expected = last[1] + 1
+        if seq == expected:
+            last[1] = seq
+        elif seq > expected:
+            missed = seq - expected
+            self.stats.gaps += missed
+            last[1] = seq
+            self._gap_log.add(
+                missed,
+                "source %s: messages lost between the publisher and here (gaps in its sequence on %s)",
+                self.name,
+                subject,
+            )
+        else:
+            self.stats.out_of_order += 1
+
+    def _too_large(self, size: int) -> None:
+        self.stats.queued_dropped += 1
+        self._drop_log(
+            "source %s: NATS refused a client message of %d bytes: larger than the server's max_payload",
+            self.name,
+            size,
+        )
+
+    def send(self, data: bytes, is_text: bool) -> None:
+        """A client's message to the core's endpoint (its upstream subject), queued while
+        disconnected (bounded by ``upstream_queue``)."""
+        subject = self.spec.upstream_subject
+        if subject is None:  # (the loader refuses routes that would send here)
+            self.stats.queued_dropped += 1
+            return
+        if not self.outbox.add(data, is_text):
+            self.stats.queued_dropped += 1
+            self._drop_log(
+                "source %s: %s client messages wait for NATS (upstream_queue): dropped one",
+                self.name,
+                self.spec.upstream_queue,
+            )
+            return
+        self.outbox.kick()
+
+
+KIND = RuntimeKind(endpoint=NatsEndpoint, listener=NatsLinkListener, source=NatsSource)
