@@ -5,6 +5,7 @@ directly, at the same rate and clients per Veylor.
     .venv/bin/python benchmarks/scaleout.py                      # 1,000 msg/s, 1,000 clients per edge, 10 s
     .venv/bin/python benchmarks/scaleout.py --rate 2000 --clients 500 --seconds 20
     .venv/bin/python benchmarks/scaleout.py --edges 1                    # the same work as one machine
+    .venv/bin/python benchmarks/scaleout.py --stream --clients 100       # JetStream: acknowledged, replayed
 
 Needs ``nats-server`` (``apt-get install nats-server``). Starts a NATS cluster of three
 nodes on loopback ports, the benchmark upstream (benchmarks/upstream.py), a core Veylor
@@ -33,7 +34,7 @@ from pathlib import Path
 from run import HERE, LOAD_CPU, PY, RELAY_CPU, Proc, free_port, run_one, wait_listening
 
 
-def nats_cluster(workdir: Path) -> tuple[list[Proc], list[int]]:
+def nats_cluster(workdir: Path, jetstream: bool = False) -> tuple[list[Proc], list[int]]:
     server = shutil.which("nats-server")
     if server is None:
         sys.exit("nats-server is not installed (apt-get install nats-server)")
@@ -44,6 +45,8 @@ def nats_cluster(workdir: Path) -> tuple[list[Proc], list[int]]:
         others = ",".join(f"nats://127.0.0.1:{p}" for j, p in enumerate(routes) if j != i)
         args = [server, "-a", "127.0.0.1", "-p", str(ports[i]), "-n", f"n{i + 1}", "--cluster_name", "bench"]
         args += ["--cluster", f"nats://127.0.0.1:{routes[i]}", "--routes", others]
+        if jetstream:
+            args += ["-js", "-sd", str(workdir / f"js{i + 1}")]
         procs.append(Proc(args, LOAD_CPU, log=workdir / f"nats{i + 1}.log"))
     for port in ports:
         wait_listening(port, None)
@@ -57,11 +60,15 @@ def veylor(workdir: Path, name: str, config: str, cpus: set[int]) -> Proc:
     return Proc([PY, "-m", "veylor", "-c", str(path), "--no-watch"], cpus, log=workdir / f"{name}.log")
 
 
-def run_nats(clients: int, rate: float, seconds: float, edges: int = 2) -> dict:
+def run_nats(clients: int, rate: float, seconds: float, edges: int = 2, stream: bool = False) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="veylor-scaleout-"))
     procs: list[Proc] = []
     try:
-        cluster, ports = nats_cluster(workdir)
+        cluster, ports = nats_cluster(workdir, stream)
+        if stream:
+            time.sleep(5)  # (JetStream's meta leader is elected)
+        core_js = ", stream: BENCH, replicas: 3" if stream else ""
+        edge_js = ", stream: BENCH" if stream else ""
         procs += cluster
         upstream = Proc([PY, str(HERE / "upstream.py")], LOAD_CPU, stdin=True)
         procs.append(upstream)
@@ -70,7 +77,7 @@ def run_nats(clients: int, rate: float, seconds: float, edges: int = 2) -> dict:
 sources:
   feed: {{url: "ws://127.0.0.1:{up_port}/"}}
 endpoints:
-  cluster: {{nats: {{servers: ["nats://127.0.0.1:{ports[0]}"], subject: bench.feed}}, client_buffer: 64MiB}}
+  cluster: {{nats: {{servers: ["nats://127.0.0.1:{ports[0]}"], subject: bench.feed{core_js}}}, client_buffer: 64MiB}}
 routes:
   out: {{from: feed, to: cluster}}
 """
@@ -82,7 +89,7 @@ routes:
             edge_ports.append(port)
             edge = f"""
 sources:
-  feed: {{nats: {{servers: ["nats://127.0.0.1:{nats_port}"], subject: bench.feed}}}}
+  feed: {{nats: {{servers: ["nats://127.0.0.1:{nats_port}"], subject: bench.feed{edge_js}}}}}
 endpoints:
   out: {{websocket: {{host: 127.0.0.1, port: {port}}}, max_clients: 100000}}
 routes:
@@ -153,6 +160,7 @@ def main() -> int:
         "--clients", type=int, default=1000, help="clients per edge (and of the single Veylor)"
     )
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--stream", action="store_true", help="JetStream: a 3-replica stream, replayed")
     parser.add_argument(
         "--edges", type=int, default=2, choices=(1, 2), help="edge Veylors, each with --clients"
     )
@@ -162,7 +170,7 @@ def main() -> int:
         f"{args.seconds:g} s",
         flush=True,
     )
-    nats = run_nats(args.clients, args.rate, args.seconds, args.edges)
+    nats = run_nats(args.clients, args.rate, args.seconds, args.edges, args.stream)
     single = run_one("scaleout-single", "veylor", args.clients, args.rate, args.seconds)
     print("| path | delivered / expected | lost | reordered | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -6,6 +6,7 @@ bad message is lost, it is counted, and everything else goes on."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 from pathlib import Path
@@ -431,3 +432,62 @@ async def test_tls_to_nats_checks_the_servers_certificate(tmp_path: Path, upstre
             assert ep.status()["state"] != "connected"
     finally:
         await node.kill()
+
+
+async def test_a_backlog_is_published_in_slices_that_leave_the_loop_to_the_clients(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    from veylor.runtime.natsio import YIELD_EVERY
+
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        gate = Gate(cluster.nodes[0].port)
+        async with veylor_inprocess(tmp_path, core(upstream, gate.url, buffer="16MiB")) as rt:
+            ep = rt.endpoints["cluster"]
+            await upstream.wait_connected()
+            n = 5000
+            for i in range(n):
+                await upstream.send(f"backlog {i}")
+            await eventually(lambda: len(ep.outbox.items) == n, 10)
+            seen = []
+
+            async def watch() -> None:  # one sample per turn of the event loop
+                while ep.outbox.items or not seen:
+                    seen.append(len(ep.outbox.items))
+                    await asyncio.sleep(0)
+                seen.append(0)
+
+            watcher = asyncio.create_task(watch())
+            await gate.open()
+            await asyncio.wait_for(watcher, 20)
+            drops = [a - b for a, b in itertools.pairwise(seen) if a > b]
+            # Published in slices of at most YIELD_EVERY between two turns: never the whole
+            # backlog at once (5,000 publishes, about 40 ms, would hold every client).
+            assert drops and max(drops) <= YIELD_EVERY <= 1000, max(drops)
+            assert ep.stats.dropped == 0
+
+
+async def test_a_queue_group_shares_the_messages_between_its_members(tmp_path: Path) -> None:
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        config = f"""
+        sources:
+          a: {{nats: {{servers: ["{url}"], subject: {SUBJECT}, queue: edges}}}}
+          b: {{nats: {{servers: ["{url}"], subject: {SUBJECT}, queue: edges}}}}
+        endpoints:
+          local: {{websocket: {{port: {free_port()}}}}}
+        routes:
+          ra: {{from: a, to: local}}
+          rb: {{from: b, to: local}}
+        """
+        async with veylor_inprocess(tmp_path, config) as rt:
+            a, b = rt.sources["a"], rt.sources["b"]
+            await eventually(lambda: a.state == b.state == "connected", 10)
+            await asyncio.sleep(0.2)
+            pub = await nats.connect(url)
+            for i in range(400):
+                await pub.publish(SUBJECT, f"m{i}".encode(), headers={"Veylor-Type": "text"})
+            await pub.flush()
+            await pub.close()
+            await eventually(lambda: a.stats.messages_in + b.stats.messages_in == 400, 10)
+            # Each message went to one member of the group, and both took their share.
+            assert a.stats.messages_in > 0 and b.stats.messages_in > 0

@@ -194,6 +194,8 @@ def test_jetstream_settings(tree, tmp_path) -> None:
     assert path == "sources.ticker.nats.stream" and "not a JetStream stream name" in message
     ((_, path, message),) = _problems(tree, text.replace("replay: 50", "replay: first"))
     assert path == "sources.ticker.nats.replay", message
+    ((_, path, message),) = _problems(tree, text.replace("replay: 50", "queue: edges"))
+    assert path == "sources.ticker.nats.queue" and "does not go with stream" in message
     plain = EDGE.replace("subject: veylor.ticker}", "subject: veylor.ticker, position_file: t.pos}")
     ((_, path, message),) = _problems(tree, plain)
     assert path == "sources.ticker.nats.position_file" and "applies with stream only" in message

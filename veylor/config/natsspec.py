@@ -276,6 +276,14 @@ class NatsSourceSpec:
         problem = subject_problem(self.subject, wildcards=True)
         if problem is not None:
             out.append((("nats", "subject"), problem))
+        if self.stream is not None and self.queue is not None:
+            out.append(
+                (
+                    ("nats", "queue"),
+                    "does not go with stream: a stream is read in order by each source; "
+                    "use queue with core NATS only",
+                )
+            )
         if self.stream is None and self.position_file is not None:
             out.append(
                 (

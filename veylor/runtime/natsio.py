@@ -49,6 +49,7 @@ CLOSE_TIMEOUT = 2.0  # seconds to publish what waits, then close, at shutdown or
 MAX_SUBJECTS_TRACKED = 10_000  # subjects a source keeps sequence numbers for (wildcards)
 PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
 SAVE_EVERY = 1.0  # seconds between two writes of a source's position_file
+YIELD_EVERY = 256  # messages published from a backlog between two turns of the event loop (about 2 ms)
 ITEM_COST = 100  # bytes a message waiting to be published costs beside its payload
 TEXT, BINARY = "text", "binary"
 # What the library may hold for a subscription that Veylor has not taken yet (a flood on
@@ -264,10 +265,15 @@ class Outbox:
     async def _drain(self, conn: Connection) -> None:
         items = self.items
         node = self.node
+        sent = 0
         while True:
             await self.wake.wait()
             self.wake.clear()
             while items and conn.connected:
+                sent += 1
+                if sent % YIELD_EVERY == 0:  # a backlog (NATS was away): the loop serves clients between
+                    await asyncio.sleep(0)
+                    continue
                 data, is_text, seq = items[0]
                 nc = conn.nc
                 assert nc is not None
