@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import HERE, LOAD_CPU, PY, RELAY_CPU, Proc, free_port, run_one, wait_listening
+from run import HERE, LOAD_CPU, LOGS, PY, RELAY_CPU, Proc, free_port, run_one, wait_listening
 
 
 def nats_cluster(workdir: Path, jetstream: bool = False) -> tuple[list[Proc], list[int]]:
@@ -57,7 +57,16 @@ def nats_cluster(workdir: Path, jetstream: bool = False) -> tuple[list[Proc], li
 def veylor(workdir: Path, name: str, config: str, cpus: set[int]) -> Proc:
     path = workdir / f"{name}.yaml"
     path.write_text(config)
-    return Proc([PY, "-m", "veylor", "-c", str(path), "--no-watch"], cpus, log=workdir / f"{name}.log")
+    LOGS.mkdir(parents=True, exist_ok=True)  # (kept: for when a number looks wrong)
+    return Proc([PY, "-m", "veylor", "-c", str(path), "--no-watch"], cpus, log=LOGS / f"scaleout-{name}.log")
+
+
+def _source_view(admin: int) -> dict:
+    """An edge's NATS source as its /graph shows it (what it counted missed)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/graph?clients=", timeout=10) as r:
+        return json.loads(r.read())["sources"]["feed"]
 
 
 def run_nats(clients: int, rate: float, seconds: float, edges: int = 2, stream: bool = False) -> dict:
@@ -83,11 +92,15 @@ routes:
 """
         procs.append(veylor(workdir, "core", core, LOAD_CPU))
         upstream.expect("relay connected", 30)
-        edge_ports = []
+        edge_ports: list[int] = []
+        admins: list[int] = []
         for i, nats_port in enumerate(ports[1 : 1 + edges]):
             port = free_port()
             edge_ports.append(port)
+            admin = free_port()
+            admins.append(admin)
             edge = f"""
+admin: {{listen: "127.0.0.1:{admin}"}}
 sources:
   feed: {{nats: {{servers: ["nats://127.0.0.1:{nats_port}"], subject: bench.feed{edge_js}}}}}
 endpoints:
@@ -133,6 +146,7 @@ routes:
                 if report["delivered"] >= expected:
                     break
             reports.append(report)
+        sources = [_source_view(admin) for admin in admins]
         return {
             "sent": went["sent"],
             "expected_per_edge": expected,
@@ -143,8 +157,12 @@ routes:
                     "reorders": r["reorders"],
                     "p50_ms": r["p50_ms"],
                     "p99_ms": r["p99_ms"],
+                    "source": {
+                        k: src.get(k)
+                        for k in ("messages_in", "gaps", "out_of_order", "duplicates", "position")
+                    },
                 }
-                for r in reports
+                for r, src in zip(reports, sources, strict=True)
             ],
         }
     finally:
@@ -175,6 +193,7 @@ def main() -> int:
     print("| path | delivered / expected | lost | reordered | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- | --- | --- |")
     for i, e in enumerate(nats["edges"], 1):
+        print(f"edge {i}'s source: {e['source']}", file=sys.stderr)
         print(
             f"| upstream -> core -> NATS -> edge {i} -> clients | {e['delivered']:,} / {nats['expected_per_edge']:,} "
             f"| {nats['expected_per_edge'] - e['delivered']:,} | {e['reorders']} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} |"
