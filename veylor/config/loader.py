@@ -618,6 +618,7 @@ def _build(load: _Load, shape: Shape, main: str, include: tuple[str, ...], limit
         _check_references(load, d)
     routes = _built(load, "routes")
     _check_upstream(load, sources, routes)
+    _check_position_files(load, sources)
 
     _warn_unused(load, routes, main)
 
@@ -650,6 +651,25 @@ def _check_upstream(load: _Load, sources: Mapping[str, Any], routes: Mapping[str
                 at,
                 f"source '{route.source}' subscribes to {source.subject}, a wildcard subject: it "
                 "cannot tell where client messages go; set its nats.upstream_subject",
+            )
+
+
+def _check_position_files(load: _Load, sources: Mapping[str, Any]) -> None:
+    """Two sources that would keep their positions in one file (each overwriting the
+    other's: a restart would resume one of them at the wrong place) are an error."""
+    first: dict[str, str] = {}
+    for name, spec in sources.items():
+        path = getattr(spec, "position_file", None)
+        if path is None:
+            continue
+        other = first.setdefault(path, name)
+        if other != name:
+            d = load.defined["sources"][name]
+            at = (*d.path, spec.kind, "position_file")  # (a kind whose key is its name)
+            load.error(
+                d.where,
+                at,
+                f"source '{other}' keeps its position in {path} already: give each source its own file",
             )
 
 

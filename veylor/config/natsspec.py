@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+from urllib.parse import unquote
 
 from .access import Collected, SourceTLS, read_small, read_source_tls, resolve_path, why_unreadable
 from .model import _SKIP, Reconnect, Subpath, _base, _plain, format_size, parse_size, redact_url, url_secrets
@@ -55,6 +56,25 @@ def subject_problem(subject: str, wildcards: bool) -> str | None:
         elif "*" in token or ">" in token:
             return f"{subject!r}: '*' and '>' are wildcards only as whole tokens (a.*.c, a.>)"
     return None
+
+
+def _userinfo(url: str) -> str | None:
+    """What comes between ``://`` and the last ``@`` (a user and password, or a token),
+    read the plain way: ``urlsplit`` stops at a ``/``, ``?`` or ``#`` in a password."""
+    _, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return None
+    return rest.rsplit("@", 1)[0]
+
+
+def mask_url(url: str) -> str:
+    """A NATS server URL fit for logs and screens: whatever is before the last ``@``
+    (user, password, token) masked whole."""
+    info = _userinfo(url)
+    if info is None:
+        return redact_url(url) if "://" in url else url
+    scheme = url.partition("://")[0]
+    return f"{scheme}://***@{url.partition('://')[2].rsplit('@', 1)[1]}"
 
 
 def has_wildcard(subject: str) -> bool:
@@ -95,7 +115,7 @@ class NatsLink:
 
     @property
     def safe_servers(self) -> tuple[str, ...]:
-        return tuple(redact_url(s) for s in self.servers)
+        return tuple(mask_url(s) for s in self.servers)
 
     @property
     def secure(self) -> bool:
@@ -104,13 +124,22 @@ class NatsLink:
     def check(self) -> list[tuple[Subpath, str]]:
         out: list[tuple[Subpath, str]] = []
         for i, url in enumerate(self.servers):
+            where = ("servers", i) if len(self.servers) > 1 else ("servers",)
             scheme, sep, rest = url.partition("://")
+            info = _userinfo(url)
             if not sep or scheme not in ("nats", "tls") or not rest.strip("/"):
                 out.append(
                     (
-                        ("servers", i) if len(self.servers) > 1 else ("servers",),
-                        f"{redact_url(url)!r} is not a NATS server URL: write nats://HOST:PORT "
-                        "(or tls://HOST:PORT)",
+                        where,
+                        f"{mask_url(url)!r} is not a NATS server URL: write nats://HOST:PORT (or tls://HOST:PORT)",
+                    )
+                )
+            elif info is not None and any(c in info for c in "/?#"):
+                out.append(
+                    (
+                        where,
+                        f"{mask_url(url)!r}: its user, password or token holds '/', '?' or '#', which end "
+                        "that part of a URL: percent-encode them (%2F, %3F, %23)",
                     )
                 )
         return out
@@ -119,6 +148,11 @@ class NatsLink:
         out: set[str] = set()
         for url in self.servers:
             out.update(url_secrets(url))
+            info = _userinfo(url)
+            if info:
+                out.add(info)
+                password = info.partition(":")[2]
+                out.update(p for p in (password, unquote(password), unquote(info)) if p)
         return frozenset(out)
 
     def describe(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import secrets as _random
@@ -30,7 +31,16 @@ from nats.aio.msg import Msg
 from ..backoff import backoff_delay
 from ..config.access import read_small
 from ..config.model import EndpointSpec, Reconnect, format_size, redact_url
-from ..config.natsspec import HEADER_NODE, HEADER_SEQ, HEADER_TYPE, NatsLink, NatsListen, NatsSourceSpec
+from ..config.natsspec import (
+    HEADER_NODE,
+    HEADER_SEQ,
+    HEADER_TYPE,
+    NatsLink,
+    NatsListen,
+    NatsSourceSpec,
+    mask_url,
+)
+from ..observe.logs import SECRETS
 from ..report import plural
 from .budget import Budget
 from .endpoints import ClientState, Endpoint
@@ -47,7 +57,14 @@ CONNECT_TIMEOUT = 5  # seconds for one server's TCP, TLS and CONNECT
 RECONNECT_WAIT = 1  # seconds before the library tries a server it was connected to again
 CLOSE_TIMEOUT = 2.0  # seconds to publish what waits, then close, at shutdown or unbind
 MAX_SUBJECTS_TRACKED = 10_000  # subjects a source keeps sequence numbers for (wildcards)
+MAX_GAP = 10**9  # a jump in one publisher's sequence beyond this is a new publisher, not a loss
 PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
+# A stream consumer reset at one message this many times within RESETS_WITHIN seconds is
+# in a loop on that message (which is then skipped); the library's own recovery from a
+# failover resets every 2 s at most.
+RESETS_TO_SKIP = 10
+RESETS_WITHIN = 1.0
+STREAM_CHECK = 5.0  # seconds between two looks at whether a stream source is stuck
 SAVE_EVERY = 1.0  # seconds between two writes of a source's position_file
 YIELD_EVERY = 256  # messages published from a backlog between two turns of the event loop (about 2 ms)
 ITEM_COST = 100  # bytes a message waiting to be published costs beside its payload
@@ -68,7 +85,7 @@ def _ssl(link: NatsLink) -> Any:
 def _server(nc: NatsClient) -> str:
     """The server a connection is on, for people (credentials masked)."""
     url = nc.connected_url
-    return redact_url(url.geturl()) if url is not None else "?"
+    return mask_url(url.geturl()) if url is not None else "?"
 
 
 class Connection:
@@ -93,6 +110,8 @@ class Connection:
         self.failures = 0
         self.task: asyncio.Task[None] | None = None
         self._error_log = Throttled(log, interval=60.0)
+        self._down_log = Throttled(log, interval=10.0)
+        self._up_log = Throttled(log, logging.INFO, 10.0)
 
     @property
     def connected(self) -> bool:
@@ -143,6 +162,16 @@ class Connection:
                 )
                 await asyncio.sleep(delay)
                 continue
+            if not nc.is_connected:  # (nats-py returns from a handshake the server did not finish)
+                await _close_quietly(nc)
+                self.failures += 1
+                self.last_error = "the server did not complete the NATS handshake (is it a NATS server?)"
+                delay = backoff_delay(FIRST_CONNECT, self.failures)
+                self.state = "backoff"
+                self.next_attempt_at = time.time() + delay
+                self._error_log("%s: NATS: %s; retrying in %.1fs", self.who, self.last_error, delay)
+                await asyncio.sleep(delay)
+                continue
             self.nc = nc
             self.failures = 0
             self.last_error = None
@@ -157,18 +186,25 @@ class Connection:
         self._error_log("%s: NATS: %s", self.who, self.last_error)
 
     async def _disconnected(self) -> None:
-        if self.state == "closed":
+        if self.state == "closed" or self.nc is None:  # (nats-py calls it for a failed first attempt too)
             return
         self.state = "reconnecting"
         self.connected_since = None
-        log.warning("%s: disconnected from NATS; the client library is reconnecting", self.who)
+        error = self.nc.last_error
+        if error is not None:
+            self.last_error = _describe(error) if str(error) else type(error).__name__
+        self._down_log(
+            "%s: disconnected from NATS (%s); the client library is reconnecting",
+            self.who,
+            self.last_error or "connection closed",
+        )
         self.on_down()
 
     async def _reconnected(self) -> None:
         assert self.nc is not None
         self.state = "connected"
         self.connected_since = time.time()
-        log.info("%s: reconnected to NATS at %s", self.who, _server(self.nc))
+        self._up_log("%s: reconnected to NATS at %s", self.who, _server(self.nc))
         await self.on_up()
 
     async def _closed(self) -> None:
@@ -188,6 +224,8 @@ class Connection:
         if nc is not None:
             await _close_quietly(nc)
         self._error_log.cancel()
+        self._down_log.cancel()
+        self._up_log.cancel()
 
     def status(self) -> dict[str, Any]:
         nc = self.nc
@@ -197,7 +235,7 @@ class Connection:
             "connected_since": self.connected_since,
             "next_attempt_at": self.next_attempt_at,
             "failures": self.failures,
-            "last_error": self.last_error,
+            "last_error": SECRETS.mask(self.last_error) if self.last_error else None,
         }
 
 
@@ -345,13 +383,13 @@ class StreamOutbox(Outbox):
         self.resent = 0  # messages sent again after a failure
         self.last_failure: str | None = None
         self.ready = asyncio.Event()  # the stream exists (set by the listener)
+        self.stream_lost: Callable[[], None] = lambda: None  # (the listener makes it again)
 
     async def _drain(self, conn: Connection) -> None:
         items = self.items
         node = self.node
         assert node is not None
         inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
-        last_acked: str | None = None  # msg id of the last acknowledged message
         while True:
             if not inflight:
                 await self.wake.wait()
@@ -365,39 +403,63 @@ class StreamOutbox(Outbox):
             nc = conn.nc
             assert nc is not None
             js = nc.jetstream()
-            previous = last_acked if not inflight else _msg_id(node, items[len(inflight) - 1][2])
+            # The first message in flight follows one the stream acknowledged: it expects
+            # nothing (a message someone else put in the stream must not block it for
+            # good); each one after it expects the one before it.
+            previous = _msg_id(node, items[len(inflight) - 1][2]) if inflight else None
             try:
                 while len(inflight) < min(len(items), self.WINDOW):
-                    data, is_text, seq = items[len(inflight)]
+                    index = len(inflight)
+                    data, is_text, seq = items[index]
                     msg_id = _msg_id(node, seq)
                     headers = {
                         HEADER_TYPE: TEXT if is_text else BINARY,
                         HEADER_NODE: node,
                         HEADER_SEQ: str(seq),
+                        "Nats-Msg-Id": msg_id,
                     }
-                    headers["Nats-Msg-Id"] = msg_id
                     if previous is not None:
                         headers["Nats-Expected-Last-Msg-Id"] = previous
+                    try:
+                        fut = await js.publish_async(self.subject, data, headers=headers)
+                    except nats.errors.MaxPayloadError:  # larger than the server takes: never will be
+                        del items[index]
+                        self.size -= len(data) + ITEM_COST if self.by_bytes else 1
+                        self.too_large(len(data))
+                        continue
+                    inflight.append(fut)
                     previous = msg_id
-                    inflight.append(await js.publish_async(self.subject, data, headers=headers))
-                ack = await asyncio.wait_for(asyncio.shield(inflight[0]), self.ACK_TIMEOUT)
+                if not inflight:
+                    continue
+                await asyncio.wait_for(asyncio.shield(inflight[0]), self.ACK_TIMEOUT)
             except Exception as exc:  # refused, not acknowledged in time, disconnected
                 self.last_failure = _describe(exc) if str(exc) else type(exc).__name__
                 self.resent += len(inflight)
                 for fut in inflight:
                     fut.cancel()
                 inflight.clear()
+                if _stream_gone(exc):  # deleted, or not there yet: made again before anything goes
+                    self.ready.clear()
+                    self.stream_lost()
                 await asyncio.sleep(self.RETRY)
                 self.wake.set()
                 continue
-            del ack
             inflight.popleft()
             data, _, seq = items.popleft()
             self.size -= len(data) + ITEM_COST if self.by_bytes else 1
-            last_acked = _msg_id(node, seq)
             self.acked += 1
             if items:
                 self.wake.set()
+
+
+def _stream_gone(exc: BaseException) -> bool:
+    """Whether a publish failed because no stream took it (deleted, or its leader not
+    elected yet)."""
+    from nats.js.errors import APIError, NoStreamResponseError
+
+    if isinstance(exc, NoStreamResponseError | nats.errors.NoRespondersError):
+        return True
+    return isinstance(exc, APIError) and exc.err_code == 10059  # stream not found
 
 
 async def _stream_problem(nc: NatsClient, listen: NatsListen) -> str | None:
@@ -452,6 +514,8 @@ def _read_position(path: str, who: str, stream: str) -> int:
         return 0
     try:
         name, number = text.split()
+        if not (number.isascii() and number.isdigit() and len(number) <= 19):
+            raise ValueError(number)
         position = int(number)
     except ValueError:
         log.warning(
@@ -645,14 +709,19 @@ class NatsLinkListener:
         conn = self.conn
         assert conn is not None and conn.nc is not None
         box = self.endpoint.outbox if self.endpoint is not None else None
-        if isinstance(box, StreamOutbox) and not box.ready.is_set() and self.stream_task is None:
-            self.stream_task = asyncio.get_running_loop().create_task(self._ensure_stream(conn, box))
+        if isinstance(box, StreamOutbox):
+            box.stream_lost = lambda: self._ensure(conn, box)
+            self._ensure(conn, box)
         if self.sub is None and self.accepting:
             self.sub = await conn.nc.subscribe(
                 self.upstream_subject, cb=self._from_edges, **SUBSCRIPTION_LIMITS
             )
         if self.endpoint is not None:
             self.endpoint.outbox.kick()
+
+    def _ensure(self, conn: Connection, box: StreamOutbox) -> None:
+        if not box.ready.is_set() and self.stream_task is None and self.accepting:
+            self.stream_task = asyncio.get_running_loop().create_task(self._ensure_stream(conn, box))
 
     async def _ensure_stream(self, conn: Connection, box: StreamOutbox) -> None:
         """Create the stream (or find it, capturing the subject), retrying until it is there:
@@ -745,6 +814,7 @@ class NatsSource:
         self._gap_log = CountedLog(log)
         self._invalid_log = Throttled(log)
         self._drop_log = Throttled(log)
+        self._publisher_log = Throttled(log, logging.INFO, 60.0)
         # JetStream (spec.stream): the stream sequence of the last message delivered, and
         # where this run resumed (for /graph)
         self.position = 0
@@ -752,6 +822,7 @@ class NatsSource:
         self.resumed_from: int | None = None
         self.duplicates = 0  # stream messages at or below the position (not delivered again)
         self._subscriber: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._saver: asyncio.TimerHandle | None = None
         if spec.stream and spec.position_file:
             self.position = self.saved = _read_position(spec.position_file, self.name, spec.stream)
@@ -790,7 +861,11 @@ class NatsSource:
             self.position = self.saved = 0
             if spec.stream and spec.position_file:
                 self.position = self.saved = _read_position(spec.position_file, self.name, spec.stream)
+        moved = spec.position_file != self.spec.position_file
         self.spec = spec
+        if moved and spec.stream and spec.position_file:
+            self.saved = -1  # (the new file gets the position now, whatever the old one had)
+            self._save()
         self.outbox.limit = spec.upstream_queue
         self.outbox.subject = spec.upstream_subject or ""
         self.start()
@@ -801,6 +876,9 @@ class NatsSource:
         if self._subscriber is not None:
             self._subscriber.cancel()
             self._subscriber = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         if self._saver is not None:
             self._saver.cancel()
             self._saver = None
@@ -846,6 +924,8 @@ class NatsSource:
                     continue
                 js = nc.jetstream(timeout=5.0)
                 try:
+                    info = await js.stream_info(spec.stream)
+                    self._check_position(info.state.first_seq, info.state.last_seq)
                     if self.position:
                         config = ConsumerConfig(
                             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1
@@ -858,7 +938,6 @@ class NatsSource:
                         if isinstance(spec.replay, tuple):
                             start = spec.replay[1]
                         else:
-                            info = await js.stream_info(spec.stream)
                             start = max(1, info.state.last_seq - int(spec.replay) + 1)
                         config = ConsumerConfig(
                             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
@@ -884,15 +963,114 @@ class NatsSource:
                     await asyncio.sleep(1.0)
                     continue
                 self.resumed_from = start
+                self._guard_resets(self.sub)
                 log.info(
                     "source %s: reading JetStream stream %s from %s",
                     self.name,
                     spec.stream,
                     f"sequence {start}" if start else "its last message",
                 )
+                if self._watcher is None:
+                    self._watcher = asyncio.get_running_loop().create_task(self._watch_stream(conn))
         finally:
             warn.cancel()
             self._subscriber = None
+
+    def _guard_resets(self, sub: Any) -> None:
+        """nats-py's ordered consumer takes a stored message with a status line in its
+        headers (``NATS/1.0 100 ...``: anyone allowed to publish on the subject can store
+        one) for a control message and recreates the consumer at that same message, again
+        and again, thousands of consumers a second. After ``RESETS_TO_SKIP`` resets at
+        one sequence within ``RESETS_WITHIN`` seconds, the reset goes past it: that message is
+        skipped, counted as missed.
+        (This reaches into the library's subscription; without the hook, the stall is
+        still found by :meth:`_watch_stream`, more slowly.)"""
+        jsi = getattr(getattr(sub, "_sub", None), "_jsi", None) or getattr(sub, "_jsi", None)
+        original = getattr(jsi, "reset_ordered_consumer", None)
+        if jsi is None or original is None:
+            return
+        seen = [0, 0, 0.0]  # the sequence of the last resets, how many in a row, since when
+
+        async def reset(sseq: int | None) -> bool:
+            now = time.monotonic()
+            if sseq is not None and sseq == seen[0] and now - seen[2] < RESETS_WITHIN:
+                seen[1] += 1
+                if seen[1] >= RESETS_TO_SKIP:
+                    seen[0], seen[1] = sseq + 1, 0
+                    jsi._sseq = sseq  # (later resets go past it too)
+                    if sseq > self.position:
+                        self.position = sseq
+                        self.stats.gaps += 1
+                    log.warning(
+                        "source %s: stream %s: message %d cannot be read (the client library takes it for "
+                        "a control message): skipped, counted as missed",
+                        self.name,
+                        self.spec.stream,
+                        sseq,
+                    )
+                    sseq += 1
+            else:
+                seen[0], seen[1], seen[2] = sseq or 0, 1, now
+            return bool(await original(sseq))
+
+        jsi.reset_ordered_consumer = reset
+
+    async def _watch_stream(self, conn: Connection) -> None:
+        """Every ``STREAM_CHECK`` seconds: if the stream holds messages past the position
+        and none came since the last look, read it again from after the position (a new
+        consumer). Nothing is skipped here (a failover can take that long); a consumer in
+        a loop on one message is :meth:`_guard_resets`'s."""
+        spec = self.spec
+        seen = self.position
+        while True:
+            await asyncio.sleep(STREAM_CHECK)
+            if self.position != seen or self.sub is None or conn.nc is None or not conn.connected:
+                seen = self.position
+                continue
+            try:
+                info = await conn.nc.jetstream(timeout=5.0).stream_info(spec.stream)
+            except Exception:  # (the cluster is failing over: next time)
+                continue
+            if info.state.last_seq <= self.position:
+                continue
+            log.warning(
+                "source %s: stream %s holds messages past %d and none came for %.0fs: reading it again",
+                self.name,
+                spec.stream,
+                self.position,
+                STREAM_CHECK,
+            )
+            sub, self.sub = self.sub, None
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            if self._subscriber is None:
+                self._subscriber = asyncio.get_running_loop().create_task(self._subscribe_stream(conn))
+
+    def _check_position(self, first: int, last: int) -> None:
+        """Before resuming: a position past the stream's end (another stream of that name,
+        or a damaged file) is forgotten, and messages the stream discarded (its limits)
+        before this source read them are counted as missed."""
+        if self.position > last:
+            log.warning(
+                "source %s: its position (%d) is past the end of stream %s (%d): starting as replay says",
+                self.name,
+                self.position,
+                self.spec.stream,
+                last,
+            )
+            self.position = 0
+        elif self.position and first > self.position + 1:
+            missed = first - self.position - 1
+            self.stats.gaps += missed
+            log.warning(
+                "source %s: %d messages were discarded by stream %s (its limits) before they were read; "
+                "resuming at %d",
+                self.name,
+                missed,
+                self.spec.stream,
+                first,
+            )
+            self.position = first - 1
 
     async def _stream_message(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
@@ -969,16 +1147,19 @@ class NatsSource:
     def _sequence(self, subject: str, node: str | None, seq_text: str) -> None:
         """Follow one publisher's sequence numbers on ``subject``: a jump is a gap (that
         many messages lost), counted and logged; a new node id is a restarted
-        publisher, not a gap."""
-        try:
-            seq = int(seq_text)
-        except ValueError:
+        publisher, not a gap. Only plain decimal numbers count (``int()`` would take
+        "1_000" and other scripts' digits); a jump of more than ``MAX_GAP`` is taken for a
+        new publisher, not a loss (a forged number must not make the counter absurd)."""
+        if not (seq_text.isascii() and seq_text.isdigit() and len(seq_text) <= 19):
             return
+        seq = int(seq_text)
         last = self.last.get(subject)
+        if last is not None and last[0] == node and seq - last[1] - 1 > MAX_GAP:
+            node = None  # (as if another publisher took over)
         if last is None or last[0] != node:
             if last is not None:
                 self.stats.publisher_changes += 1
-                log.info(
+                self._publisher_log(
                     "source %s: a new publisher on %s (it restarted, or another took over)",
                     self.name,
                     subject,
