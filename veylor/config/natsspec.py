@@ -117,10 +117,6 @@ class NatsLink:
     def safe_servers(self) -> tuple[str, ...]:
         return tuple(mask_url(s) for s in self.servers)
 
-    @property
-    def secure(self) -> bool:
-        return self.tls is not None or any(s.startswith("tls:") for s in self.servers)
-
     def check(self) -> list[tuple[Subpath, str]]:
         out: list[tuple[Subpath, str]] = []
         for i, url in enumerate(self.servers):

@@ -10,6 +10,13 @@ backoff. A component never fails Veylor's start or a reload because NATS is down
 Publishing never blocks the fan-out: what is to be published waits in an
 :class:`Outbox` (bounded; beyond it, messages are dropped and counted), drained by one
 task per connection while it is connected, never by a task per message.
+
+With a JetStream ``stream``, the endpoint publishes with acknowledgements
+(:class:`StreamOutbox`: in order, exactly once into the stream) and the source reads an
+ordered consumer from after the last stream sequence it delivered (its ``position``,
+kept in ``position_file`` across restarts), with two guards of its own against a
+consumer that stops delivering (:meth:`NatsSource._guard_resets`,
+:meth:`NatsSource._watch_stream`).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from nats.aio.msg import Msg
 
 from ..backoff import backoff_delay
 from ..config.access import read_small
-from ..config.model import EndpointSpec, Reconnect, format_size, redact_url
+from ..config.model import EndpointSpec, Reconnect, format_size
 from ..config.natsspec import (
     HEADER_NODE,
     HEADER_SEQ,
@@ -251,7 +258,7 @@ def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, nats.errors.NoServersError):
         text = "no server could be reached"
-    return redact_url(text) if "://" in text else text
+    return mask_url(text) if "://" in text else text
 
 
 class Outbox:
@@ -983,8 +990,9 @@ class NatsSource:
         and again, thousands of consumers a second. After ``RESETS_TO_SKIP`` resets at
         one sequence within ``RESETS_WITHIN`` seconds, the reset goes past it: that message is
         skipped, counted as missed.
-        (This reaches into the library's subscription; without the hook, the stall is
-        still found by :meth:`_watch_stream`, more slowly.)"""
+        (This reaches into the library's subscription. Should a release rename what it
+        hooks, :meth:`_watch_stream` still notices the silence and reads the stream
+        again, but cannot get past such a message.)"""
         jsi = getattr(getattr(sub, "_sub", None), "_jsi", None) or getattr(sub, "_jsi", None)
         original = getattr(jsi, "reset_ordered_consumer", None)
         if jsi is None or original is None:
