@@ -97,11 +97,17 @@ async def test_sequence_numbers_gaps_restarts_duplicates_and_a_bound_on_subjects
                 assert src.stats.gaps == 2  # A3, A4
                 assert src.stats.publisher_changes == 1  # B took over from A: not a gap
                 assert src.stats.out_of_order == 1  # B1 twice
+                # A forged jump (here with no node id at all) is a new publisher, not 10**18 lost.
+                for seq in ("1", "999999999999999999"):
+                    await pub.publish("veylor.c", b"c", headers={"Veylor-Type": "text", "Veylor-Seq": seq})
+                await pub.flush()
+                await eventually(lambda: src.stats.messages_in == 9, 5)
+                assert src.stats.gaps == 2 and src.stats.publisher_changes == 2
                 # A thousand of everything: what a source remembers per subject is bounded.
                 for i in range(MAX_SUBJECTS_TRACKED + 500):
                     await send(f"veylor.s{i}", "N", 1)
                 await pub.flush()
-                await eventually(lambda: src.stats.messages_in >= 7 + MAX_SUBJECTS_TRACKED + 500, 20)
+                await eventually(lambda: src.stats.messages_in >= 9 + MAX_SUBJECTS_TRACKED + 500, 20)
                 assert len(src.last) <= MAX_SUBJECTS_TRACKED
             finally:
                 await pub.close()

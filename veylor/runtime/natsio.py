@@ -1162,9 +1162,8 @@ class NatsSource:
             return
         seq = int(seq_text)
         last = self.last.get(subject)
-        if last is not None and last[0] == node and seq - last[1] - 1 > MAX_GAP:
-            node = None  # (as if another publisher took over)
-        if last is None or last[0] != node:
+        # (a jump over MAX_GAP: as if another publisher took over)
+        if last is None or last[0] != node or seq - last[1] - 1 > MAX_GAP:
             if last is not None:
                 self.stats.publisher_changes += 1
                 self._publisher_log(
