@@ -242,7 +242,8 @@ async def test_a_position_file_beyond_the_streams_end_does_not_silence_the_edge(
             config = edge(url, port, ", stream: TICKER, position_file: edge.pos")
             async with veylor_inprocess(tmp_path, config, "edge.yaml") as ert:
                 src = ert.sources["ticker"]
-                await eventually(lambda: src.state == "connected", 10)
+                # Subscribed, and the replayed last message (m19) delivered before the client comes.
+                await eventually(lambda: src.status()["state"] == "connected" and src.position > 0, 10)
                 client = await ws_client(f"ws://127.0.0.1:{port}/")
                 await asyncio.sleep(0.5)
                 for i in range(20, 25):
@@ -428,7 +429,7 @@ async def test_a_publisher_flipping_its_node_id_cannot_flood_the_log(
         url = cluster.urls[0]
         async with veylor_inprocess(tmp_path, edge(url, free_port())) as rt:
             src = rt.sources["ticker"]
-            await eventually(lambda: src.state == "connected", 10)
+            await eventually(lambda: src.status()["state"] == "connected", 10)
             await asyncio.sleep(0.3)
             pub = await nats.connect(url)
             n = 2000
@@ -494,7 +495,7 @@ async def test_hostile_headers_and_empty_messages_are_delivered_or_dropped_and_t
         port = free_port()
         async with veylor_inprocess(tmp_path, edge(url, port)) as rt:
             src = rt.sources["ticker"]
-            await eventually(lambda: src.state == "connected", 10)
+            await eventually(lambda: src.status()["state"] == "connected", 10)
             client = await ws_client(f"ws://127.0.0.1:{port}/", max_size=None)
             await asyncio.sleep(0.3)
             pub = await nats.connect(url)

@@ -39,7 +39,7 @@ async def test_bad_messages_on_the_subject_are_dropped_and_counted_and_the_rest_
         port = free_port()
         async with veylor_inprocess(tmp_path, edge(cluster.urls[0], port)) as rt:
             src = rt.sources["ticker"]
-            await eventually(lambda: src.state == "connected", 10)
+            await eventually(lambda: src.status()["state"] == "connected", 10)
             client = await ws_client(f"ws://127.0.0.1:{port}/")
             attacker = await nats.connect(cluster.urls[0])
             try:
@@ -78,7 +78,7 @@ async def test_sequence_numbers_gaps_restarts_duplicates_and_a_bound_on_subjects
         config = edge(cluster.urls[0], port, "veylor.>", ", upstream_subject: up.x")
         async with veylor_inprocess(tmp_path, config) as rt:
             src = rt.sources["ticker"]
-            await eventually(lambda: src.state == "connected", 10)
+            await eventually(lambda: src.status()["state"] == "connected", 10)
             client = await ws_client(f"ws://127.0.0.1:{port}/")
             pub = await nats.connect(cluster.urls[0])
             try:
