@@ -154,30 +154,11 @@ class Connection:
                 await _close_quietly(nc)
                 raise
             except Exception as exc:  # refused, unreachable, bad credentials, TLS
-                await _close_quietly(nc)
-                self.failures += 1
-                self.last_error = _describe(exc)
-                delay = backoff_delay(FIRST_CONNECT, self.failures)
-                self.state = "backoff"
-                self.next_attempt_at = time.time() + delay
-                log.warning(
-                    "%s: cannot connect to NATS (%s): %s; retrying in %.1fs",
-                    self.who,
-                    ", ".join(self.link.safe_servers),
-                    self.last_error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                await self._back_off(nc, _describe(exc), self._say_failed)
                 continue
             if not nc.is_connected:  # (nats-py returns from a handshake the server did not finish)
-                await _close_quietly(nc)
-                self.failures += 1
-                self.last_error = "the server did not complete the NATS handshake (is it a NATS server?)"
-                delay = backoff_delay(FIRST_CONNECT, self.failures)
-                self.state = "backoff"
-                self.next_attempt_at = time.time() + delay
-                self._error_log("%s: NATS: %s; retrying in %.1fs", self.who, self.last_error, delay)
-                await asyncio.sleep(delay)
+                error = "the server did not complete the NATS handshake (is it a NATS server?)"
+                await self._back_off(nc, error, self._say_unfinished)
                 continue
             self.nc = nc
             self.failures = 0
@@ -187,6 +168,30 @@ class Connection:
             log.info("%s: connected to NATS at %s", self.who, _server(nc))
             await self.on_up()
             return
+
+    async def _back_off(self, nc: NatsClient, error: str, say: Callable[[float], None]) -> None:
+        """A first connection that failed: closed, counted, said (``say(delay)``), and
+        tried again after Veylor's backoff."""
+        await _close_quietly(nc)
+        self.failures += 1
+        self.last_error = error
+        delay = backoff_delay(FIRST_CONNECT, self.failures)
+        self.state = "backoff"
+        self.next_attempt_at = time.time() + delay
+        say(delay)
+        await asyncio.sleep(delay)
+
+    def _say_failed(self, delay: float) -> None:
+        log.warning(
+            "%s: cannot connect to NATS (%s): %s; retrying in %.1fs",
+            self.who,
+            ", ".join(self.link.safe_servers),
+            self.last_error,
+            delay,
+        )
+
+    def _say_unfinished(self, delay: float) -> None:
+        self._error_log("%s: NATS: %s; retrying in %.1fs", self.who, self.last_error, delay)
 
     async def _error(self, exc: Exception) -> None:
         self.last_error = _describe(exc)
@@ -199,7 +204,7 @@ class Connection:
         self.connected_since = None
         error = self.nc.last_error
         if error is not None:
-            self.last_error = _describe(error) if str(error) else type(error).__name__
+            self.last_error = _describe(error)
         self._down_log(
             "%s: disconnected from NATS (%s); the client library is reconnecting",
             self.who,
@@ -288,8 +293,12 @@ class Outbox:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
+    def cost(self, data: bytes) -> int:
+        """What one waiting message counts against ``limit``."""
+        return len(data) + ITEM_COST if self.by_bytes else 1
+
     def add(self, data: bytes, is_text: bool, seq: int = 0) -> bool:
-        cost = len(data) + ITEM_COST if self.by_bytes else 1
+        cost = self.cost(data)
         if self.size + cost > self.limit and self.items:
             return False
         self.items.append((data, is_text, seq))
@@ -338,7 +347,7 @@ class Outbox:
                     if self.stats is not None:
                         self.stats.sent_up += 1
                 items.popleft()
-                self.size -= len(data) + ITEM_COST if self.by_bytes else 1
+                self.size -= self.cost(data)
 
     async def close(self, conn: Connection) -> int:
         """Publish what waits (bounded in time), then stop: the number of messages left
@@ -431,7 +440,7 @@ class StreamOutbox(Outbox):
                         fut = await js.publish_async(self.subject, data, headers=headers)
                     except nats.errors.MaxPayloadError:  # larger than the server takes: never will be
                         del items[index]
-                        self.size -= len(data) + ITEM_COST if self.by_bytes else 1
+                        self.size -= self.cost(data)
                         self.too_large(len(data))
                         continue
                     inflight.append(fut)
@@ -440,7 +449,7 @@ class StreamOutbox(Outbox):
                     continue
                 await asyncio.wait_for(asyncio.shield(inflight[0]), self.ACK_TIMEOUT)
             except Exception as exc:  # refused, not acknowledged in time, disconnected
-                self.last_failure = _describe(exc) if str(exc) else type(exc).__name__
+                self.last_failure = _describe(exc)
                 self.resent += len(inflight)
                 for fut in inflight:
                     fut.cancel()
@@ -453,7 +462,7 @@ class StreamOutbox(Outbox):
                 continue
             inflight.popleft()
             data, _, seq = items.popleft()
-            self.size -= len(data) + ITEM_COST if self.by_bytes else 1
+            self.size -= self.cost(data)
             self.acked += 1
             if items:
                 self.wake.set()
@@ -495,11 +504,11 @@ async def _stream_problem(nc: NatsClient, listen: NatsListen) -> str | None:
     except (NoStreamResponseError, ServiceUnavailableError, nats.errors.NoRespondersError):
         return "JetStream is not enabled on the NATS servers (nats-server -js)"
     except Exception as exc:  # (a timeout while the cluster elects a leader, a lost connection)
-        return f"cannot create it yet: {_describe(exc) if str(exc) else type(exc).__name__}"
+        return f"cannot create it yet: {_describe(exc)}"
     try:
         info = await js.stream_info(name)
     except Exception as exc:
-        return f"cannot read it: {_describe(exc) if str(exc) else type(exc).__name__}"
+        return f"cannot read it: {_describe(exc)}"
     subjects = info.config.subjects or []
     if listen.subject not in subjects:
         return (
@@ -822,17 +831,16 @@ class NatsSource:
         self._invalid_log = Throttled(log)
         self._drop_log = Throttled(log)
         self._publisher_log = Throttled(log, logging.INFO, 60.0)
-        # JetStream (spec.stream): the stream sequence of the last message delivered, and
-        # where this run resumed (for /graph)
-        self.position = 0
-        self.saved = 0  # the position last written to position_file
+        # JetStream (spec.stream): the stream sequence of the last message delivered
+        # (``position``; ``saved``: as last written to position_file, both set by
+        # _load_position below), and where this run resumed (for /graph)
+        self.position = self.saved = 0
         self.resumed_from: int | None = None
         self.duplicates = 0  # stream messages at or below the position (not delivered again)
         self._subscriber: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._saver: asyncio.TimerHandle | None = None
-        if spec.stream and spec.position_file:
-            self.position = self.saved = _read_position(spec.position_file, self.name, spec.stream)
+        self._load_position(spec)
 
     @property
     def state(self) -> str:
@@ -865,9 +873,7 @@ class NatsSource:
     async def restart(self, spec: NatsSourceSpec) -> None:
         await self.stop()
         if spec.stream != self.spec.stream:  # another stream: its sequence numbers are its own
-            self.position = self.saved = 0
-            if spec.stream and spec.position_file:
-                self.position = self.saved = _read_position(spec.position_file, self.name, spec.stream)
+            self._load_position(spec)
         moved = spec.position_file != self.spec.position_file
         self.spec = spec
         if moved and spec.stream and spec.position_file:
@@ -965,7 +971,7 @@ class NatsSource:
                         "source %s: cannot read JetStream stream %s yet: %s (retrying)",
                         self.name,
                         spec.stream,
-                        _describe(exc) if str(exc) else type(exc).__name__,
+                        _describe(exc),
                     )
                     await asyncio.sleep(1.0)
                     continue
@@ -1091,6 +1097,13 @@ class NatsSource:
         if self.spec.position_file and self._saver is None:
             self._saver = asyncio.get_running_loop().call_later(SAVE_EVERY, self._save)
         await self._message(msg)
+
+    def _load_position(self, spec: NatsSourceSpec) -> None:
+        """The position kept in ``spec``'s position_file (0: none, or no stream)."""
+        position = 0
+        if spec.stream and spec.position_file:
+            position = _read_position(spec.position_file, self.name, spec.stream)
+        self.position = self.saved = position
 
     def _save(self) -> None:
         """Keep the position in ``position_file`` (a rename: never half written)."""
