@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import logging
 import os
@@ -402,8 +403,8 @@ class Reloader:
 
     async def _watch(self) -> None:
         """Watch the scope's directories until stopped; start again whenever the scope
-        changes; when a watch fails, say so (SIGHUP still works) and retry at the next
-        reload."""
+        changes or a watched directory is replaced; when a watch fails, say so once
+        (SIGHUP still works) and retry every WATCH_RETRY_S and at each reload."""
         from watchfiles import awatch
 
         poll = self.watch_mode == "poll"
@@ -413,7 +414,7 @@ class Reloader:
             problem = _unwatchable(scope.roots)
             if problem is not None:
                 self._watch_failed(problem)
-                await self._rewatch.wait()
+                await self._retry_watch()
                 continue
             stop = asyncio.Event()
             relay = asyncio.ensure_future(self._rewatch.wait())
@@ -428,52 +429,77 @@ class Reloader:
                 " (with subdirectories)" if scope.recursive else "",
             )
             started = False
+            identity = _identities(scope.roots)
             try:
-                async for changes in awatch(
-                    *scope.roots,
-                    watch_filter=lambda _change, path, scope=scope: scope.matters(path),
-                    debounce=WATCH_DEBOUNCE_MS,
-                    step=WATCH_STEP_MS,
-                    stop_event=stop,
-                    rust_timeout=WATCH_TIMEOUT_MS,
-                    yield_on_timeout=True,
-                    force_polling=poll,
-                    poll_delay_ms=300,
-                    recursive=scope.recursive,
-                    ignore_permission_denied=False,
-                ):
-                    if not started:
-                        # The watch is in place: a change made while it was starting (since
-                        # the configuration was loaded) would be missed; look once (cheap:
-                        # unchanged files come from the cache; quiet when nothing changed).
-                        started = True
-                        self.request("file change: catching up after the watch started")
-                    if not changes:
-                        continue
-                    paths = {path for _, path in changes}
-                    await settled(paths)
-                    names = sorted({os.path.basename(path) for path in paths})
-                    more = " ..." if len(names) > 3 else ""
-                    self.request("file change: " + ", ".join(names[:3]) + more, paths)
+                async with contextlib.aclosing(
+                    awatch(
+                        *scope.roots,
+                        watch_filter=lambda _change, path, scope=scope: scope.matters(path),
+                        debounce=WATCH_DEBOUNCE_MS,
+                        step=WATCH_STEP_MS,
+                        stop_event=stop,
+                        rust_timeout=WATCH_TIMEOUT_MS,
+                        yield_on_timeout=True,
+                        force_polling=poll,
+                        poll_delay_ms=300,
+                        recursive=scope.recursive,
+                        ignore_permission_denied=False,
+                    )
+                ) as watch:
+                    async for changes in watch:
+                        if not started:
+                            # The watch is in place: a change made while it was starting (since
+                            # the configuration was loaded) would be missed; look once (cheap:
+                            # unchanged files come from the cache; quiet when nothing changed).
+                            started = True
+                            self.request("file change: catching up after the watch started")
+                        if _identities(scope.roots) != identity:
+                            # A watched directory was removed (and maybe made again), replaced or
+                            # renamed: the kernel's watch is on what is gone. Watch anew; the new
+                            # watch's catch-up look applies what changed meanwhile.
+                            log.info("a watched directory was removed or replaced: watching anew")
+                            break
+                        if not changes:
+                            continue
+                        paths = {path for _, path in changes}
+                        await settled(paths)
+                        names = sorted({os.path.basename(path) for path in paths})
+                        more = " ..." if len(names) > 3 else ""
+                        self.request("file change: " + ", ".join(names[:3]) + more, paths)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._watch_failed(f"{type(exc).__name__}: {exc}")
-                await self._rewatch.wait()
+                await self._retry_watch()
             finally:
                 relay.cancel()
+            if not (self._stop.is_set() or self._rewatch.is_set() or started):
+                # The watch ended before it was ever in place (a directory that vanished or
+                # turned unreadable as it started): try again, not in a busy loop.
+                await self._retry_watch()
 
     def _watch_failed(self, why: str) -> None:
+        """Say once why the watch is down (again only when the reason changes); it is
+        retried every WATCH_RETRY_S and at each reload, and its return is said too."""
+        if why != self.watch_error:
+            log.warning(
+                "cannot watch the configuration files: %s; file changes will not reload Veylor until "
+                "this is fixed (SIGHUP, systemctl reload, still reloads; the watch is retried every "
+                "%.0f s and at each reload)",
+                why,
+                WATCH_RETRY_S,
+            )
         self.watch_error = why
-        log.warning(
-            "cannot watch the configuration files: %s; file changes will not reload Veylor until "
-            "this is fixed (SIGHUP, systemctl reload, still reloads; the watch is retried at each reload)",
-            why,
-        )
+
+    async def _retry_watch(self) -> None:
+        """Wait for the next try at watching: a reload's request, or WATCH_RETRY_S."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._rewatch.wait(), WATCH_RETRY_S)
 
 
 WATCH_STEP_MS = 30  # a change is picked up once its files have been quiet this long (the settle time)
 WATCH_DEBOUNCE_MS = 500  # ... or after this long, under a stream of changes
+WATCH_RETRY_S = 3.0  # a watch that failed (a directory unreadable or gone) is tried again this often
 WATCH_TIMEOUT_MS = 1000  # the watcher wakes this often when nothing changes (its first wake-up
 # tells the watch is in place)
 
@@ -502,6 +528,19 @@ async def settled(paths: set[str], settle: float | None = None, give_up: float =
         ", ".join(sorted(paths)),
         give_up,
     )
+
+
+def _identities(roots: tuple[str, ...]) -> tuple[tuple[int, int] | None, ...]:
+    """Which directories ``roots`` are now (device and inode; None: gone)."""
+    out: list[tuple[int, int] | None] = []
+    for root in roots:
+        try:
+            st = os.stat(root)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_dev, st.st_ino))
+    return tuple(out)
 
 
 def _unwatchable(roots: tuple[str, ...]) -> str | None:

@@ -87,16 +87,24 @@ class WatchScope:
         base = os.path.dirname(main)
         roots = [base]
         files = {main}
+        awaited: set[str] = set()
+
+        def nearest(directory: str) -> str:
+            """``directory``, or its nearest existing ancestor: those missing on the way
+            are awaited (creating one re-derives the scope)."""
+            while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+                awaited.add(directory)
+                directory = os.path.dirname(directory)
+            return directory
+
         for named in referenced:
             # The path as named, and where it leads (a link into another directory: an
-            # edit there changes what is read).
+            # edit there changes what is read). Watched while missing too: a file that
+            # comes back applies like any edit.
             for path in dict.fromkeys((os.path.abspath(named), os.path.realpath(named))):
                 files.add(path)
-                directory = os.path.dirname(path)
-                if os.path.isdir(directory):
-                    roots.append(directory)
+                roots.append(nearest(os.path.dirname(path)))
         patterns = []
-        awaited: set[str] = set()
         recursive = False
         for pattern in include:
             full = os.path.normpath(os.path.join(base, os.path.expanduser(pattern)))
@@ -109,11 +117,7 @@ class WatchScope:
                 patterns.append(glob_regex(full))
                 literal_dir = "/".join(parts[: magic[0]]) or "/"
                 recursive = recursive or magic[0] < len(parts) - 1
-            existing = literal_dir
-            while not os.path.isdir(existing) and existing != os.path.dirname(existing):
-                awaited.add(existing)
-                existing = os.path.dirname(existing)
-            roots.append(existing)
+            roots.append(nearest(literal_dir))
         unique = []
         for root in sorted(set(roots), key=len):
             if recursive and any(root == r or root.startswith(r.rstrip("/") + "/") for r in unique):

@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -25,6 +24,8 @@ from helpers import (
     VeylorProcess,
     eventually,
     free_port,
+    make_ca,
+    make_cert,
     raw_handshake,
     veylor_inprocess,
     ws_client,
@@ -339,38 +340,6 @@ async def test_token_removed_from_tokens_file_closes_its_client_on_reload(tmp_pa
 
 
 # ---------------------------------------------------------------- TLS
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def make_ca(where: Path, name: str = "ca") -> Path:
-    """A test certificate authority (EC P-256, two days)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    where.mkdir(parents=True, exist_ok=True)
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN=Veylor test {name}",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=where,
-    )  # fmt: skip
-    return where / f"{name}.pem"
-
-
-def make_cert(where: Path, ca: Path, name: str) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1 and localhost, signed by ``ca``."""
-    (where / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", "/CN=127.0.0.1", cwd=where,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", str(ca), "-CAkey", str(ca.with_suffix(".key")),
-        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=where,
-    )  # fmt: skip
-    return where / f"{name}.pem", where / f"{name}.key"
 
 
 def _client_context(ca: Path) -> ssl.SSLContext:

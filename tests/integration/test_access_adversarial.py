@@ -29,8 +29,11 @@ from helpers import (
     UnixClient,
     Upstream,
     VeylorProcess,
+    can_drop_file_permissions,
     eventually,
     free_port,
+    make_ca,
+    make_cert,
     raw_handshake,
     veylor_inprocess,
     ws_client,
@@ -1023,3 +1026,128 @@ def test_check_refuses_a_socket_owner_that_cannot_be_a_uid(tmp_path: Path) -> No
     )
     out = run_veylor("check", "-c", str(tmp_path / "config.yaml"))
     assert out.returncode != 0 and "endpoints.ipc.unix.owner" in out.stdout + out.stderr, out.stdout
+
+
+# ---------------------------------------------------------------- files that come back (issue 22.1)
+
+TOKEN_C = "C" * 8 + "-adversarial-token-C-0123456789"
+TOKEN_D = "D" * 8 + "-adversarial-token-D-0123456789"
+
+needs_permissions = pytest.mark.skipif(
+    not can_drop_file_permissions(), reason="cannot make a child process obey file permissions here"
+)
+
+
+def _put(path: Path, text: str) -> None:
+    """Put a file in place as configuration management does: write beside, rename over."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+async def _tokens_veylor(tmp_path: Path, watch: bool) -> tuple[Upstream, VeylorProcess, Path, int]:
+    upstream = await Upstream().start()
+    port = free_port()
+    tokens = tmp_path / "tokens"
+    _put(tokens, "".join(t + "\n" for t in (TOKEN_A, TOKEN_B, TOKEN_C, TOKEN_D)))
+    (tmp_path / "config.yaml").write_text(
+        textwrap.dedent(_config(upstream, f"websocket: {{port: {port}, auth: {{tokens_file: tokens}}}}"))
+    )
+    args = ["-c", str(tmp_path / "config.yaml")] + ([] if watch else ["--no-watch"])
+    veylor = await VeylorProcess(*args, obey_permissions=True).start()
+    return upstream, veylor, tokens, port
+
+
+@needs_permissions
+@pytest.mark.parametrize("gone", ["unreadable", "deleted"])
+async def test_a_tokens_file_that_was_unreadable_is_read_again_and_its_removed_tokens_close(
+    tmp_path: Path, gone: str
+) -> None:
+    """Issue 22.1: after the tokens file was unreadable (chmod 000) or deleted for a
+    moment, no reload read it again (the cache kept the failed build), so a token taken
+    out meanwhile still got in, and its client stayed. Restored without D, one SIGHUP
+    applies it: D's client is closed (1008), D is refused, the others stay."""
+    upstream, veylor, tokens, port = await _tokens_veylor(tmp_path, watch=False)
+    try:
+        await upstream.wait_connected()
+        a = await ws_client(f"ws://127.0.0.1:{port}/?token={TOKEN_A}")
+        d = await ws_client(f"ws://127.0.0.1:{port}/?token={TOKEN_D}")
+        if gone == "unreadable":
+            tokens.chmod(0)
+        else:
+            tokens.unlink()
+        veylor.signal(signal.SIGHUP)
+        await veylor.wait_for("reload (SIGHUP) rejected")
+        _put(tokens, "".join(t + "\n" for t in (TOKEN_A, TOKEN_B, TOKEN_C)))
+        veylor.signal(signal.SIGHUP)
+        await veylor.wait_for("reload #2 (SIGHUP)")
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(d.recv(), 10)
+        assert d.close_code == 1008
+        assert await _status(port, _request(f"/?token={TOKEN_D}")) == 401
+        await upstream.send("A stays")
+        assert await asyncio.wait_for(a.recv(), 5) == "A stays"
+        await a.close()
+    finally:
+        await veylor.stop()
+        await upstream.stop()
+    assert TOKEN_D not in veylor.log
+
+
+@needs_permissions
+async def test_a_tokens_file_deleted_and_put_back_applies_with_no_signal(tmp_path: Path) -> None:
+    """The same through the file watch: the path is watched while the file is missing."""
+    upstream, veylor, tokens, port = await _tokens_veylor(tmp_path, watch=True)
+    try:
+        await veylor.wait_for("watching")
+        await upstream.wait_connected()
+        d = await ws_client(f"ws://127.0.0.1:{port}/?token={TOKEN_D}")
+        tokens.unlink()
+        await veylor.wait_for("rejected", timeout=15)
+        _put(tokens, TOKEN_A + "\n")
+        await veylor.wait_for("reload #2 (file change", timeout=15)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(d.recv(), 10)
+        assert d.close_code == 1008
+    finally:
+        await veylor.stop()
+        await upstream.stop()
+
+
+@needs_permissions
+async def test_a_certificate_missing_for_a_moment_then_renewed_is_served(tmp_path: Path) -> None:
+    """Issue 22.1: after the certificate was missing for a moment, a new pair put in place
+    was never served (the log kept saying 'does not exist'). Now the watch applies it."""
+    pki = tmp_path / "pki"
+    ca = make_ca(pki)
+    cert, key = make_cert(pki, ca, "server")
+    served_cert, served_key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(cert, served_cert)
+    shutil.copy(key, served_key)
+    upstream = await Upstream().start()
+    port = free_port()
+    endpoint = f"websocket: {{port: {port}, tls: {{cert: cert.pem, key: key.pem}}}}"
+    (tmp_path / "config.yaml").write_text(textwrap.dedent(_config(upstream, endpoint)))
+    veylor = await VeylorProcess("-c", str(tmp_path / "config.yaml"), obey_permissions=True).start()
+    try:
+        await veylor.wait_for("watching")
+        context = ssl.create_default_context(cafile=str(ca))
+
+        async def serial() -> str:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+            number = writer.get_extra_info("peercert")["serialNumber"]
+            writer.close()
+            return number
+
+        first = await serial()
+        served_cert.unlink()
+        await veylor.wait_for("does not exist", timeout=15)
+        renewed, renewed_key = make_cert(pki, ca, "renewed")
+        _put(served_key, renewed_key.read_text())
+        _put(served_cert, renewed.read_text())
+        await veylor.wait_for("reload #2 (file change", timeout=15)
+        assert await serial() not in (first, "")
+    finally:
+        await veylor.stop()
+        await upstream.stop()

@@ -416,7 +416,7 @@ async def test_publishing_never_holds_up_local_clients(tmp_path: Path, upstream:
 
 
 async def test_tls_to_nats_checks_the_servers_certificate(tmp_path: Path, upstream: Upstream) -> None:
-    from test_access import make_ca, make_cert
+    from helpers import make_ca, make_cert
 
     ca = make_ca(tmp_path / "pki")
     cert, key = make_cert(tmp_path / "pki", ca, "nats")

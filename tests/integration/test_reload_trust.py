@@ -355,6 +355,65 @@ async def test_an_unwatchable_directory_is_said_and_retried_and_sighup_still_wor
         await veylor.stop()
 
 
+@needs_permissions
+async def test_a_directory_unreadable_for_a_moment_is_watched_again_by_itself(shared_dir, up):
+    """Issue 22.1: after the configuration directory was unreadable for a moment (chmod
+    000, then 755), a drop-in added afterwards was never applied without a signal: the
+    watch that failed waited for a reload that nothing triggered. It is retried by itself
+    now, said once, and its return is said."""
+    port = free_port()
+    (shared_dir / "config.yaml").write_text(main_config(up, port))
+    routes = shared_dir / "routes.d"
+    routes.mkdir()
+    veylor = await VeylorProcess("-c", str(shared_dir / "config.yaml"), obey_permissions=True).start()
+    try:
+        await veylor.wait_for("watching")
+        shared_dir.chmod(0)
+        # Anything that makes Veylor look (here the directory's own change) finds it unreadable.
+        await veylor.wait_for("cannot watch the configuration files", timeout=15)
+        await asyncio.sleep(4)  # at least one retry while still unreadable: said once only
+        assert veylor.log.count("cannot watch the configuration files") == 1
+        shared_dir.chmod(0o755)
+        await veylor.wait_for("file watch restored", timeout=15)
+        (routes / "10-x.yaml").write_text(dropin("x", port, "/x"))  # no signal
+        await veylor.wait_for("reload #2 (file change", timeout=15)
+        client = await ws_client(f"ws://127.0.0.1:{port}/x")
+        await up.wait_connected()
+        await up.send("after the outage")
+        assert await asyncio.wait_for(client.recv(), 5) == "after the outage"
+        await client.close()
+    finally:
+        shared_dir.chmod(0o755)
+        await veylor.stop()
+
+
+async def test_a_routes_dir_removed_and_made_again_is_watched_again(tmp_path, up):
+    """The kernel's watch on a directory ends with the directory: a routes.d removed and
+    made again (as a deployment that replaces it does) was never watched again, so a
+    drop-in put in the new one waited for a signal."""
+    port = free_port()
+    (tmp_path / "config.yaml").write_text(main_config(up, port))
+    routes = tmp_path / "routes.d"
+    routes.mkdir()
+    veylor = await VeylorProcess("-c", str(tmp_path / "config.yaml")).start()
+    try:
+        await veylor.wait_for("watching")
+        await asyncio.sleep(1.2)  # past the catch-up look
+        routes.rmdir()
+        await veylor.wait_for("watching anew", timeout=15)
+        routes.mkdir()
+        await asyncio.sleep(1.5)
+        (routes / "10-x.yaml").write_text(dropin("x", port, "/x"))  # no signal
+        await veylor.wait_for("reload #2 (file change", timeout=15)
+        client = await ws_client(f"ws://127.0.0.1:{port}/x")
+        await up.wait_connected()
+        await up.send("in the new directory")
+        assert await asyncio.wait_for(client.recv(), 5) == "in the new directory"
+        await client.close()
+    finally:
+        await veylor.stop()
+
+
 async def test_recovery_after_a_rejected_reload_is_logged(tmp_path, up):
     port = free_port()
     main = tmp_path / "config.yaml"

@@ -108,10 +108,11 @@ def test_tls_problems(tree, tmp_path) -> None:
     }
     (problem,) = _problems(tree, files)
     assert problem[2] == "endpoints.ep.websocket.tls" and "cannot use" in problem[3]
-    (problem,) = _problems(
+    cert, key = _problems(
         tree, {"config.yaml": _config("    websocket: {port: 8765, tls: {cert: c.pem, key: k.pem}}")}
-    )
-    assert problem[2] == "endpoints.ep.websocket.tls.cert" and "does not exist" in problem[3]
+    )  # both said (and both watched), not only the first
+    assert cert[2] == "endpoints.ep.websocket.tls.cert" and "c.pem does not exist" in cert[3]
+    assert key[2] == "endpoints.ep.websocket.tls.key" and "k.pem does not exist" in key[3]
     tree({"config.yaml": _config("    websocket: {port: 8765}", source=", tls: {ca_file: nope.pem}")})
     (problem,) = _problems(tree, {})
     assert problem[2] == "sources.feed.tls.ca_file"
@@ -199,3 +200,106 @@ def test_the_admin_endpoint_cannot_share_an_endpoints_address(tree) -> None:
     problems = _problems(tree, {"config.yaml": text})
     assert [(p[1], p[2]) for p in problems] == [(8, "admin.listen")]
     assert "also where endpoint 'ep'" in problems[0][3]
+
+
+# ---------------------------------------------------------------- files that come back
+
+_CREDS = "-----BEGIN NATS USER JWT-----\neyJhbGc\n------END NATS USER JWT------\n"
+
+
+def _every_kind_of_referenced_file(tmp_path) -> tuple[str, dict[str, str]]:
+    """A configuration naming one file of each kind (tokens file, certificate and key, a
+    source's CA file, NATS credentials), each in a component of its own, and those
+    files' good contents."""
+    from helpers import make_ca, make_cert
+
+    ca = make_ca(tmp_path / "pki")
+    cert, key = make_cert(tmp_path / "pki", ca, "server")
+    config = """
+sources:
+  feed: {url: "wss://example.com/feed", tls: {ca_file: ca.pem}}
+endpoints:
+  ep: {websocket: {port: 8765, auth: {tokens_file: tokens}}}
+  secure: {websocket: {port: 8766, tls: {cert: cert.pem, key: key.pem}}}
+  cluster:
+    nats: {servers: [nats://127.0.0.1:4222], subject: veylor.ticker, credentials: core.creds}
+routes:
+  r: {from: feed, to: [ep, secure, cluster]}
+"""
+    files = {
+        "tokens": GOOD_TOKEN + "\n",
+        "cert.pem": cert.read_text(),
+        "key.pem": key.read_text(),
+        "ca.pem": ca.read_text(),
+        "core.creds": _CREDS,
+    }
+    return config, files
+
+
+_KEYS = {
+    "tokens": "endpoints.ep.websocket.auth.tokens_file",
+    "cert.pem": "endpoints.secure.websocket.tls.cert",
+    "key.pem": "endpoints.secure.websocket.tls.key",
+    "ca.pem": "sources.feed.tls.ca_file",
+    "core.creds": "endpoints.cluster.nats.credentials",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_KEYS))
+@pytest.mark.parametrize("gone", ["missing", "not a file"])
+@pytest.mark.parametrize("trigger", ["sighup", "watch"])
+def test_a_referenced_file_that_was_missing_is_read_again_when_it_comes_back(
+    tree, tmp_path, name: str, gone: str, trigger: str
+) -> None:
+    """Issue 22.1: a component built while its file could not be read was kept with its
+    problem in the per-file cache (a file was recorded only when read), so the file's
+    return was never seen: every load after that said 'does not exist' again. Each kind
+    of referenced file, gone (deleted, or a directory where the file was: unreadable
+    as a file) and back, with the cache a running Veylor keeps; 'watch' loads as the
+    file watcher does, naming only the file that changed."""
+    config, files = _every_kind_of_referenced_file(tmp_path)
+    tree({"config.yaml": config, **files})
+    os.chmod("tokens", 0o600)
+    cache = FileCache()
+    first = load_config("config.yaml", env={}, cache=cache)
+    path = str(tmp_path / name)
+    assert path in first.referenced
+
+    os.unlink(name)
+    if gone == "not a file":
+        os.mkdir(name)
+    for _ in range(2):  # ... and stays so: the same problem at each load, the path still watched
+        with pytest.raises(ConfigError) as err:
+            load_config("config.yaml", env={}, cache=cache, changed=frozenset({path}))
+        assert [format_path(p.path) for p in err.value.problems if not p.warning] == [_KEYS[name]]
+
+    if gone == "not a file":
+        os.rmdir(name)
+    tree({name: files[name]})  # back, as it was
+    os.chmod("tokens", 0o600)
+    changed = frozenset({path}) if trigger == "watch" else None
+    back = load_config("config.yaml", env={}, cache=cache, changed=changed)
+    assert back.digest == first.digest
+    assert path in back.referenced
+
+
+def test_a_tokens_file_that_comes_back_changed_applies_its_tokens(tree) -> None:
+    """The restored file is read for what it says now: a token it no longer has is gone."""
+    other = "another-token-0123456789"
+    tree(
+        {
+            "config.yaml": _config("    websocket: {port: 8765, auth: {tokens_file: tokens}}"),
+            "tokens": f"{GOOD_TOKEN}\n{other}\n",
+        }
+    )
+    os.chmod("tokens", 0o600)
+    cache = FileCache()
+    first = load_config("config.yaml", env={}, cache=cache)
+    os.unlink("tokens")
+    with pytest.raises(ConfigError):
+        load_config("config.yaml", env={}, cache=cache)
+    tree({"tokens": GOOD_TOKEN + "\n"})
+    os.chmod("tokens", 0o600)
+    back = load_config("config.yaml", env={}, cache=cache)
+    assert len(first.endpoints["ep"].access.auth) == 2
+    assert len(back.endpoints["ep"].access.auth) == 1

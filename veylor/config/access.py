@@ -11,6 +11,7 @@ token an attacker guessed.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -44,14 +45,37 @@ class FileProblem:
 
 @dataclass
 class Collected:
-    """What building access specs found: problems, and the files read (path, SHA-256),
-    which make part of the configuration's digest."""
+    """What building specs found: problems, and every file the settings name (path,
+    SHA-256 of its bytes, or a mark of why it could not be read), which makes part of
+    the configuration's digest and of what the watcher watches.
+
+    A file is recorded whether its read succeeded or not: a component whose file was
+    missing or unreadable is then never kept from one load to the next (only
+    components that name no file are), so a file that comes back applies at the next
+    change or SIGHUP like any edit, and its path is watched while it is missing."""
 
     problems: list[FileProblem] = field(default_factory=list)
     files: list[tuple[str, bytes]] = field(default_factory=list)
 
     def add(self, *args: Any, **kwargs: Any) -> None:
         self.problems.append(FileProblem(*args, **kwargs))
+
+    def read(self, path: str) -> bytes:
+        """``path``'s bytes (:func:`read_small`), recorded either way; an :class:`OSError`
+        is raised again once recorded."""
+        try:
+            blob = read_small(path)
+        except OSError as exc:
+            self.files.append((path, _unread_mark(exc)))
+            raise
+        self.files.append((path, hashlib.sha256(blob).digest()))
+        return blob
+
+
+def _unread_mark(exc: OSError) -> bytes:
+    """What a file that could not be read adds to the digest: why (missing, denied, not
+    a regular file), so that a change of reason is a change, and never a SHA-256."""
+    return b"unread:" + (errno.errorcode.get(exc.errno, "") if exc.errno else type(exc).__name__).encode()
 
 
 def token_digest(token: str | bytes) -> bytes:
@@ -293,9 +317,8 @@ def read_tokens(raw: Mapping[str, Any], base: str, out: Collected) -> Tokens | N
         return Tokens(frozenset(map(token_digest, tokens)), None, frozenset(tokens))
     path = resolve_path(raw["tokens_file"], base)
     try:
-        blob = read_small(path)
+        blob = out.read(path)
         st = os.stat(path)
-        out.files.append((path, hashlib.sha256(blob).digest()))
     except OSError as exc:
         out.add(("auth", "tokens_file"), f"cannot read the tokens file: {why_unreadable(exc)}")
         return None
@@ -334,14 +357,15 @@ def read_server_tls(raw: Mapping[str, Any], base: str, out: Collected) -> Server
     would fail at bind time (a wrong key, a file that is not PEM)."""
     cert, key = resolve_path(raw["cert"], base), resolve_path(raw["key"], base)
     digest = hashlib.sha256()
+    unread = False
     for name, path in (("cert", cert), ("key", key)):
-        try:
-            blob = read_small(path)
-            out.files.append((path, hashlib.sha256(blob).digest()))
-            digest.update(blob + b"\0")
+        try:  # both, whatever the first gives: each is recorded (and watched)
+            digest.update(out.read(path) + b"\0")
         except OSError as exc:
             out.add(("tls", name), f"cannot read it: {why_unreadable(exc)}")
-            return None
+            unread = True
+    if unread:
+        return None
     spec = ServerTLS(cert, key, digest.hexdigest())
     try:
         spec.context()
@@ -367,8 +391,7 @@ def read_source_tls(raw: Mapping[str, Any], base: str, out: Collected) -> Source
         return SourceTLS(None, verify)
     path = resolve_path(ca, base)
     try:
-        blob = read_small(path)
-        out.files.append((path, hashlib.sha256(blob).digest()))
+        blob = out.read(path)
         SourceTLS(path, verify).context()
     except OSError as exc:  # (ssl.SSLError is an OSError)
         reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else why_unreadable(exc)

@@ -589,8 +589,9 @@ def _built(load: _Load, kind: str) -> dict[str, Any]:
 
     A component read from a cached file is built once: its spec (and its compiled
     filter) is kept with the file's read and reused while the file is unchanged, unless
-    it refers to other files (a tokens file, a certificate), which are read at every load
-    and are part of the configuration's digest.
+    it names other files (a tokens file, a certificate), which are read at every load
+    and are part of the configuration's digest, whether they could be read or not (a
+    file that was missing and comes back applies like any edit).
     """
     out = {}
     for name, d in _usable(load, kind):

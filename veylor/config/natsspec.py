@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
 
-from .access import Collected, SourceTLS, read_small, read_source_tls, resolve_path, why_unreadable
+from .access import Collected, SourceTLS, read_source_tls, resolve_path, why_unreadable
 from .model import _SKIP, Reconnect, Subpath, _base, _plain, format_size, parse_size, redact_url, url_secrets
 from .problems import Location
 
@@ -99,11 +99,10 @@ class NatsLink:
         if creds is not None:
             creds = resolve_path(creds, base)
             try:
-                blob = read_small(creds)
+                blob = out.read(creds)
             except OSError as exc:
                 out.add(("credentials",), f"cannot read the credentials file: {why_unreadable(exc)}")
             else:
-                out.files.append((creds, hashlib.sha256(blob).digest()))
                 digest = hashlib.sha256(blob).hexdigest()
                 if b"-----BEGIN NATS USER JWT-----" not in blob:
                     out.add(
