@@ -922,7 +922,7 @@ class Admin:
     def request(self, method: str, path: str, timeout: float = 15.0) -> tuple[int, dict]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request(method, path, headers={"Connection": "close"})
+            conn.request(method, path, headers={"Connection": "close", "X-Veylor-Reload": "1"})
             resp = conn.getresponse()
             return resp.status, json.loads(resp.read() or b"{}")
         finally:

@@ -72,6 +72,12 @@ def _admin_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the admin endpoint (http://HOST:PORT or unix:/PATH); default: the `admin:` of the configuration",
     )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="send the token in PATH (its first line) as Authorization: Bearer, for an admin endpoint with "
+        "auth; default: $VEYLOR_ADMIN_TOKEN, else one of the configuration's admin.auth tokens if readable",
+    )
 
 
 def _watch_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -144,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="reload a running Veylor through its admin endpoint and wait for the result",
         description="POST /reload to the admin endpoint named by the configuration (or --admin): prints "
         "what changed, or the problems (file, line, key). Exit 0: applied or nothing to change; 1: refused "
-        "or not applied (the running configuration stays); 2: Veylor cannot be reached. This is what "
+        "or not applied (the running configuration stays); 2: Veylor cannot be reached, or refused the request "
+        "(a token, admin.read_only). This is what "
         "ExecReload= needs: kill -HUP returns before the reload is done and cannot fail.",
     )
     _admin_options(reload)
@@ -317,16 +324,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if why is not None:
             print(f"veylor top: {why}", file=sys.stderr)
             return 2
-        return attached(None if args.admin else (args.config or default_config()), args.admin)
+        return attached(
+            None if args.admin else (args.config or default_config()), args.admin, args.token_file
+        )
     if command in ("reload", "status", "health"):
         from .observe import client
 
         config = None if args.admin else (args.config or default_config())
         if command == "reload":
-            return client.reload(config, args.admin, args.dry_run, args.json)
+            return client.reload(config, args.admin, args.dry_run, args.json, args.token_file)
         if command == "health":
-            return client.health(config, args.admin)
-        return client.status(config, args.admin, args.json)
+            return client.health(config, args.admin, args.token_file)
+        return client.status(config, args.admin, args.json, args.token_file)
     if command == "demo":
         return cmd_demo(args)
     return cmd_run(args)

@@ -169,7 +169,7 @@ STEPS = (
     "set_limits",
     "retire_endpoint",  # a removed or rebound endpoint's old object: its clients closed (1001)
     "unbind",  # a listener nothing uses any more
-    "update_admin",  # the admin socket's mode
+    "update_admin",  # the admin socket's mode, its access rules
     "unbind_admin",  # the admin endpoint at its old address
 )
 _ORDER = {op: i for i, op in enumerate(STEPS)}
@@ -308,11 +308,12 @@ def _compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> Changes:
 
 def _admin_steps(old: AdminSpec | None, new: AdminSpec | None) -> list[Step]:
     """The admin endpoint: bound anew when its address changes (the new one first, all
-    or nothing, like any listener), its socket's mode changed in place."""
+    or nothing, like any listener); its socket's mode and its access rules (hosts,
+    tokens, read_only) changed in place, for the next request."""
     if old == new:
         return []
     if old is not None and new is not None and old.address == new.address:
-        return [Step("update_admin", new.url, (f"mode {new.mode:04o}",))]
+        return [Step("update_admin", new.url, (new.changes(old),))]
     steps = [Step("bind_admin", new.url)] if new is not None else []
     return steps + ([Step("unbind_admin", old.url)] if old is not None else [])
 

@@ -78,7 +78,10 @@ def exposure(spec: Any) -> str:
     named = getattr(spec.listen, "exposure", None)  # a kind that says it (NATS: "nats")
     if named is not None:
         return str(named)
-    host = getattr(spec.listen, "host", None)
+    return _host_exposure(getattr(spec.listen, "host", None))
+
+
+def _host_exposure(host: str | None) -> str:
     if host is None:
         return "local"
     if host.lower() in ("localhost", "localhost."):
@@ -91,9 +94,12 @@ def exposure(spec: Any) -> str:
 
 def access_lines(config: Config) -> list[str]:
     """Per endpoint, what is open (``veylor check``): where it listens, who may connect,
-    and what its clients may send to which source."""
+    and what its clients may send to which source; then the admin endpoint's: where it
+    listens, the Host names it answers to, its token, whether it allows reloads."""
     lines = [f"access ({len(config.endpoints)})"]
     width = max((len(n) for n in config.endpoints), default=0)
+    if config.admin is not None:
+        width = max(width, len("(admin)"))
     sends: dict[str, list[str]] = {}
     for r in config.routes.values():
         if r.upstream:
@@ -110,6 +116,16 @@ def access_lines(config: Config) -> list[str]:
         lines.append(f"  {'':{width}}  {spec.access_summary()}")
         to = "; ".join(sends.get(name, ())) or "nothing (no route with upstream)"
         lines.append(f"  {'':{width}}  clients may send to: {to}")
+    if config.admin is not None:
+        admin = config.admin
+        where = _host_exposure(admin.host)
+        flag = ""
+        if where == "network" and admin.auth is None:
+            flag = "  OPEN: reachable from the network and no auth (anyone who reaches it can read the state"
+            flag += ")" if admin.read_only else " and reload)"
+        lines.append(f"  {'(admin)'.ljust(width)}  {admin.url} [{where}]{flag}")
+        lines.append(f"  {'':{width}}  {admin.hosts_summary()}")
+        lines.append(f"  {'':{width}}  {admin.rules_summary()}")
     return lines
 
 
@@ -136,6 +152,13 @@ def config_json(config: Config) -> dict[str, Any]:
                 "origin": str(r.origin),
             }
             for n, r in config.routes.items()
+        },
+        "admin": None
+        if config.admin is None
+        else {
+            **config.admin.as_json(),
+            "exposure": _host_exposure(config.admin.host),
+            "access": config.admin.summary(),
         },
         "warnings": [w.as_dict() for w in config.warnings],
     }

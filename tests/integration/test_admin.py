@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 SECRET = "hdr-secret-0123456789"
 TOKEN = "tok-secret-9876543210"
+RELOAD = {"X-Veylor-Reload": "1"}  # what `veylor reload` sends (no HTML form can)
 
 
 class Admin:
@@ -73,7 +74,7 @@ class Admin:
     async def post(self, path: str) -> tuple[int, dict]:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s,
-            s.post(self.url + path) as r,
+            s.post(self.url + path, headers={"X-Veylor-Reload": "1"}) as r,
         ):
             return r.status, await r.json()
 
@@ -267,7 +268,10 @@ async def test_admin_endpoint_moves_by_reload(admin):
     admin.admin = free_port()
     admin.main.write_text(admin.config())
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as s, s.post(f"http://127.0.0.1:{old}/reload") as r:
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as s,
+        s.post(f"http://127.0.0.1:{old}/reload", headers=RELOAD) as r,
+    ):
         body = await r.json()
     assert r.status == 200 and body["applied"], body
     assert f"+ admin http://127.0.0.1:{admin.admin}" in body["changes"]

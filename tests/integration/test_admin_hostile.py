@@ -49,7 +49,7 @@ async def get(admin: int, path: str, timeout: float = 10) -> tuple[int, str]:
 async def post(admin: int, path: str, timeout: float = 30) -> tuple[int, dict]:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s,
-        s.post(f"http://127.0.0.1:{admin}{path}") as r,
+        s.post(f"http://127.0.0.1:{admin}{path}", headers={"X-Veylor-Reload": "1"}) as r,
     ):
         return r.status, await r.json()
 
@@ -276,7 +276,9 @@ def fire_and_forget(admin: int, request: bytes, count: int) -> None:
         s.close()
 
 
-DRY_RUN = b"POST /reload?dry_run=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+DRY_RUN = (
+    b"POST /reload?dry_run=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Veylor-Reload: 1\r\nContent-Length: 0\r\n\r\n"
+)
 
 
 async def test_a_dry_run_flood_does_not_starve_metrics(tmp_path, upstream):
@@ -519,7 +521,7 @@ async def test_a_value_the_yaml_constructor_rejects_is_a_problem_not_a_500(tmp_p
         write(main, tagged_secret_config(admin, upstream, port, "2024-02-30"))
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s,
-            s.post(f"http://127.0.0.1:{admin}/reload?dry_run=1") as r,
+            s.post(f"http://127.0.0.1:{admin}/reload?dry_run=1", headers={"X-Veylor-Reload": "1"}) as r,
         ):
             dry_status, dry_text = r.status, await r.text()
         dry_cli = await asyncio.to_thread(run_veylor, "reload", "--dry-run", "-c", str(main))

@@ -158,3 +158,46 @@ def test_version_and_help():
     help_text = run_veylor("--help").stdout
     for word in ("--config", "--verbose", "--tui", "check"):
         assert word in help_text
+
+
+def test_check_prints_the_admin_endpoints_exposure(tmp_path):
+    """Was: the access section listed endpoints only; the admin endpoint, which can
+    reload Veylor and show its state, was not in it. Now: its address and exposure, the
+    Host names it answers to, its token and whether it allows reloads; a network
+    address without auth is marked OPEN."""
+    token = "0123456789abcdef-admin-token"
+    (tmp_path / "admin.tokens").write_text(token + "\n")
+    (tmp_path / "admin.tokens").chmod(0o600)
+    admin = (
+        'admin: {listen: "127.0.0.1:9900", allowed_hosts: [veylor.internal], '
+        "auth: {tokens_file: admin.tokens}, read_only: true}\n"
+    )
+    write_tree(tmp_path, {"config.yaml": admin + GOOD})
+    result = run_veylor("check", "-c", "config.yaml", cwd=tmp_path, env={"BINANCE_KEY": "k"})
+    assert result.returncode == 0, result.stderr
+    access = result.stdout.split("\naccess (")[1]
+    assert "(admin)  http://127.0.0.1:9900 [loopback]\n" in access
+    assert "Host: 127.0.0.1, localhost, veylor.internal\n" in access
+    assert f"auth 1 token from {tmp_path / 'admin.tokens'}; read_only (no reload, no taps)" in access
+    assert token not in result.stdout
+    as_json = json.loads(
+        run_veylor("check", "--json", "-c", "config.yaml", cwd=tmp_path, env={"BINANCE_KEY": "k"}).stdout
+    )["admin"]
+    assert as_json["exposure"] == "loopback" and as_json["read_only"] is True
+    assert as_json["auth"] == {"tokens": 1, "tokens_file": str(tmp_path / "admin.tokens")}
+
+    write_tree(tmp_path, {"config.yaml": 'admin: {listen: "0.0.0.0:9900"}\n' + GOOD})
+    result = run_veylor("check", "-c", "config.yaml", cwd=tmp_path, env={"BINANCE_KEY": "k"})
+    assert result.returncode == 0, result.stderr
+    assert (
+        "(admin)  http://0.0.0.0:9900 [network]  OPEN: reachable from the network and no auth"
+        in result.stdout
+    )
+    assert "Host: any IP address, localhost\n" in result.stdout
+    assert "auth OFF; reloads and taps allowed" in result.stdout
+
+    write_tree(
+        tmp_path, {"config.yaml": 'admin: {unix: /tmp/veylor-check-admin.sock, mode: "0600"}\n' + GOOD}
+    )
+    result = run_veylor("check", "-c", "config.yaml", cwd=tmp_path, env={"BINANCE_KEY": "k"})
+    assert "(admin)  unix:/tmp/veylor-check-admin.sock [local]" in result.stdout, result.stdout

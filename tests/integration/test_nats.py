@@ -48,7 +48,7 @@ class Veylor:
     async def _admin(self, method: str, path: str, timeout: float = 10) -> aiohttp.ClientResponse:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s,
-            s.request(method, f"http://127.0.0.1:{self.admin}{path}") as r,
+            s.request(method, f"http://127.0.0.1:{self.admin}{path}", headers={"X-Veylor-Reload": "1"}) as r,
         ):
             await r.read()
             return r

@@ -580,7 +580,7 @@ async def test_graph_tap_requests_hammered_with_odd_names_respect_the_cap_and_ke
             # A reload removes a tapped route: its tap goes, another can start.
             tapped = sorted(taps)[0]
             main.write_text(main.read_text().replace(f"{tapped}: {{from: feed, to: ws}}", ""))
-            async with http.post(f"http://127.0.0.1:{admin}/reload") as r:
+            async with http.post(f"http://127.0.0.1:{admin}/reload", headers={"X-Veylor-Reload": "1"}) as r:
                 assert r.status == 200
             free = next(f"r{i}" for i in range(10) if f"r{i}" not in taps)
             for _ in range(40):

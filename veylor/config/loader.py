@@ -488,10 +488,7 @@ def load_config(
         raw_limits = with_defaults(properties["limits"], read.data.get("limits", {}))
         limits = Limits(buffered=parse_size(raw_limits["buffered"]))
         if read.data.get("admin") is not None:
-            admin = AdminSpec.from_raw(with_defaults(properties["admin"], read.data["admin"]))
-            for sub, text in admin.check():
-                at = ("admin", *sub)
-                load.error(read.where, at, text)
+            admin = _admin(load, read.data["admin"], read.where, main)
     config = dataclasses.replace(_build(load, shape, main, tuple(include), limits), admin=admin)
     if admin is not None and read is not None:
         _check_admin(load, admin, read.where, config.endpoints)
@@ -694,6 +691,26 @@ def _warn_unused(load: _Load, routes: Mapping[str, RouteSpec], main: str) -> Non
         load.problems.append(Problem(Location(main), (), "no routes are defined", warning=True))
 
 
+def _admin(load: _Load, raw: Any, where: SourceMap, main: str) -> AdminSpec:
+    """The admin endpoint's spec; its tokens file, like an endpoint's, is read at every
+    load and is part of the digest (a changed file is a changed setting)."""
+    collected = Collected()
+    raw = with_defaults(definition("config")["properties"]["admin"], raw)
+    admin = AdminSpec.from_raw(raw, os.path.dirname(os.path.abspath(main)), collected)
+    for fp in collected.problems:
+        at = ("admin", *fp.subpath)
+        if fp.file is not None:
+            load.problems.append(Problem(Location(fp.file, fp.line), (), fp.message, fp.warning))
+        else:
+            load.problems.append(Problem(where.value(at), at, fp.message, fp.warning))
+    for path, sha in collected.files:
+        load.digest.update(path.encode() + b"\0" + sha)
+        load.referenced.setdefault(path)
+    for sub, text in admin.check():
+        load.error(where, ("admin", *sub), text)
+    return admin
+
+
 def _check_admin(
     load: _Load, admin: AdminSpec, where: SourceMap, endpoints: Mapping[str, EndpointSpec]
 ) -> None:
@@ -810,7 +827,10 @@ def admin_address(path: str, env: Mapping[str, str] | None = None) -> AdminSpec 
     problems = [p for p in validate(data, doc.where) if p.path[:1] == ("admin",) and not p.warning]
     if problems:
         raise ConfigError(problems)
-    admin = AdminSpec.from_raw(with_defaults(definition("config")["properties"]["admin"], data["admin"]))
+    # Its tokens too, when this user can read them: what `veylor reload` sends when it is
+    # given none (problems reading them are the running Veylor's to report, not ours).
+    raw_admin = with_defaults(definition("config")["properties"]["admin"], data["admin"])
+    admin = AdminSpec.from_raw(raw_admin, os.path.dirname(os.path.abspath(path)), Collected())
     wrong = [Problem(doc.where.value(("admin", *sub)), ("admin", *sub), text) for sub, text in admin.check()]
     if wrong:
         raise ConfigError(wrong)

@@ -13,6 +13,31 @@
                              500 when it could not be applied (a listener could not be
                              bound); with dry_run, the plan only
 
+Web pages cannot use it, whatever address it has (see "Protecting the admin endpoint"
+in the README). Every request passes, in order:
+
+- ``Host``: its own address (any IP address when it listens on every interface),
+  ``localhost`` or one of ``admin.allowed_hosts``, with any port; else 421. A page
+  whose name an attacker points at 127.0.0.1 (DNS rebinding) is same-origin with this
+  endpoint, so the browser lets it read the answers: its name in ``Host`` is what
+  gives it away. (On a Unix socket no browser can connect: its file's mode is the gate.)
+- no ``Origin`` header and no ``Sec-Fetch-Site`` but ``none`` (typed in the address
+  bar) or ``same-origin``, except for ``/healthz``; else 403. This endpoint serves no
+  page, so no browser request of its own carries either: Prometheus, curl and
+  ``veylor`` send neither.
+- ``Authorization: Bearer TOKEN`` with ``admin.auth``, looked up by digest as a
+  WebSocket endpoint's (never logged); else 401. Not asked on ``/healthz``, nor on
+  ``/readyz``, which then answers its status code with ``{"ready": ...}`` only:
+  probes often cannot send a token.
+- ``admin.read_only``: ``POST /reload`` and taps (``/graph?tap=``) get 403.
+- ``POST /reload`` carries ``X-Veylor-Reload`` or ``Content-Type: application/json``
+  (``veylor reload`` sends the header); else 403. Neither can come from an HTML form,
+  and a page's script must first be allowed by a CORS preflight, which this endpoint
+  never allows.
+
+Refusals are counted by reason (``veylor_admin_refused_total``) and logged at most
+every 10 s with a count.
+
 It runs on the relay's event loop with aiohttp (``websockets`` cannot serve POST; a
 synchronous server would need a thread): a request costs the loop what building the
 snapshot costs (about 20 ms for 1,000 sources, endpoints and routes, in chunks of 100
@@ -32,9 +57,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from ..config.access import token_digest
 from ..config.model import AdminSpec
+from ..printable import printable
 from ..runtime.endpoints import StartupError, os_reason
+from ..runtime.stats import AdminStats
 from ..runtime.unix import SocketFile
+from ..runtime.util import Throttled
 from .metrics import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
@@ -58,14 +87,16 @@ class Control(Protocol):
 class Admin:
     """The admin endpoint at one address."""
 
-    def __init__(self, spec: AdminSpec, control: Control) -> None:
-        self.spec = spec
+    def __init__(self, spec: AdminSpec, control: Control, stats: AdminStats | None = None) -> None:
+        self.spec = spec  # read at each request: a reload changes its access rules in place
         self.control = control
+        self.stats = stats if stats is not None else AdminStats()
         self.runner: web.AppRunner | None = None
         self.file = SocketFile(spec.path, "admin") if spec.path is not None else None
+        self._refused_log = Throttled(log)
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=4096, logger=log)
+        app = web.Application(client_max_size=4096, logger=log, middlewares=[self._guard])
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -105,11 +136,99 @@ class Admin:
             self.file.chmod(mode)
 
     async def close(self) -> None:
+        self._refused_log.cancel()
         runner, self.runner = self.runner, None
         if runner is not None:
             await runner.cleanup()
         if self.file is not None:
             self.file.remove()
+
+    # ------------------------------------------------------------------ access
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        return await handler(request)  # type: ignore[no-any-return]
+
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """The answer to a request the access rules refuse (see the module docstring),
+        counted and logged; None to serve it."""
+        spec, path, headers = self.spec, request.path, request.headers
+        hosts = headers.getall("Host", [])
+        if len(hosts) > 1 or not spec.host_ok(hosts[0] if hosts else None):
+            shown = _clip(hosts[0]) if len(hosts) == 1 else f"{len(hosts)} Host headers"
+            return self._refuse(
+                request,
+                "host",
+                421,
+                f"Host {shown} is not a name this admin endpoint answers to: it answers to its "
+                "address and localhost (a web page whose name points here must not reach it); "
+                "add a name it is reached by to admin.allowed_hosts",
+            )
+        if path == "/healthz":
+            return None
+        site = headers.get("Sec-Fetch-Site", "none").strip().lower()
+        if "Origin" in headers or site not in ("none", "same-origin"):
+            what = "an Origin header" if "Origin" in headers else f"Sec-Fetch-Site: {_clip(site)}"
+            return self._refuse(
+                request,
+                "origin",
+                403,
+                f"a request from a web page ({what}) gets no state and no reload: use curl, "
+                "Prometheus or `veylor status`, or type the address in the browser",
+            )
+        auth = spec.auth
+        if auth is not None:
+            token = _bearer(headers.getall("Authorization", []))
+            if token is None and path != "/readyz":  # (a probe without one: the verdict only)
+                return self._refuse(
+                    request,
+                    "no_token",
+                    401,
+                    "a token is required: Authorization: Bearer TOKEN (veylor: --token-file FILE, "
+                    "or VEYLOR_ADMIN_TOKEN)",
+                )
+            # A lookup by SHA-256: nothing learned from timing; the token is never logged.
+            if token is not None and token_digest(token) not in auth.digests:
+                return self._refuse(request, "token", 401, "wrong token")
+        reload = path == "/reload" and request.method == "POST"
+        if spec.read_only and (reload or (path == "/graph" and request.query.get("tap"))):
+            what = "reloads" if reload else "taps (they show messages)"
+            return self._refuse(
+                request,
+                "read_only",
+                403,
+                f"this admin endpoint is read_only: no {what}; reload with SIGHUP, or remove admin.read_only",
+            )
+        if reload and not headers.get("X-Veylor-Reload") and request.content_type != "application/json":
+            return self._refuse(
+                request,
+                "form",
+                403,
+                "POST /reload needs the header X-Veylor-Reload: 1 (or Content-Type: application/json), "
+                "which `veylor reload` sends: no HTML form can, so no web page can reload Veylor",
+            )
+        return None
+
+    def _refuse(self, request: web.Request, reason: str, status: int, text: str) -> web.Response:
+        counter = f"refused_{reason}"
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        peer = request.remote or "unix"
+        self._refused_log(
+            "admin: refused %s %s from %s (%d): %s",
+            request.method,
+            _clip(request.path, 60),
+            peer,
+            status,
+            text,
+        )
+        response = _json({"refused": reason, "error": text}, status)
+        if status == 401:
+            error = ', error="invalid_token"' if reason == "token" else ""
+            response.headers["WWW-Authenticate"] = f'Bearer realm="veylor"{error}'
+        return response
 
     # ------------------------------------------------------------------ handlers
 
@@ -130,14 +249,18 @@ class Admin:
         }
         last = view["reloads"]["last"]
         failed = last is not None and not last["ok"]
+        ready = not down and not away and not failed
+        if self.spec.auth is not None and _bearer(request.headers.getall("Authorization", [])) is None:
+            # A probe without a token (a wrong one was refused): the verdict, not the state.
+            return _json({"ready": ready}, 200 if ready else 503)
         body = {
-            "ready": not down and not away and not failed,
+            "ready": ready,
             "sources_not_connected": down,
             "endpoints_not_connected": away,
             "last_reload": last,
             "generation": view["config"]["generation"],
         }
-        return _json(body, 200 if body["ready"] else 503)
+        return _json(body, 200 if ready else 503)
 
     async def graph(self, request: web.Request) -> web.Response:
         # ?clients=NAME: one endpoint's clients (the TUI); ?clients= none; default: all.
@@ -194,3 +317,19 @@ def _json(body: dict[str, Any], status: int) -> web.Response:
         status=status,
         content_type="application/json",
     )
+
+
+def _bearer(values: list[str]) -> str | None:
+    """The token of ``Authorization: Bearer TOKEN`` (as a WebSocket endpoint reads it)."""
+    for value in values:
+        scheme, _, credentials = value.strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return None
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    """A value a client chose, fit for a log line and an answer: quoted, control
+    characters escaped, at most ``limit`` characters."""
+    text = printable(text)
+    return repr(text if len(text) <= limit else text[:limit] + "...")

@@ -1,8 +1,12 @@
 """``veylor reload`` and ``veylor status``: clients of a running Veylor's admin endpoint.
 
 Exit codes: 0 done; 1 the reload was refused (problems) or could not be applied;
-2 Veylor could not be reached (the address tried is said), or there is no admin
-endpoint to reach.
+2 Veylor could not be reached (the address tried is said), there is no admin
+endpoint to reach, or it refused the request (a token, read_only: it says why).
+
+With ``admin: {auth: ...}`` they send ``Authorization: Bearer TOKEN``: the token of
+``--token-file``, else of ``$VEYLOR_ADMIN_TOKEN``, else one of the configuration's own
+(when this user can read it: the unit's ``ExecReload=`` needs nothing more).
 """
 
 from __future__ import annotations
@@ -26,8 +30,42 @@ DEFAULT_ADMIN = "/run/veylor/admin.sock"  # where the packaged configuration put
 HEALTH_TIMEOUT = 5.0  # seconds: a HEALTHCHECK that takes longer counts as a failure
 
 
+TOKEN_ENV = "VEYLOR_ADMIN_TOKEN"
+RELOAD_HEADER = "X-Veylor-Reload"  # what no HTML form can send: POST /reload asks for it
+
+
 class Unreachable(Exception):
     """The admin endpoint could not be reached; the message says where and why."""
+
+
+class Refused(Unreachable):
+    """The admin endpoint refused the request (its access rules); the message says why."""
+
+
+def admin_token(spec: AdminSpec, token_file: str | None) -> str | None:
+    """The token to send: ``--token-file``'s (its first line that is not blank or a
+    ``#`` comment), else ``$VEYLOR_ADMIN_TOKEN``, else one the configuration names (None
+    without auth). :class:`Unreachable` when ``--token-file`` cannot be read."""
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                text = fh.read(MAX_TOKEN_FILE)
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise Unreachable(f"--token-file {token_file}: cannot read it: {why}") from None
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                return line.strip()
+        raise Unreachable(f"--token-file {token_file}: has no token (one per line)")
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token:
+        return token
+    if spec.auth is not None and spec.auth.values:
+        return min(spec.auth.values)
+    return None
+
+
+MAX_TOKEN_FILE = 64 * 1024
 
 
 def target(config: str | None, admin: str | None) -> AdminSpec:
@@ -58,21 +96,35 @@ def target(config: str | None, admin: str | None) -> AdminSpec:
     return spec
 
 
-async def request(spec: AdminSpec, method: str, path: str, timeout: float) -> tuple[int, bytes]:
+def headers(method: str, token: str | None) -> dict[str, str]:
+    """What a request of Veylor's own clients carries: the token, and on a POST the
+    header that tells it from a form a web page sent."""
+    out = {"Authorization": f"Bearer {token}"} if token else {}
+    if method == "POST":
+        out[RELOAD_HEADER] = "1"
+    return out
+
+
+def url_of(spec: AdminSpec, path: str) -> str:
+    """The URL of ``path`` on the admin endpoint (on a Unix socket, Host is ``localhost``)."""
+    return f"http://localhost{path}" if spec.path is not None else f"{spec.url}{path}"
+
+
+async def request(
+    spec: AdminSpec, method: str, path: str, timeout: float, token: str | None = None
+) -> tuple[int, bytes]:
     """One request to the admin endpoint: ``(status, body)``; :class:`Unreachable` when
     nothing answers in time."""
     if spec.path is not None:
         connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=spec.path)
-        url = f"http://veylor{path}"
     else:
         connector = aiohttp.TCPConnector()
-        url = f"{spec.url}{path}"
     try:
         async with (
             aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as session,
-            session.request(method, url) as response,
+            session.request(method, url_of(spec, path), headers=headers(method, token)) as response,
         ):
             return response.status, await response.read()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -80,24 +132,44 @@ async def request(spec: AdminSpec, method: str, path: str, timeout: float) -> tu
         raise Unreachable(f"cannot reach Veylor's admin endpoint at {spec.url}: {why}") from None
 
 
-async def call(spec: AdminSpec, method: str, path: str, timeout: float) -> tuple[int, Any]:
-    """One request to the admin endpoint: ``(status, JSON body)``."""
-    status, raw = await request(spec, method, path, timeout)
+def refusal(spec: AdminSpec, status: int, body: Any) -> Refused | None:
+    """The admin endpoint's refusal (401, 403, 421 with ``{"refused", "error"}``), if
+    ``body`` is one."""
+    if not isinstance(body, dict) or not isinstance(body.get("refused"), str):
+        return None
+    text = f"{spec.url} refused the request (HTTP {status}): {body.get('error')}"
+    if body["refused"] == "token":
+        text += f" (the token of --token-file or ${TOKEN_ENV} is not one of admin.auth's)"
+    return Refused(text)
+
+
+async def call(
+    spec: AdminSpec, method: str, path: str, timeout: float, token: str | None = None
+) -> tuple[int, Any]:
+    """One request to the admin endpoint: ``(status, JSON body)``; :class:`Refused` when
+    its access rules refused it."""
+    status, raw = await request(spec, method, path, timeout, token)
     try:
         body = json.loads(raw)
     except ValueError:  # not JSON (nor UTF-8): something else listens there
         raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does") from None
+    refused = refusal(spec, status, body)
+    if refused is not None:
+        raise refused
     if not isinstance(body, dict) or not ({"generation", "schema"} & body.keys()):
         raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does (HTTP {status})")
     return status, body
 
 
-def reload(config: str | None, admin: str | None, dry_run: bool, as_json: bool) -> int:
+def reload(
+    config: str | None, admin: str | None, dry_run: bool, as_json: bool, token_file: str | None = None
+) -> int:
     """``veylor reload``: reload a running Veylor and say what it did."""
     try:
         spec = target(config, admin)
+        token = admin_token(spec, token_file)
         status, body = asyncio.run(
-            call(spec, "POST", "/reload?dry_run=1" if dry_run else "/reload", RELOAD_TIMEOUT)
+            call(spec, "POST", "/reload?dry_run=1" if dry_run else "/reload", RELOAD_TIMEOUT, token)
         )
     except Unreachable as exc:
         print(f"veylor reload: {exc}", file=sys.stderr)
@@ -141,7 +213,7 @@ def _problem_text(p: dict[str, Any]) -> str:
     return f"{where}{key}: {p['message']}"
 
 
-def health(config: str | None, admin: str | None) -> int:
+def health(config: str | None, admin: str | None, token_file: str | None = None) -> int:
     """``veylor health`` (the container's HEALTHCHECK): exit 0 when the admin endpoint
     answers ``/healthz`` within ``HEALTH_TIMEOUT``, 1 when it does not. Without an
     admin endpoint in the configuration there is nothing to ask: 0, saying so (the
@@ -161,7 +233,8 @@ def health(config: str | None, admin: str | None) -> int:
             admin = f"unix:{DEFAULT_ADMIN}"
     try:
         spec = target(config, admin)
-        code, body = asyncio.run(request(spec, "GET", "/healthz", HEALTH_TIMEOUT))
+        token = admin_token(spec, token_file)  # (/healthz asks for none; sent all the same)
+        code, body = asyncio.run(request(spec, "GET", "/healthz", HEALTH_TIMEOUT, token))
     except Unreachable as exc:
         print(f"veylor health: {exc}", file=sys.stderr)
         return 1
@@ -172,17 +245,18 @@ def health(config: str | None, admin: str | None) -> int:
     return 0
 
 
-def status(config: str | None, admin: str | None, as_json: bool) -> int:
+def status(config: str | None, admin: str | None, as_json: bool, token_file: str | None = None) -> int:
     """``veylor status``: one screen of text (or the snapshot as JSON), with rates over
     one second from two snapshots."""
     try:
         spec = target(config, admin)
-        first = asyncio.run(call(spec, "GET", "/graph", STATUS_TIMEOUT))[1]
+        token = admin_token(spec, token_file)
+        first = asyncio.run(call(spec, "GET", "/graph", STATUS_TIMEOUT, token))[1]
         if as_json:
             print(json.dumps(first, indent=2))
             return 0
         time.sleep(1.0)
-        second = asyncio.run(call(spec, "GET", "/graph", STATUS_TIMEOUT))[1]
+        second = asyncio.run(call(spec, "GET", "/graph", STATUS_TIMEOUT, token))[1]
     except Unreachable as exc:
         print(f"veylor status: {exc}", file=sys.stderr)
         return 2

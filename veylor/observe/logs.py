@@ -157,6 +157,8 @@ def secrets_of(config: Config | Graph) -> set[str]:
     out: set[str] = set()
     for spec in (*config.sources.values(), *config.endpoints.values()):
         out.update(_secrets(spec))
+    if config.admin is not None:
+        out.update(config.admin.secrets())
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Sample = tuple[dict[str, str], float | int]
+ADMIN_REFUSED = ("host", "origin", "form", "no_token", "token", "read_only")
 
 
 def _escape(value: str) -> str:
@@ -253,6 +254,16 @@ def render(view: dict[str, Any]) -> str:
         "counter",
         "Reloads that applied a configuration (ok) or were rejected or aborted (failed)",
         [({"result": "ok"}, reloads["ok"]), ({"result": "failed"}, reloads["failed"])],
+    )
+    admin = view.get("admin") or {}
+    _family(
+        out,
+        "veylor_admin_refused_total",
+        "counter",
+        "Requests the admin endpoint refused, by reason: host (a Host it does not answer to: 421), "
+        "origin (from a web page: an Origin header or Sec-Fetch-Site), form (POST /reload a form could "
+        "send), no_token and token (401), read_only (a reload or a tap)",
+        [({"reason": r}, admin.get(f"refused_{r}", 0)) for r in ADMIN_REFUSED],
     )
     _family(
         out,

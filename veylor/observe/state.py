@@ -93,6 +93,7 @@ def _head(runtime: Runtime, reloader: Reloader | None) -> dict[str, Any]:
         "edges": [],
         "endpoints": {},
         "memory": _memory(runtime),
+        "admin": stats.admin.as_dict(),  # requests the admin endpoint refused, by reason
         "tasks": len(asyncio.all_tasks(runtime.loop)),  # (a leak of tasks shows here: the soak watches it)
     }
 

@@ -120,6 +120,20 @@ class ProcessStats(_Counters):
     __slots__ = ("generation", "reloads_failed", "reloads_ok")
 
 
+class AdminStats(_Counters):
+    """Requests the admin endpoint refused, by reason (it may move to another address:
+    these stay)."""
+
+    __slots__ = (
+        "refused_form",  # POST /reload without X-Veylor-Reload or a JSON Content-Type (403)
+        "refused_host",  # a Host that is not its address, localhost or allowed_hosts (421)
+        "refused_no_token",  # no token where admin.auth is on (401)
+        "refused_origin",  # from a web page: an Origin header, Sec-Fetch-Site cross-site or same-site (403)
+        "refused_read_only",  # a reload or a tap where admin.read_only is on (403)
+        "refused_token",  # a wrong token (401)
+    )
+
+
 class Stats:
     """Every counter of a running Veylor, by component name.
 
@@ -135,6 +149,7 @@ class Stats:
         self.edges: dict[tuple[str, str, str], int] = {}  # (source, route, endpoint) -> route's count then
         self.clocks: dict[str, SourceClock] = {}
         self.process = ProcessStats()
+        self.admin = AdminStats()
         self.started = time.time()
 
     def source(self, name: str) -> SourceStats:
@@ -185,6 +200,7 @@ class Stats:
         """Every counter as plain data."""
         return {
             "process": {**self.process.as_dict(), "started": self.started},
+            "admin": self.admin.as_dict(),
             "sources": {n: s.as_dict() for n, s in self.sources.items()},
             "endpoints": {n: s.as_dict() for n, s in self.endpoints.items()},
             "routes": {n: s.as_dict() for n, s in self.routes.items()},

@@ -264,7 +264,9 @@ class _Execution:
 
         rt = self.rt
         assert self.new.admin is not None
-        admin = Admin(self.new.admin, rt.control if rt.control is not None else _Standalone(rt))
+        admin = Admin(
+            self.new.admin, rt.control if rt.control is not None else _Standalone(rt), rt.stats.admin
+        )
         await admin.start()
         self.old_admin, rt.admin = rt.admin, admin
         self.bound_admin = admin

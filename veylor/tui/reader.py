@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ..observe.client import headers, refusal, url_of
+
 if TYPE_CHECKING:
     from ..config.model import AdminSpec
     from ..reload import Outcome
@@ -60,8 +62,9 @@ class InProcess:
 class OverHttp:
     """A running Veylor's admin endpoint (``/graph``, ``POST /reload``)."""
 
-    def __init__(self, spec: AdminSpec) -> None:
+    def __init__(self, spec: AdminSpec, token: str | None = None) -> None:
         self.spec = spec
+        self.token = token  # for an admin endpoint with auth (never shown)
         self.where = spec.url
         self.session: aiohttp.ClientSession | None = None
         self.clients_of: str | None = None
@@ -77,14 +80,18 @@ class OverHttp:
             self.session = aiohttp.ClientSession(connector=connector)
         return self.session
 
-    def _url(self, path: str) -> str:
-        return f"http://veylor{path}" if self.spec.path is not None else f"{self.spec.url}{path}"
-
     async def _call(self, method: str, path: str, timeout: float, ok: tuple[int, ...]) -> dict[str, Any]:
         try:
             async with self._session().request(
-                method, self._url(path), timeout=aiohttp.ClientTimeout(total=timeout)
+                method,
+                url_of(self.spec, path),
+                headers=headers(method, self.token),
+                timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
+                if response.status in (401, 403, 421):  # the admin endpoint's access rules: say why
+                    refused = refusal(self.spec, response.status, await response.json(content_type=None))
+                    if refused is not None:
+                        raise Unavailable(str(refused))
                 if response.status not in ok:
                     raise Unavailable(f"{self.where}{path.split('?')[0]}: HTTP {response.status}")
                 if (response.content_length or 0) > MAX_BODY:

@@ -65,16 +65,17 @@ def _hung_up(server) -> None:  # type: ignore[no-untyped-def]
     server.stop()
 
 
-def attached(config: str | None, admin: str | None) -> int:
+def attached(config: str | None, admin: str | None, token_file: str | None = None) -> int:
     """``veylor top``: the TUI of a running Veylor, until the user quits (it keeps running)."""
-    from ..observe.client import Unreachable, target
+    from ..observe.client import Unreachable, admin_token, target
     from .app import VeylorApp
     from .reader import OverHttp
 
     try:
         spec = target(config, admin)
+        token = admin_token(spec, token_file)
     except Unreachable as exc:
         print(f"veylor top: {exc}", file=sys.stderr)
         return 2
-    VeylorApp(OverHttp(spec)).run()
+    VeylorApp(OverHttp(spec, token)).run()
     return 0
