@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port, ws_client
-from test_container import PODMAN, debian_image, run
+from test_container import PODMAN, debian_image, run, ulimits
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_BASE = "localhost/veylor-test-systemd:bookworm"
@@ -37,7 +37,7 @@ class Booted:
     def __init__(self, image: str, wheels: Path) -> None:
         self.name = f"veylor-systemd-{uuid.uuid4().hex[:8]}"
         run(
-            "podman", "run", "-d", "--name", self.name, "--systemd=always", "--privileged",
+            "podman", "run", "-d", "--name", self.name, "--systemd=always", "--privileged", *ulimits(),
             "--network=host", "-v", f"{REPO}:/src:ro", "-v", f"{wheels}:/wheels:ro", image, "/sbin/init",
         )  # fmt: skip
 
