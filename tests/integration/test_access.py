@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import textwrap
@@ -590,6 +591,59 @@ async def test_unix_socket_file_gets_its_owner_and_group_and_keeps_them_across_a
             st = sock.stat()
             assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, nogroup, 0o640)
     finally:
+        await upstream.stop()
+
+
+def _without_cap_fowner() -> None:
+    """A ``preexec_fn``: the child (root here) keeps CAP_CHOWN but loses CAP_FOWNER, as a
+    service given CAP_CHOWN alone for ``owner`` (the systemd unit's drop-in, README)."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(24, 3, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, CAP_FOWNER
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root (CI runs as root)")
+async def test_unix_socket_file_gets_another_owner_with_cap_chown_alone(tmp_path: Path) -> None:
+    """Was a bug: the socket file was given its owner, then its mode. Only its owner (or
+    CAP_FOWNER) may change a file's mode, so a service with CAP_CHOWN alone could not
+    listen with ``owner`` set ("permission denied"), and a reload's new mode was not
+    applied. Now the mode comes first, and a reload takes the file back to change it."""
+    import grp
+    import pwd
+
+    upstream = await Upstream().start()
+    sock = tmp_path / "owned.sock"
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    conf = tmp_path / "config.yaml"
+
+    def config(mode: str) -> str:
+        return textwrap.dedent(
+            f"""
+            sources:
+              feed: {{url: "{upstream.url}"}}
+            endpoints:
+              ep: {{unix: {{path: "{sock}", mode: "{mode}", owner: nobody, group: nogroup}}}}
+            routes:
+              r: {{from: feed, to: ep}}
+            """
+        )
+
+    conf.write_text(config("0660"))
+    proc = VeylorProcess("-c", str(conf), "--no-watch")
+    proc.preexec = _without_cap_fowner
+    try:
+        await proc.start()
+        st = sock.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, nogroup, 0o660)
+        conf.write_text(config("0640"))
+        proc.signal(signal.SIGHUP)
+        await proc.wait_for("reload #", 10)
+        st = sock.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, nogroup, 0o640), proc.log
+        assert "not applied" not in proc.log
+    finally:
+        await proc.stop()
         await upstream.stop()
 
 

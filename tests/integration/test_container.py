@@ -2,7 +2,8 @@
 with debootstrap (no registry is reachable here), the image built on it with
 packaging/build-image, then run with a mounted configuration against a real upstream
 on this host. Slow (`-m "not slow"` skips it); .ci/run installs podman, runc and
-debootstrap and configures podman as the README's troubleshooting section says."""
+debootstrap. Every `podman run` passes the limits it needs (``ulimits()``): no
+containers.conf is needed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import textwrap
@@ -39,6 +41,21 @@ pytestmark = PODMAN
 
 def run(*args: str, timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=check, **kw)
+
+
+def ulimits() -> list[str]:
+    """`--ulimit` options for `podman run`: this process's own hard limits. Unless told,
+    rootful podman gives a container 1,048,576 open files and processes, which a machine
+    where podman may not raise its own limits (no CAP_SYS_RESOURCE: inside a container,
+    some CI) cannot grant: runc then fails ("error setting rlimit type 7"). What podman
+    has it can always give (processes: at most pid_max, podman lowers its own limit to
+    that). packaging/build-image does the same for its one `podman run`."""
+    files = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], int(Path("/proc/sys/fs/nr_open").read_text()))
+    processes = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    if processes == resource.RLIM_INFINITY or processes > pid_max:
+        processes = pid_max
+    return ["--ulimit", f"nofile={files}:{files}", "--ulimit", f"nproc={processes}:{processes}"]
 
 
 def mirror() -> str:
@@ -93,7 +110,7 @@ class Container:
     def __init__(self, image: str, config: Path, sockets: Path) -> None:
         self.name = f"veylor-test-{uuid.uuid4().hex[:8]}"
         run(
-            "podman", "run", "-d", "--name", self.name, "--network=host",
+            "podman", "run", "-d", "--name", self.name, "--network=host", *ulimits(),
             "-v", f"{config}:/etc/veylor:ro", "-v", f"{sockets}:/run/veylor", image,
         )  # fmt: skip
 

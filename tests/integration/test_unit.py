@@ -57,6 +57,16 @@ def test_the_unit_is_hardened_below_2_and_the_readme_says_how_much():
     assert f"exposure level {score}" in (REPO / "README.md").read_text()
 
 
+def test_the_unit_keeps_unix_peer_credentials_and_lets_socket_files_be_given_away():
+    # The fast half of test_systemd.py's Unix tests: no user namespace of its own (in
+    # one, every other uid is 65534 to SO_PEERCRED and to chown), and chown (of
+    # @privileged) allowed back after the filter's deny list.
+    text = UNIT.read_text()
+    assert not re.search(r"^PrivateUsers=(?!no\b|false\b|0\b|off\b)", text, re.M | re.I)
+    filters = re.findall(r"^SystemCallFilter=(.*)$", text, re.M)
+    assert filters.index("@chown") > filters.index("~@privileged @resources"), filters
+
+
 def test_the_unit_notifies_reloads_synchronously_and_restarts():
     text = UNIT.read_text()
     for line in (

@@ -180,7 +180,8 @@ class SocketFile:
     """A Unix socket file Veylor makes and owns (an endpoint's, the admin endpoint's).
 
     It is bound with its final mode (no window with a wider one), after a stale file of
-    a dead process is cleared (anything else at the path is refused); its mode is changed,
+    a dead process is cleared (anything else at the path is refused), then given its
+    owner and group (after its mode: see :meth:`chmod`); its mode is changed,
     and the file removed, only while the file at the path is still the one made: never
     through a link, never one put there since.
     """
@@ -211,6 +212,7 @@ class SocketFile:
         finally:
             os.umask(old_umask)
         try:
+            os.chmod(path, mode)
             if ids != (-1, -1):
                 try:
                     os.chown(path, *ids)
@@ -220,7 +222,6 @@ class SocketFile:
                         f"{where}: cannot give the socket file owner/group {ids[0]}:{ids[1]}: permission "
                         "denied (Veylor needs root or CAP_CHOWN for owner; for group, membership of it)"
                     ) from None
-            os.chmod(path, mode)
             st = os.stat(path)
         except OSError as exc:
             sock.close()
@@ -236,11 +237,16 @@ class SocketFile:
         return stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.bound
 
     def chmod(self, mode: int, ids: tuple[int, int] = (-1, -1)) -> None:
+        """A new mode, owner and group. The mode first: once the file is another user's,
+        only CAP_FOWNER may change its mode, and a service given CAP_CHOWN alone (for
+        ``owner``) has not. A file given away before is taken back for that (CAP_CHOWN)."""
         try:
             if self._ours():
+                if os.stat(self.path).st_uid != os.geteuid():
+                    os.chown(self.path, os.geteuid(), -1)
+                os.chmod(self.path, mode)
                 if ids != (-1, -1):
                     os.chown(self.path, *ids)
-                os.chmod(self.path, mode)
                 return
             why = "it is not the socket Veylor made any more"
         except OSError as exc:
