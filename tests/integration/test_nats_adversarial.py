@@ -423,7 +423,9 @@ async def test_a_publisher_flipping_its_node_id_cannot_flood_the_log(
 ) -> None:
     """Every change of Veylor-Node on a subject logs "a new publisher on ..." at INFO
     (the default level), unthrottled: one line per message for a publisher that
-    alternates two ids -- the only NATS condition an outsider can log without bound."""
+    alternates two ids -- the only NATS condition an outsider can log without bound.
+    (Since issue 22 neither id takes the other's place: the first stays followed, the
+    other's messages are outliers, logged once a minute.)"""
     caplog.set_level(logging.INFO, logger="veylor")
     async with nats_cluster(tmp_path / "nats") as cluster:
         url = cluster.urls[0]
@@ -434,13 +436,14 @@ async def test_a_publisher_flipping_its_node_id_cannot_flood_the_log(
             pub = await nats.connect(url)
             n = 2000
             for i in range(n):
-                headers = {"Veylor-Type": "text", "Veylor-Node": "AB"[i % 2], "Veylor-Seq": str(i)}
+                headers = {"Veylor-Type": "text", "Veylor-Node": "AB"[i % 2], "Veylor-Seq": str(i // 2 + 1)}
                 await pub.publish(SUBJECT, b"x", headers=headers)
             await pub.flush()
             await pub.close()
             await eventually(lambda: src.stats.messages_in == n, 15)
-            lines = [r for r in caplog.records if "a new publisher" in r.getMessage()]
-            assert src.stats.publisher_changes == n - 1
+            lines = [r for r in caplog.records if SUBJECT in r.getMessage()]
+            assert src.stats.publisher_changes == 0 and src.stats.gaps == 0
+            assert src.stats.outliers == n // 2 - 1  # B's, each cut short by A's next (the last one pending)
             assert len(lines) <= 10, f"{len(lines)} log lines for {n} messages from one publisher"
 
 
@@ -481,6 +484,61 @@ async def test_an_absurd_sequence_number_does_not_poison_the_missed_counter(tmp_
                 f"veylor_source_missed_total has {len(str(int(missed)))} digits after two messages of an "
                 "outsider: Prometheus (strconv.ParseFloat) refuses the whole scrape"
             )
+
+
+async def test_one_forged_sequence_number_cannot_hide_a_real_loss_after_it(tmp_path: Path) -> None:
+    """Issue 22: a subscriber of the subject copies the core's node id from what it
+    receives and publishes one message with a Veylor-Seq just under the "new publisher"
+    threshold (10**9 ahead). The edge counted 10**9 missed messages, and from then on
+    every real message was "out of order": a real loss of 50 after it was never
+    counted. Now the forged jump is not followed, and the real loss is counted as 50."""
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        port = free_port()
+        async with running(Proc(tmp_path, "edge", edge(url, port))) as proc:
+            await eventually(lambda: "connected to NATS" in proc.proc.log, 15)
+            await asyncio.sleep(0.3)
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            core = await nats.connect(url)  # publishes as a core does
+            attacker = await nats.connect(url)
+            try:
+                seen: asyncio.Queue[Any] = asyncio.Queue()
+                await attacker.subscribe(SUBJECT, cb=seen.put)
+                await attacker.flush()
+
+                async def publish(first: int, last: int) -> None:
+                    for seq in range(first, last + 1):
+                        headers = {"Veylor-Type": "text", "Veylor-Node": "c0ffee", "Veylor-Seq": str(seq)}
+                        await core.publish(SUBJECT, f"m{seq}".encode(), headers=headers)
+                        await asyncio.sleep(0.001)
+                    await core.flush()
+
+                await publish(1, 100)
+                for _ in range(100):
+                    copied = await asyncio.wait_for(seen.get(), 5)
+                node, last = copied.headers["Veylor-Node"], int(copied.headers["Veylor-Seq"])
+                forged = {"Veylor-Type": "text", "Veylor-Node": node, "Veylor-Seq": str(last + 10**9)}
+                await attacker.publish(SUBJECT, b"forged", headers=forged)
+                await attacker.flush()
+                await publish(101, 120)
+                await publish(171, 200)  # 121..170 never reach the edge: a real loss of 50
+                got = await recv_all(client, 100 + 1 + 20 + 30, 15)
+                assert got[-1] == "m200" and "forged" in got
+                status, text = await proc.get("/metrics")
+                assert status == 200
+                missed = metric(text, "veylor_source_missed_total", source="ticker")
+                late = metric(text, "veylor_source_out_of_order_total", source="ticker")
+                outliers = metric(text, "veylor_source_sequence_outliers_total", source="ticker")
+                assert (missed, late) == (50, 0), (
+                    f"after one forged Veylor-Seq, a real loss of 50 shows as {missed:.0f} missed and "
+                    f"{late:.0f} out of order"
+                )
+                assert outliers == 1
+                assert "more than the publisher's rate can explain" in proc.proc.log
+            finally:
+                await client.close()
+                await core.close()
+                await attacker.close()
 
 
 async def test_hostile_headers_and_empty_messages_are_delivered_or_dropped_and_the_feed_goes_on(

@@ -115,8 +115,17 @@ def render(view: dict[str, Any]) -> str:
     sources.family(
         "veylor_source_publisher_changes_total",
         "counter",
-        "A new publisher took over a subject (a core restarted): not counted as missed (NATS)",
+        "A new publisher took over a subject (a core restarted), or its sequence started again: not "
+        "counted as missed (NATS)",
         "publisher_changes",
+    )
+    sources.family(
+        "veylor_source_sequence_outliers_total",
+        "counter",
+        "Messages whose sequence number fitted neither the publisher's sequence nor a loss its rate "
+        "explains, and that the messages after them did not follow (forged, or another publisher's): "
+        "delivered, not counted as missed (NATS)",
+        "outliers",
     )
     sources.family(
         "veylor_source_last_message_timestamp_seconds",

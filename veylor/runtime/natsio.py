@@ -49,6 +49,7 @@ from ..config.natsspec import (
 )
 from ..observe.logs import SECRETS
 from ..report import plural
+from ..sequence import Seen, SequenceTracker
 from .budget import Budget
 from .endpoints import ClientState, Endpoint
 from .frames import valid_utf8
@@ -64,7 +65,6 @@ CONNECT_TIMEOUT = 5  # seconds for one server's TCP, TLS and CONNECT
 RECONNECT_WAIT = 1  # seconds before the library tries a server it was connected to again
 CLOSE_TIMEOUT = 2.0  # seconds to publish what waits, then close, at shutdown or unbind
 MAX_SUBJECTS_TRACKED = 10_000  # subjects a source keeps sequence numbers for (wildcards)
-MAX_GAP = 10**9  # a jump in one publisher's sequence beyond this is a new publisher, not a loss
 PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
 # A stream consumer reset at one message this many times within RESETS_WITHIN seconds is
 # in a loop on that message (which is then skipped); the library's own recovery from a
@@ -825,9 +825,9 @@ class NatsSource:
             stats=self.stats,
             too_large=self._too_large,
         )
-        # subject -> [publisher's node id, last sequence number seen]
-        self.last: dict[str, list[Any]] = {}
+        self.sequences = SequenceTracker(time.monotonic, MAX_SUBJECTS_TRACKED)
         self._gap_log = CountedLog(log)
+        self._outlier_log = Throttled(log, interval=60.0)
         self._invalid_log = Throttled(log)
         self._drop_log = Throttled(log)
         self._publisher_log = Throttled(log, logging.INFO, 60.0)
@@ -1166,43 +1166,63 @@ class NatsSource:
         self._dispatch(self.name, data, is_text)
 
     def _sequence(self, subject: str, node: str | None, seq_text: str) -> None:
-        """Follow one publisher's sequence numbers on ``subject``: a jump is a gap (that
-        many messages lost), counted and logged; a new node id is a restarted
-        publisher, not a gap. Only plain decimal numbers count (``int()`` would take
-        "1_000" and other scripts' digits); a jump of more than ``MAX_GAP`` is taken for a
-        new publisher, not a loss (a forged number must not make the counter absurd)."""
+        """Follow the publisher's sequence numbers on ``subject``
+        (:class:`~veylor.sequence.SequenceTracker`): a jump its rate explains is that
+        many messages lost, counted and logged; one it does not explain, a message under
+        another node id, and late ones are not followed (one forged message changes
+        nothing), until several in a row agree on a new sequence (a restarted
+        publisher: not a loss). Only plain decimal numbers count (``int()`` would take
+        "1_000" and other scripts' digits)."""
         if not (seq_text.isascii() and seq_text.isdigit() and len(seq_text) <= 19):
             return
-        seq = int(seq_text)
-        last = self.last.get(subject)
-        # (a jump over MAX_GAP: as if another publisher took over)
-        if last is None or last[0] != node or seq - last[1] - 1 > MAX_GAP:
-            if last is not None:
-                self.stats.publisher_changes += 1
+        verdict = self.sequences.observe(subject, node, int(seq_text))
+        seen = verdict.seen
+        if seen is Seen.NEXT or seen is Seen.FIRST:
+            pass
+        elif seen is Seen.LOSS:
+            self.stats.gaps += verdict.n
+            self._gap_log.add(
+                verdict.n,
+                "source %s: messages lost between the publisher and here (gaps in its sequence on %s)",
+                self.name,
+                subject,
+            )
+        elif seen is Seen.LATE:
+            self.stats.out_of_order += 1
+        elif seen is Seen.IMPLAUSIBLE:
+            self._outlier_log(
+                "source %s: a message on %s is %d ahead in its publisher's sequence, more than the "
+                "publisher's rate can explain (forged?): not counted as missed; still following the "
+                "publisher's sequence",
+                self.name,
+                subject,
+                verdict.n,
+            )
+        elif seen is Seen.NEW:
+            self.stats.publisher_changes += 1
+            if verdict.new_id:
                 self._publisher_log(
                     "source %s: a new publisher on %s (it restarted, or another took over)",
                     self.name,
                     subject,
                 )
-            elif len(self.last) >= MAX_SUBJECTS_TRACKED:
-                del self.last[next(iter(self.last))]
-            self.last[subject] = [node, seq]
-            return
-        expected = last[1] + 1
-        if seq == expected:
-            last[1] = seq
-        elif seq > expected:
-            missed = seq - expected
-            self.stats.gaps += missed
-            last[1] = seq
-            self._gap_log.add(
-                missed,
-                "source %s: messages lost between the publisher and here (gaps in its sequence on %s)",
+            else:
+                self._publisher_log(
+                    "source %s: the publisher's sequence on %s moved by %+d and the messages after it "
+                    "agree (it restarted): following it, not counted as missed",
+                    self.name,
+                    subject,
+                    verdict.n,
+                )
+        if verdict.dropped:
+            self.stats.outliers += verdict.dropped
+            self._outlier_log(
+                "source %s: %s on %s did not fit the publisher's sequence and the messages after them "
+                "did not follow them (forged, or another publisher's): delivered, not counted",
                 self.name,
+                plural(verdict.dropped, "message"),
                 subject,
             )
-        else:
-            self.stats.out_of_order += 1
 
     def _too_large(self, size: int) -> None:
         self.stats.queued_dropped += 1

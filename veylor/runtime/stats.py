@@ -43,8 +43,9 @@ class SourceStats(_Counters):
         "invalid_utf8",  # text messages from the upstream that were not UTF-8 (dropped)
         "messages_in",  # messages from the upstream
         "out_of_order",  # messages whose sequence number was not above the last one (NATS)
+        "outliers",  # messages whose sequence number fitted no publisher's, never confirmed (NATS)
         "oversize",  # messages larger than max_message_size (dropped; NATS)
-        "publisher_changes",  # a new publisher took over a subject: restarted, not a gap (NATS)
+        "publisher_changes",  # a new publisher (or sequence) took over a subject: not a gap (NATS)
         "queued_dropped",  # client messages dropped: the upstream was down or not reading
         "sent_up",  # client messages sent to the upstream
     )
