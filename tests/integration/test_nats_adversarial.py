@@ -304,6 +304,38 @@ async def test_two_sources_cannot_share_one_position_file(tmp_path: Path) -> Non
     assert "sources.b.nats.position_file: source 'a' keeps its position in" in result.stderr, result.stderr
 
 
+async def test_bad_server_urls_fail_check_at_their_file_line_and_key(tmp_path: Path) -> None:
+    """Issue 22: a port over 65535, a port that is not a number and an IPv6 address with
+    no closing bracket passed `veylor check` with exit 0; at run time each was retried
+    for ever, with a warning at every attempt."""
+    (tmp_path / "config.yaml").write_text(
+        textwrap.dedent(
+            """
+            sources:
+              a: {nats: {servers: ["nats://127.0.0.1:99999"], subject: veylor.a}}
+              b: {nats: {servers: ["nats://h:abc"], subject: veylor.b}}
+            endpoints:
+              local: {websocket: {port: 8765}}
+              c: {nats: {servers: ["nats://127.0.0.1:4222", "nats://[::1:4222"], subject: veylor.c}}
+            routes:
+              sa: {from: a, to: local}
+              sb: {from: b, to: [local, c]}
+            """
+        )
+    )
+    result = await asyncio.to_thread(run_veylor, "check", "-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.splitlines()
+    assert lines[:3] == [
+        "config.yaml:3 sources.a.nats.servers: 'nats://127.0.0.1:99999' is not a valid URL: Port out of range "
+        "0-65535: write nats://HOST:PORT (or tls://HOST:PORT)",
+        "config.yaml:4 sources.b.nats.servers: 'nats://h:abc' is not a valid URL: Port could not be cast to "
+        "integer value as 'abc': write nats://HOST:PORT (or tls://HOST:PORT)",
+        "config.yaml:7 endpoints.c.nats.servers[1]: 'nats://[::1:4222' is not a valid URL: Invalid IPv6 URL: "
+        "write nats://HOST:PORT (or tls://HOST:PORT)",
+    ], result.stderr
+
+
 async def raw_publish(port: int, subject: str, header: bytes, payload: bytes) -> None:
     """Publish with a header block written by hand (HPUB): what any NATS client can send,
     whatever a client library would make of it."""
@@ -832,6 +864,53 @@ async def test_a_broken_nats_server_never_stops_veylor_starting_or_stopping_and_
             assert not problems, "; ".join(problems)
         finally:
             await proc.stop()
+
+
+@pytest.mark.parametrize("kind", ["url-the-library-refuses", "info-then-garbage"])
+async def test_a_connection_that_keeps_failing_is_logged_once_then_summarized(
+    kind: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: a NATS connection whose attempts failed (an error the client library
+    gives up on, such as a URL it refuses) logged a warning at every attempt, against
+    the README's once a minute. Now, as for a WebSocket source: the first failure at
+    WARNING, the others at DEBUG, a summary at INFO once per interval (here 1 s, and
+    attempts every 0.1 s)."""
+    from veylor.config.model import Reconnect
+    from veylor.config.natsspec import NatsLink
+    from veylor.runtime import natsio
+
+    monkeypatch.setattr(natsio, "FIRST_CONNECT", Reconnect(0.05, 0.1, 2.0, 0.0, 0))
+    monkeypatch.setattr(natsio, "FAILURE_SUMMARY", 1.0, raising=False)
+    caplog.set_level(logging.DEBUG, logger="veylor.nats")
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "url-the-library-refuses":  # (check refuses it now: this is the library's view)
+            url = "nats://127.0.0.1:99999"
+        else:
+            url = (await stack.enter_async_context(FakeServer(*BROKEN_SERVERS[kind]))).url
+
+        async def up() -> None:
+            raise AssertionError("connected")
+
+        conn = natsio.Connection(NatsLink((url,)), "source t", "veylor source t", up, lambda: None)
+        conn.start()
+        try:
+            await asyncio.sleep(3.5)
+        finally:
+            await conn.close()
+    assert conn.failures >= 10, conn.failures
+    records = [r for r in caplog.records if r.name == "veylor.nats"]
+    loud = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    summaries = [
+        r.getMessage()
+        for r in records
+        if r.levelno == logging.INFO and "still cannot connect" in r.getMessage()
+    ]
+    each = [r for r in records if r.levelno == logging.DEBUG and "failed" in r.getMessage()]
+    assert len(loud) == 1 and "cannot connect to NATS" in loud[0], (
+        f"{len(loud)} warnings for {conn.failures} attempts"
+    )
+    assert 2 <= len(summaries) <= 4 and "attempts failed since" in summaries[0], summaries
+    assert len(each) == conn.failures - 1
 
 
 # -- Secrets -------------------------------------------------------------------------------------

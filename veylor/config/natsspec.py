@@ -24,10 +24,21 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from .access import Collected, SourceTLS, read_small, read_source_tls, resolve_path, why_unreadable
-from .model import _SKIP, Reconnect, Subpath, _base, _plain, format_size, parse_size, redact_url, url_secrets
+from .model import (
+    _SKIP,
+    Reconnect,
+    Subpath,
+    _base,
+    _plain,
+    format_size,
+    host_port_problem,
+    parse_size,
+    redact_url,
+    url_secrets,
+)
 from .problems import Location
 
 UPSTREAM_PREFIX = "_VEYLOR.up."  # client messages from edges: this + the endpoint's subject
@@ -72,13 +83,33 @@ def mask_url(url: str) -> str:
     (user, password, token) masked whole."""
     info = _userinfo(url)
     if info is None:
-        return redact_url(url) if "://" in url else url
+        if "://" not in url:
+            return url
+        shown = redact_url(url)
+        # (a URL too broken to split, with no user information and no query, holds no
+        # secret: shown as written, so that people see what is wrong with it)
+        return url if shown == "<invalid URL>" and "?" not in url else shown
     scheme = url.partition("://")[0]
     return f"{scheme}://***@{url.partition('://')[2].rsplit('@', 1)[1]}"
 
 
 def has_wildcard(subject: str) -> bool:
     return any(t in ("*", ">") for t in subject.split("."))
+
+
+def _host_port_problem(url: str) -> str | None:
+    """What is wrong with a NATS server URL's host and port (as for a source's ws:// URL,
+    and a host and a port a server can listen on), for people."""
+    fix = "write nats://HOST:PORT (or tls://HOST:PORT)"
+    problem = host_port_problem(url, mask_url(url))
+    if problem is not None:
+        return f"{problem}: {fix}"
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"{mask_url(url)!r} names no host: {fix}"
+    if parts.port == 0:
+        return f"{mask_url(url)!r}: port 0 is not a port a server listens on: {fix}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +169,10 @@ class NatsLink:
                         "that part of a URL: percent-encode them (%2F, %3F, %23)",
                     )
                 )
+            else:
+                problem = _host_port_problem(url)
+                if problem is not None:
+                    out.append((where, problem))
         return out
 
     def secrets(self) -> frozenset[str]:

@@ -64,6 +64,7 @@ FIRST_CONNECT = Reconnect(initial_delay=0.5, max_delay=30.0, multiplier=2.0, jit
 CONNECT_TIMEOUT = 5  # seconds for one server's TCP, TLS and CONNECT
 RECONNECT_WAIT = 1  # seconds before the library tries a server it was connected to again
 CLOSE_TIMEOUT = 2.0  # seconds to publish what waits, then close, at shutdown or unbind
+FAILURE_SUMMARY = 60.0  # seconds between "still cannot connect" lines of one connection
 MAX_SUBJECTS_TRACKED = 10_000  # subjects a source keeps sequence numbers for (wildcards)
 PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
 # A stream consumer reset at one message this many times within RESETS_WITHIN seconds is
@@ -119,6 +120,8 @@ class Connection:
         self._error_log = Throttled(log, interval=60.0)
         self._down_log = Throttled(log, interval=10.0)
         self._up_log = Throttled(log, logging.INFO, 10.0)
+        self._streak_since: float | None = None  # wall clock of the first failure of a streak
+        self._summary_at = 0.0
 
     @property
     def connected(self) -> bool:
@@ -153,45 +156,77 @@ class Connection:
             except asyncio.CancelledError:
                 await _close_quietly(nc)
                 raise
-            except Exception as exc:  # refused, unreachable, bad credentials, TLS
-                await self._back_off(nc, _describe(exc), self._say_failed)
+            except Exception as exc:  # an error the library gives up on (TLS, a URL it refuses)
+                await self._back_off(nc, _describe(exc))
                 continue
             if not nc.is_connected:  # (nats-py returns from a handshake the server did not finish)
-                error = "the server did not complete the NATS handshake (is it a NATS server?)"
-                await self._back_off(nc, error, self._say_unfinished)
+                await self._back_off(
+                    nc, "the server did not complete the NATS handshake (is it a NATS server?)"
+                )
                 continue
             self.nc = nc
+            after = (
+                f" after {plural(self.failures, 'failed attempt')}" if self._streak_since is not None else ""
+            )
+            self._streak_since = None
             self.failures = 0
             self.last_error = None
             self.state = "connected"
             self.connected_since = time.time()
-            log.info("%s: connected to NATS at %s", self.who, _server(nc))
+            log.info("%s: connected to NATS at %s%s", self.who, _server(nc), after)
             await self.on_up()
             return
 
-    async def _back_off(self, nc: NatsClient, error: str, say: Callable[[float], None]) -> None:
-        """A first connection that failed: closed, counted, said (``say(delay)``), and
-        tried again after Veylor's backoff."""
+    async def _back_off(self, nc: NatsClient, error: str) -> None:
+        """A first connection that failed: closed, counted, said (:meth:`_log_failure`),
+        and tried again after Veylor's backoff."""
         await _close_quietly(nc)
         self.failures += 1
         self.last_error = error
         delay = backoff_delay(FIRST_CONNECT, self.failures)
         self.state = "backoff"
         self.next_attempt_at = time.time() + delay
-        say(delay)
+        self._log_failure(delay)
         await asyncio.sleep(delay)
 
-    def _say_failed(self, delay: float) -> None:
-        log.warning(
-            "%s: cannot connect to NATS (%s): %s; retrying in %.1fs",
+    def _log_failure(self, delay: float) -> None:
+        """As a WebSocket source does: the first failure of a streak at WARNING, later
+        ones at DEBUG, with a summary at INFO at most every ``FAILURE_SUMMARY`` seconds."""
+        now = time.monotonic()
+        servers = ", ".join(self.link.safe_servers)
+        if self._streak_since is None:
+            self._streak_since = time.time()
+            self._summary_at = now
+            log.warning(
+                "%s: cannot connect to NATS (%s): %s; retrying in %.1fs "
+                "(further failures are summarized every %.0fs; -v shows each)",
+                self.who,
+                servers,
+                self.last_error,
+                delay,
+                FAILURE_SUMMARY,
+            )
+            return
+        log.debug(
+            "%s: attempt %d to NATS (%s) failed: %s; retrying in %.1fs",
             self.who,
-            ", ".join(self.link.safe_servers),
+            self.failures,
+            servers,
             self.last_error,
             delay,
         )
-
-    def _say_unfinished(self, delay: float) -> None:
-        self._error_log("%s: NATS: %s; retrying in %.1fs", self.who, self.last_error, delay)
+        if now - self._summary_at >= FAILURE_SUMMARY:
+            self._summary_at = now
+            log.info(
+                "%s: still cannot connect to NATS (%s): %d attempts failed since %s; last error: %s; "
+                "next attempt in %.1fs",
+                self.who,
+                servers,
+                self.failures,
+                time.strftime("%H:%M:%S", time.localtime(self._streak_since)),
+                self.last_error,
+                delay,
+            )
 
     async def _error(self, exc: Exception) -> None:
         self.last_error = _describe(exc)
