@@ -28,7 +28,7 @@ import nats
 import pytest
 from conftest import run_veylor
 from helpers import Upstream, VeylorProcess, eventually, free_port, veylor_inprocess, ws_client
-from natscluster import Node, nats_cluster, needs_nats
+from natscluster import Node, Proxy, nats_cluster, needs_nats
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [needs_nats]
@@ -753,6 +753,207 @@ async def test_a_flood_on_the_cores_upstream_subject_never_holds_up_its_feed(
             assert max(lags) < 3.0, f"the core's feed to its own clients stalled {max(lags):.1f}s"
             assert grown < 200, f"the core grew by {grown:.0f} MiB during the flood"
             assert upstream.connects == 1 and len(upstream.received) < 2000
+
+
+# -- A connection that stops reading -------------------------------------------------------------
+
+# A message nats-py cannot parse (its status line is not UTF-8): its read loop ends on it,
+# and the connection stays "connected" (tests/integration/test_nats_compat.py).
+BAD_STATUS = b"NATS/1.0 \xff\xfe\r\n\r\n"
+
+
+async def until(predicate: Any, timeout: float, what: str) -> float:
+    """Poll the async ``predicate`` every 0.1 s until it holds: the seconds it took."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while not await predicate():
+        if loop.time() - began > timeout:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        await asyncio.sleep(0.1)
+    return loop.time() - began
+
+
+async def test_one_malformed_message_does_not_silence_an_edge(tmp_path: Path) -> None:
+    """Issue 22: one message whose status line is not UTF-8 ended nats-py's read loop; the
+    edge delivered nothing more for minutes (until the library's own stale-connection
+    check), while it said "connected" and /readyz answered 200. Now Veylor sees the read
+    loop end, makes the connection again (counted, with its reason) and the feed goes
+    on within seconds."""
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        port = free_port()
+        async with running(Proc(tmp_path, "edge", edge(url, port))) as proc:
+            await eventually(lambda: "connected to NATS" in proc.proc.log, 15)
+            await asyncio.sleep(0.3)
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            pub = await nats.connect(url)
+            try:
+                await pub.publish(SUBJECT, b"before", headers={"Veylor-Type": "text"})
+                await pub.flush()
+                assert await recv_all(client, 1, 5) == ["before"]
+                await raw_publish(cluster.nodes[0].port, SUBJECT, BAD_STATUS, b"x")
+                got: list[Any] = []
+
+                async def flowing() -> bool:
+                    await pub.publish(SUBJECT, b"after", headers={"Veylor-Type": "text"})
+                    got.extend(await recv_all(client, 1, 0.2))
+                    return "after" in got
+
+                took = await until(flowing, 10, "a message after the malformed one reached the client")
+                print(f"the edge delivered again {took:.1f}s after the malformed message")
+                text = (await proc.get("/metrics"))[1]
+                assert (
+                    metric(text, "veylor_source_stalls_total", source="ticker", reason="read_loop_ended") == 1
+                )
+                assert metric(text, "veylor_source_connects_total", source="ticker") == 2
+                assert metric(text, "veylor_source_up", source="ticker") == 1
+                assert "stopped reading" in proc.proc.log
+            finally:
+                await pub.close()
+                await client.close()
+
+
+async def test_without_the_read_loop_guard_the_watchdog_still_notices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a nats-py release hide its read loop from natscompat (reader_ended says
+    None: it cannot tell), the watchdog's ping still finds the dead connection within
+    stall_timeout (2 s here)."""
+    from veylor.runtime import natscompat
+
+    monkeypatch.setattr(natscompat, "reader_ended", lambda nc: None)
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        port = free_port()
+        async with veylor_inprocess(tmp_path, edge(url, port, ", stall_timeout: 2")) as rt:
+            src = rt.sources["ticker"]
+            await eventually(lambda: src.state == "connected", 10)
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            pub = await nats.connect(url)
+            try:
+                await asyncio.sleep(0.3)
+                await raw_publish(cluster.nodes[0].port, SUBJECT, BAD_STATUS, b"x")
+                got: list[Any] = []
+
+                async def flowing() -> bool:
+                    await pub.publish(SUBJECT, b"after", headers={"Veylor-Type": "text"})
+                    got.extend(await recv_all(client, 1, 0.2))
+                    return "after" in got
+
+                took = await until(flowing, 10, "a message after the malformed one reached the client")
+                print(f"without the guard, the edge delivered again {took:.1f}s after the malformed message")
+                assert src.stats.stalled_no_pong == 1 and src.stats.stalled_read_loop == 0
+                assert src.stats.connects == 2 and src.stats.disconnects == 1
+            finally:
+                await pub.close()
+                await client.close()
+
+
+async def test_one_malformed_message_does_not_deafen_the_core_to_its_edges(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Issue 22: the same message on _VEYLOR.up.SUBJECT ended the core's read loop: the
+    core kept publishing, and ignored every edge's client messages from then on."""
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        async with running(Proc(tmp_path, "core", core(upstream, url))) as proc:
+            await upstream.wait_connected()
+            await eventually(lambda: "connected to NATS" in proc.proc.log, 15)
+            await asyncio.sleep(0.3)
+            edge_nc = await nats.connect(url)  # an edge's client messages, as a NATS source sends them
+            try:
+                await raw_publish(cluster.nodes[0].port, UP_SUBJECT, BAD_STATUS, b"x")
+
+                async def heard() -> bool:
+                    await edge_nc.publish(UP_SUBJECT, b"SUBSCRIBE", headers={"Veylor-Type": "text"})
+                    await edge_nc.flush()
+                    await asyncio.sleep(0.2)
+                    return "SUBSCRIBE" in upstream.received
+
+                await until(heard, 10, "a client message from an edge reached the upstream")
+                text = (await proc.get("/metrics"))[1]
+                stalls = metric(
+                    text, "veylor_endpoint_stalls_total", endpoint="cluster", reason="read_loop_ended"
+                )
+                assert stalls == 1 and metric(text, "veylor_endpoint_up", endpoint="cluster") == 1
+            finally:
+                await edge_nc.close()
+
+
+async def test_a_connection_that_stops_reading_is_reported_and_made_again(tmp_path: Path) -> None:
+    """Issue 22: a connection on which nothing arrives any more (here a relay between the
+    edge and NATS that stops forwarding and closes nothing, as a dead route does) was
+    "connected" for minutes: nats-py pings every 2 minutes. With stall_timeout 2, Veylor
+    pings after 1 s without a message, and with no PONG by 2 s says so (/readyz 503,
+    veylor_source_up 0), closes it and connects again; it is up again once NATS can be
+    reached."""
+    async with nats_cluster(tmp_path / "nats") as cluster, Proxy(cluster.nodes[0].port) as proxy:
+        port = free_port()
+        async with running(Proc(tmp_path, "edge", edge(proxy.url, port, ", stall_timeout: 2"))) as proc:
+            await until(lambda: _ready(proc, 200), 15, "the edge ready")
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            pub = await nats.connect(cluster.urls[0])
+            try:
+                proxy.freeze()
+                took = await until(lambda: _ready(proc, 503), 10, "/readyz 503 after the connection stalled")
+                print(f"/readyz said 503 {took:.1f}s after the connection stalled")
+                text = (await proc.get("/metrics"))[1]
+                assert metric(text, "veylor_source_up", source="ticker") == 0
+                assert metric(text, "veylor_source_stalls_total", source="ticker", reason="no_pong") >= 1
+                assert "no message and no PONG for 2s" in proc.proc.log
+                proxy.thaw()
+                await until(lambda: _ready(proc, 200), 20, "/readyz 200 once NATS can be reached again")
+                got: list[Any] = []
+
+                async def flowing() -> bool:
+                    await pub.publish(SUBJECT, b"again", headers={"Veylor-Type": "text"})
+                    got.extend(await recv_all(client, 1, 0.2))
+                    return "again" in got
+
+                await until(flowing, 10, "messages reach the client again")
+            finally:
+                await pub.close()
+                await client.close()
+
+
+async def _ready(proc: Proc, status: int) -> bool:
+    return (await proc.get("/readyz"))[0] == status
+
+
+async def test_a_stored_message_the_library_cannot_parse_is_skipped_not_read_for_ever(
+    tmp_path: Path,
+) -> None:
+    """The same message stored in a JetStream stream: every new connection of an edge
+    reading the stream got it first and its read loop ended again. Three times in a row at
+    one position, the message after it is skipped, counted as missed, and the stream is
+    read on."""
+    async with nats_cluster(tmp_path / "js", jetstream=True) as cluster:
+        url = cluster.urls[0]
+        admin = await nats.connect(url)
+        js = admin.jetstream()
+        await js.add_stream(name="TICKER", subjects=[SUBJECT])
+
+        async def publish(n: int) -> None:  # (as a core does)
+            headers = {"Veylor-Type": "text", "Veylor-Node": "core1", "Veylor-Seq": str(n + 1)}
+            await js.publish(SUBJECT, f"m{n}".encode(), headers=headers)
+
+        await publish(0)
+        port = free_port()
+        try:
+            async with veylor_inprocess(tmp_path, edge(url, port, ", stream: TICKER")) as rt:
+                src = rt.sources["ticker"]
+                await eventually(lambda: src.position == 1, 10)
+                client = await ws_client(f"ws://127.0.0.1:{port}/")
+                await asyncio.sleep(0.3)
+                await raw_publish(cluster.nodes[0].port, SUBJECT, BAD_STATUS, b"x")  # stream sequence 2
+                for n in range(1, 4):
+                    await publish(n)
+                got = await recv_all(client, 3, 30)
+                await client.close()
+                assert got == ["m1", "m2", "m3"], f"{got}; the edge: {src.status()}"
+                assert src.stats.stalled_read_loop == 3 and src.stats.gaps == 1 and src.position == 5
+        finally:
+            await admin.close()
 
 
 # -- NATS servers that are not what they should be -----------------------------------------------

@@ -235,3 +235,15 @@ def test_a_bad_port_is_said_without_the_password(tree) -> None:
 def test_good_server_urls_pass(tree, url: str) -> None:
     tree({"config.yaml": EDGE.replace("nats://127.0.0.1:4222", f'"{url}"')})
     assert load_config("config.yaml", env={}).sources["ticker"].link.servers == (url,)
+
+
+def test_stall_timeout_defaults_to_10_s_and_is_checked(tree) -> None:
+    tree({"config.yaml": EDGE})
+    assert load_config("config.yaml", env={}).sources["ticker"].link.stall_timeout == 10.0
+    tree({"config.yaml": CORE})
+    assert load_config("config.yaml", env={}).endpoints["cluster"].listen.link.stall_timeout == 10.0
+    text = EDGE.replace("subject: veylor.ticker}", "subject: veylor.ticker, stall_timeout: 2.5}")
+    tree({"config.yaml": text})
+    assert load_config("config.yaml", env={}).sources["ticker"].link.stall_timeout == 2.5
+    ((line, path, _),) = _problems(tree, text.replace("2.5", "0.1"))
+    assert (line, path) == (3, "sources.ticker.nats.stall_timeout")

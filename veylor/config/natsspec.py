@@ -120,6 +120,7 @@ class NatsLink:
     credentials: str | None = None  # a .creds file (JWT and NKey seed), read by the client library
     credentials_digest: str = ""  # its SHA-256: a changed file reconnects
     tls: SourceTLS | None = None
+    stall_timeout: float = 10.0  # seconds without a message or a PONG that make the connection anew
 
     @classmethod
     def read(cls, raw: Mapping[str, Any], base: str, out: Collected) -> NatsLink:
@@ -142,7 +143,7 @@ class NatsLink:
                         f"{creds} is not a NATS credentials file (it has no '-----BEGIN NATS USER JWT-----' "
                         "block): make one with `nsc generate creds`",
                     )
-        return cls(servers, creds, digest, tls)
+        return cls(servers, creds, digest, tls, float(raw.get("stall_timeout", 10.0)))
 
     @property
     def safe_servers(self) -> tuple[str, ...]:
@@ -200,6 +201,7 @@ class NatsLink:
             "servers": list(self.safe_servers),
             "credentials": self.credentials,
             "tls": None if self.tls is None else {"ca_file": self.tls.ca_file, "verify": self.tls.verify},
+            "stall_timeout": self.stall_timeout,
         }
 
 

@@ -127,6 +127,14 @@ def render(view: dict[str, Any]) -> str:
         "delivered, not counted as missed (NATS)",
         "outliers",
     )
+    sources.split(
+        "veylor_source_stalls_total",
+        "Connections Veylor closed and made again because they stopped reading, by reason: no_pong "
+        "(no message and no PONG to Veylor's ping for nats.stall_timeout), read_loop_ended (the client "
+        "library's read loop had ended under it) (NATS)",
+        "reason",
+        {"no_pong": "stalled_no_pong", "read_loop_ended": "stalled_read_loop"},
+    )
     sources.family(
         "veylor_source_last_message_timestamp_seconds",
         "gauge",
@@ -246,6 +254,21 @@ def render(view: dict[str, Any]) -> str:
         "gauge",
         "1 while an endpoint with a connection of its own (NATS) is connected",
         [({"endpoint": n}, int(e["state"] == "connected")) for n, e in linked],
+    )
+    _family(
+        out,
+        "veylor_endpoint_stalls_total",
+        "counter",
+        "Connections of an endpoint with one of its own (NATS) that Veylor closed and made again because "
+        "they stopped reading, by reason (as veylor_source_stalls_total)",
+        [
+            sample
+            for n, e in linked
+            for sample in (
+                ({"endpoint": n, "reason": "no_pong"}, e["stalled_no_pong"]),
+                ({"endpoint": n, "reason": "read_loop_ended"}, e["stalled_read_loop"]),
+            )
+        ],
     )
     _family(
         out,

@@ -7,6 +7,10 @@ succeeds, the library tries each server every ``RECONNECT_WAIT`` seconds (its er
 logged once a minute, with a count); an error it gives up on is retried by Veylor with
 backoff. A component never fails Veylor's start or a reload because NATS is down.
 
+Each connection is watched (:meth:`Connection._watch`): one on which nothing arrived
+and no PONG answered Veylor's ping for ``stall_timeout``, or whose client library
+stopped reading (:func:`.natscompat.reader_ended`), is closed and made again, counted.
+
 Publishing never blocks the fan-out: what is to be published waits in an
 :class:`Outbox` (bounded; beyond it, messages are dropped and counted), drained by one
 task per connection while it is connected, never by a task per message.
@@ -50,6 +54,7 @@ from ..config.natsspec import (
 from ..observe.logs import SECRETS
 from ..report import plural
 from ..sequence import Seen, SequenceTracker
+from . import natscompat
 from .budget import Budget
 from .endpoints import ClientState, Endpoint
 from .frames import valid_utf8
@@ -65,6 +70,11 @@ CONNECT_TIMEOUT = 5  # seconds for one server's TCP, TLS and CONNECT
 RECONNECT_WAIT = 1  # seconds before the library tries a server it was connected to again
 CLOSE_TIMEOUT = 2.0  # seconds to publish what waits, then close, at shutdown or unbind
 FAILURE_SUMMARY = 60.0  # seconds between "still cannot connect" lines of one connection
+WATCH_TICK = 1.0  # seconds between two looks of a connection's watchdog (at most stall_timeout / 4)
+STALLS_FORGOTTEN = 60.0  # seconds a connection must last for the stalls before it to be forgotten
+# Why a connection was replaced (veylor_source_stalls_total's reasons): no message and no
+# PONG to Veylor's ping for stall_timeout; the client library's read loop ended under it.
+NO_PONG, READ_LOOP = "no_pong", "read_loop_ended"
 MAX_SUBJECTS_TRACKED = 10_000  # subjects a source keeps sequence numbers for (wildcards)
 PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
 # A stream consumer reset at one message this many times within RESETS_WITHIN seconds is
@@ -73,6 +83,7 @@ PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
 RESETS_TO_SKIP = 10
 RESETS_WITHIN = 1.0
 STREAM_CHECK = 5.0  # seconds between two looks at whether a stream source is stuck
+STALLS_TO_SKIP = 3  # read loop ends in a row at one stream position that skip the message after it
 SAVE_EVERY = 1.0  # seconds between two writes of a source's position_file
 YIELD_EVERY = 256  # messages published from a backlog between two turns of the event loop (about 2 ms)
 ITEM_COST = 100  # bytes a message waiting to be published costs beside its payload
@@ -99,17 +110,33 @@ def _server(nc: NatsClient) -> str:
 class Connection:
     """One NATS connection of a component, kept up by the library (its retries until
     the first connection, its reconnection and failover after; Veylor's backoff only for
-    an error the library gives up on). ``state`` is ``connecting``, ``connected``,
-    ``reconnecting`` (the library is failing over), ``backoff`` or ``closed``."""
+    an error the library gives up on), and watched by Veylor (:meth:`_watch`): one that
+    stopped reading is closed and made again. ``state`` is ``connecting``,
+    ``connected``, ``reconnecting`` (the library is failing over), ``stalled`` (about to
+    be made again), ``backoff`` or ``closed``.
+
+    ``generation`` counts the library clients made: a component whose subscriptions
+    belong to an older one subscribes again (a reconnection by the library keeps them)."""
 
     def __init__(
-        self, link: NatsLink, who: str, name: str, on_up: Callable[[], Any], on_down: Callable[[], Any]
+        self,
+        link: NatsLink,
+        who: str,
+        name: str,
+        on_up: Callable[[], Any],
+        on_down: Callable[[], Any],
+        received: Callable[[], int] = lambda: 0,
+        on_stalled: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.link = link
         self.who = who  # "source ticker", "endpoint cluster": for log lines
         self.name = name  # the connection's name in the server's monitoring
         self.on_up = on_up  # coroutine function: connected (first time and after each reconnect)
         self.on_down = on_down  # plain function: disconnected
+        self.received = received  # messages the component received so far: signs of life, for free
+        self.on_stalled = on_stalled  # plain function: the connection stopped reading (the reason)
+        self.generation = 0
+        self.stalls = 0  # in a row, on connections that did not last (backoff before the next)
         self.nc: NatsClient | None = None
         self.state = "connecting"
         self.last_error: str | None = None
@@ -122,6 +149,8 @@ class Connection:
         self._up_log = Throttled(log, logging.INFO, 10.0)
         self._streak_since: float | None = None  # wall clock of the first failure of a streak
         self._summary_at = 0.0
+        self._stall_log = Throttled(log, interval=60.0)
+        self._reconnects = 0  # by the library (a ping sent before one is never answered)
 
     @property
     def connected(self) -> bool:
@@ -174,8 +203,86 @@ class Connection:
             self.state = "connected"
             self.connected_since = time.time()
             log.info("%s: connected to NATS at %s%s", self.who, _server(nc), after)
+            self.generation += 1
+            began = time.monotonic()
             await self.on_up()
-            return
+            reason = await self._watch(nc)
+            if time.monotonic() - began >= STALLS_FORGOTTEN:
+                self.stalls = 0
+            await self._replace(nc, reason)
+
+    async def _watch(self, nc: NatsClient) -> str:
+        """Until ``nc`` stops reading (the reason): a message received, or a PONG to a
+        ping sent when none came for half of ``stall_timeout``, is a sign of life; none
+        for ``stall_timeout`` is a stall. The client library's read loop ending under a
+        connection it still calls connected (:func:`.natscompat.reader_ended`) is one at
+        once. While the library reconnects, it is the library's business."""
+        loop = asyncio.get_running_loop()
+        stall = self.link.stall_timeout
+        tick = min(WATCH_TICK, stall / 4)
+        last = loop.time()  # of the last sign of life
+        seen, epoch = self.received(), self._reconnects
+        ping: asyncio.Task[float | None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                now = loop.time()
+                if nc.is_closed:
+                    return "closed"
+                if not nc.is_connected or epoch != self._reconnects:  # (the library reconnects)
+                    last, epoch = now, self._reconnects
+                    if ping is not None:
+                        ping.cancel()
+                        ping = None
+                    continue
+                if natscompat.reader_ended(nc):
+                    return READ_LOOP
+                received = self.received()
+                if received != seen:
+                    seen, last = received, now
+                if ping is not None and ping.done():
+                    pong = None if ping.cancelled() else ping.result()
+                    if pong is not None:
+                        last = max(last, pong)
+                    ping = None
+                if now - last > stall:
+                    return NO_PONG
+                if ping is None and now - last >= stall / 2:
+                    ping = loop.create_task(_ping(nc, stall))
+        finally:
+            if ping is not None:
+                ping.cancel()
+
+    async def _replace(self, nc: NatsClient, reason: str) -> None:
+        """A connection that stopped reading: counted, said, closed, and made again (at
+        once the first time, with backoff when it happens again and again)."""
+        self.nc = None  # (the library's callbacks while it closes are not this connection's)
+        self.connected_since = None
+        self.state = "stalled"
+        if reason == "closed":
+            self.last_error = "the client library closed the connection"
+        elif reason == READ_LOOP:
+            self.last_error = (
+                "the client library stopped reading (its read loop ended, on a message it could not parse)"
+            )
+        else:
+            self.last_error = f"no message and no PONG for {self.link.stall_timeout:g}s (nats.stall_timeout)"
+        self.stalls += 1
+        self.on_stalled(reason)
+        self.on_down()
+        delay = backoff_delay(FIRST_CONNECT, self.stalls - 1) if self.stalls > 1 else 0.0
+        self._stall_log(
+            "%s: the connection to NATS at %s stopped reading: %s; connecting again%s",
+            self.who,
+            _server(nc),
+            self.last_error,
+            f" in {delay:.1f}s" if delay else "",
+        )
+        await _close_quietly(nc)
+        self.state = "stalled"
+        if delay:
+            self.next_attempt_at = time.time() + delay
+            await asyncio.sleep(delay)
 
     async def _back_off(self, nc: NatsClient, error: str) -> None:
         """A first connection that failed: closed, counted, said (:meth:`_log_failure`),
@@ -248,14 +355,17 @@ class Connection:
         self.on_down()
 
     async def _reconnected(self) -> None:
-        assert self.nc is not None
+        if self.nc is None:
+            return
+        self._reconnects += 1
         self.state = "connected"
         self.connected_since = time.time()
         self._up_log("%s: reconnected to NATS at %s", self.who, _server(self.nc))
         await self.on_up()
 
     async def _closed(self) -> None:
-        self.state = "closed"
+        if self.nc is not None:  # (not one Veylor replaced: the library gave up on it)
+            self.state = "closed"
 
     async def close(self) -> None:
         """Stop connecting, flush what the library holds and close (bounded)."""
@@ -273,6 +383,7 @@ class Connection:
         self._error_log.cancel()
         self._down_log.cancel()
         self._up_log.cancel()
+        self._stall_log.cancel()
 
     def status(self) -> dict[str, Any]:
         nc = self.nc
@@ -284,6 +395,17 @@ class Connection:
             "failures": self.failures,
             "last_error": SECRETS.mask(self.last_error) if self.last_error else None,
         }
+
+
+async def _ping(nc: NatsClient, timeout: float) -> float | None:
+    """When the PONG to a PING came (the loop's clock), or None: none in ``timeout``, or
+    the connection went meanwhile. (``rtt``, not ``flush``: nats-py's flush returns at
+    once, without a PING, when its read loop has ended.)"""
+    try:
+        await nc.rtt(timeout)
+    except Exception:
+        return None
+    return asyncio.get_running_loop().time()
 
 
 async def _close_quietly(nc: NatsClient) -> None:
@@ -501,6 +623,13 @@ class StreamOutbox(Outbox):
             self.acked += 1
             if items:
                 self.wake.set()
+
+
+def _count_stall(stats: SourceStats | EndpointStats, reason: str) -> None:
+    if reason == READ_LOOP:
+        stats.stalled_read_loop += 1
+    elif reason == NO_PONG:
+        stats.stalled_no_pong += 1
 
 
 def _stream_gone(exc: BaseException) -> bool:
@@ -738,6 +867,7 @@ class NatsLinkListener:
         self.sub: Any = None
         self.accepting = True
         self.stream_task: asyncio.Task[None] | None = None
+        self.generation = 0  # of the connection's client that self.sub belongs to
 
     def attach(self, endpoints: Sequence[Endpoint]) -> None:
         (endpoint,) = endpoints  # (one endpoint per subject: the loader sees to it)
@@ -751,14 +881,26 @@ class NatsLinkListener:
         endpoint = self.endpoint
         assert endpoint is not None
         self.conn = Connection(
-            self.link, f"endpoint {endpoint.name}", f"veylor endpoint {endpoint.name}", self._up, lambda: None
+            self.link,
+            f"endpoint {endpoint.name}",
+            f"veylor endpoint {endpoint.name}",
+            self._up,
+            lambda: None,
+            received=lambda: self.endpoint.stats.received if self.endpoint is not None else 0,
+            on_stalled=self._stalled,
         )
         endpoint.outbox.run(self.conn)
         self.conn.start()
 
+    def _stalled(self, reason: str) -> None:
+        if self.endpoint is not None:
+            _count_stall(self.endpoint.stats, reason)
+
     async def _up(self) -> None:
         conn = self.conn
         assert conn is not None and conn.nc is not None
+        if self.generation != conn.generation:  # a new client (the last one stalled): subscribe again
+            self.generation, self.sub = conn.generation, None
         box = self.endpoint.outbox if self.endpoint is not None else None
         if isinstance(box, StreamOutbox):
             box.stream_lost = lambda: self._ensure(conn, box)
@@ -875,6 +1017,10 @@ class NatsSource:
         self._subscriber: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._saver: asyncio.TimerHandle | None = None
+        self.generation = 0  # of the connection's client that self.sub belongs to
+        self._stalled_at = -1  # the position at the last stall of the read loop (stream)
+        self._stalled_here = 0  # ... and how many in a row there
+        self._skip_next = False  # skip the message after the position (it ends the read loop)
         self._load_position(spec)
 
     @property
@@ -899,7 +1045,13 @@ class NatsSource:
 
     def start(self) -> None:
         self.conn = Connection(
-            self.spec.link, f"source {self.name}", f"veylor source {self.name}", self._up, self._down
+            self.spec.link,
+            f"source {self.name}",
+            f"veylor source {self.name}",
+            self._up,
+            self._down,
+            received=lambda: self.stats.messages_in,
+            on_stalled=self._stalled,
         )
         self.outbox.run(self.conn)
         self.conn.start()
@@ -947,6 +1099,8 @@ class NatsSource:
         conn = self.conn
         assert conn is not None and conn.nc is not None
         self.stats.connects += 1
+        if self.generation != conn.generation:  # a new client (the last one stalled): subscribe again
+            self.generation, self.sub = conn.generation, None
         if self.spec.stream:
             if self.sub is None and self._subscriber is None:
                 self._subscriber = asyncio.get_running_loop().create_task(self._subscribe_stream(conn))
@@ -974,6 +1128,7 @@ class NatsSource:
                 try:
                     info = await js.stream_info(spec.stream)
                     self._check_position(info.state.first_seq, info.state.last_seq)
+                    self._skip_unreadable(info.state.last_seq)
                     if self.position:
                         config = ConsumerConfig(
                             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1
@@ -1031,13 +1186,13 @@ class NatsSource:
         and again, thousands of consumers a second. After ``RESETS_TO_SKIP`` resets at
         one sequence within ``RESETS_WITHIN`` seconds, the reset goes past it: that message is
         skipped, counted as missed.
-        (This reaches into the library's subscription. Should a release rename what it
-        hooks, :meth:`_watch_stream` still notices the silence and reads the stream
-        again, but cannot get past such a message.)"""
-        jsi = getattr(getattr(sub, "_sub", None), "_jsi", None) or getattr(sub, "_jsi", None)
-        original = getattr(jsi, "reset_ordered_consumer", None)
-        if jsi is None or original is None:
+        (This reaches into the library's subscription, through :mod:`.natscompat`. Should
+        a release rename what it hooks, :meth:`_watch_stream` still notices the silence and
+        reads the stream again, but cannot get past such a message.)"""
+        jsi = natscompat.ordered_consumer(sub)
+        if jsi is None:
             return
+        original = jsi.reset_ordered_consumer
         seen = [0, 0, 0.0]  # the sequence of the last resets, how many in a row, since when
 
         async def reset(sseq: int | None) -> bool:
@@ -1160,6 +1315,40 @@ class NatsSource:
     def _down(self) -> None:
         self.stats.disconnects += 1
         self._on_disconnect(self)
+
+    def _stalled(self, reason: str) -> None:
+        """The connection stopped reading (it is made again). Reading a stream, the
+        client library's read loop ending ``STALLS_TO_SKIP`` times in a row at one
+        position is a stored message it cannot parse (nats-py ends its read loop on it:
+        see :mod:`.natscompat`), which every new connection would get first: skipped
+        (once the stream is seen to hold it), counted as missed."""
+        _count_stall(self.stats, reason)
+        if not self.spec.stream or reason != READ_LOOP:
+            return
+        if self.position != self._stalled_at:
+            self._stalled_at, self._stalled_here = self.position, 0
+        self._stalled_here += 1
+        if self._stalled_here >= STALLS_TO_SKIP:
+            self._stalled_here = 0
+            self._skip_next = True  # (once the stream is seen to hold it: _skip_unreadable)
+
+    def _skip_unreadable(self, last: int) -> None:
+        """After :meth:`_stalled`: the message after the position, if the stream holds it."""
+        if not self._skip_next:
+            return
+        self._skip_next = False
+        if last <= self.position:
+            return
+        self.position += 1
+        self._stalled_at = self.position
+        self.stats.gaps += 1
+        log.warning(
+            "source %s: stream %s: message %d stops the client library from reading (it cannot parse it): "
+            "skipped, counted as missed",
+            self.name,
+            self.spec.stream,
+            self.position,
+        )
 
     async def _message(self, msg: Msg) -> None:
         data = msg.data

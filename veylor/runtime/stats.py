@@ -48,6 +48,8 @@ class SourceStats(_Counters):
         "publisher_changes",  # a new publisher (or sequence) took over a subject: not a gap (NATS)
         "queued_dropped",  # client messages dropped: the upstream was down or not reading
         "sent_up",  # client messages sent to the upstream
+        "stalled_no_pong",  # connections made again: no message, no PONG for stall_timeout (NATS)
+        "stalled_read_loop",  # ... the client library's read loop had ended (NATS)
     )
 
 
@@ -92,6 +94,8 @@ class EndpointStats(_Counters):
         "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
         "slow_disconnects",  # clients disconnected for being slow
         "slow_dropping",  # clients for which messages were dropped for being slow
+        "stalled_no_pong",  # its connection made again: no message, no PONG for stall_timeout (NATS)
+        "stalled_read_loop",  # ... the client library's read loop had ended (NATS)
         "tls_failed",  # connections whose TLS handshake failed (wss:// endpoints)
         "unframeable",  # deliveries not made: the framing cannot carry the message (lines)
         "upstream_blocked",  # client messages that went to no source: every route's policy stopped it
