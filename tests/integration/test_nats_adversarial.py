@@ -28,7 +28,7 @@ import nats
 import pytest
 from conftest import run_veylor
 from helpers import Upstream, VeylorProcess, eventually, free_port, veylor_inprocess, ws_client
-from natscluster import Node, nats_cluster, needs_nats
+from natscluster import Node, Proxy, nats_cluster, needs_nats
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [needs_nats]
@@ -304,6 +304,38 @@ async def test_two_sources_cannot_share_one_position_file(tmp_path: Path) -> Non
     assert "sources.b.nats.position_file: source 'a' keeps its position in" in result.stderr, result.stderr
 
 
+async def test_bad_server_urls_fail_check_at_their_file_line_and_key(tmp_path: Path) -> None:
+    """Issue 22: a port over 65535, a port that is not a number and an IPv6 address with
+    no closing bracket passed `veylor check` with exit 0; at run time each was retried
+    for ever, with a warning at every attempt."""
+    (tmp_path / "config.yaml").write_text(
+        textwrap.dedent(
+            """
+            sources:
+              a: {nats: {servers: ["nats://127.0.0.1:99999"], subject: veylor.a}}
+              b: {nats: {servers: ["nats://h:abc"], subject: veylor.b}}
+            endpoints:
+              local: {websocket: {port: 8765}}
+              c: {nats: {servers: ["nats://127.0.0.1:4222", "nats://[::1:4222"], subject: veylor.c}}
+            routes:
+              sa: {from: a, to: local}
+              sb: {from: b, to: [local, c]}
+            """
+        )
+    )
+    result = await asyncio.to_thread(run_veylor, "check", "-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.splitlines()
+    assert lines[:3] == [
+        "config.yaml:3 sources.a.nats.servers: 'nats://127.0.0.1:99999' is not a valid URL: Port out of range "
+        "0-65535: write nats://HOST:PORT (or tls://HOST:PORT)",
+        "config.yaml:4 sources.b.nats.servers: 'nats://h:abc' is not a valid URL: Port could not be cast to "
+        "integer value as 'abc': write nats://HOST:PORT (or tls://HOST:PORT)",
+        "config.yaml:7 endpoints.c.nats.servers[1]: 'nats://[::1:4222' is not a valid URL: Invalid IPv6 URL: "
+        "write nats://HOST:PORT (or tls://HOST:PORT)",
+    ], result.stderr
+
+
 async def raw_publish(port: int, subject: str, header: bytes, payload: bytes) -> None:
     """Publish with a header block written by hand (HPUB): what any NATS client can send,
     whatever a client library would make of it."""
@@ -423,7 +455,9 @@ async def test_a_publisher_flipping_its_node_id_cannot_flood_the_log(
 ) -> None:
     """Every change of Veylor-Node on a subject logs "a new publisher on ..." at INFO
     (the default level), unthrottled: one line per message for a publisher that
-    alternates two ids -- the only NATS condition an outsider can log without bound."""
+    alternates two ids -- the only NATS condition an outsider can log without bound.
+    (Since issue 22 neither id takes the other's place: the first stays followed, the
+    other's messages are outliers, logged once a minute.)"""
     caplog.set_level(logging.INFO, logger="veylor")
     async with nats_cluster(tmp_path / "nats") as cluster:
         url = cluster.urls[0]
@@ -434,13 +468,14 @@ async def test_a_publisher_flipping_its_node_id_cannot_flood_the_log(
             pub = await nats.connect(url)
             n = 2000
             for i in range(n):
-                headers = {"Veylor-Type": "text", "Veylor-Node": "AB"[i % 2], "Veylor-Seq": str(i)}
+                headers = {"Veylor-Type": "text", "Veylor-Node": "AB"[i % 2], "Veylor-Seq": str(i // 2 + 1)}
                 await pub.publish(SUBJECT, b"x", headers=headers)
             await pub.flush()
             await pub.close()
             await eventually(lambda: src.stats.messages_in == n, 15)
-            lines = [r for r in caplog.records if "a new publisher" in r.getMessage()]
-            assert src.stats.publisher_changes == n - 1
+            lines = [r for r in caplog.records if SUBJECT in r.getMessage()]
+            assert src.stats.publisher_changes == 0 and src.stats.gaps == 0
+            assert src.stats.outliers == n // 2 - 1  # B's, each cut short by A's next (the last one pending)
             assert len(lines) <= 10, f"{len(lines)} log lines for {n} messages from one publisher"
 
 
@@ -481,6 +516,61 @@ async def test_an_absurd_sequence_number_does_not_poison_the_missed_counter(tmp_
                 f"veylor_source_missed_total has {len(str(int(missed)))} digits after two messages of an "
                 "outsider: Prometheus (strconv.ParseFloat) refuses the whole scrape"
             )
+
+
+async def test_one_forged_sequence_number_cannot_hide_a_real_loss_after_it(tmp_path: Path) -> None:
+    """Issue 22: a subscriber of the subject copies the core's node id from what it
+    receives and publishes one message with a Veylor-Seq just under the "new publisher"
+    threshold (10**9 ahead). The edge counted 10**9 missed messages, and from then on
+    every real message was "out of order": a real loss of 50 after it was never
+    counted. Now the forged jump is not followed, and the real loss is counted as 50."""
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        port = free_port()
+        async with running(Proc(tmp_path, "edge", edge(url, port))) as proc:
+            await eventually(lambda: "connected to NATS" in proc.proc.log, 15)
+            await asyncio.sleep(0.3)
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            core = await nats.connect(url)  # publishes as a core does
+            attacker = await nats.connect(url)
+            try:
+                seen: asyncio.Queue[Any] = asyncio.Queue()
+                await attacker.subscribe(SUBJECT, cb=seen.put)
+                await attacker.flush()
+
+                async def publish(first: int, last: int) -> None:
+                    for seq in range(first, last + 1):
+                        headers = {"Veylor-Type": "text", "Veylor-Node": "c0ffee", "Veylor-Seq": str(seq)}
+                        await core.publish(SUBJECT, f"m{seq}".encode(), headers=headers)
+                        await asyncio.sleep(0.001)
+                    await core.flush()
+
+                await publish(1, 100)
+                for _ in range(100):
+                    copied = await asyncio.wait_for(seen.get(), 5)
+                node, last = copied.headers["Veylor-Node"], int(copied.headers["Veylor-Seq"])
+                forged = {"Veylor-Type": "text", "Veylor-Node": node, "Veylor-Seq": str(last + 10**9)}
+                await attacker.publish(SUBJECT, b"forged", headers=forged)
+                await attacker.flush()
+                await publish(101, 120)
+                await publish(171, 200)  # 121..170 never reach the edge: a real loss of 50
+                got = await recv_all(client, 100 + 1 + 20 + 30, 15)
+                assert got[-1] == "m200" and "forged" in got
+                status, text = await proc.get("/metrics")
+                assert status == 200
+                missed = metric(text, "veylor_source_missed_total", source="ticker")
+                late = metric(text, "veylor_source_out_of_order_total", source="ticker")
+                outliers = metric(text, "veylor_source_sequence_outliers_total", source="ticker")
+                assert (missed, late) == (50, 0), (
+                    f"after one forged Veylor-Seq, a real loss of 50 shows as {missed:.0f} missed and "
+                    f"{late:.0f} out of order"
+                )
+                assert outliers == 1
+                assert "more than the publisher's rate can explain" in proc.proc.log
+            finally:
+                await client.close()
+                await core.close()
+                await attacker.close()
 
 
 async def test_hostile_headers_and_empty_messages_are_delivered_or_dropped_and_the_feed_goes_on(
@@ -665,6 +755,207 @@ async def test_a_flood_on_the_cores_upstream_subject_never_holds_up_its_feed(
             assert upstream.connects == 1 and len(upstream.received) < 2000
 
 
+# -- A connection that stops reading -------------------------------------------------------------
+
+# A message nats-py cannot parse (its status line is not UTF-8): its read loop ends on it,
+# and the connection stays "connected" (tests/integration/test_nats_compat.py).
+BAD_STATUS = b"NATS/1.0 \xff\xfe\r\n\r\n"
+
+
+async def until(predicate: Any, timeout: float, what: str) -> float:
+    """Poll the async ``predicate`` every 0.1 s until it holds: the seconds it took."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while not await predicate():
+        if loop.time() - began > timeout:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        await asyncio.sleep(0.1)
+    return loop.time() - began
+
+
+async def test_one_malformed_message_does_not_silence_an_edge(tmp_path: Path) -> None:
+    """Issue 22: one message whose status line is not UTF-8 ended nats-py's read loop; the
+    edge delivered nothing more for minutes (until the library's own stale-connection
+    check), while it said "connected" and /readyz answered 200. Now Veylor sees the read
+    loop end, makes the connection again (counted, with its reason) and the feed goes
+    on within seconds."""
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        port = free_port()
+        async with running(Proc(tmp_path, "edge", edge(url, port))) as proc:
+            await eventually(lambda: "connected to NATS" in proc.proc.log, 15)
+            await asyncio.sleep(0.3)
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            pub = await nats.connect(url)
+            try:
+                await pub.publish(SUBJECT, b"before", headers={"Veylor-Type": "text"})
+                await pub.flush()
+                assert await recv_all(client, 1, 5) == ["before"]
+                await raw_publish(cluster.nodes[0].port, SUBJECT, BAD_STATUS, b"x")
+                got: list[Any] = []
+
+                async def flowing() -> bool:
+                    await pub.publish(SUBJECT, b"after", headers={"Veylor-Type": "text"})
+                    got.extend(await recv_all(client, 1, 0.2))
+                    return "after" in got
+
+                took = await until(flowing, 10, "a message after the malformed one reached the client")
+                print(f"the edge delivered again {took:.1f}s after the malformed message")
+                text = (await proc.get("/metrics"))[1]
+                assert (
+                    metric(text, "veylor_source_stalls_total", source="ticker", reason="read_loop_ended") == 1
+                )
+                assert metric(text, "veylor_source_connects_total", source="ticker") == 2
+                assert metric(text, "veylor_source_up", source="ticker") == 1
+                assert "stopped reading" in proc.proc.log
+            finally:
+                await pub.close()
+                await client.close()
+
+
+async def test_without_the_read_loop_guard_the_watchdog_still_notices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a nats-py release hide its read loop from natscompat (reader_ended says
+    None: it cannot tell), the watchdog's ping still finds the dead connection within
+    stall_timeout (2 s here)."""
+    from veylor.runtime import natscompat
+
+    monkeypatch.setattr(natscompat, "reader_ended", lambda nc: None)
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        port = free_port()
+        async with veylor_inprocess(tmp_path, edge(url, port, ", stall_timeout: 2")) as rt:
+            src = rt.sources["ticker"]
+            await eventually(lambda: src.state == "connected", 10)
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            pub = await nats.connect(url)
+            try:
+                await asyncio.sleep(0.3)
+                await raw_publish(cluster.nodes[0].port, SUBJECT, BAD_STATUS, b"x")
+                got: list[Any] = []
+
+                async def flowing() -> bool:
+                    await pub.publish(SUBJECT, b"after", headers={"Veylor-Type": "text"})
+                    got.extend(await recv_all(client, 1, 0.2))
+                    return "after" in got
+
+                took = await until(flowing, 10, "a message after the malformed one reached the client")
+                print(f"without the guard, the edge delivered again {took:.1f}s after the malformed message")
+                assert src.stats.stalled_no_pong == 1 and src.stats.stalled_read_loop == 0
+                assert src.stats.connects == 2 and src.stats.disconnects == 1
+            finally:
+                await pub.close()
+                await client.close()
+
+
+async def test_one_malformed_message_does_not_deafen_the_core_to_its_edges(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Issue 22: the same message on _VEYLOR.up.SUBJECT ended the core's read loop: the
+    core kept publishing, and ignored every edge's client messages from then on."""
+    async with nats_cluster(tmp_path / "nats") as cluster:
+        url = cluster.urls[0]
+        async with running(Proc(tmp_path, "core", core(upstream, url))) as proc:
+            await upstream.wait_connected()
+            await eventually(lambda: "connected to NATS" in proc.proc.log, 15)
+            await asyncio.sleep(0.3)
+            edge_nc = await nats.connect(url)  # an edge's client messages, as a NATS source sends them
+            try:
+                await raw_publish(cluster.nodes[0].port, UP_SUBJECT, BAD_STATUS, b"x")
+
+                async def heard() -> bool:
+                    await edge_nc.publish(UP_SUBJECT, b"SUBSCRIBE", headers={"Veylor-Type": "text"})
+                    await edge_nc.flush()
+                    await asyncio.sleep(0.2)
+                    return "SUBSCRIBE" in upstream.received
+
+                await until(heard, 10, "a client message from an edge reached the upstream")
+                text = (await proc.get("/metrics"))[1]
+                stalls = metric(
+                    text, "veylor_endpoint_stalls_total", endpoint="cluster", reason="read_loop_ended"
+                )
+                assert stalls == 1 and metric(text, "veylor_endpoint_up", endpoint="cluster") == 1
+            finally:
+                await edge_nc.close()
+
+
+async def test_a_connection_that_stops_reading_is_reported_and_made_again(tmp_path: Path) -> None:
+    """Issue 22: a connection on which nothing arrives any more (here a relay between the
+    edge and NATS that stops forwarding and closes nothing, as a dead route does) was
+    "connected" for minutes: nats-py pings every 2 minutes. With stall_timeout 2, Veylor
+    pings after 1 s without a message, and with no PONG by 2 s says so (/readyz 503,
+    veylor_source_up 0), closes it and connects again; it is up again once NATS can be
+    reached."""
+    async with nats_cluster(tmp_path / "nats") as cluster, Proxy(cluster.nodes[0].port) as proxy:
+        port = free_port()
+        async with running(Proc(tmp_path, "edge", edge(proxy.url, port, ", stall_timeout: 2"))) as proc:
+            await until(lambda: _ready(proc, 200), 15, "the edge ready")
+            client = await ws_client(f"ws://127.0.0.1:{port}/")
+            pub = await nats.connect(cluster.urls[0])
+            try:
+                proxy.freeze()
+                took = await until(lambda: _ready(proc, 503), 10, "/readyz 503 after the connection stalled")
+                print(f"/readyz said 503 {took:.1f}s after the connection stalled")
+                text = (await proc.get("/metrics"))[1]
+                assert metric(text, "veylor_source_up", source="ticker") == 0
+                assert metric(text, "veylor_source_stalls_total", source="ticker", reason="no_pong") >= 1
+                assert "no message and no PONG for 2s" in proc.proc.log
+                proxy.thaw()
+                await until(lambda: _ready(proc, 200), 20, "/readyz 200 once NATS can be reached again")
+                got: list[Any] = []
+
+                async def flowing() -> bool:
+                    await pub.publish(SUBJECT, b"again", headers={"Veylor-Type": "text"})
+                    got.extend(await recv_all(client, 1, 0.2))
+                    return "again" in got
+
+                await until(flowing, 10, "messages reach the client again")
+            finally:
+                await pub.close()
+                await client.close()
+
+
+async def _ready(proc: Proc, status: int) -> bool:
+    return (await proc.get("/readyz"))[0] == status
+
+
+async def test_a_stored_message_the_library_cannot_parse_is_skipped_not_read_for_ever(
+    tmp_path: Path,
+) -> None:
+    """The same message stored in a JetStream stream: every new connection of an edge
+    reading the stream got it first and its read loop ended again. Three times in a row at
+    one position, the message after it is skipped, counted as missed, and the stream is
+    read on."""
+    async with nats_cluster(tmp_path / "js", jetstream=True) as cluster:
+        url = cluster.urls[0]
+        admin = await nats.connect(url)
+        js = admin.jetstream()
+        await js.add_stream(name="TICKER", subjects=[SUBJECT])
+
+        async def publish(n: int) -> None:  # (as a core does)
+            headers = {"Veylor-Type": "text", "Veylor-Node": "core1", "Veylor-Seq": str(n + 1)}
+            await js.publish(SUBJECT, f"m{n}".encode(), headers=headers)
+
+        await publish(0)
+        port = free_port()
+        try:
+            async with veylor_inprocess(tmp_path, edge(url, port, ", stream: TICKER")) as rt:
+                src = rt.sources["ticker"]
+                await eventually(lambda: src.position == 1, 10)
+                client = await ws_client(f"ws://127.0.0.1:{port}/")
+                await asyncio.sleep(0.3)
+                await raw_publish(cluster.nodes[0].port, SUBJECT, BAD_STATUS, b"x")  # stream sequence 2
+                for n in range(1, 4):
+                    await publish(n)
+                got = await recv_all(client, 3, 30)
+                await client.close()
+                assert got == ["m1", "m2", "m3"], f"{got}; the edge: {src.status()}"
+                assert src.stats.stalled_read_loop == 3 and src.stats.gaps == 1 and src.position == 5
+        finally:
+            await admin.close()
+
+
 # -- NATS servers that are not what they should be -----------------------------------------------
 
 
@@ -774,6 +1065,53 @@ async def test_a_broken_nats_server_never_stops_veylor_starting_or_stopping_and_
             assert not problems, "; ".join(problems)
         finally:
             await proc.stop()
+
+
+@pytest.mark.parametrize("kind", ["url-the-library-refuses", "info-then-garbage"])
+async def test_a_connection_that_keeps_failing_is_logged_once_then_summarized(
+    kind: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: a NATS connection whose attempts failed (an error the client library
+    gives up on, such as a URL it refuses) logged a warning at every attempt, against
+    the README's once a minute. Now, as for a WebSocket source: the first failure at
+    WARNING, the others at DEBUG, a summary at INFO once per interval (here 1 s, and
+    attempts every 0.1 s)."""
+    from veylor.config.model import Reconnect
+    from veylor.config.natsspec import NatsLink
+    from veylor.runtime import natsio
+
+    monkeypatch.setattr(natsio, "FIRST_CONNECT", Reconnect(0.05, 0.1, 2.0, 0.0, 0))
+    monkeypatch.setattr(natsio, "FAILURE_SUMMARY", 1.0, raising=False)
+    caplog.set_level(logging.DEBUG, logger="veylor.nats")
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "url-the-library-refuses":  # (check refuses it now: this is the library's view)
+            url = "nats://127.0.0.1:99999"
+        else:
+            url = (await stack.enter_async_context(FakeServer(*BROKEN_SERVERS[kind]))).url
+
+        async def up() -> None:
+            raise AssertionError("connected")
+
+        conn = natsio.Connection(NatsLink((url,)), "source t", "veylor source t", up, lambda: None)
+        conn.start()
+        try:
+            await asyncio.sleep(3.5)
+        finally:
+            await conn.close()
+    assert conn.failures >= 10, conn.failures
+    records = [r for r in caplog.records if r.name == "veylor.nats"]
+    loud = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    summaries = [
+        r.getMessage()
+        for r in records
+        if r.levelno == logging.INFO and "still cannot connect" in r.getMessage()
+    ]
+    each = [r for r in records if r.levelno == logging.DEBUG and "failed" in r.getMessage()]
+    assert len(loud) == 1 and "cannot connect to NATS" in loud[0], (
+        f"{len(loud)} warnings for {conn.failures} attempts"
+    )
+    assert 2 <= len(summaries) <= 4 and "attempts failed since" in summaries[0], summaries
+    assert len(each) == conn.failures - 1
 
 
 # -- Secrets -------------------------------------------------------------------------------------

@@ -204,3 +204,46 @@ def test_jetstream_settings(tree, tmp_path) -> None:
     listen = load_config("config.yaml", env={}).endpoints["cluster"].listen
     assert (listen.stream, listen.replicas, listen.max_msgs_per_subject) == ("TICKER", 3, 100_000)
     assert "JetStream stream TICKER (R3" in listen.describe()
+
+
+BAD_SERVER_URLS = [
+    ("nats://127.0.0.1:99999", "Port out of range"),
+    ("nats://h:abc", "Port could not be cast to integer"),
+    ("nats://[::1:4222", "Invalid IPv6 URL"),
+    ("nats://:4222", "names no host"),
+    ("tls://h:0", "port 0"),
+]
+
+
+@pytest.mark.parametrize(("url", "wrong"), BAD_SERVER_URLS)
+def test_a_server_url_with_a_bad_host_or_port_is_located(tree, url: str, wrong: str) -> None:
+    """Issue 22: these passed check (exit 0) and were retried for ever at run time."""
+    ((line, path, message),) = _problems(tree, EDGE.replace("nats://127.0.0.1:4222", f'"{url}"'))
+    assert (line, path) == (3, "sources.ticker.nats.servers") and wrong in message, message
+    assert "write nats://HOST:PORT" in message
+    text = CORE.replace("[nats://127.0.0.1:4222]", f'[nats://127.0.0.1:4222, "{url}"]')
+    ((line, path, message),) = _problems(tree, text)
+    assert (line, path) == (5, "endpoints.cluster.nats.servers[1]") and wrong in message, message
+
+
+def test_a_bad_port_is_said_without_the_password(tree) -> None:
+    ((_, _, message),) = _problems(tree, EDGE.replace("nats://127.0.0.1:4222", "nats://u:s3cret@h:4x22"))
+    assert "s3cret" not in message and "nats://***@h:4x22" in message, message
+
+
+@pytest.mark.parametrize("url", ["nats://h", "nats://h:4222", "tls://[::1]:4222", "nats://u:p@h:4222"])
+def test_good_server_urls_pass(tree, url: str) -> None:
+    tree({"config.yaml": EDGE.replace("nats://127.0.0.1:4222", f'"{url}"')})
+    assert load_config("config.yaml", env={}).sources["ticker"].link.servers == (url,)
+
+
+def test_stall_timeout_defaults_to_10_s_and_is_checked(tree) -> None:
+    tree({"config.yaml": EDGE})
+    assert load_config("config.yaml", env={}).sources["ticker"].link.stall_timeout == 10.0
+    tree({"config.yaml": CORE})
+    assert load_config("config.yaml", env={}).endpoints["cluster"].listen.link.stall_timeout == 10.0
+    text = EDGE.replace("subject: veylor.ticker}", "subject: veylor.ticker, stall_timeout: 2.5}")
+    tree({"config.yaml": text})
+    assert load_config("config.yaml", env={}).sources["ticker"].link.stall_timeout == 2.5
+    ((line, path, _),) = _problems(tree, text.replace("2.5", "0.1"))
+    assert (line, path) == (3, "sources.ticker.nats.stall_timeout")

@@ -103,13 +103,23 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def host_port_problem(url: str, shown: str) -> str | None:
+    """What is wrong with the host and port of ``url`` (``shown``: the URL as people may
+    see it, its secrets masked), if anything: a port that is not a number up to 65535,
+    an IPv6 address with no closing bracket. The check WebSocket and NATS URLs share."""
+    try:
+        urlsplit(url).port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        return f"{shown!r} is not a valid URL: {exc}"
+    return None
+
+
 def _url_problem(url: str) -> str | None:
     """What the schema's pattern cannot see in a source URL, if anything."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        return f"{redact_url(url)!r} is not a valid URL: {exc}"
+    problem = host_port_problem(url, redact_url(url))
+    if problem is not None:
+        return problem
+    parts = urlsplit(url)
     if parts.fragment or url.endswith("#"):
         return f"{redact_url(url)!r} has a #fragment, which a WebSocket URL cannot have: remove it"
     try:

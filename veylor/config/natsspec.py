@@ -24,10 +24,21 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from .access import Collected, SourceTLS, read_source_tls, resolve_path, why_unreadable
-from .model import _SKIP, Reconnect, Subpath, _base, _plain, format_size, parse_size, redact_url, url_secrets
+from .model import (
+    _SKIP,
+    Reconnect,
+    Subpath,
+    _base,
+    _plain,
+    format_size,
+    host_port_problem,
+    parse_size,
+    redact_url,
+    url_secrets,
+)
 from .problems import Location
 
 UPSTREAM_PREFIX = "_VEYLOR.up."  # client messages from edges: this + the endpoint's subject
@@ -72,13 +83,33 @@ def mask_url(url: str) -> str:
     (user, password, token) masked whole."""
     info = _userinfo(url)
     if info is None:
-        return redact_url(url) if "://" in url else url
+        if "://" not in url:
+            return url
+        shown = redact_url(url)
+        # (a URL too broken to split, with no user information and no query, holds no
+        # secret: shown as written, so that people see what is wrong with it)
+        return url if shown == "<invalid URL>" and "?" not in url else shown
     scheme = url.partition("://")[0]
     return f"{scheme}://***@{url.partition('://')[2].rsplit('@', 1)[1]}"
 
 
 def has_wildcard(subject: str) -> bool:
     return any(t in ("*", ">") for t in subject.split("."))
+
+
+def _host_port_problem(url: str) -> str | None:
+    """What is wrong with a NATS server URL's host and port (as for a source's ws:// URL,
+    and a host and a port a server can listen on), for people."""
+    fix = "write nats://HOST:PORT (or tls://HOST:PORT)"
+    problem = host_port_problem(url, mask_url(url))
+    if problem is not None:
+        return f"{problem}: {fix}"
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"{mask_url(url)!r} names no host: {fix}"
+    if parts.port == 0:
+        return f"{mask_url(url)!r}: port 0 is not a port a server listens on: {fix}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +120,7 @@ class NatsLink:
     credentials: str | None = None  # a .creds file (JWT and NKey seed), read by the client library
     credentials_digest: str = ""  # its SHA-256: a changed file reconnects
     tls: SourceTLS | None = None
+    stall_timeout: float = 10.0  # seconds without a message or a PONG that make the connection anew
 
     @classmethod
     def read(cls, raw: Mapping[str, Any], base: str, out: Collected) -> NatsLink:
@@ -110,7 +142,7 @@ class NatsLink:
                         f"{creds} is not a NATS credentials file (it has no '-----BEGIN NATS USER JWT-----' "
                         "block): make one with `nsc generate creds`",
                     )
-        return cls(servers, creds, digest, tls)
+        return cls(servers, creds, digest, tls, float(raw.get("stall_timeout", 10.0)))
 
     @property
     def safe_servers(self) -> tuple[str, ...]:
@@ -137,6 +169,10 @@ class NatsLink:
                         "that part of a URL: percent-encode them (%2F, %3F, %23)",
                     )
                 )
+            else:
+                problem = _host_port_problem(url)
+                if problem is not None:
+                    out.append((where, problem))
         return out
 
     def secrets(self) -> frozenset[str]:
@@ -164,6 +200,7 @@ class NatsLink:
             "servers": list(self.safe_servers),
             "credentials": self.credentials,
             "tls": None if self.tls is None else {"ca_file": self.tls.ca_file, "verify": self.tls.verify},
+            "stall_timeout": self.stall_timeout,
         }
 
 

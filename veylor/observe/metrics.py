@@ -116,8 +116,25 @@ def render(view: dict[str, Any]) -> str:
     sources.family(
         "veylor_source_publisher_changes_total",
         "counter",
-        "A new publisher took over a subject (a core restarted): not counted as missed (NATS)",
+        "A new publisher took over a subject (a core restarted), or its sequence started again: not "
+        "counted as missed (NATS)",
         "publisher_changes",
+    )
+    sources.family(
+        "veylor_source_sequence_outliers_total",
+        "counter",
+        "Messages whose sequence number fitted neither the publisher's sequence nor a loss its rate "
+        "explains, and that the messages after them did not follow (forged, or another publisher's): "
+        "delivered, not counted as missed (NATS)",
+        "outliers",
+    )
+    sources.split(
+        "veylor_source_stalls_total",
+        "Connections Veylor closed and made again because they stopped reading, by reason: no_pong "
+        "(no message and no PONG to Veylor's ping for nats.stall_timeout), read_loop_ended (the client "
+        "library's read loop had ended under it) (NATS)",
+        "reason",
+        {"no_pong": "stalled_no_pong", "read_loop_ended": "stalled_read_loop"},
     )
     sources.family(
         "veylor_source_last_message_timestamp_seconds",
@@ -238,6 +255,21 @@ def render(view: dict[str, Any]) -> str:
         "gauge",
         "1 while an endpoint with a connection of its own (NATS) is connected",
         [({"endpoint": n}, int(e["state"] == "connected")) for n, e in linked],
+    )
+    _family(
+        out,
+        "veylor_endpoint_stalls_total",
+        "counter",
+        "Connections of an endpoint with one of its own (NATS) that Veylor closed and made again because "
+        "they stopped reading, by reason (as veylor_source_stalls_total)",
+        [
+            sample
+            for n, e in linked
+            for sample in (
+                ({"endpoint": n, "reason": "no_pong"}, e["stalled_no_pong"]),
+                ({"endpoint": n, "reason": "read_loop_ended"}, e["stalled_read_loop"]),
+            )
+        ],
     )
     _family(
         out,

@@ -7,6 +7,10 @@ succeeds, the library tries each server every ``RECONNECT_WAIT`` seconds (its er
 logged once a minute, with a count); an error it gives up on is retried by Veylor with
 backoff. A component never fails Veylor's start or a reload because NATS is down.
 
+Each connection is watched (:meth:`Connection._watch`): one on which nothing arrived
+and no PONG answered Veylor's ping for ``stall_timeout``, or whose client library
+stopped reading (:func:`.natscompat.reader_ended`), is closed and made again, counted.
+
 Publishing never blocks the fan-out: what is to be published waits in an
 :class:`Outbox` (bounded; beyond it, messages are dropped and counted), drained by one
 task per connection while it is connected, never by a task per message.
@@ -49,6 +53,8 @@ from ..config.natsspec import (
 )
 from ..observe.logs import SECRETS
 from ..report import plural
+from ..sequence import Seen, SequenceTracker
+from . import natscompat
 from .budget import Budget
 from .endpoints import ClientState, Endpoint
 from .frames import valid_utf8
@@ -63,8 +69,13 @@ FIRST_CONNECT = Reconnect(initial_delay=0.5, max_delay=30.0, multiplier=2.0, jit
 CONNECT_TIMEOUT = 5  # seconds for one server's TCP, TLS and CONNECT
 RECONNECT_WAIT = 1  # seconds before the library tries a server it was connected to again
 CLOSE_TIMEOUT = 2.0  # seconds to publish what waits, then close, at shutdown or unbind
+FAILURE_SUMMARY = 60.0  # seconds between "still cannot connect" lines of one connection
+WATCH_TICK = 1.0  # seconds between two looks of a connection's watchdog (at most stall_timeout / 4)
+STALLS_FORGOTTEN = 60.0  # seconds a connection must last for the stalls before it to be forgotten
+# Why a connection was replaced (veylor_source_stalls_total's reasons): no message and no
+# PONG to Veylor's ping for stall_timeout; the client library's read loop ended under it.
+NO_PONG, READ_LOOP = "no_pong", "read_loop_ended"
 MAX_SUBJECTS_TRACKED = 10_000  # subjects a source keeps sequence numbers for (wildcards)
-MAX_GAP = 10**9  # a jump in one publisher's sequence beyond this is a new publisher, not a loss
 PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
 # A stream consumer reset at one message this many times within RESETS_WITHIN seconds is
 # in a loop on that message (which is then skipped); the library's own recovery from a
@@ -72,6 +83,7 @@ PENDING_SIZE = 2 * 2**20  # bytes the library buffers while reconnecting
 RESETS_TO_SKIP = 10
 RESETS_WITHIN = 1.0
 STREAM_CHECK = 5.0  # seconds between two looks at whether a stream source is stuck
+STALLS_TO_SKIP = 3  # read loop ends in a row at one stream position that skip the message after it
 SAVE_EVERY = 1.0  # seconds between two writes of a source's position_file
 YIELD_EVERY = 256  # messages published from a backlog between two turns of the event loop (about 2 ms)
 ITEM_COST = 100  # bytes a message waiting to be published costs beside its payload
@@ -98,17 +110,33 @@ def _server(nc: NatsClient) -> str:
 class Connection:
     """One NATS connection of a component, kept up by the library (its retries until
     the first connection, its reconnection and failover after; Veylor's backoff only for
-    an error the library gives up on). ``state`` is ``connecting``, ``connected``,
-    ``reconnecting`` (the library is failing over), ``backoff`` or ``closed``."""
+    an error the library gives up on), and watched by Veylor (:meth:`_watch`): one that
+    stopped reading is closed and made again. ``state`` is ``connecting``,
+    ``connected``, ``reconnecting`` (the library is failing over), ``stalled`` (about to
+    be made again), ``backoff`` or ``closed``.
+
+    ``generation`` counts the library clients made: a component whose subscriptions
+    belong to an older one subscribes again (a reconnection by the library keeps them)."""
 
     def __init__(
-        self, link: NatsLink, who: str, name: str, on_up: Callable[[], Any], on_down: Callable[[], Any]
+        self,
+        link: NatsLink,
+        who: str,
+        name: str,
+        on_up: Callable[[], Any],
+        on_down: Callable[[], Any],
+        received: Callable[[], int] = lambda: 0,
+        on_stalled: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.link = link
         self.who = who  # "source ticker", "endpoint cluster": for log lines
         self.name = name  # the connection's name in the server's monitoring
         self.on_up = on_up  # coroutine function: connected (first time and after each reconnect)
         self.on_down = on_down  # plain function: disconnected
+        self.received = received  # messages the component received so far: signs of life, for free
+        self.on_stalled = on_stalled  # plain function: the connection stopped reading (the reason)
+        self.generation = 0
+        self.stalls = 0  # in a row, on connections that did not last (backoff before the next)
         self.nc: NatsClient | None = None
         self.state = "connecting"
         self.last_error: str | None = None
@@ -119,6 +147,10 @@ class Connection:
         self._error_log = Throttled(log, interval=60.0)
         self._down_log = Throttled(log, interval=10.0)
         self._up_log = Throttled(log, logging.INFO, 10.0)
+        self._streak_since: float | None = None  # wall clock of the first failure of a streak
+        self._summary_at = 0.0
+        self._stall_log = Throttled(log, interval=60.0)
+        self._reconnects = 0  # by the library (a ping sent before one is never answered)
 
     @property
     def connected(self) -> bool:
@@ -153,45 +185,155 @@ class Connection:
             except asyncio.CancelledError:
                 await _close_quietly(nc)
                 raise
-            except Exception as exc:  # refused, unreachable, bad credentials, TLS
-                await self._back_off(nc, _describe(exc), self._say_failed)
+            except Exception as exc:  # an error the library gives up on (TLS, a URL it refuses)
+                await self._back_off(nc, _describe(exc))
                 continue
             if not nc.is_connected:  # (nats-py returns from a handshake the server did not finish)
-                error = "the server did not complete the NATS handshake (is it a NATS server?)"
-                await self._back_off(nc, error, self._say_unfinished)
+                await self._back_off(
+                    nc, "the server did not complete the NATS handshake (is it a NATS server?)"
+                )
                 continue
             self.nc = nc
+            after = (
+                f" after {plural(self.failures, 'failed attempt')}" if self._streak_since is not None else ""
+            )
+            self._streak_since = None
             self.failures = 0
             self.last_error = None
             self.state = "connected"
             self.connected_since = time.time()
-            log.info("%s: connected to NATS at %s", self.who, _server(nc))
+            log.info("%s: connected to NATS at %s%s", self.who, _server(nc), after)
+            self.generation += 1
+            began = time.monotonic()
             await self.on_up()
-            return
+            reason = await self._watch(nc)
+            if time.monotonic() - began >= STALLS_FORGOTTEN:
+                self.stalls = 0
+            await self._replace(nc, reason)
 
-    async def _back_off(self, nc: NatsClient, error: str, say: Callable[[float], None]) -> None:
-        """A first connection that failed: closed, counted, said (``say(delay)``), and
-        tried again after Veylor's backoff."""
+    async def _watch(self, nc: NatsClient) -> str:
+        """Until ``nc`` stops reading (the reason): a message received, or a PONG to a
+        ping sent when none came for half of ``stall_timeout``, is a sign of life; none
+        for ``stall_timeout`` is a stall. The client library's read loop ending under a
+        connection it still calls connected (:func:`.natscompat.reader_ended`) is one at
+        once. While the library reconnects, it is the library's business."""
+        loop = asyncio.get_running_loop()
+        stall = self.link.stall_timeout
+        tick = min(WATCH_TICK, stall / 4)
+        last = loop.time()  # of the last sign of life
+        seen, epoch = self.received(), self._reconnects
+        ping: asyncio.Task[float | None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                now = loop.time()
+                if nc.is_closed:
+                    return "closed"
+                if not nc.is_connected or epoch != self._reconnects:  # (the library reconnects)
+                    last, epoch = now, self._reconnects
+                    if ping is not None:
+                        ping.cancel()
+                        ping = None
+                    continue
+                if natscompat.reader_ended(nc):
+                    return READ_LOOP
+                received = self.received()
+                if received != seen:
+                    seen, last = received, now
+                if ping is not None and ping.done():
+                    pong = None if ping.cancelled() else ping.result()
+                    if pong is not None:
+                        last = max(last, pong)
+                    ping = None
+                if now - last > stall:
+                    return NO_PONG
+                if ping is None and now - last >= stall / 2:
+                    ping = loop.create_task(_ping(nc, stall))
+        finally:
+            if ping is not None:
+                ping.cancel()
+
+    async def _replace(self, nc: NatsClient, reason: str) -> None:
+        """A connection that stopped reading: counted, said, closed, and made again (at
+        once the first time, with backoff when it happens again and again)."""
+        self.nc = None  # (the library's callbacks while it closes are not this connection's)
+        self.connected_since = None
+        self.state = "stalled"
+        if reason == "closed":
+            self.last_error = "the client library closed the connection"
+        elif reason == READ_LOOP:
+            self.last_error = (
+                "the client library stopped reading (its read loop ended, on a message it could not parse)"
+            )
+        else:
+            self.last_error = f"no message and no PONG for {self.link.stall_timeout:g}s (nats.stall_timeout)"
+        self.stalls += 1
+        self.on_stalled(reason)
+        self.on_down()
+        delay = backoff_delay(FIRST_CONNECT, self.stalls - 1) if self.stalls > 1 else 0.0
+        self._stall_log(
+            "%s: the connection to NATS at %s stopped reading: %s; connecting again%s",
+            self.who,
+            _server(nc),
+            self.last_error,
+            f" in {delay:.1f}s" if delay else "",
+        )
+        await _close_quietly(nc)
+        self.state = "stalled"
+        if delay:
+            self.next_attempt_at = time.time() + delay
+            await asyncio.sleep(delay)
+
+    async def _back_off(self, nc: NatsClient, error: str) -> None:
+        """A first connection that failed: closed, counted, said (:meth:`_log_failure`),
+        and tried again after Veylor's backoff."""
         await _close_quietly(nc)
         self.failures += 1
         self.last_error = error
         delay = backoff_delay(FIRST_CONNECT, self.failures)
         self.state = "backoff"
         self.next_attempt_at = time.time() + delay
-        say(delay)
+        self._log_failure(delay)
         await asyncio.sleep(delay)
 
-    def _say_failed(self, delay: float) -> None:
-        log.warning(
-            "%s: cannot connect to NATS (%s): %s; retrying in %.1fs",
+    def _log_failure(self, delay: float) -> None:
+        """As a WebSocket source does: the first failure of a streak at WARNING, later
+        ones at DEBUG, with a summary at INFO at most every ``FAILURE_SUMMARY`` seconds."""
+        now = time.monotonic()
+        servers = ", ".join(self.link.safe_servers)
+        if self._streak_since is None:
+            self._streak_since = time.time()
+            self._summary_at = now
+            log.warning(
+                "%s: cannot connect to NATS (%s): %s; retrying in %.1fs "
+                "(further failures are summarized every %.0fs; -v shows each)",
+                self.who,
+                servers,
+                self.last_error,
+                delay,
+                FAILURE_SUMMARY,
+            )
+            return
+        log.debug(
+            "%s: attempt %d to NATS (%s) failed: %s; retrying in %.1fs",
             self.who,
-            ", ".join(self.link.safe_servers),
+            self.failures,
+            servers,
             self.last_error,
             delay,
         )
-
-    def _say_unfinished(self, delay: float) -> None:
-        self._error_log("%s: NATS: %s; retrying in %.1fs", self.who, self.last_error, delay)
+        if now - self._summary_at >= FAILURE_SUMMARY:
+            self._summary_at = now
+            log.info(
+                "%s: still cannot connect to NATS (%s): %d attempts failed since %s; last error: %s; "
+                "next attempt in %.1fs",
+                self.who,
+                servers,
+                self.failures,
+                time.strftime("%H:%M:%S", time.localtime(self._streak_since)),
+                self.last_error,
+                delay,
+            )
 
     async def _error(self, exc: Exception) -> None:
         self.last_error = _describe(exc)
@@ -213,14 +355,17 @@ class Connection:
         self.on_down()
 
     async def _reconnected(self) -> None:
-        assert self.nc is not None
+        if self.nc is None:
+            return
+        self._reconnects += 1
         self.state = "connected"
         self.connected_since = time.time()
         self._up_log("%s: reconnected to NATS at %s", self.who, _server(self.nc))
         await self.on_up()
 
     async def _closed(self) -> None:
-        self.state = "closed"
+        if self.nc is not None:  # (not one Veylor replaced: the library gave up on it)
+            self.state = "closed"
 
     async def close(self) -> None:
         """Stop connecting, flush what the library holds and close (bounded)."""
@@ -238,6 +383,7 @@ class Connection:
         self._error_log.cancel()
         self._down_log.cancel()
         self._up_log.cancel()
+        self._stall_log.cancel()
 
     def status(self) -> dict[str, Any]:
         nc = self.nc
@@ -249,6 +395,17 @@ class Connection:
             "failures": self.failures,
             "last_error": SECRETS.mask(self.last_error) if self.last_error else None,
         }
+
+
+async def _ping(nc: NatsClient, timeout: float) -> float | None:
+    """When the PONG to a PING came (the loop's clock), or None: none in ``timeout``, or
+    the connection went meanwhile. (``rtt``, not ``flush``: nats-py's flush returns at
+    once, without a PING, when its read loop has ended.)"""
+    try:
+        await nc.rtt(timeout)
+    except Exception:
+        return None
+    return asyncio.get_running_loop().time()
 
 
 async def _close_quietly(nc: NatsClient) -> None:
@@ -466,6 +623,13 @@ class StreamOutbox(Outbox):
             self.acked += 1
             if items:
                 self.wake.set()
+
+
+def _count_stall(stats: SourceStats | EndpointStats, reason: str) -> None:
+    if reason == READ_LOOP:
+        stats.stalled_read_loop += 1
+    elif reason == NO_PONG:
+        stats.stalled_no_pong += 1
 
 
 def _stream_gone(exc: BaseException) -> bool:
@@ -703,6 +867,7 @@ class NatsLinkListener:
         self.sub: Any = None
         self.accepting = True
         self.stream_task: asyncio.Task[None] | None = None
+        self.generation = 0  # of the connection's client that self.sub belongs to
 
     def attach(self, endpoints: Sequence[Endpoint]) -> None:
         (endpoint,) = endpoints  # (one endpoint per subject: the loader sees to it)
@@ -716,14 +881,26 @@ class NatsLinkListener:
         endpoint = self.endpoint
         assert endpoint is not None
         self.conn = Connection(
-            self.link, f"endpoint {endpoint.name}", f"veylor endpoint {endpoint.name}", self._up, lambda: None
+            self.link,
+            f"endpoint {endpoint.name}",
+            f"veylor endpoint {endpoint.name}",
+            self._up,
+            lambda: None,
+            received=lambda: self.endpoint.stats.received if self.endpoint is not None else 0,
+            on_stalled=self._stalled,
         )
         endpoint.outbox.run(self.conn)
         self.conn.start()
 
+    def _stalled(self, reason: str) -> None:
+        if self.endpoint is not None:
+            _count_stall(self.endpoint.stats, reason)
+
     async def _up(self) -> None:
         conn = self.conn
         assert conn is not None and conn.nc is not None
+        if self.generation != conn.generation:  # a new client (the last one stalled): subscribe again
+            self.generation, self.sub = conn.generation, None
         box = self.endpoint.outbox if self.endpoint is not None else None
         if isinstance(box, StreamOutbox):
             box.stream_lost = lambda: self._ensure(conn, box)
@@ -825,9 +1002,9 @@ class NatsSource:
             stats=self.stats,
             too_large=self._too_large,
         )
-        # subject -> [publisher's node id, last sequence number seen]
-        self.last: dict[str, list[Any]] = {}
+        self.sequences = SequenceTracker(time.monotonic, MAX_SUBJECTS_TRACKED)
         self._gap_log = CountedLog(log)
+        self._outlier_log = Throttled(log, interval=60.0)
         self._invalid_log = Throttled(log)
         self._drop_log = Throttled(log)
         self._publisher_log = Throttled(log, logging.INFO, 60.0)
@@ -840,6 +1017,10 @@ class NatsSource:
         self._subscriber: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._saver: asyncio.TimerHandle | None = None
+        self.generation = 0  # of the connection's client that self.sub belongs to
+        self._stalled_at = -1  # the position at the last stall of the read loop (stream)
+        self._stalled_here = 0  # ... and how many in a row there
+        self._skip_next = False  # skip the message after the position (it ends the read loop)
         self._load_position(spec)
 
     @property
@@ -864,7 +1045,13 @@ class NatsSource:
 
     def start(self) -> None:
         self.conn = Connection(
-            self.spec.link, f"source {self.name}", f"veylor source {self.name}", self._up, self._down
+            self.spec.link,
+            f"source {self.name}",
+            f"veylor source {self.name}",
+            self._up,
+            self._down,
+            received=lambda: self.stats.messages_in,
+            on_stalled=self._stalled,
         )
         self.outbox.run(self.conn)
         self.conn.start()
@@ -912,6 +1099,8 @@ class NatsSource:
         conn = self.conn
         assert conn is not None and conn.nc is not None
         self.stats.connects += 1
+        if self.generation != conn.generation:  # a new client (the last one stalled): subscribe again
+            self.generation, self.sub = conn.generation, None
         if self.spec.stream:
             if self.sub is None and self._subscriber is None:
                 self._subscriber = asyncio.get_running_loop().create_task(self._subscribe_stream(conn))
@@ -939,6 +1128,7 @@ class NatsSource:
                 try:
                     info = await js.stream_info(spec.stream)
                     self._check_position(info.state.first_seq, info.state.last_seq)
+                    self._skip_unreadable(info.state.last_seq)
                     if self.position:
                         config = ConsumerConfig(
                             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position + 1
@@ -996,13 +1186,13 @@ class NatsSource:
         and again, thousands of consumers a second. After ``RESETS_TO_SKIP`` resets at
         one sequence within ``RESETS_WITHIN`` seconds, the reset goes past it: that message is
         skipped, counted as missed.
-        (This reaches into the library's subscription. Should a release rename what it
-        hooks, :meth:`_watch_stream` still notices the silence and reads the stream
-        again, but cannot get past such a message.)"""
-        jsi = getattr(getattr(sub, "_sub", None), "_jsi", None) or getattr(sub, "_jsi", None)
-        original = getattr(jsi, "reset_ordered_consumer", None)
-        if jsi is None or original is None:
+        (This reaches into the library's subscription, through :mod:`.natscompat`. Should
+        a release rename what it hooks, :meth:`_watch_stream` still notices the silence and
+        reads the stream again, but cannot get past such a message.)"""
+        jsi = natscompat.ordered_consumer(sub)
+        if jsi is None:
             return
+        original = jsi.reset_ordered_consumer
         seen = [0, 0, 0.0]  # the sequence of the last resets, how many in a row, since when
 
         async def reset(sseq: int | None) -> bool:
@@ -1126,6 +1316,40 @@ class NatsSource:
         self.stats.disconnects += 1
         self._on_disconnect(self)
 
+    def _stalled(self, reason: str) -> None:
+        """The connection stopped reading (it is made again). Reading a stream, the
+        client library's read loop ending ``STALLS_TO_SKIP`` times in a row at one
+        position is a stored message it cannot parse (nats-py ends its read loop on it:
+        see :mod:`.natscompat`), which every new connection would get first: skipped
+        (once the stream is seen to hold it), counted as missed."""
+        _count_stall(self.stats, reason)
+        if not self.spec.stream or reason != READ_LOOP:
+            return
+        if self.position != self._stalled_at:
+            self._stalled_at, self._stalled_here = self.position, 0
+        self._stalled_here += 1
+        if self._stalled_here >= STALLS_TO_SKIP:
+            self._stalled_here = 0
+            self._skip_next = True  # (once the stream is seen to hold it: _skip_unreadable)
+
+    def _skip_unreadable(self, last: int) -> None:
+        """After :meth:`_stalled`: the message after the position, if the stream holds it."""
+        if not self._skip_next:
+            return
+        self._skip_next = False
+        if last <= self.position:
+            return
+        self.position += 1
+        self._stalled_at = self.position
+        self.stats.gaps += 1
+        log.warning(
+            "source %s: stream %s: message %d stops the client library from reading (it cannot parse it): "
+            "skipped, counted as missed",
+            self.name,
+            self.spec.stream,
+            self.position,
+        )
+
     async def _message(self, msg: Msg) -> None:
         data = msg.data
         stats = self.stats
@@ -1166,43 +1390,63 @@ class NatsSource:
         self._dispatch(self.name, data, is_text)
 
     def _sequence(self, subject: str, node: str | None, seq_text: str) -> None:
-        """Follow one publisher's sequence numbers on ``subject``: a jump is a gap (that
-        many messages lost), counted and logged; a new node id is a restarted
-        publisher, not a gap. Only plain decimal numbers count (``int()`` would take
-        "1_000" and other scripts' digits); a jump of more than ``MAX_GAP`` is taken for a
-        new publisher, not a loss (a forged number must not make the counter absurd)."""
+        """Follow the publisher's sequence numbers on ``subject``
+        (:class:`~veylor.sequence.SequenceTracker`): a jump its rate explains is that
+        many messages lost, counted and logged; one it does not explain, a message under
+        another node id, and late ones are not followed (one forged message changes
+        nothing), until several in a row agree on a new sequence (a restarted
+        publisher: not a loss). Only plain decimal numbers count (``int()`` would take
+        "1_000" and other scripts' digits)."""
         if not (seq_text.isascii() and seq_text.isdigit() and len(seq_text) <= 19):
             return
-        seq = int(seq_text)
-        last = self.last.get(subject)
-        # (a jump over MAX_GAP: as if another publisher took over)
-        if last is None or last[0] != node or seq - last[1] - 1 > MAX_GAP:
-            if last is not None:
-                self.stats.publisher_changes += 1
+        verdict = self.sequences.observe(subject, node, int(seq_text))
+        seen = verdict.seen
+        if seen is Seen.NEXT or seen is Seen.FIRST:
+            pass
+        elif seen is Seen.LOSS:
+            self.stats.gaps += verdict.n
+            self._gap_log.add(
+                verdict.n,
+                "source %s: messages lost between the publisher and here (gaps in its sequence on %s)",
+                self.name,
+                subject,
+            )
+        elif seen is Seen.LATE:
+            self.stats.out_of_order += 1
+        elif seen is Seen.IMPLAUSIBLE:
+            self._outlier_log(
+                "source %s: a message on %s is %d ahead in its publisher's sequence, more than the "
+                "publisher's rate can explain (forged?): not counted as missed; still following the "
+                "publisher's sequence",
+                self.name,
+                subject,
+                verdict.n,
+            )
+        elif seen is Seen.NEW:
+            self.stats.publisher_changes += 1
+            if verdict.new_id:
                 self._publisher_log(
                     "source %s: a new publisher on %s (it restarted, or another took over)",
                     self.name,
                     subject,
                 )
-            elif len(self.last) >= MAX_SUBJECTS_TRACKED:
-                del self.last[next(iter(self.last))]
-            self.last[subject] = [node, seq]
-            return
-        expected = last[1] + 1
-        if seq == expected:
-            last[1] = seq
-        elif seq > expected:
-            missed = seq - expected
-            self.stats.gaps += missed
-            last[1] = seq
-            self._gap_log.add(
-                missed,
-                "source %s: messages lost between the publisher and here (gaps in its sequence on %s)",
+            else:
+                self._publisher_log(
+                    "source %s: the publisher's sequence on %s moved by %+d and the messages after it "
+                    "agree (it restarted): following it, not counted as missed",
+                    self.name,
+                    subject,
+                    verdict.n,
+                )
+        if verdict.dropped:
+            self.stats.outliers += verdict.dropped
+            self._outlier_log(
+                "source %s: %s on %s did not fit the publisher's sequence and the messages after them "
+                "did not follow them (forged, or another publisher's): delivered, not counted",
                 self.name,
+                plural(verdict.dropped, "message"),
                 subject,
             )
-        else:
-            self.stats.out_of_order += 1
 
     def _too_large(self, size: int) -> None:
         self.stats.queued_dropped += 1

@@ -43,10 +43,13 @@ class SourceStats(_Counters):
         "invalid_utf8",  # text messages from the upstream that were not UTF-8 (dropped)
         "messages_in",  # messages from the upstream
         "out_of_order",  # messages whose sequence number was not above the last one (NATS)
+        "outliers",  # messages whose sequence number fitted no publisher's, never confirmed (NATS)
         "oversize",  # messages larger than max_message_size (dropped; NATS)
-        "publisher_changes",  # a new publisher took over a subject: restarted, not a gap (NATS)
+        "publisher_changes",  # a new publisher (or sequence) took over a subject: not a gap (NATS)
         "queued_dropped",  # client messages dropped: the upstream was down or not reading
         "sent_up",  # client messages sent to the upstream
+        "stalled_no_pong",  # connections made again: no message, no PONG for stall_timeout (NATS)
+        "stalled_read_loop",  # ... the client library's read loop had ended (NATS)
     )
 
 
@@ -91,6 +94,8 @@ class EndpointStats(_Counters):
         "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
         "slow_disconnects",  # clients disconnected for being slow
         "slow_dropping",  # clients for which messages were dropped for being slow
+        "stalled_no_pong",  # its connection made again: no message, no PONG for stall_timeout (NATS)
+        "stalled_read_loop",  # ... the client library's read loop had ended (NATS)
         "tls_failed",  # connections whose TLS handshake failed (wss:// endpoints)
         "unframeable",  # deliveries not made: the framing cannot carry the message (lines)
         "upstream_blocked",  # client messages that went to no source: every route's policy stopped it

@@ -51,6 +51,7 @@ STATE = {  # a source's state: mark and colour
     "backoff": ("○", "backing off", "yellow"),
     "reconnecting": ("◐", "reconnecting", "yellow"),  # NATS: the client library fails over
     "subscribing": ("◐", "subscribing", "yellow"),  # NATS JetStream: connected, the stream not there yet
+    "stalled": ("○", "stalled", "red"),  # NATS: the connection stopped reading; made again
     "stopped": ("✕", "stopped", "bright_black"),
     "failed": ("✕", "failed", "red"),
 }

@@ -1,0 +1,45 @@
+"""Where Veylor looks inside nats-py (2.x), in one place: each reach is small, has a
+fallback when the library no longer has what it looks for, and a test
+(``tests/integration/test_nats_compat.py``) that fails loudly when a release changes it.
+
+- :func:`reader_ended`: whether a connection's read loop ended while the connection
+  still says it is connected. nats-py (2.16 at least) ends its read loop on any error
+  it did not foresee while parsing (a message whose status line, subject or reply
+  subject is not UTF-8, which anyone allowed to publish can send), logs "nats:
+  encountered error" and neither reconnects nor closes: the connection stays
+  ``CONNECTED``, publishes still go out, and nothing is received until its
+  stale-connection check (two unanswered pings, minutes apart) fires. ``flush()`` then
+  returns at once without a PING (it takes a dead read loop for an interpreter
+  shutdown). Without this look, Veylor's watchdog still notices (no message and no
+  PONG to its own ping for ``stall_timeout``), only later.
+- :func:`ordered_consumer`: the JetStream ordered consumer behind a subscription, whose
+  reset Veylor guards (:meth:`veylor.runtime.natsio.NatsSource._guard_resets`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+def reader_ended(nc: Any) -> bool | None:
+    """True when ``nc`` says it is connected and its read loop task is over (it will
+    receive nothing more); False while it reads; None when this nats-py keeps its read
+    loop elsewhere (nothing can be told: the watchdog's pings still work)."""
+    task = getattr(nc, "_reading_task", None)
+    if not isinstance(task, asyncio.Task):
+        return None
+    return task.done() and bool(nc.is_connected)
+
+
+def ordered_consumer(sub: Any) -> Any | None:
+    """The library's JetStream state of an ordered consumer's subscription: an object
+    with ``reset_ordered_consumer(sseq)`` (a coroutine) and ``_sseq`` (the stream
+    sequence it resumes after); None when this nats-py has no such thing."""
+    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None) or getattr(sub, "_jsi", None)
+    if jsi is None or not callable(getattr(jsi, "reset_ordered_consumer", None)) or not hasattr(jsi, "_sseq"):
+        return None
+    return jsi
+
+
+__all__ = ["ordered_consumer", "reader_ended"]
