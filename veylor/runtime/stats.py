@@ -79,6 +79,7 @@ class EndpointStats(_Counters):
         "memory_limited",  # clients given their policy for the process-wide limits.buffered
         "messages",  # messages the endpoint wrote to its clients, each counted once
         "messages_out",  # deliveries made
+        "pending_evicted",  # pending handshakes closed to make room for a new connection (max_pending)
         "rate_closed",  # clients closed for staying over their upstream rate (over_rate: close)
         "received",  # messages from clients
         "refused",  # clients refused: max_clients reached
@@ -86,7 +87,7 @@ class EndpointStats(_Counters):
         "refused_origin",  # ... an Origin not allowed (403), or none where one is required
         "refused_path",  # ... no endpoint at the path asked for (404; counted on the port's first endpoint)
         "refused_peer",  # ... a Unix peer whose uid and gid are not allowed
-        "refused_pending",  # ... too many handshakes in progress (closed before reading anything)
+        "refused_pending",  # ... max_pending_per_ip handshakes in progress from its source (closed at once)
         "refused_token",  # ... a wrong token (401)
         "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
         "slow_disconnects",  # clients disconnected for being slow
