@@ -81,7 +81,7 @@ class Budget:
         total = 0
         for client in list(self.sizes):
             ep = self.owners[client]
-            size = client.transport.get_write_buffer_size() if ep.is_open(client) else 0
+            size = client.transport.get_write_buffer_size() + client.held if ep.is_open(client) else 0
             if size <= NOTABLE or client not in ep.clients:
                 del self.sizes[client], self.owners[client]
                 client.shed = False

@@ -55,6 +55,9 @@ class ClientState:
     denied_logged_at = -LOSS_LOG_INTERVAL  # last "matches no allow filter" line about it
     limited_logged_at = -LOSS_LOG_INTERVAL  # last "over its upstream rate" line about it
     token: bytes | None = None  # the digest of the token it presented (auth), for revocation
+    paused = False  # its transport holds more than its high-water mark (pause_writing)
+    backlog: list[bytes] | None = None  # what Veylor holds for it while paused (see Endpoint.hold)
+    held = 0  # ... its bytes
 
 
 class Client(Protocol):
@@ -65,6 +68,9 @@ class Client(Protocol):
     dropped: int  # messages dropped for it while it was slow (slow_client: drop)
     dropped_logged_at: float
     shed: bool  # the process-wide limit is reached: no data for it until it drains
+    paused: bool  # its transport holds more than its high-water mark
+    backlog: list[bytes] | None  # what Veylor holds for it while paused
+    held: int  # ... its bytes
     since: float  # wall clock when it joined
     base: int  # the endpoint's ``messages`` when it joined
 
@@ -146,7 +152,7 @@ class Endpoint:
             "connected_since": client.since,
             "messages": max(0, self.stats.messages - client.base - client.dropped),
             "dropped": client.dropped,
-            "buffered": transport.get_write_buffer_size() if not transport.is_closing() else 0,
+            "buffered": transport.get_write_buffer_size() + client.held if not transport.is_closing() else 0,
         }
 
     def remove(self, client: Client) -> None:
@@ -196,7 +202,7 @@ class Endpoint:
 
     def write_all(self, data: bytes, count: int) -> None:
         """Write ``data`` (``count`` whole frames) to every client that can take it."""
-        writable = self.writable(count)
+        writable = self.writable(count, data)
         for client in writable:
             try:
                 client.transport.write(data)
@@ -207,10 +213,11 @@ class Endpoint:
         stats.messages_out += len(writable) * count
         stats.bytes_out += len(writable) * len(data)
 
-    def writable(self, count: int) -> list[Any]:
-        """The open clients whose unsent bytes are within ``client_buffer``. The others get
-        the ``slow_client`` policy for these ``count`` messages: skipped and counted
-        (``drop``), or disconnected (``disconnect``)."""
+    def writable(self, count: int, data: bytes) -> list[Any]:
+        """The open clients to write ``data`` (``count`` whole messages) to now. A client
+        over ``client_buffer`` gets the ``slow_client`` policy for them: skipped and
+        counted (``drop``), or disconnected (``disconnect``). A client whose transport is
+        paused is not written to: Veylor keeps ``data`` for it (:meth:`hold`)."""
         limit = self.spec.client_buffer
         notable = min(limit, NOTABLE)
         drop = self.spec.slow_client == "drop"
@@ -222,17 +229,26 @@ class Endpoint:
             if not is_open(client):
                 continue
             size = client.transport.get_write_buffer_size()
-            if size <= notable:  # nearly every client: nothing more to look at
+            if not size:  # nearly every client: nothing more to look at
                 ok.append(client)
                 continue
-            budget.note(self, client, size)
-            if size <= limit and not client.shed:
-                ok.append(client)
-            elif drop or client.shed:
-                self.stats.dropped += count
-                self._note_dropped(client, count)
+            transport = client.transport
+            if transport.is_closing():  # aborted (connection_lost comes next), or closing
+                continue
+            size += client.held
+            if size > notable:
+                budget.note(self, client, size)
+                if size > limit or client.shed:
+                    if drop or client.shed:
+                        self.stats.dropped += count
+                        self._note_dropped(client, count)
+                    else:
+                        slow.append(client)
+                    continue
+            if client.paused or client.backlog is not None:
+                self.hold(client, data, count)
             else:
-                slow.append(client)
+                ok.append(client)
         for client in slow:
             self.stats.slow_disconnects += 1
             self.stats.lost_slow += count
@@ -247,6 +263,24 @@ class Endpoint:
             )
             self.disconnect_slow(client)
         return ok
+
+    def hold(self, client: Any, data: bytes, count: int) -> None:
+        """Keep ``data`` for a client whose transport is paused (its buffer is past its
+        high-water mark: the kernel takes nothing more for now), rather than write it: the
+        event loop's transports make one pending write request per loop turn for each such
+        client, which cost the loop about 0.6 us each when the client is closed (300
+        clients stalled for a second: a 170 ms pause for every client). What is held is
+        written, in one call, when the transport resumes (:func:`release`); it counts as
+        buffered for the client, for ``client_buffer`` and the budget."""
+        backlog = client.backlog
+        if backlog is None:
+            client.backlog = [data]
+        else:
+            backlog.append(data)
+        client.held += len(data)
+        stats = self.stats
+        stats.messages_out += count
+        stats.bytes_out += len(data)
 
     def broken(self, client: Any, exc: BaseException) -> None:
         """A write to a client raised (its transport is half-closed, or broken in a way
@@ -443,6 +477,16 @@ class Endpoint:
     def close_clients(self, code: int, reason: str) -> None:
         """Close every client (``code`` and ``reason`` where the kind has a close message)."""
         raise NotImplementedError
+
+
+def release(client: Any, write: bool = True) -> None:
+    """Write what Veylor held for a client while its transport was paused (``write``
+    false: discard it: the connection is closing without it)."""
+    backlog = client.backlog
+    if backlog is not None:
+        client.backlog, client.held = None, 0
+        if write:
+            client.transport.writelines(backlog)
 
 
 def _due(client: Any, attr: str, now: float) -> bool:

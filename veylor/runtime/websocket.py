@@ -44,6 +44,7 @@ from .endpoints import (
     Endpoint,
     StartupError,
     os_reason,
+    release,
     set_send_buffer,
 )
 from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data, valid_utf8
@@ -117,7 +118,7 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
         ep = self.endpoint
         if ep is None:
             return
-        size = self.transport.get_write_buffer_size()
+        size = self.transport.get_write_buffer_size() + self.held
         if not size:
             self.control_bytes = 0  # it reads: what it was sent has gone
         elif size > ep.spec.client_buffer and self.protocol.state is OPEN:
@@ -143,10 +144,17 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
                 self.handshake_timer.cancel()
                 self.handshake_timer = None
 
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        # What Veylor held while the transport was paused (Endpoint.hold) goes now, unless
+        # the connection is closing (websockets wrote a close frame: nothing may follow).
+        release(self, self.protocol.state is OPEN)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.request_read()
         if not self.made:  # its TLS handshake failed: the TLS layer tells it all the same
             return
+        release(self, write=False)
         super().connection_lost(exc)
         # Once websockets is done with it (its handshake task re-raises the error it
         # stored): drop the tracebacks it keeps, which tie the connection to itself.
@@ -198,10 +206,13 @@ def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float
     if conn.protocol.state is OPEN:
         conn.protocol.send_close(code, reason)
         try:
+            release(conn)  # what Veylor held for it (its transport paused), before the close frame
             conn.send_data()
         except Exception:  # the transport is already broken
             conn.transport.abort()
             return
+    else:
+        release(conn, write=False)
     if not conn.connection_lost_waiter.done():
         now = conn.loop.time()
         left = _unsent(conn)
@@ -211,8 +222,8 @@ def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float
 
 
 def _unsent(conn: ServerConnection) -> int:
-    """Bytes not yet read by the client: in Veylor's buffer and in the kernel's send queue."""
-    left = conn.transport.get_write_buffer_size()
+    """Bytes not yet read by the client: in Veylor's buffers and in the kernel's send queue."""
+    left = conn.transport.get_write_buffer_size() + conn.held
     sock = conn.transport.get_extra_info("socket")
     if sock is not None:
         try:
@@ -428,7 +439,7 @@ class WebSocketEndpoint(Endpoint):
         self.pending_messages = []
         frames, self.pending, self.pending_bytes = self.pending, [], 0
         data = b"".join(frames)
-        writable = self.writable(len(frames))
+        writable = self.writable(len(frames), data)
         compressed = self.compressed if self.spec.compression else ()
         for conn in writable:
             try:
