@@ -255,6 +255,37 @@ async def test_a_slowloris_cannot_lock_a_fresh_client_out(tmp_path: Path) -> Non
         await upstream.stop()
 
 
+async def test_one_address_may_take_free_pending_slots_but_never_anothers(tmp_path: Path) -> None:
+    """A burst of clients behind one address (a fleet reconnecting after a restart, a load
+    test) must not be refused while slots are free: ``max_pending_per_ip`` applies only
+    once ``max_pending`` are in progress, where a newcomer from a source that has that
+    many is refused, and one from another source closes the oldest."""
+    upstream = await Upstream().start()
+    port = free_port()
+    endpoint = f"websocket: {{port: {port}, max_pending: 40, max_pending_per_ip: 4}}"
+    socks: list[socket.socket] = []
+    try:
+        async with veylor_inprocess(tmp_path, _config(upstream, endpoint)) as rt:
+            listener = rt.listeners[("websocket", "127.0.0.1", port)]
+            ep = rt.stats.endpoint("ep")
+            await _half_requests(port, "127.0.0.2", 40, socks)
+            await eventually(lambda: listener.pending == 40, what="40 pending from one address")
+            assert ep.refused_pending == 0 and ep.pending_evicted == 0
+            await _half_requests(port, "127.0.0.2", 1, socks)  # full, and its source has 40 of them
+            await eventually(lambda: ep.refused_pending == 1, what="the newcomer refused")
+            await eventually(lambda: not _is_open(socks[-1]), what="the newcomer closed")
+            assert _is_open(socks[0])
+            await _half_requests(port, "127.0.0.3", 1, socks)  # another source: the oldest goes
+            await eventually(lambda: ep.pending_evicted == 1, what="the oldest counted")
+            await eventually(lambda: not _is_open(socks[0]), what="the oldest closed")
+            assert _is_open(socks[1]) and _is_open(socks[-1])
+            assert listener.pending == 40 and ep.refused_pending == 1
+    finally:
+        for s in socks:
+            s.close()
+        await upstream.stop()
+
+
 def test_pending_handshakes_are_counted_by_ipv4_address_and_ipv6_slash_64() -> None:
     """One IPv6 host commonly holds a whole /64: counted by address, it would take every
     slot; an IPv4-mapped address is the IPv4 address."""

@@ -154,8 +154,9 @@ def render(view: dict[str, Any]) -> str:
     endpoints.split(
         "veylor_endpoint_refused_total",
         "Clients refused, by reason: max_clients (503), origin (403), no_token and token (401), "
-        "peer (a Unix uid not allowed), pending (max_pending_per_ip handshakes from its source: closed at "
-        "once), path (404: counted on the port's first endpoint by name), tls (a failed TLS handshake)",
+        "peer (a Unix uid not allowed), pending (max_pending handshakes in progress, max_pending_per_ip of "
+        "them from its source: closed at once), path (404: counted on the port's first endpoint by name), "
+        "tls (a failed TLS handshake)",
         "reason",
         {
             "max_clients": "refused",

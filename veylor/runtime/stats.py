@@ -87,7 +87,7 @@ class EndpointStats(_Counters):
         "refused_origin",  # ... an Origin not allowed (403), or none where one is required
         "refused_path",  # ... no endpoint at the path asked for (404; counted on the port's first endpoint)
         "refused_peer",  # ... a Unix peer whose uid and gid are not allowed
-        "refused_pending",  # ... max_pending_per_ip handshakes in progress from its source (closed at once)
+        "refused_pending",  # ... max_pending handshakes in progress, max_pending_per_ip from its source
         "refused_token",  # ... a wrong token (401)
         "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
         "slow_disconnects",  # clients disconnected for being slow

@@ -579,9 +579,9 @@ class WebSocketListener:
 
     During the handshake, in this order: an unknown path gets HTTP 404; an ``Origin``
     not allowed, 403; a missing or wrong token, 401; a full endpoint, 503. Before that,
-    a connection is one of the listener's pending handshakes: one more than
-    ``max_pending_per_ip`` from one source is closed at once; at ``max_pending``, a new
-    one closes the oldest (see :meth:`opening`); one that has not sent its request within
+    a connection is one of the listener's pending handshakes: at ``max_pending``, a new
+    one closes the oldest, or is closed at once if its source has ``max_pending_per_ip``
+    pending already (see :meth:`opening`); one that has not sent its request within
     ``handshake_timeout`` is dropped. With TLS (wss://) the context is the listener's:
     a reload that renews the certificate loads it into the same context, for new
     connections; no connection is closed.
@@ -672,8 +672,7 @@ class WebSocketListener:
 
     def opening(self, conn: DownstreamConnection, transport: asyncio.BaseTransport) -> bool:
         """A new TCP connection: one more pending handshake (True), or False if it must be
-        closed at once, before anything is read: its source already has
-        ``max_pending_per_ip`` pending (counted, logged).
+        closed at once, before anything is read (counted, logged).
 
         At ``max_pending``, the oldest pending handshake is closed to make room (counted,
         logged) rather than the newcomer refused: otherwise a few hundred connections that
@@ -682,25 +681,30 @@ class WebSocketListener:
         bytes are what an attacker controls (it can send a large half request at once,
         while a real client's request is one round trip away), and a handshake takes a
         round trip or two, so the one pending longest has had the most time to finish.
-        To take a slot from a real client, attackers must open ``max_pending`` connections
-        within that client's handshake, from at least ``max_pending /
-        max_pending_per_ip`` sources."""
+
+        But a newcomer whose source already has ``max_pending_per_ip`` pending closes
+        nobody's: it is refused. A source may take free slots (a burst of clients behind
+        one address, a load test), never another's: to evict a real client, attackers
+        must open ``max_pending`` connections within that client's handshake, from at
+        least ``max_pending / max_pending_per_ip`` sources."""
         source = source_of(transport)
         held = self.sources.get(source, 0)
-        if held >= self.max_pending_per_ip:
-            ep = self._first()
-            if ep is not None:
-                ep.stats.refused_pending += 1
-            self._per_ip_log(
-                "listener %s: closed a new connection from %s at once: %d handshakes from its address "
-                "are pending (max_pending_per_ip)",
-                self.address,
-                conn.label,
-                held,
-            )
-            return False
-        while len(self.pending_conns) >= self.max_pending:
-            self.evict(next(iter(self.pending_conns)))
+        if len(self.pending_conns) >= self.max_pending:
+            if held >= self.max_pending_per_ip:
+                ep = self._first()
+                if ep is not None:
+                    ep.stats.refused_pending += 1
+                self._per_ip_log(
+                    "listener %s: closed a new connection from %s at once: %d handshakes are pending "
+                    "(max_pending), %d of them from its address (max_pending_per_ip)",
+                    self.address,
+                    conn.label,
+                    len(self.pending_conns),
+                    held,
+                )
+                return False
+            while len(self.pending_conns) >= self.max_pending:
+                self.evict(next(iter(self.pending_conns)))
         self.pending_conns[conn] = None
         self.sources[source] = held + 1
         conn.source = source
