@@ -201,6 +201,7 @@ def render(view: dict[str, Any]) -> str:
             "memory_limit": "memory_closed",
             "handshake_timeout": "handshake_timeouts",
             "pending_evicted": "pending_evicted",
+            "stalled": "stalled_closed",
             "upstream_rate": "rate_closed",
             "revoked": "revoked",
             "write_failed": "write_failed",
@@ -269,7 +270,8 @@ def render(view: dict[str, Any]) -> str:
         out,
         "veylor_laggard_buffered_bytes",
         "gauge",
-        "Bytes queued for clients holding more than 64 KiB each (counted against limits.buffered)",
+        "Bytes held for clients that fall behind, in Veylor and in their kernel send buffers (counted "
+        "against limits.buffered)",
         [({}, memory["laggard_bytes"])],
     )
     _family(out, "veylor_buffered_limit_bytes", "gauge", "limits.buffered", [({}, memory["limit"])])

@@ -92,6 +92,7 @@ class EndpointStats(_Counters):
         "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
         "slow_disconnects",  # clients disconnected for being slow
         "slow_dropping",  # clients for which messages were dropped for being slow
+        "stalled_closed",  # clients aborted for taking nothing of what waited (stall_timeout, limits.buffered)
         "tls_failed",  # connections whose TLS handshake failed (wss:// endpoints)
         "unframeable",  # deliveries not made: the framing cannot carry the message (lines)
         "upstream_blocked",  # client messages that went to no source: every route's policy stopped it

@@ -76,7 +76,7 @@ class UnixClient(ClientState, asyncio.Protocol):
             return
         ep.add(self)
         ep.stats.accepted += 1
-        set_send_buffer(transport, ep.spec.socket_buffer)
+        self.sndbuf = set_send_buffer(transport, ep.spec.socket_buffer)
         log.info("endpoint %s: client %s connected (%d clients)", ep.name, self.label, len(ep.clients))
 
     def data_received(self, data: bytes) -> None:

@@ -221,6 +221,23 @@ def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float
         )
 
 
+def send_counted(conn: ServerConnection) -> int:
+    """``conn.send_data()``, returning the bytes it wrote."""
+    n = 0
+    for data in conn.protocol.data_to_send():
+        if data:
+            conn.transport.write(data)
+            n += len(data)
+        elif conn.transport.can_write_eof():  # (what send_data does with the end of the stream)
+            try:
+                conn.transport.write_eof()
+            except Exception:  # pragma: no cover - as websockets: uvloop may raise RuntimeError
+                pass
+        else:  # pragma: no cover - TLS: no half-close
+            conn.transport.close()
+    return n
+
+
 def _unsent(conn: ServerConnection) -> int:
     """Bytes not yet read by the client: in Veylor's buffers and in the kernel's send queue."""
     left = conn.transport.get_write_buffer_size() + conn.held
@@ -449,11 +466,14 @@ class WebSocketEndpoint(Endpoint):
                             conn.protocol.send_text(payload)
                         else:
                             conn.protocol.send_binary(payload)
-                    conn.send_data()
+                    # Its frames, not the shared ones: what it was not given (or given
+                    # beyond them) keeps the budget's count of what it took exact.
+                    conn.unwritten += len(data) - send_counted(conn)
                 else:
                     conn.transport.write(data)
             except Exception as exc:
                 self.broken(conn, exc)
+        self.written += len(data)
         stats = self.stats
         stats.messages += len(frames)
         stats.messages_out += len(writable) * len(frames)
@@ -803,7 +823,7 @@ class WebSocketListener:
         conn.endpoint = ep
         conn.last_seen = conn.loop.time()
         ep.add(conn)
-        set_send_buffer(conn.transport, ep.spec.socket_buffer)
+        conn.sndbuf = set_send_buffer(conn.transport, ep.spec.socket_buffer)
         return None
 
     async def _handler(self, conn: ServerConnection) -> None:
