@@ -294,3 +294,39 @@ routes:
         assert got == list(range(n))
         assert ep.stats.dropped == 0
         await client.close()
+
+
+async def test_a_tls_client_that_pauses_reading_gets_everything_in_order(tmp_path, upstream):
+    """The same through TLS (wss://): what Veylor held goes through the TLS layer's
+    transport when it resumes."""
+    from test_access_adversarial import _self_signed, _trusting
+
+    cert, key = _self_signed(tmp_path / "pki", "server")
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}, tls: {{cert: "{cert}", key: "{key}"}}}}, socket_buffer: 64KiB}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        client = await connect(
+            f"wss://127.0.0.1:{port}/", ssl=_trusting(cert), compression=None, max_queue=1, max_size=None
+        )
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: len(ep.clients) == 1)
+        conn = next(iter(ep.clients))
+        n, held = 1500, 0
+        for i in range(n):
+            await upstream.send(f"{i:06d}" + "t" * 2000)
+            if i % 20 == 0:
+                await asyncio.sleep(0.001)
+                held = max(held, conn.held)
+        assert held, "Veylor held nothing for the paused client"
+        got = [int((await asyncio.wait_for(client.recv(), 5))[:6]) for _ in range(n)]
+        assert got == list(range(n))
+        assert ep.stats.dropped == 0
+        await client.close()
