@@ -280,9 +280,9 @@ class Endpoint:
         high-water mark: the kernel takes nothing more for now), rather than write it: the
         event loop's transports make one pending write request per loop turn for each such
         client, which cost the loop about 0.6 us each when the client is closed (300
-        clients stalled for a second: a 170 ms pause for every client). What is held is
-        written, in one call, when the transport resumes (:func:`release`); it counts as
-        buffered for the client, for ``client_buffer`` and the budget."""
+        clients with a thousand such requests each: a 170 ms pause for every client). What
+        is held is written, in one call, when the transport resumes (:func:`release`); it
+        counts as buffered for the client, for ``client_buffer`` and the budget."""
         backlog = client.backlog
         if backlog is None:
             client.backlog = [data]
