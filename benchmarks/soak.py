@@ -19,7 +19,8 @@ connected for the whole run (one process, raw non-blocking sockets on one epoll)
   reload is checked applied: generation + 1, the route present or absent in /graph).
   Veylor runs with ``--no-watch``, so that each reload is exactly the one triggered;
 - a stalled client every ``--stall-every`` seconds (WebSocket and Unix in turn: it connects
-  and never reads); Veylor must apply its ``slow_client`` policy (``disconnect``) to it;
+  and never reads); Veylor must drop it: its ``stall_timeout`` (10 s) or its ``slow_client``
+  policy (``disconnect``), whichever comes first;
 - an upstream restart every ``--restart-every`` seconds: the upstream process is killed
   (SIGKILL, in the middle of its stream) and started again on the same port 2 s later.
   The outage is announced: Veylor's ``messages_in`` counter says how many messages of the
@@ -96,7 +97,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 DOWNTIME = 2.0  # seconds an upstream stays dead before it is started again
 STALL_DEADLINE = 60.0  # seconds a stalled client may stay connected (at least) before that is a failure
 STALL_BYTES = 6 * 2**20  # what a stalled client takes before its policy applies: client_buffer (4 MiB),
-# the kernel's send buffer (512 KiB, doubled by Linux) and its receive buffer, with a margin
+# the kernel's send buffer (64 KiB, doubled by Linux) and its receive buffer, with a margin (its
+# stall_timeout, 10 s, may come first)
 RSS_TOLERANCE = 0.10  # end RSS within 10% of the start
 DEAD_SOCKET_GRACE = 15.0  # seconds Veylor may keep a socket that is no longer a connection
 MAX_RUNS = 10_000  # discontinuities kept per client (a broken relay must not exhaust memory)
@@ -1591,13 +1593,13 @@ class Soak:
         stalls = self.stalls
         bad_stalls = [s for s in stalls if s.get("error") or s["disconnected_after_s"] is None]
         endpoints = m["view"]["endpoints"]
-        slow = sum(e.get("slow_disconnects", 0) for e in endpoints.values())
+        slow = sum(e.get("slow_disconnects", 0) + e.get("stalled_closed", 0) for e in endpoints.values())
         self.check(
             "stalled clients",
             not bad_stalls and slow == len(stalls),
-            f"{len(stalls)} stalled, each disconnected by Veylor (slow_client: disconnect) after "
-            f"{', '.join(str(s['disconnected_after_s']) for s in stalls) or '-'} s; Veylor counted {slow} slow disconnects"
-            + (f"; problems: {bad_stalls}" if bad_stalls else ""),
+            f"{len(stalls)} stalled, each disconnected by Veylor (stall_timeout or slow_client: disconnect) after "
+            f"{', '.join(str(s['disconnected_after_s']) for s in stalls) or '-'} s; Veylor counted {slow} slow or "
+            "stalled disconnects" + (f"; problems: {bad_stalls}" if bad_stalls else ""),
         )
         bad_restarts = [r for r in self.restarts if r.get("error")]
         self.check(

@@ -15,6 +15,8 @@ Prints ``upstream PORT`` once its upstream listens. Then reads commands on stdin
 - ``send TEXT``: send this text message to every Veylor connection of the upstream;
 - ``raw HEX``: send these bytes as one raw WebSocket frame to every Veylor
   connection of the upstream (a faulty upstream: invalid UTF-8 in a text frame...);
+- ``feed RATE PAD``: from now on, RATE messages a second, each padded to about PAD
+  bytes (``feed 200 100`` is the default);
 - ``quit``.
 
 The feed: one text message every 5 ms (200 msg/s), ``{"seq": N, ...}``, on every
@@ -47,6 +49,8 @@ class Monitor:
         self.connections = 0  # to the upstream, ever
         self.upstream_received = 0  # messages Veylor sent upstream
         self.upstream_errors: list[str] = []  # connections to the upstream that ended badly
+        self.interval = INTERVAL
+        self.pad = "x" * 100
 
     async def handler(self, conn: ServerConnection) -> None:
         self.feeds.add(conn)
@@ -62,12 +66,15 @@ class Monitor:
                 self.upstream_errors.append(f"{conn.close_code} {conn.close_reason}")
 
     async def pump(self) -> None:
-        start = time.monotonic()
+        start, base = time.monotonic(), 0
+        interval = self.interval
         while True:
-            due = int((time.monotonic() - start) / INTERVAL) - self.sent
+            if interval != self.interval:  # (feed): the new rate counts from now
+                start, base, interval = time.monotonic(), self.sent, self.interval
+            due = base + int((time.monotonic() - start) / interval) - self.sent
             for _ in range(due):
                 self.sent += 1
-                text = json.dumps({"seq": self.sent, "s": "BTCUSDT", "pad": "x" * 100})
+                text = json.dumps({"seq": self.sent, "s": "BTCUSDT", "pad": self.pad})
                 for conn in list(self.feeds):
                     try:
                         await conn.send(text)
@@ -138,6 +145,10 @@ async def main() -> None:
             elif command == "send":
                 for conn in list(monitor.feeds):
                     await conn.send(arg)
+                print("ok", flush=True)
+            elif command == "feed":
+                rate, pad = arg.split()
+                monitor.interval, monitor.pad = 1 / float(rate), "x" * int(pad)
                 print("ok", flush=True)
             elif command == "quit":
                 break

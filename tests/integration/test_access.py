@@ -289,12 +289,12 @@ async def test_handshake_timeout_and_pending_cap(tmp_path: Path) -> None:
         async with veylor_inprocess(tmp_path, _config(upstream, endpoint)) as rt:
             first, second = silent(), silent()
             await asyncio.sleep(0.1)
-            third = silent()  # a third pending handshake: closed before anything is read
-            assert await asyncio.to_thread(third.recv, 10) == b""
-            assert rt.stats.endpoint("ep").refused_pending == 1
+            third = silent()  # a third pending handshake: the oldest is closed to make room
+            assert await asyncio.to_thread(first.recv, 10) == b""
+            assert rt.stats.endpoint("ep").pending_evicted == 1
             began = time.monotonic()
-            assert await asyncio.to_thread(first.recv, 10) == b""  # dropped at handshake_timeout
-            assert await asyncio.to_thread(second.recv, 10) == b""
+            assert await asyncio.to_thread(second.recv, 10) == b""  # dropped at handshake_timeout
+            assert await asyncio.to_thread(third.recv, 10) == b""
             assert time.monotonic() - began < 4
             assert rt.stats.endpoint("ep").handshake_timeouts == 2
             # A slow but complete handshake within the limit, once the slots are free.

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import resource
 import secrets
 import shutil
 import signal
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,8 @@ from helpers import (
     ws_client,
 )
 from test_access import _config
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from veylor.config import ConfigError, load_config
 from veylor.graph import build_graph
@@ -178,6 +181,126 @@ async def test_handshake_timeout_counts_the_tls_handshake_too(tmp_path: Path) ->
             assert not held, "a client that sent no request was still connected 3 s after its TCP connect"
     finally:
         await upstream.stop()
+
+
+async def _half_requests(port: int, source: str, n: int, into: list[socket.socket]) -> None:
+    """``n`` connections from ``source`` (a loopback address) that each send half a
+    handshake request (a slowloris: the rest never comes)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.bind((source, 0))
+            await loop.sock_connect(s, ("127.0.0.1", port))
+            await loop.sock_sendall(s, raw_handshake("/")[:60])
+        except OSError:
+            s.close()
+            continue
+        into.append(s)
+
+
+async def _trickle(socks: list[socket.socket], stop: asyncio.Event) -> None:
+    """A byte to each attacker every half second, as a slowloris keeps its requests alive."""
+    while not stop.is_set():
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.send(b"X")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def test_a_slowloris_cannot_lock_a_fresh_client_out(tmp_path: Path) -> None:
+    """Was a bug (issue 22, 8). With ``max_pending`` slots held by connections that never
+    finish their request, every new connection was closed at once, for as long as the
+    attack went on: a few hundred idle sockets from one address denied service to
+    everyone. Now one source holds at most ``max_pending_per_ip`` (16) pending handshakes,
+    more are closed at once; and at ``max_pending`` a new connection closes the oldest
+    pending one instead of being refused. Here 1,000 half requests from 127.0.0.2 and 300
+    more from 20 other loopback addresses, all trickling a byte every half second; fresh
+    clients from 127.0.0.1 each complete their handshake within 1 s."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"needs 4,096 file descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))  # (Veylor inherits it)
+    upstream = await Upstream().start()
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(textwrap.dedent(_config(upstream, f"websocket: {{port: {port}}}")))
+    veylor = await VeylorProcess("-c", str(config)).start()
+    attackers: list[socket.socket] = []
+    stop = asyncio.Event()
+    trickling = asyncio.create_task(_trickle(attackers, stop))
+    try:
+        await _half_requests(port, "127.0.0.2", 1000, attackers)
+        for i in range(20):
+            await _half_requests(port, f"127.0.0.{3 + i}", 15, attackers)
+        await asyncio.sleep(0.3)  # every one of them accepted, and counted or closed
+        for _ in range(5):
+            began = time.monotonic()
+            try:
+                client = await connect(f"ws://127.0.0.1:{port}/", open_timeout=2, compression=None)
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                raise AssertionError(
+                    f"a fresh client could not connect during the attack: {type(exc).__name__}: {exc}"
+                ) from None
+            took = time.monotonic() - began
+            await client.close()
+            assert took < 1.0, f"a fresh client's handshake took {took:.2f} s"
+        await veylor.wait_for("max_pending_per_ip")
+        await veylor.wait_for("to make room for a new connection")
+    finally:
+        stop.set()
+        await trickling
+        for s in attackers:
+            s.close()
+        await veylor.stop()
+        await upstream.stop()
+
+
+async def test_one_address_may_take_free_pending_slots_but_never_anothers(tmp_path: Path) -> None:
+    """A burst of clients behind one address (a fleet reconnecting after a restart, a load
+    test) must not be refused while slots are free: ``max_pending_per_ip`` applies only
+    once ``max_pending`` are in progress, where a newcomer from a source that has that
+    many is refused, and one from another source closes the oldest."""
+    upstream = await Upstream().start()
+    port = free_port()
+    endpoint = f"websocket: {{port: {port}, max_pending: 40, max_pending_per_ip: 4}}"
+    socks: list[socket.socket] = []
+    try:
+        async with veylor_inprocess(tmp_path, _config(upstream, endpoint)) as rt:
+            listener = rt.listeners[("websocket", "127.0.0.1", port)]
+            ep = rt.stats.endpoint("ep")
+            await _half_requests(port, "127.0.0.2", 40, socks)
+            await eventually(lambda: listener.pending == 40, what="40 pending from one address")
+            assert ep.refused_pending == 0 and ep.pending_evicted == 0
+            await _half_requests(port, "127.0.0.2", 1, socks)  # full, and its source has 40 of them
+            await eventually(lambda: ep.refused_pending == 1, what="the newcomer refused")
+            await eventually(lambda: not _is_open(socks[-1]), what="the newcomer closed")
+            assert _is_open(socks[0])
+            await _half_requests(port, "127.0.0.3", 1, socks)  # another source: the oldest goes
+            await eventually(lambda: ep.pending_evicted == 1, what="the oldest counted")
+            await eventually(lambda: not _is_open(socks[0]), what="the oldest closed")
+            assert _is_open(socks[1]) and _is_open(socks[-1])
+            assert listener.pending == 40 and ep.refused_pending == 1
+    finally:
+        for s in socks:
+            s.close()
+        await upstream.stop()
+
+
+def test_pending_handshakes_are_counted_by_ipv4_address_and_ipv6_slash_64() -> None:
+    """One IPv6 host commonly holds a whole /64: counted by address, it would take every
+    slot; an IPv4-mapped address is the IPv4 address."""
+    from veylor.runtime.websocket import source_of
+
+    def source(host: str) -> object:
+        return source_of(types.SimpleNamespace(get_extra_info=lambda name: (host, 40000)))  # type: ignore[arg-type]
+
+    assert source("192.0.2.1") == "192.0.2.1" != source("192.0.2.2")
+    assert source("2001:db8:1:2::1") == source("2001:db8:1:2:ffff::9") == source("2001:db8:1:2::1%eth0")
+    assert source("2001:db8:1:2::1") != source("2001:db8:1:3::1")
+    assert source("::ffff:192.0.2.1") == "192.0.2.1"
 
 
 # ---------------------------------------------------------------- client messages upstream

@@ -66,6 +66,7 @@ def test_check_json(tmp_path):
         "tls": None,
         "handshake_timeout": 10.0,
         "max_pending": 256,
+        "max_pending_per_ip": 16,
     }
     assert doc["endpoints"]["public"]["exposure"] == "loopback"
     assert "supersecret" not in result.stdout

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import struct
 
 import pytest
 from helpers import eventually, free_port, raw_handshake, stalled_ws_client, veylor_inprocess
+from websockets.asyncio.client import connect
 
 from veylor.runtime import endpoints
 
@@ -195,3 +197,136 @@ routes:
     reports = [r.getMessage() for r in caplog.records if "cannot carry binary messages" in r.getMessage()]
     assert "(1 so far" in reports[0]
     assert "(200 so far" in reports[-1], reports
+
+
+async def test_a_client_that_pauses_reading_gets_everything_in_order_from_what_veylor_held(
+    tmp_path, upstream
+):
+    """While a client's transport is paused (the kernel takes nothing more), Veylor keeps
+    what it would write (one write request per loop turn for each such client made
+    closing it cost every client a pause); when the client reads again, all of it goes,
+    in order, before anything newer (WebSocket and Unix; the close frame of a slow client
+    comes after it: test_slow_client_disconnect_sends_close_1008)."""
+    port = free_port()
+    sock_path = tmp_path / "u.sock"
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}}}
+  ux: {{unix: {{path: {sock_path}}}}}
+routes:
+  r: {{from: up, to: [ws, ux]}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        ws_sock = await asyncio.to_thread(paused_client, port)
+        ux_sock = socket.socket(socket.AF_UNIX)
+        ux_sock.connect(str(sock_path))
+        ws, ux = rt.endpoints["ws"], rt.endpoints["ux"]
+        await eventually(lambda: len(ws.clients) == 1 and len(ux.clients) == 1)
+        clients = [next(iter(ws.clients)), next(iter(ux.clients))]
+        held = [0, 0]
+        n = 1500
+        for i in range(n):  # 1.5 MB each, not read: past the kernel's buffers and the transports'
+            await upstream.send(f"{i:06d}" + "h" * 1000)
+            if i % 20 == 0:
+                await asyncio.sleep(0.001)
+                held = [max(h, c.held) for h, c in zip(held, clients, strict=True)]
+        await eventually(
+            lambda: ws.stats.messages == n and ux.stats.messages == n, what="every message written"
+        )
+        assert all(held), f"Veylor held nothing for a paused client: {held}"
+
+        def read_all(sock: socket.socket, size: int) -> bytes:
+            sock.settimeout(10)
+            got = bytearray()
+            while len(got) < size:
+                chunk = sock.recv(1 << 16)
+                assert chunk, "closed early"
+                got += chunk
+            return bytes(got)
+
+        ws_data, ux_data = await asyncio.gather(
+            asyncio.to_thread(read_all, ws_sock, n * 1010), asyncio.to_thread(read_all, ux_sock, n * 1010)
+        )
+        assert not any(c.held for c in clients)
+        ws_seqs = [int(p[:6]) for op, p in read_frames(ws_data) if op == 1]
+        assert ws_seqs == list(range(n))
+        ux_seqs, pos = [], 0
+        while pos + 4 <= len(ux_data):
+            (size,) = struct.unpack_from("!I", ux_data, pos)
+            ux_seqs.append(int(ux_data[pos + 4 : pos + 10]))
+            pos += 4 + size
+        assert ux_seqs == list(range(n))
+        assert ws.stats.dropped == ux.stats.dropped == 0
+        ws_sock.close()
+        ux_sock.close()
+
+
+async def test_a_compressed_client_that_pauses_reading_gets_everything_in_order(tmp_path, upstream):
+    """The same for a client that negotiated permessage-deflate (its own frames while it
+    reads; the shared frames, uncompressed, which RFC 7692 allows, for what Veylor held)."""
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, compression: true, socket_buffer: 64KiB}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        # (max_queue 1: it stops reading its socket while a message waits for recv())
+        client = await connect(f"ws://127.0.0.1:{port}/", compression="deflate", max_queue=1, max_size=None)
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: len(ep.compressed) == 1, what="a compressed client")
+        conn = next(iter(ep.clients))
+        n, held = 1500, 0
+        for i in range(n):
+            await upstream.send(f"{i:06d}" + os.urandom(1000).hex())  # (hex: deflate halves it, no more)
+            if i % 20 == 0:
+                await asyncio.sleep(0.001)
+                held = max(held, conn.held)
+        assert held, "Veylor held nothing for the paused client"
+        got = [int((await asyncio.wait_for(client.recv(), 5))[:6]) for _ in range(n)]
+        assert got == list(range(n))
+        assert ep.stats.dropped == 0
+        await client.close()
+
+
+async def test_a_tls_client_that_pauses_reading_gets_everything_in_order(tmp_path, upstream):
+    """The same through TLS (wss://): what Veylor held goes through the TLS layer's
+    transport when it resumes."""
+    from test_access_adversarial import _self_signed, _trusting
+
+    cert, key = _self_signed(tmp_path / "pki", "server")
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}, tls: {{cert: "{cert}", key: "{key}"}}}}, socket_buffer: 64KiB}}
+routes:
+  r: {{from: up, to: ws}}
+"""
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        client = await connect(
+            f"wss://127.0.0.1:{port}/", ssl=_trusting(cert), compression=None, max_queue=1, max_size=None
+        )
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: len(ep.clients) == 1)
+        conn = next(iter(ep.clients))
+        n, held = 1500, 0
+        for i in range(n):
+            await upstream.send(f"{i:06d}" + "t" * 2000)
+            if i % 20 == 0:
+                await asyncio.sleep(0.001)
+                held = max(held, conn.held)
+        assert held, "Veylor held nothing for the paused client"
+        got = [int((await asyncio.wait_for(client.recv(), 5))[:6]) for _ in range(n)]
+        assert got == list(range(n))
+        assert ep.stats.dropped == 0
+        await client.close()

@@ -43,11 +43,13 @@ def parse_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
 
 
 def config(up: Upstream, port: int) -> str:
+    # (client_buffer: the client reads in this process's event loop, after bursts of 1 MB:
+    # these tests are about frames, not slow clients)
     return f"""
 sources:
   up: {{url: {up.url}}}
 endpoints:
-  ws: {{websocket: {{port: {port}}}}}
+  ws: {{websocket: {{port: {port}}}, client_buffer: 64MiB}}
 routes:
   r: {{from: up, to: ws}}
 """

@@ -12,8 +12,8 @@ opening, a reload every 10 s, a stalled client every minute), which on the proje
 epoll, one byte comparison per read) about 20% and the churn about 9%: a core is left, and
 the clients were at most 70 messages (35 ms) behind. Only the upstream restart comes
 sooner (every 60 s instead of every 5 minutes), so that the two minutes include one. The
-rate also sets how soon a stalled client fills its buffers (about 13 s at 2,000 msg/s),
-which the run waits for. The churn, not the width of the fan-out, is what exposes leaks:
+rate also sets how soon a stalled client fills its buffers (about 13 s at 2,000 msg/s;
+its stall_timeout, 10 s, comes first), which the run waits for. The churn, not the width of the fan-out, is what exposes leaks:
 about 1,200 connections in two minutes, so a leaked file descriptor per churned client
 shows as about a thousand more at the end, and a lost message as a gap in a staying
 client's numbers. Checked by running the soak against copies of Veylor with an fd leaked

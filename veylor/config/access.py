@@ -155,6 +155,7 @@ class WebSocketAccess:
     tls: ServerTLS | None = None
     handshake_timeout: float = 10.0
     max_pending: int = 256
+    max_pending_per_ip: int = 16  # from one IPv4 address, or one IPv6 /64
 
     @property
     def shared(self) -> tuple[str, str] | None:
@@ -194,6 +195,7 @@ class WebSocketAccess:
             "tls": None if self.tls is None else {"cert": self.tls.cert, "key": self.tls.key},
             "handshake_timeout": self.handshake_timeout,
             "max_pending": self.max_pending,
+            "max_pending_per_ip": self.max_pending_per_ip,
         }
 
 
@@ -412,6 +414,7 @@ def websocket_access(raw: Mapping[str, Any], base: str, out: Collected) -> WebSo
         tls=tls,
         handshake_timeout=float(raw["handshake_timeout"]),
         max_pending=int(raw["max_pending"]),
+        max_pending_per_ip=int(raw["max_pending_per_ip"]),
     )
 
 

@@ -589,6 +589,7 @@ class EndpointSpec:
     ping_interval: float | None = None
     ping_timeout: float | None = None
     socket_buffer: int | None = None  # SO_SNDBUF for each client; None: the kernel's own
+    stall_timeout: float | None = None  # seconds a client may take nothing of what waits; None: any
     access: Any = None  # who may connect (veylor.config.access): WebSocketAccess, UnixAccess
     origin: Location = field(compare=False, default=Location(""))
 
@@ -951,6 +952,7 @@ def endpoint_from(
         ping_interval=raw["ping_interval"],
         ping_timeout=raw["ping_timeout"],
         socket_buffer=parse_size(raw["socket_buffer"]) if raw["socket_buffer"] is not None else None,
+        stall_timeout=float(raw["stall_timeout"]) if raw.get("stall_timeout") is not None else None,
         origin=origin,
     )
 

@@ -172,8 +172,9 @@ def render(view: dict[str, Any]) -> str:
     endpoints.split(
         "veylor_endpoint_refused_total",
         "Clients refused, by reason: max_clients (503), origin (403), no_token and token (401), "
-        "peer (a Unix uid not allowed), pending (max_pending handshakes: closed at once), path (404: "
-        "counted on the port's first endpoint by name), tls (a failed TLS handshake)",
+        "peer (a Unix uid not allowed), pending (max_pending handshakes in progress, max_pending_per_ip of "
+        "them from its source: closed at once), path (404: counted on the port's first endpoint by name), "
+        "tls (a failed TLS handshake)",
         "reason",
         {
             "max_clients": "refused",
@@ -217,6 +218,8 @@ def render(view: dict[str, Any]) -> str:
             "invalid_utf8": "invalid_utf8",
             "memory_limit": "memory_closed",
             "handshake_timeout": "handshake_timeouts",
+            "pending_evicted": "pending_evicted",
+            "stalled": "stalled_closed",
             "upstream_rate": "rate_closed",
             "revoked": "revoked",
             "write_failed": "write_failed",
@@ -310,7 +313,8 @@ def render(view: dict[str, Any]) -> str:
         out,
         "veylor_laggard_buffered_bytes",
         "gauge",
-        "Bytes queued for clients holding more than 64 KiB each (counted against limits.buffered)",
+        "Bytes held for clients that fall behind, in Veylor and in their kernel send buffers (counted "
+        "against limits.buffered)",
         [({}, memory["laggard_bytes"])],
     )
     _family(out, "veylor_buffered_limit_bytes", "gauge", "limits.buffered", [({}, memory["limit"])])

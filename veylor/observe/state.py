@@ -169,5 +169,6 @@ def _memory(runtime: Runtime) -> dict[str, int]:
         "laggard_bytes": budget.total,
         "peak": budget.peak,
         "enforced": budget.enforced,
+        "stalled": budget.stalled,
         "trims": budget.trims,
     }

@@ -82,6 +82,7 @@ class EndpointStats(_Counters):
         "memory_limited",  # clients given their policy for the process-wide limits.buffered
         "messages",  # messages the endpoint wrote to its clients, each counted once
         "messages_out",  # deliveries made
+        "pending_evicted",  # pending handshakes closed to make room for a new connection (max_pending)
         "rate_closed",  # clients closed for staying over their upstream rate (over_rate: close)
         "received",  # messages from clients
         "refused",  # clients refused: max_clients reached
@@ -89,11 +90,12 @@ class EndpointStats(_Counters):
         "refused_origin",  # ... an Origin not allowed (403), or none where one is required
         "refused_path",  # ... no endpoint at the path asked for (404; counted on the port's first endpoint)
         "refused_peer",  # ... a Unix peer whose uid and gid are not allowed
-        "refused_pending",  # ... too many handshakes in progress (closed before reading anything)
+        "refused_pending",  # ... max_pending handshakes in progress, max_pending_per_ip from its source
         "refused_token",  # ... a wrong token (401)
         "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
         "slow_disconnects",  # clients disconnected for being slow
         "slow_dropping",  # clients for which messages were dropped for being slow
+        "stalled_closed",  # clients aborted for taking nothing of what waited (stall_timeout, limits.buffered)
         "stalled_no_pong",  # its connection made again: no message, no PONG for stall_timeout (NATS)
         "stalled_read_loop",  # ... the client library's read loop had ended (NATS)
         "tls_failed",  # connections whose TLS handshake failed (wss:// endpoints)

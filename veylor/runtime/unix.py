@@ -23,6 +23,7 @@ from .endpoints import (
     Endpoint,
     StartupError,
     os_reason,
+    release,
     set_send_buffer,
 )
 from .frames import valid_utf8
@@ -75,7 +76,7 @@ class UnixClient(ClientState, asyncio.Protocol):
             return
         ep.add(self)
         ep.stats.accepted += 1
-        set_send_buffer(transport, ep.spec.socket_buffer)
+        self.sndbuf = set_send_buffer(transport, ep.spec.socket_buffer)
         log.info("endpoint %s: client %s connected (%d clients)", ep.name, self.label, len(ep.clients))
 
     def data_received(self, data: bytes) -> None:
@@ -105,7 +106,15 @@ class UnixClient(ClientState, asyncio.Protocol):
     def eof_received(self) -> bool:
         return False
 
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        release(self, not self.closing)  # what Veylor held meanwhile (Endpoint.hold)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        release(self, write=False)
         ep = self.endpoint
         if self in ep.clients:
             ep.remove(self)
@@ -121,6 +130,7 @@ class UnixClient(ClientState, asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         self.closing = True
+        release(self)
         self.transport.close()  # flushes what is buffered, then closes
         asyncio.get_running_loop().call_later(grace, self.transport.abort)
 
@@ -146,6 +156,7 @@ class UnixEndpoint(Endpoint):
 
     def abort(self, client: UnixClient) -> None:  # type: ignore[override]
         client.closing = True  # connection_lost comes later: never count or write it again
+        release(client, write=False)
         client.transport.abort()
 
     def disconnect_slow(self, client: UnixClient) -> None:

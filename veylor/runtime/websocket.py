@@ -18,6 +18,7 @@ import asyncio.sslproto
 import fcntl
 import functools
 import logging
+import socket
 import ssl
 import struct
 import termios
@@ -43,6 +44,7 @@ from .endpoints import (
     Endpoint,
     StartupError,
     os_reason,
+    release,
     set_send_buffer,
 )
 from .frames import NO_RECEIVE_QUEUE, DataFrames, is_data, valid_utf8
@@ -67,7 +69,7 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
     receive queue); the endpoint learns of the connection before the handshake
     completes, so ``max_clients`` counts handshakes in progress too. Until its request
     has been read it is one of its listener's pending handshakes (bounded in number
-    and in time: ``max_pending``, ``handshake_timeout``).
+    and in time: ``max_pending``, ``max_pending_per_ip``, ``handshake_timeout``).
     """
 
     endpoint: WebSocketEndpoint | None = None
@@ -75,6 +77,8 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
     made = False  # connection_made has run (through TLS: once the TLS handshake is done)
     raw: Any = None  # its TCP transport, while TLS is being set up (wss://)
     handshake_timer: asyncio.TimerHandle | None = None
+    source: Any = None  # what max_pending_per_ip counts it by, while pending
+    pending_since = 0.0  # loop time of its TCP accept
     last_seen = 0.0  # loop time of the last frame received (any kind): the keepalive's clock
     control_window = 0.0  # start of the current second of control-frame counting
     control_count = 0
@@ -114,7 +118,7 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
         ep = self.endpoint
         if ep is None:
             return
-        size = self.transport.get_write_buffer_size()
+        size = self.transport.get_write_buffer_size() + self.held
         if not size:
             self.control_bytes = 0  # it reads: what it was sent has gone
         elif size > ep.spec.client_buffer and self.protocol.state is OPEN:
@@ -127,29 +131,58 @@ class DownstreamConnection(ClientState, DataFrames, ServerConnection):
         if self.listener is None:  # (through TLS, its handshake is pending since the TCP accept)
             self.label = peer_label(transport)
             listener = getattr(self.server, "veylor_listener", None)
-            if listener is not None:
-                listener.opening(self)
+            if listener is not None and not listener.opening(self, transport):
+                transport.abort()
 
     def request_read(self) -> None:
         """Its handshake request has arrived: it is no longer pending."""
         listener = self.listener
         if listener is not None:
             self.listener = None
-            listener.pending -= 1
+            listener.unpend(self)
             if self.handshake_timer is not None:
                 self.handshake_timer.cancel()
                 self.handshake_timer = None
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        # What Veylor held while the transport was paused (Endpoint.hold) goes now, unless
+        # the connection is closing (websockets wrote a close frame: nothing may follow).
+        release(self, self.protocol.state is OPEN)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.request_read()
         if not self.made:  # its TLS handshake failed: the TLS layer tells it all the same
             return
+        release(self, write=False)
         super().connection_lost(exc)
         # Once websockets is done with it (its handshake task re-raises the error it
         # stored): drop the tracebacks it keeps, which tie the connection to itself.
         self.loop.call_later(UNTANGLE_AFTER, _untangle, self.protocol)
         if self.endpoint is not None:
             self.endpoint.remove(self)
+
+
+def source_of(transport: asyncio.BaseTransport) -> Any:
+    """What ``max_pending_per_ip`` counts a connection by: its IPv4 address, or its IPv6
+    address's /64 (one host commonly holds a whole /64: counting each address would let
+    it take every slot); an IPv4-mapped IPv6 address counts as the IPv4 address."""
+    addr = transport.get_extra_info("peername")
+    if not isinstance(addr, tuple):
+        return addr
+    host = addr[0]
+    if ":" not in host:
+        return host
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except OSError:  # pragma: no cover - the kernel gave it
+        return host
+    if packed[:12] == V4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return packed[:8]
+
+
+V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def peer_label(transport: asyncio.BaseTransport) -> str:
@@ -173,10 +206,13 @@ def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float
     if conn.protocol.state is OPEN:
         conn.protocol.send_close(code, reason)
         try:
+            release(conn)  # what Veylor held for it (its transport paused), before the close frame
             conn.send_data()
         except Exception:  # the transport is already broken
             conn.transport.abort()
             return
+    else:
+        release(conn, write=False)
     if not conn.connection_lost_waiter.done():
         now = conn.loop.time()
         left = _unsent(conn)
@@ -185,9 +221,26 @@ def close_websocket(conn: ServerConnection, code: int, reason: str, grace: float
         )
 
 
+def send_counted(conn: ServerConnection) -> int:
+    """``conn.send_data()``, returning the bytes it wrote."""
+    n = 0
+    for data in conn.protocol.data_to_send():
+        if data:
+            conn.transport.write(data)
+            n += len(data)
+        elif conn.transport.can_write_eof():  # (what send_data does with the end of the stream)
+            try:
+                conn.transport.write_eof()
+            except Exception:  # pragma: no cover - as websockets: uvloop may raise RuntimeError
+                pass
+        else:  # pragma: no cover - TLS: no half-close
+            conn.transport.close()
+    return n
+
+
 def _unsent(conn: ServerConnection) -> int:
-    """Bytes not yet read by the client: in Veylor's buffer and in the kernel's send queue."""
-    left = conn.transport.get_write_buffer_size()
+    """Bytes not yet read by the client: in Veylor's buffers and in the kernel's send queue."""
+    left = conn.transport.get_write_buffer_size() + conn.held
     sock = conn.transport.get_extra_info("socket")
     if sock is not None:
         try:
@@ -403,7 +456,7 @@ class WebSocketEndpoint(Endpoint):
         self.pending_messages = []
         frames, self.pending, self.pending_bytes = self.pending, [], 0
         data = b"".join(frames)
-        writable = self.writable(len(frames))
+        writable = self.writable(len(frames), data)
         compressed = self.compressed if self.spec.compression else ()
         for conn in writable:
             try:
@@ -413,11 +466,14 @@ class WebSocketEndpoint(Endpoint):
                             conn.protocol.send_text(payload)
                         else:
                             conn.protocol.send_binary(payload)
-                    conn.send_data()
+                    # Its frames, not the shared ones: what it was not given (or given
+                    # beyond them) keeps the budget's count of what it took exact.
+                    conn.unwritten += len(data) - send_counted(conn)
                 else:
                     conn.transport.write(data)
             except Exception as exc:
                 self.broken(conn, exc)
+        self.written += len(data)
         stats = self.stats
         stats.messages += len(frames)
         stats.messages_out += len(writable) * len(frames)
@@ -474,7 +530,7 @@ class WebSocketEndpoint(Endpoint):
 
 class TLSGate(asyncio.BufferedProtocol):
     """A wss:// connection at its TCP accept, before any byte is read: it counts as a
-    pending handshake from then (``max_pending``: beyond it, closed at once) under one
+    pending handshake from then (``max_pending``, ``max_pending_per_ip``) under one
     deadline (``handshake_timeout``) for the TLS handshake and the WebSocket request
     that follows; then it hands the connection to the TLS layer (the event loop's own
     ``SSLProtocol``, as ``ssl=`` on the server would), with its
@@ -489,14 +545,11 @@ class TLSGate(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener, conn = self.listener, self.conn
         conn.label = peer_label(transport)
-        if not listener.admit_pending(conn.label) or listener.context is None:
+        conn.raw = transport
+        if listener.context is None or not listener.opening(conn, transport):
             transport.abort()
             return
         loop = asyncio.get_running_loop()
-        listener.pending += 1
-        conn.listener = listener
-        conn.raw = transport
-        conn.handshake_timer = loop.call_later(listener.handshake_timeout, listener.expired, conn)
         waiter = loop.create_future()
         waiter.add_done_callback(functools.partial(self._handshaken, conn))
         tls = _ssl_protocol(loop)(
@@ -546,8 +599,9 @@ class WebSocketListener:
 
     During the handshake, in this order: an unknown path gets HTTP 404; an ``Origin``
     not allowed, 403; a missing or wrong token, 401; a full endpoint, 503. Before that,
-    a connection is one of the listener's pending handshakes: beyond ``max_pending`` a
-    new one is closed at once, and one that has not sent its request within
+    a connection is one of the listener's pending handshakes: at ``max_pending``, a new
+    one closes the oldest, or is closed at once if its source has ``max_pending_per_ip``
+    pending already (see :meth:`opening`); one that has not sent its request within
     ``handshake_timeout`` is dropped. With TLS (wss://) the context is the listener's:
     a reload that renews the certificate loads it into the same context, for new
     connections; no connection is closed.
@@ -559,12 +613,23 @@ class WebSocketListener:
         self.secure = len(key) > 3
         self.paths: dict[str, WebSocketEndpoint] = {}
         self.server: Server | None = None
-        self.pending = 0  # connections whose handshake request has not been read yet
+        # Connections whose handshake request has not been read yet, oldest first; how
+        # many of them each source has.
+        self.pending_conns: dict[DownstreamConnection, None] = {}
+        self.sources: dict[Any, int] = {}
         self.max_pending = 256
+        self.max_pending_per_ip = 16
         self.handshake_timeout = 10.0
         self.tls: ServerTLS | None = None  # what the context holds
         self.context: ssl.SSLContext | None = None
         self._refused_log = Throttled(log)
+        self._per_ip_log = Throttled(log)
+        self._evicted_log = Throttled(log)
+
+    @property
+    def pending(self) -> int:
+        """Connections whose handshake request has not been read yet."""
+        return len(self.pending_conns)
 
     def describe(self) -> str:
         served = ", ".join(f"{ep.name} ({ep.path})" for ep in self.paths.values())
@@ -583,13 +648,14 @@ class WebSocketListener:
         self.settings_changed()
 
     def settings_changed(self) -> None:
-        """Take the endpoints' settings for the port: the largest ``max_pending`` and
-        ``handshake_timeout`` among them, and their certificate (the loader made sure they
+        """Take the endpoints' settings for the port: the largest ``max_pending``,
+        ``max_pending_per_ip`` and ``handshake_timeout`` among them, and their certificate (the loader made sure they
         agree), loaded anew if it changed on disk."""
         accesses: list[WebSocketAccess] = [ep.spec.access for ep in self.paths.values()]
         if not accesses:
             return
         self.max_pending = max(a.max_pending for a in accesses)
+        self.max_pending_per_ip = max(a.max_pending_per_ip for a in accesses)
         self.handshake_timeout = max(a.handshake_timeout for a in accesses)
         tls = accesses[0].tls
         if self.context is not None and tls is not None and tls != self.tls:
@@ -624,30 +690,73 @@ class WebSocketListener:
         conn = DownstreamConnection(protocol, server, **kwargs)
         return TLSGate(self, conn) if self.secure else conn
 
-    def admit_pending(self, label: str) -> bool:
-        """Whether one more handshake may be pending; if not, counted and logged."""
-        if self.pending < self.max_pending:
-            return True
+    def opening(self, conn: DownstreamConnection, transport: asyncio.BaseTransport) -> bool:
+        """A new TCP connection: one more pending handshake (True), or False if it must be
+        closed at once, before anything is read (counted, logged).
+
+        At ``max_pending``, the oldest pending handshake is closed to make room (counted,
+        logged) rather than the newcomer refused: otherwise a few hundred connections that
+        never finish their request (a slowloris) would lock every new client out for as
+        long as they keep coming. The oldest, not the one that sent the fewest bytes:
+        bytes are what an attacker controls (it can send a large half request at once,
+        while a real client's request is one round trip away), and a handshake takes a
+        round trip or two, so the one pending longest has had the most time to finish.
+
+        But a newcomer whose source already has ``max_pending_per_ip`` pending closes
+        nobody's: it is refused. A source may take free slots (a burst of clients behind
+        one address, a load test), never another's: to evict a real client, attackers
+        must open ``max_pending`` connections within that client's handshake, from at
+        least ``max_pending / max_pending_per_ip`` sources."""
+        source = source_of(transport)
+        held = self.sources.get(source, 0)
+        if len(self.pending_conns) >= self.max_pending:
+            if held >= self.max_pending_per_ip:
+                ep = self._first()
+                if ep is not None:
+                    ep.stats.refused_pending += 1
+                self._per_ip_log(
+                    "listener %s: closed a new connection from %s at once: %d handshakes are pending "
+                    "(max_pending), %d of them from its address (max_pending_per_ip)",
+                    self.address,
+                    conn.label,
+                    len(self.pending_conns),
+                    held,
+                )
+                return False
+            while len(self.pending_conns) >= self.max_pending:
+                self.evict(next(iter(self.pending_conns)))
+        self.pending_conns[conn] = None
+        self.sources[source] = held + 1
+        conn.source = source
+        conn.listener = self
+        conn.pending_since = conn.loop.time()
+        conn.handshake_timer = conn.loop.call_later(self.handshake_timeout, self.expired, conn)
+        return True
+
+    def unpend(self, conn: DownstreamConnection) -> None:
+        """``conn`` is no longer pending (its request arrived, or it is gone)."""
+        del self.pending_conns[conn]
+        left = self.sources[conn.source] - 1
+        if left:
+            self.sources[conn.source] = left
+        else:
+            del self.sources[conn.source]
+
+    def evict(self, conn: DownstreamConnection) -> None:
+        """Close the oldest pending handshake to make room for a new connection."""
         ep = self._first()
         if ep is not None:
-            ep.stats.refused_pending += 1
-        self._refused_log(
-            "listener %s: closed a new connection from %s at once: %d handshakes are pending (max_pending)",
+            ep.stats.pending_evicted += 1
+        self._evicted_log(
+            "listener %s: closed the oldest pending handshake (%s, pending for %.1fs) to make room for a "
+            "new connection: %d handshakes are pending (max_pending)",
             self.address,
-            label,
+            conn.label,
+            conn.loop.time() - conn.pending_since,
             self.pending,
         )
-        return False
-
-    def opening(self, conn: DownstreamConnection) -> None:
-        """A new TCP connection: one more pending handshake, or closed at once when
-        ``max_pending`` are pending already."""
-        if not self.admit_pending(conn.label):
-            conn.transport.abort()
-            return
-        self.pending += 1
-        conn.listener = self
-        conn.handshake_timer = conn.loop.call_later(self.handshake_timeout, self.expired, conn)
+        conn.request_read()
+        (conn.transport if conn.made else conn.raw).abort()
 
     def timed_out(self, label: str) -> None:
         """A connection did not complete its handshake in time: counted and logged."""
@@ -714,7 +823,7 @@ class WebSocketListener:
         conn.endpoint = ep
         conn.last_seen = conn.loop.time()
         ep.add(conn)
-        set_send_buffer(conn.transport, ep.spec.socket_buffer)
+        conn.sndbuf = set_send_buffer(conn.transport, ep.spec.socket_buffer)
         return None
 
     async def _handler(self, conn: ServerConnection) -> None:
