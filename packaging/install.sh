@@ -30,7 +30,15 @@ python=${PYTHON:-python3}
     echo "install.sh: Veylor needs Python 3.11 or newer ($python is $("$python" -V 2>&1)); set PYTHON=" >&2
     exit 1
 }
-"$python" -m venv /opt/veylor
+# `python3 -m venv` hides why pip could not be put in (its ensurepip's output): on a
+# failure, show it, and try once more in two steps, which says what failed.
+if ! out=$("$python" -m venv /opt/veylor 2>&1); then
+    echo "install.sh: $python -m venv /opt/veylor failed: $out" >&2
+    "$python" -m venv --clear --without-pip /opt/veylor && /opt/veylor/bin/python -m ensurepip --upgrade --default-pip >/dev/null || {
+        echo "install.sh: cannot make a virtual environment with pip in /opt/veylor (Debian: apt install python3-venv)" >&2
+        exit 1
+    }
+fi
 if [ -n "$wheels" ]; then
     /opt/veylor/bin/pip install -q --upgrade --no-index --find-links "$wheels" 'veylor[tui]'
 else
