@@ -3,7 +3,7 @@
 #
 #   packaging/install.sh [--no-start] [--wheels DIR]
 #
-# - a virtual environment in /opt/veylor with Veylor (pip install '.[tui]'; with
+# - a virtual environment in /opt/veylor with Veylor (pip install .; with
 #   --wheels, from the wheels in DIR only, with no network: packaging/build-image
 #   makes them in packaging/wheels);
 # - /etc/veylor/config.yaml and /etc/veylor/routes.d/ from packaging/config/ (an
@@ -40,10 +40,10 @@ if ! out=$("$python" -m venv /opt/veylor 2>&1); then
     }
 fi
 if [ -n "$wheels" ]; then
-    /opt/veylor/bin/pip install -q --upgrade --no-index --find-links "$wheels" 'veylor[tui]'
+    /opt/veylor/bin/pip install -q --upgrade --no-index --find-links "$wheels" veylor
 else
     /opt/veylor/bin/pip install -q --upgrade pip
-    /opt/veylor/bin/pip install -q --upgrade ".[tui]"
+    /opt/veylor/bin/pip install -q --upgrade .
 fi
 ln -sf /opt/veylor/bin/veylor /usr/local/bin/veylor
 

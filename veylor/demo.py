@@ -174,8 +174,11 @@ async def run_demo(port: int, rate: float, tui: bool = False) -> int:
                     {unix_hint}
 
                 The configuration is {config_path} (try: {veylor} check -c {config_path}).
-                Its state, live (status: {veylor} status -c {config_path}), and its metrics:
+                Its state, once (status: {veylor} status -c {config_path}), or live in the terminal UI:
+                  {veylor} top -c {config_path}
+                Its metrics:
                   curl -s http://127.0.0.1:{admin_port}/metrics
+                (Or run the demo with the terminal UI in this terminal: {veylor} demo --tui)
                 Press Ctrl-C to stop.
                 """
             ),

@@ -305,8 +305,9 @@ async def test_demo_command_runs_and_stops(tmp_path):
 
 
 async def test_printed_demo_commands_run_as_printed(tmp_path):
-    """The check and status commands the demo prints work when pasted, from the directory it
-    ran in, by a user whose virtual environment is not activated."""
+    """The check, status and top commands the demo prints work when pasted, from the
+    directory it ran in, by a user whose virtual environment is not activated (top in a
+    real terminal)."""
     port = free_port()
     env = {**DEV_ENV, "PATH": "/usr/bin:/bin"}
     veylor = await VeylorProcess("demo", "--port", str(port), cwd=tmp_path, env=env).start()
@@ -330,6 +331,21 @@ async def test_printed_demo_commands_run_as_printed(tmp_path):
         assert "OK: 1 source, 3 endpoints, 2 routes" in await paste("(try: ")
         status = await paste("(status: ")
         assert "demo -> everything -> ticker" in status, status
+        # The terminal UI's command, pasted in a real terminal: Textual comes with Veylor.
+        line = b""
+        while b" top -c " not in line:
+            line = await asyncio.wait_for(veylor.proc.stdout.readline(), 10)
+            assert line, "the demo printed no top command"
+        if shutil.which("tmux") is not None:
+            from test_tui_terminal import Tmux
+
+            tmux = Tmux(tmp_path, ["sh", "-c", f"PATH=/usr/bin:/bin {line.decode().strip()}"])
+            try:
+                await tmux.until(lambda screen: "ticker" in screen and "btc" in screen, "the demo's graph")
+                tmux.press("q")
+                assert await tmux.exit_code() == 0
+            finally:
+                tmux.kill()
         veylor.signal(signal.SIGINT)
         assert await veylor.wait(10) == 0
     finally:

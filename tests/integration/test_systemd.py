@@ -114,7 +114,7 @@ class PeerClient:
 def booted(tmp_path_factory) -> Iterator[Booted]:
     image = systemd_image()
     wheels = tmp_path_factory.mktemp("wheels")
-    run(sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), f"{REPO}[tui]")
+    run(sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), str(REPO))
     box = Booted(image, wheels)
     try:
         box.sh("systemctl is-system-running --wait || true", timeout=120)

@@ -1,6 +1,6 @@
 """Starting the TUI: in-process beside the relay (``veylor --tui``), or attached to a
-running Veylor (``veylor top``). Textual is the ``tui`` extra: without it, say how to
-install it. The TUI owns the terminal while it runs: the stderr log handler is set
+running Veylor (``veylor top``). Textual is a dependency; should it be missing all the
+same (a partial install), say how to put it back. The TUI owns the terminal while it runs: the stderr log handler is set
 aside (lines go to the TUI's log pane) and put back after."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 
-INSTALL = "the terminal UI needs Textual: pip install 'veylor[tui]'"
+INSTALL = "the terminal UI needs Textual, which is not installed: reinstall Veylor (pip install veylor)"
 
 
 def unavailable() -> str | None:
