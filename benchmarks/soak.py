@@ -1048,7 +1048,7 @@ class Soak:
         drop_in = self.dir / "routes.d" / "50-alt.yaml"
         tmp = drop_in.with_name(".50-alt.yaml.tmp")
         tmp.write_text(ALT[target])
-        os.replace(tmp, drop_in)  # renamed into place, as the README says
+        os.replace(tmp, drop_in)  # renamed into place, as docs/operations.md says
         started = time.monotonic()
         want = self.generation + 1
         entry = {"to": target, "trigger": trigger, "ok": False}

@@ -596,7 +596,7 @@ async def test_unix_socket_file_gets_its_owner_and_group_and_keeps_them_across_a
 
 def _without_cap_fowner() -> None:
     """A ``preexec_fn``: the child (root here) keeps CAP_CHOWN but loses CAP_FOWNER, as a
-    service given CAP_CHOWN alone for ``owner`` (the systemd unit's drop-in, README)."""
+    service given CAP_CHOWN alone for ``owner`` (the systemd unit's drop-in, docs/operations.md)."""
     import ctypes
 
     if ctypes.CDLL(None, use_errno=True).prctl(24, 3, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, CAP_FOWNER

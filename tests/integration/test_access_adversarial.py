@@ -111,8 +111,8 @@ async def test_tls_connections_that_never_handshake_count_against_max_pending(tm
     (and uvloop) call only once the TLS handshake is over: on a wss:// port, connections
     that never send a ClientHello are not counted at all. Nothing is "closed at once"
     beyond ``max_pending``; each is held until ``ssl_handshake_timeout``, so an
-    attacker can hold as many file descriptors as it can open connections (README,
-    Limits: "256 accepted whose handshake is in progress (more are closed at once)")."""
+    attacker can hold as many file descriptors as it can open connections (the
+    Limits table then: "256 accepted whose handshake is in progress (more are closed at once)")."""
     cert, key = _self_signed(tmp_path / "pki", "server")
     upstream = await Upstream().start()
     port = free_port()
@@ -145,7 +145,7 @@ async def test_handshake_timeout_counts_the_tls_handshake_too(tmp_path: Path) ->
     """Was a bug. The handshake timer starts in ``connection_made``, after the TLS handshake,
     which has its own ``ssl_handshake_timeout``: a client may take up to twice
     ``handshake_timeout`` (and, after a reload that lowers it, the TLS part keeps the value
-    the port was bound with). README: "10 s from its TCP connection to its request (TLS
+    the port was bound with). docs/operations.md, Limits: "10 s from its TCP connection to its request (TLS
     included)". Here: TLS done at 1.6 s of a 2 s timeout, then silence; the connection
     is still held at 3 s."""
     cert, key = _self_signed(tmp_path / "pki", "server")
@@ -405,7 +405,7 @@ async def test_reloading_a_changed_tokens_file_does_not_pause_the_event_loop(tmp
     up in a set, but all others still join one RE2 alternation, and ``re2.compile``
     holds the GIL: the event loop cannot run meanwhile. 6,000 tokens of lengths 16 to
     265 (850 KB, under the 1 MiB limit): replacing one froze the loop for about 450 ms.
-    README: "A reload never pauses delivery" (no gap over 20 ms)."""
+    docs/operations.md: "A reload never pauses delivery" (no gap over 20 ms)."""
     from veylor.reload import Reloader
 
     upstream = await Upstream().start()
@@ -500,7 +500,7 @@ async def test_a_404_line_stays_cheap_to_mask_with_a_full_tokens_file(
 async def test_a_flood_of_refused_handshakes_is_logged_a_few_times_not_once_each(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, refusal: str
 ) -> None:
-    """Was a bug (404 and 503). README, Security: refusals "are logged at most every 10 s per
+    """Was a bug (404 and 503). docs/security.md: refusals "are logged at most every 10 s per
     endpoint with a count, so a flood of bad attempts cannot fill the log"; a refusal is
     by "address, path, origin, token, uid". Tokens and origins are throttled; an unknown
     path (404) and a full endpoint (503) log one INFO/WARNING line per attempt, for
@@ -539,7 +539,7 @@ def test_check_never_shows_a_token_written_with_the_wrong_type(tmp_path: Path) -
     only (``_SECRET_KEYS``), not under ``auth``: a token written as a string instead of
     a list, as a bare number, as the whole ``auth`` value, or taken from the environment
     (``tokens: ${VEYLOR_TOKEN}``: a value that is one reference takes the schema's type,
-    here a list) is printed in full by ``veylor check`` and ``--json``. README: tokens are
+    here a list) is printed in full by ``veylor check`` and ``--json``. docs/security.md: tokens are
     "never printed by veylor check"."""
     from conftest import run_veylor
 
@@ -739,7 +739,7 @@ async def test_a_tokens_file_that_is_a_symlink_is_watched_where_it_points(tmp_pa
         new = vault / ".veylor-tokens.tmp"
         new.write_text(f"{TOKEN_A}\n")
         new.chmod(0o600)
-        new.rename(real)  # written by renaming into place, as the README asks
+        new.rename(real)  # written by renaming into place, as docs/operations.md asks
         missed = False
         try:
             await asyncio.wait_for(b.recv(), 5)
@@ -994,7 +994,7 @@ async def test_an_allow_filter_cannot_be_passed_with_a_duplicate_key(tmp_path: P
     parser keeps the first (or refuses duplicates) sees another message than the one
     allowed: ``{"op": "unsubscribe", "op": "subscribe"}`` passes ``op in [subscribe]``
     and reaches the shared upstream as an unsubscribe for everyone, the very case the
-    README gives for a policy."""
+    docs/security.md gives for a policy."""
     upstream = await Upstream().start()
     port = free_port()
     route = ", upstream: {allow: [{json: {path: op, in: [subscribe]}}]}"

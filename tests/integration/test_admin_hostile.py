@@ -539,7 +539,7 @@ async def test_a_header_value_never_reaches_the_admin_endpoint_through_a_reload_
     int() with base 10: '<secret>'``; the reload loop turns it into ``Outcome.error =
     "unexpected error: " + str(exc)``, which POST /reload, /readyz, /graph (reloads.last)
     and ``veylor status`` all serve, and which the log prints unmasked (the new value is
-    not a known secret yet). The README says header values are never shown."""
+    not a known secret yet). docs/operations.md (Logs) says header values are never shown."""
     port, admin = free_port(), free_port()
     main = write(tmp_path / "config.yaml", tagged_secret_config(admin, upstream, port, '"ok-value"'))
     proc = veylor("-c", str(main), "--no-watch")

@@ -152,7 +152,7 @@ async def test_jetstream_core_drops_a_message_larger_than_max_payload_and_goes_o
 async def test_jetstream_core_recreates_a_stream_deleted_while_it_runs(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    """The README: "the core creates the stream if it is missing". It does so once,
+    """docs/scale-out.md: "the core creates the stream if it is missing". It does so once,
     before the first publish; a stream deleted later (by an operator, or a NATS node
     that restarted with an empty store) is never made again: every publish fails
     ("no response from stream"), the messages wait, then are dropped."""
@@ -259,8 +259,8 @@ async def test_messages_the_stream_discarded_before_an_edge_read_them_are_counte
     tmp_path: Path, upstream: Upstream
 ) -> None:
     """An edge restarts with position 2 after max_msgs_per_subject (10 here) discarded
-    messages 3..30: it resumes at 31 and says nothing -- gaps 0, resumed_from 3. The
-    README promises a loss is never silent ("an edge counts each gap as missed")."""
+    messages 3..30: it resumes at 31 and says nothing -- gaps 0, resumed_from 3.
+    docs/scale-out.md promises a loss is never silent ("an edge counts each gap as missed")."""
     async with nats_cluster(tmp_path / "js", jetstream=True) as cluster:
         url = cluster.urls[0]
         config = core(upstream, url, ", stream: TICKER, max_msgs_per_subject: 10")
@@ -1013,7 +1013,7 @@ async def test_a_broken_nats_server_never_stops_veylor_starting_or_stopping_and_
     answers, answers HTTP (a monitoring port), or sends a valid INFO then garbage: Veylor
     starts (its other parts work), /readyz says which are not connected, /graph says
     why, the log does not repeat itself every second, no connection is claimed that
-    never completed, and SIGTERM stops it within the README's 5 s (plus slack for a
+    never completed, and SIGTERM stops it within docs/operations.md's 5 s (plus slack for a
     loaded machine)."""
     greeting, reply = BROKEN_SERVERS[kind]
     async with FakeServer(greeting, reply) as fake:
@@ -1073,7 +1073,7 @@ async def test_a_connection_that_keeps_failing_is_logged_once_then_summarized(
 ) -> None:
     """Issue 22: a NATS connection whose attempts failed (an error the client library
     gives up on, such as a URL it refuses) logged a warning at every attempt, against
-    the README's once a minute. Now, as for a WebSocket source: the first failure at
+    docs/scale-out.md's once a minute. Now, as for a WebSocket source: the first failure at
     WARNING, the others at DEBUG, a summary at INFO once per interval (here 1 s, and
     attempts every 0.1 s)."""
     from veylor.config.model import Reconnect
@@ -1289,7 +1289,7 @@ async def test_a_reload_that_moves_position_file_keeps_the_position_in_the_new_f
 
 async def test_shutdown_while_publishing_into_a_stream_is_bounded(tmp_path: Path, upstream: Upstream) -> None:
     """SIGTERM while the core publishes a burst into a stream (acknowledgements in
-    flight): it exits within the README's 5 s (plus slack), with what it could not
+    flight): it exits within docs/operations.md's 5 s (plus slack), with what it could not
     publish counted in its log, and what reached the stream is in order, without
     repeats."""
     async with nats_cluster(tmp_path / "js", jetstream=True) as cluster:

@@ -3,7 +3,7 @@ bug it works around, checked against the installed nats-py and a real nats-serve
 
 When one of these fails, nats-py changed under Veylor: read natscompat's docstring, fix
 what it looks at (or drop the work-around if the bug is gone), and update the nats-py
-version and the write-up in the README's "Scaling out" section."""
+version and the write-up in docs/scale-out.md."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ async def test_nats_py_still_stops_reading_on_a_message_it_cannot_parse(tmp_path
             assert ended and nc.is_connected and got == [] and flushed_in < 0.5, (
                 f"nats-py {nats.__version__} no longer stops reading on a {shape} that is not UTF-8 "
                 f"(read loop ended: {ended}, connected: {nc.is_connected}, received: {got}, flush took "
-                f"{flushed_in:.2f}s): update natscompat and the README's NATS section"
+                f"{flushed_in:.2f}s): update natscompat and docs/scale-out.md"
             )
         finally:
             await nc.close()

@@ -1,6 +1,6 @@
 """The systemd unit run for real: a container with systemd as PID 1 (a minimal Debian
 with systemd, made with debootstrap: no registry is reachable here), Veylor installed
-in it as the README says (packaging/install.sh, from wheels built on this host), and
+in it as docs/operations.md says (packaging/install.sh, from wheels built on this host), and
 driven with systemctl: start returns once Veylor is READY, reload applies a drop-in in
 the same process and fails visibly on a refused one, a killed process is restarted,
 stop is clean; Unix clients of other users are told apart by their own uid and gid
@@ -285,7 +285,7 @@ async def test_unix_socket_files_get_the_configured_owner_and_group_under_the_un
         admin: {{unix: /run/veylor/admin.sock}}
         """
     try:
-        # A group the service is a member of (SupplementaryGroups=, as README says): no
+        # A group the service is a member of (SupplementaryGroups=, as docs/operations.md says): no
         # capability needed. With mode 0660 its members connect, others cannot.
         mark = start_with(
             booted,

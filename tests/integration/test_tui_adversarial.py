@@ -751,7 +751,7 @@ async def test_the_table_at_its_edges():
 
 
 def test_the_help_says_how_many_rows_a_table_shows():
-    """Was a finding: Help (and the README's "Large graphs") say a table shows its
+    """Was a finding: Help (and docs/observability.md's "Large graphs") say a table shows its
     first 200 rows; it shows ROWS = 100."""
     from veylor.tui.app import ROWS, Help
 

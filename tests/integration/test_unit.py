@@ -1,6 +1,6 @@
 """The systemd unit (packaging/veylor.service) and the packaged configuration:
 `systemd-analyze verify` passes, the exposure score `systemd-analyze security` gives
-is below 2.0 and is the one the README reports, and the configuration the unit runs
+is below 2.0 and is the one docs/operations.md reports, and the configuration the unit runs
 (packaging/config/) passes `veylor check`. The unit run for real under systemd is in
 test_systemd.py (slow)."""
 
@@ -43,7 +43,7 @@ def test_the_container_unit_verifies_and_waits_for_veylor_ready():
     assert "Type=notify" in text and "--sdnotify=container" in text
 
 
-def test_the_unit_is_hardened_below_2_and_the_readme_says_how_much():
+def test_the_unit_is_hardened_below_2_and_the_docs_say_how_much():
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
         capture_output=True,
@@ -54,7 +54,7 @@ def test_the_unit_is_hardened_below_2_and_the_readme_says_how_much():
     assert match, result.stdout + result.stderr
     score = float(match.group(1))
     assert score < 2.0
-    assert f"exposure level {score}" in (REPO / "README.md").read_text()
+    assert f"exposure level {score}" in (REPO / "docs" / "operations.md").read_text()
 
 
 def test_the_unit_keeps_unix_peer_credentials_and_lets_socket_files_be_given_away():

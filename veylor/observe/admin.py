@@ -14,7 +14,7 @@
                              bound); with dry_run, the plan only
 
 Web pages cannot use it, whatever address it has (see "Protecting the admin endpoint"
-in the README). Every request passes, in order:
+in docs/observability.md). Every request passes, in order:
 
 - ``Host``: its own address (any IP address when it listens on every interface),
   ``localhost`` or one of ``admin.allowed_hosts``, with any port; else 421. A page
