@@ -1,8 +1,9 @@
-"""The command line read as data (veylor/clispec.py).
+"""The command line read as data (veylor/clispec.py), and the files generated from it.
 
 clispec reads argparse's private parts (``_actions``, ``_choices_actions``, mutually
 exclusive groups, the action classes): these tests fail loudly when argparse changes
-them."""
+them. The committed man page, completions and docs/commands.md must be what
+packaging/gen_cli_files.py writes from the parser now."""
 
 from __future__ import annotations
 
@@ -76,6 +77,18 @@ def test_short_descriptions_drop_asides_and_keep_the_first_clause():
     )
     assert short("`veylor run` does it. More") == "veylor run does it"
     assert len(short("word " * 40)) <= 80
+
+
+def test_generated_files_are_what_the_parser_gives():
+    """The man page, completions and docs/commands.md are generated and committed: after
+    changing an option or a help text, run `python packaging/gen_cli_files.py`."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "packaging" / "gen_cli_files.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_relays_start_does_not_import_the_generators():
