@@ -8,6 +8,8 @@
 #   makes them in packaging/wheels);
 # - /etc/veylor/config.yaml and /etc/veylor/routes.d/ from packaging/config/ (an
 #   existing configuration is left as it is);
+# - the man page (/usr/local/share/man/man1/veylor.1) and the shell completions
+#   (bash, zsh; fish's if fish is there), linked from /opt/veylor/share;
 # - the unit /etc/systemd/system/veylor.service;
 # - systemctl enable --now veylor (unless --no-start).
 # Then: `journalctl -u veylor -f`, `veylor status -c /etc/veylor/config.yaml`,
@@ -46,6 +48,22 @@ else
     /opt/veylor/bin/pip install -q --upgrade .
 fi
 ln -sf /opt/veylor/bin/veylor /usr/local/bin/veylor
+# The man page and the shell completions come in the wheel's data (/opt/veylor/share);
+# linked where man and each shell look, as the command is, so an upgrade updates them:
+# man veylor; tab completion in bash (with the bash-completion package), zsh and fish.
+share=/opt/veylor/share
+link() { mkdir -p "$(dirname "$2")" && ln -sf "$share/$1" "$2"; }
+link man/man1/veylor.1 /usr/local/share/man/man1/veylor.1
+link bash-completion/completions/veylor /usr/local/share/bash-completion/completions/veylor
+link zsh/site-functions/_veylor /usr/local/share/zsh/site-functions/_veylor
+# fish reads /usr/local/share only when XDG_DATA_DIRS says so; /etc/fish is its own
+# place for all users' completions (made only when fish is there).
+if [ -d /etc/fish ] || command -v fish >/dev/null 2>&1; then
+    link fish/vendor_completions.d/veylor.fish /etc/fish/completions/veylor.fish
+fi
+if command -v mandb >/dev/null 2>&1; then
+    mandb -q /usr/local/share/man 2>/dev/null || true  # man -k veylor now, not after the daily run
+fi
 
 # A static system user: the unit's DynamicUser= takes it (systemd.exec(5)), so its
 # group can be given to the users whose clients connect to Veylor's Unix sockets

@@ -161,6 +161,19 @@ async def test_the_image_runs_a_mounted_configuration_reloads_and_stops_cleanly(
         # The TUI is in the image: `veylor top` asks only for a terminal (exec -it).
         top = run("podman", "exec", box.name, "veylor", "top", check=False)
         assert top.returncode == 2 and "needs a terminal" in top.stderr and "pip install" not in top.stderr
+        # The man page and the shell completions are in the image (the wheel's data).
+        shared = run(
+            "podman",
+            "exec",
+            box.name,
+            "ls",
+            "/opt/veylor/share/man/man1",
+            "/opt/veylor/share/bash-completion/completions",
+        )
+        assert "veylor.1" in shared.stdout and "\nveylor\n" in shared.stdout, shared.stdout
+        assert run("podman", "exec", box.name, "veylor", "completion", "bash").stdout.startswith(
+            "# bash completion"
+        )
         # The image's health check (veylor health through the admin socket).
         assert run("podman", "healthcheck", "run", box.name, check=False).returncode == 0
         # A drop-in written to the mounted directory is applied by itself.

@@ -1,4 +1,5 @@
-"""`pip install .` ships the schema inside the wheel, and the installed package finds it."""
+"""`pip install .` ships the schema inside the wheel, and the installed package finds it;
+the wheel's data holds the man page and the shell completions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = {  # where under the prefix: the file in this tree (packaging/gen_cli_files.py writes them)
+    "share/man/man1/veylor.1": "packaging/man/veylor.1",
+    "share/bash-completion/completions/veylor": "packaging/completions/veylor.bash",
+    "share/zsh/site-functions/_veylor": "packaging/completions/_veylor",
+    "share/fish/vendor_completions.d/veylor.fish": "packaging/completions/veylor.fish",
+}
 
 
 def test_wheel_contains_the_schema_and_loads_it_from_there(tmp_path):
@@ -36,6 +43,13 @@ def test_wheel_contains_the_schema_and_loads_it_from_there(tmp_path):
         assert "veylor/schema/veylor.schema.json" in names
         assert "veylor/cli.py" in names
         assert not any(n.startswith("tests/") for n in names)
+        # The man page and the shell completions, as data installed under the prefix
+        # (/opt/veylor/share/...), each the committed file generated from the parser.
+        (dist_info,) = {n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA")}
+        data = dist_info.removesuffix(".dist-info") + ".data/data/"
+        for installed, committed in SHARED_DATA.items():
+            assert data + installed in names, installed
+            assert zf.read(data + installed) == (REPO / committed).read_bytes(), installed
         zf.extractall(tmp_path / "site")
     # Import veylor from the unpacked wheel alone: the schema must come from inside it.
     (tmp_path / "config.yaml").write_text(

@@ -132,6 +132,33 @@ def booted(tmp_path_factory) -> Iterator[Booted]:
         box.remove()
 
 
+def test_install_sh_installs_the_man_page_and_completions_again_on_an_upgrade(booted):
+    """Linked from /opt/veylor/share (the wheel's data), as the command is: an upgrade
+    updates them. Run again (an upgrade of the same version), install.sh leaves them so."""
+    links = {
+        "/usr/local/share/man/man1/veylor.1": "/opt/veylor/share/man/man1/veylor.1",
+        "/usr/local/share/bash-completion/completions/veylor": "/opt/veylor/share/bash-completion/completions/veylor",
+        "/usr/local/share/zsh/site-functions/_veylor": "/opt/veylor/share/zsh/site-functions/_veylor",
+    }
+    for attempt in range(2):
+        if attempt:
+            booted.sh("/src/packaging/install.sh --wheels /wheels --no-start", timeout=300)
+        for link, target in links.items():
+            assert booted.sh(f"test -s {link} && readlink -f {link}").stdout.strip() == target, link
+        # No fish in this image: no /etc/fish made for it.
+        assert booted.sh("test -e /etc/fish", check=False).returncode != 0
+        if booted.sh("command -v man", check=False).returncode == 0:  # (not in this minimal image)
+            assert booted.sh("man -w veylor").stdout.strip() == "/usr/local/share/man/man1/veylor.1"
+        page = booted.sh("cat /usr/local/share/man/man1/veylor.1").stdout
+        assert "veylor \\- declarative WebSocket fan\\-out router" in page
+        # bash takes the completion and it completes.
+        completed = booted.sh(
+            "bash -c '. /usr/local/share/bash-completion/completions/veylor"
+            ' && COMP_WORDS=(veylor ch) COMP_CWORD=1 && _veylor && echo "${COMPREPLY[*]}"\''
+        )
+        assert completed.stdout.strip() == "check", completed.stdout + completed.stderr
+
+
 async def test_the_unit_starts_ready_reloads_in_place_refuses_restarts_and_stops(booted, upstream):
     port, more = free_port(), free_port()
     # The upstream's URL as a secret would be: in the root-only environment file.
