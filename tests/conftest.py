@@ -20,6 +20,12 @@ settings.register_profile(
 settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# pytest-xdist gives its workers COLUMNS=80 and LINES=24, which Textual takes over the
+# terminal's real size: a TUI started in a 160x45 tmux would draw itself at 80x24.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for _size in ("COLUMNS", "LINES"):
+        os.environ.pop(_size, None)
+
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:
     """Write ``{relative path: YAML text}`` under ``root`` (text is dedented)."""
@@ -77,3 +83,40 @@ async def upstream():
     up = await Upstream().start()
     yield up
     await up.stop()
+
+
+# The suite runs in parallel (pytest-xdist, `-n` in pyproject.toml). Its longest tests
+# start first, so that they do not end last alone: xdist hands tests out in collection
+# order. Tests that share a module-scoped fixture (one soak, one built image, one booted
+# systemd, one running Veylor under the wire fuzzer) stay on one worker each (an
+# xdist_group per module), or the fixture would be made once per worker; the container
+# and systemd tests share one group, since they share the images they build.
+_LONGEST_FIRST = (
+    "test_soak.py",
+    "test_systemd.py",
+    "test_container.py",
+    "test_nats.py",
+    "test_nats_adversarial.py",
+    "test_nats_hostile.py",
+    "test_tui_pty.py",
+    "test_tui.py",
+    "test_fuzz_wire.py",
+)
+_GROUPS = {
+    "test_soak.py": "soak",
+    "test_systemd.py": "podman",
+    "test_container.py": "podman",
+    "test_fuzz_wire.py": "fuzz-wire",
+    "test_fuzz_loader.py": "fuzz-loader",
+    "test_reload_property.py": "reload-property",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (stable: the rest as collected)
+    for item in items:
+        group = _GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -62,10 +63,30 @@ def can_drop_file_permissions() -> bool:
     return result.returncode != 0 and b"PermissionError" in result.stderr
 
 
+# Ports for listeners the tests start, below the kernel's ephemeral range (32768-60999:
+# where connections' own local ports come from, so a port picked there can be taken by a
+# client's connection before the listener binds it), one block of 800 per xdist worker
+# (parallel workers never pick each other's), from a random place in the block (runs in
+# other checkouts at the same time rarely meet), each checked free before it is given.
+_PORT_BLOCK = 800
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 15
+_next_port = random.randrange(_PORT_BLOCK)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now (see above)."""
+    global _next_port
+    base = 20000 + _WORKER * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = base + _next_port % _PORT_BLOCK
+        _next_port += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORT_BLOCK - 1}")
 
 
 async def eventually(
