@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Bytecode is cached, whatever the environment says (PYTHONDONTWRITEBYTECODE=1 is set on
+# some machines, ours included): without it every Veylor the tests start (a few hundred)
+# compiles its modules again, 90 ms of CPU each, and every xdist worker rewrites and
+# compiles every test module's asserts again, 4 s each. Workers and Veylor processes
+# inherit the environment from here.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 # Property-based tests: a fixed budget in CI (the default), a longer one for developers
 # (`pytest -m fuzz --hypothesis-profile=long`). Deadlines off: these drive real
 # processes and sockets, whose timing says nothing about a property.

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ConfigError, load_config
-from .graph import build_graph, diff
 from .observe.logs import setup_logging
-from .report import SHAPE_TEXT, config_json, config_text, plural, problems_json
-from .server import Server, run_loop
+
+# Each command imports what it needs, when it runs: `veylor completion`, `--help` and
+# `--version` need no configuration code, `check` and the admin clients no runtime
+# (tests/unit/test_cli_imports.py holds them to it).
 
 DEFAULT_CONFIGS = ("config.yaml", "/etc/veylor/config.yaml")
 SHELLS = ("bash", "zsh", "fish")  # veylor completion SHELL: veylor.completion writes each
@@ -435,6 +435,9 @@ def no_config(args: argparse.Namespace) -> str | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .report import config_json, config_text, plural, problems_json
+
     missing = no_config(args)
     if missing is not None and not args.against:
         print(missing, file=sys.stderr)
@@ -463,6 +466,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_against(old_path: str, new_path: str, as_json: bool) -> int:
+    from .config import ConfigError, load_config
+    from .graph import build_graph, diff
+
     configs = []
     for path in (old_path, new_path):
         try:
@@ -496,6 +502,10 @@ def _tui_refused(args: argparse.Namespace) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .report import SHAPE_TEXT
+    from .server import Server, run_loop
+
     refused = _tui_refused(args)
     if refused is not None:
         return refused
@@ -524,6 +534,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .server import run_loop
 
     refused = _tui_refused(args)
     if refused is not None:

@@ -84,6 +84,8 @@ from veylor.demo import DEMO_CONFIG
 pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
+# CPU seconds of the loading thread, not wall time: the suite runs in parallel, and a
+# load that took 1 s of CPU took 6 s of wall time beside the soak and the image builds.
 LIMIT_SECONDS = 5.0
 LIMIT_BYTES = 64 * 2**20
 
@@ -218,13 +220,13 @@ def load_once(main: Path, mode: Mode) -> Measured:
         if mode == "python":
             yamlfile.C_PARSER_MAX = 0
         memory = PeakMemory()
-        start = time.monotonic()
+        start = time.thread_time()  # (see LIMIT_SECONDS)
         try:
             try:
                 result: Config | ConfigError = load_config(main, env=ENV)
             except ConfigError as exc:
                 result = exc
-            return result, time.monotonic() - start, memory.growth()
+            return result, time.thread_time() - start, memory.growth()
         finally:
             yamlfile.C_PARSER_MAX = saved
             RESPONSIVE.reset(token)
@@ -242,15 +244,15 @@ def load_once(main: Path, mode: Mode) -> Measured:
 
 def bounded_load(main: Path, mode: Mode) -> Config | ConfigError:
     """``load_config(main)`` as ``mode`` says, failing unless it takes less than
-    LIMIT_SECONDS and at its peak less than LIMIT_BYTES of memory."""
+    LIMIT_SECONDS of CPU and at its peak less than LIMIT_BYTES of memory."""
     note(f"loaded as: {mode}")
     try:
         result, elapsed, peak = load_once(main, mode)
     except Exception:
         note("load_config raised an exception that is not a ConfigError")
         raise
-    note(f"loading {main.name}: {elapsed:.2f} s, peak memory +{peak / 2**20:.1f} MiB")
-    assert elapsed < LIMIT_SECONDS, f"loading took {elapsed:.1f} s (bound: {LIMIT_SECONDS:.0f} s)"
+    note(f"loading {main.name}: {elapsed:.2f} s of CPU, peak memory +{peak / 2**20:.1f} MiB")
+    assert elapsed < LIMIT_SECONDS, f"loading took {elapsed:.1f} s of CPU (bound: {LIMIT_SECONDS:.0f} s)"
     assert peak < LIMIT_BYTES, f"loading took {peak / 2**20:.0f} MiB more memory at its peak (bound: 64 MiB)"
     return result
 

@@ -267,6 +267,7 @@ async def test_every_client_of_every_edge_gets_every_message_in_order(scene: Sce
         assert edge_samples["veylor_source_up"] == 1 and edge_samples["veylor_source_missed_total"] == 0
 
 
+@pytest.mark.slow  # kills a node of a 3-node cluster: fail-over takes NATS seconds
 @pytest.mark.parametrize("node", ["an edge's", "the core's"])
 async def test_a_nats_node_dies_mid_stream_edges_fail_over_and_count_what_they_miss(
     scene: Scene, tmp_path: Path, node: str
@@ -343,6 +344,7 @@ async def test_a_reload_reconnects_only_the_nats_component_that_changed(scene: S
         assert (await core.graph())["endpoints"]["cluster"]["node"] != node
 
 
+@pytest.mark.slow  # kills a node of a 3-node cluster: fail-over takes NATS seconds
 @pytest.mark.parametrize("node", ["an edge's", "the core's"])
 async def test_with_jetstream_a_node_dies_mid_stream_and_nothing_is_lost_or_duplicated(
     scene: Scene, tmp_path: Path, node: str

@@ -105,6 +105,9 @@ async def test_sequence_numbers_gaps_restarts_duplicates_and_a_bound_on_subjects
                 await eventually(lambda: src.stats.messages_in == 11, 5)
                 assert src.stats.gaps == 2 and src.stats.publisher_changes == 1
                 # A thousand of everything: what a source remembers per subject is bounded.
+                # (The client goes first: one that reads nothing would hold the edge for
+                # its stall_timeout, 10 s, once 10,500 messages filled its buffers.)
+                await client.close()
                 for i in range(MAX_SUBJECTS_TRACKED + 500):
                     await send(f"veylor.s{i}", "N", 1)
                 await pub.flush()

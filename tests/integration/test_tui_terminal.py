@@ -68,10 +68,12 @@ class Tmux:
 
 
 def edge_total(screen: str) -> int:
-    """The total of the feed -> all -> ws edge on the screen (totals shown: t)."""
+    """The total of the feed -> all -> ws edge on the screen (totals shown: t); -1 while
+    it shows "-" (not known yet: the screen was drawn before the first sample)."""
     for line in screen.splitlines():
         if "→ all" in line and "→ ws" in line:
-            return int(line.split("│")[1].split()[-3].replace(",", ""))
+            total = line.split("│")[1].split()[-3]
+            return -1 if total == "-" else int(total.replace(",", ""))
     raise AssertionError(f"no edge line on the screen:\n{screen}")
 
 
@@ -115,7 +117,11 @@ async def test_tui_in_a_terminal_shows_the_graph_counts_and_quits_cleanly(tmp_pa
         feeding = asyncio.create_task(feed(upstream, stop))
         term.press("t")  # totals
         await term.until(lambda s: "filtered " in s, "totals shown")
-        first = edge_total(await term.until(lambda s: "● connected" in s, "the source connected"))
+        first = edge_total(
+            await term.until(
+                lambda s: "● connected" in s and "→ ws" in s and edge_total(s) >= 0, "the source connected"
+            )
+        )
         await term.until(lambda s: edge_total(s) > first, "the edge's total to move")
         assert sock.exists()
         term.press("q")
@@ -143,7 +149,9 @@ async def test_veylor_top_attaches_to_a_running_daemon_and_detaches(tmp_path, up
         feeding = asyncio.create_task(feed(upstream, stop))
         await term.until(lambda s: "→ all" in s and f"127.0.0.1:{admin}" in s, "the attached graph")
         term.press("t")  # totals
-        screen = await term.until(lambda s: "filtered " in s, "totals shown")
+        screen = await term.until(
+            lambda s: "filtered " in s and "→ ws" in s and edge_total(s) >= 0, "totals shown"
+        )
         await term.until(lambda s: edge_total(s) > edge_total(screen), "the edge's total to move")
         term.press("q")
         assert await term.exit_code() == 0

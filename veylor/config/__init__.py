@@ -1,21 +1,53 @@
-"""Configuration: files -> validated, typed, frozen :class:`Config` (pure, no I/O but reading)."""
+"""Configuration: files -> validated, typed, frozen :class:`Config` (pure, no I/O but reading).
 
-from .loader import load_config
-from .model import (
-    Config,
-    EndpointSpec,
-    Limits,
-    OutboundMessage,
-    Reconnect,
-    RouteSpec,
-    SourceSpec,
-    UnixListen,
-    WebSocketListen,
-    format_size,
-    parse_size,
-)
-from .problems import ConfigError, Location, Problem, format_path
-from .schema import schema, schema_path
+Its names are imported on first use (PEP 562): ``veylor.config.model`` alone, which logging
+and the CLI's clients need, does not pull in the loader and jsonschema (90 ms at start).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .loader import load_config
+    from .model import (
+        Config,
+        EndpointSpec,
+        Limits,
+        OutboundMessage,
+        Reconnect,
+        RouteSpec,
+        SourceSpec,
+        UnixListen,
+        WebSocketListen,
+        format_size,
+        parse_size,
+    )
+    from .problems import ConfigError, Location, Problem, format_path
+    from .schema import schema, schema_path
+
+_WHERE = {
+    "load_config": "loader",
+    **dict.fromkeys(
+        (
+            "Config",
+            "EndpointSpec",
+            "Limits",
+            "OutboundMessage",
+            "Reconnect",
+            "RouteSpec",
+            "SourceSpec",
+            "UnixListen",
+            "WebSocketListen",
+            "format_size",
+            "parse_size",
+        ),
+        "model",
+    ),
+    **dict.fromkeys(("ConfigError", "Location", "Problem", "format_path"), "problems"),
+    **dict.fromkeys(("schema", "schema_path"), "schema"),
+}
 
 __all__ = [
     "Config",
@@ -37,3 +69,17 @@ __all__ = [
     "schema",
     "schema_path",
 ]
+assert sorted(__all__) == sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
