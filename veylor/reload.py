@@ -494,7 +494,8 @@ class Reloader:
     async def _retry_watch(self) -> None:
         """Wait for the next try at watching: a reload's request, or WATCH_RETRY_S."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._rewatch.wait(), WATCH_RETRY_S)
+            async with asyncio.timeout(WATCH_RETRY_S):  # (not wait_for: see natsio's StreamOutbox)
+                await self._rewatch.wait()
 
 
 WATCH_STEP_MS = 30  # a change is picked up once its files have been quiet this long (the settle time)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -47,16 +48,53 @@ def raise_fd_limit(needed: int) -> None:
         )
 
 
+EXIT_GRACE = 1.0  # seconds for the tasks left after ``main`` to end once cancelled
+
+
 def run_loop(main: Callable[[], Awaitable[int]]) -> int:
-    """Run ``main`` on uvloop (where available) and return its exit code."""
+    """Run ``main`` on uvloop (where available) and return its exit code.
+
+    Bounded: the tasks still running when ``main`` returns are cancelled and given
+    ``EXIT_GRACE``. One that ignores its cancellation (a library's, or a swallowed
+    cancellation: Python 3.11's ``wait_for`` loses one that arrives as its future
+    completes) would hold ``asyncio.Runner``'s close, which waits for every task, for
+    ever: then the process exits without it, after saying which it was."""
     try:
         import uvloop
 
         factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - non-Linux
         factory = None
+
+    async def bounded() -> int:
+        code = await main()
+        if await _end_the_rest(EXIT_GRACE):
+            return code
+        logging.shutdown()  # (flushes the log: nothing after this runs)
+        sys.stderr.flush()
+        os._exit(code)
+
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main())
+        return runner.run(bounded())
+
+
+async def _end_the_rest(grace: float) -> bool:
+    """Cancel every other task; whether all ended within ``grace`` seconds."""
+    rest = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in rest:
+        task.cancel()
+    if not rest:
+        return True
+    _, pending = await asyncio.wait(rest, timeout=grace)
+    if pending:
+        names = ", ".join(sorted(task.get_name() for task in pending))
+        log.warning(
+            "exit: %d task(s) did not end %.0f s after being cancelled (%s): exiting without them",
+            len(pending),
+            grace,
+            names,
+        )
+    return not pending
 
 
 class Server:

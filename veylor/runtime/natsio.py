@@ -604,7 +604,11 @@ class StreamOutbox(Outbox):
                     previous = msg_id
                 if not inflight:
                     continue
-                await asyncio.wait_for(asyncio.shield(inflight[0]), self.ACK_TIMEOUT)
+                # (asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result
+                # when the acknowledgement lands as a cancellation arrives, and the
+                # cancellation is lost: a shutdown under load waited for this loop for ever.)
+                async with asyncio.timeout(self.ACK_TIMEOUT):
+                    await asyncio.shield(inflight[0])
             except Exception as exc:  # refused, not acknowledged in time, disconnected
                 self.last_failure = _describe(exc)
                 self.resent += len(inflight)
