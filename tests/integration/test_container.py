@@ -8,6 +8,7 @@ containers.conf is needed."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import re
@@ -27,6 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("VEYLOR_TEST_CACHE", "/var/cache/veylor-test"))
 BASE = "localhost/veylor-test-base:bookworm"
 IMAGE = "localhost/veylor-test:dev"
+# One debootstrap tree for both the image's base and the systemd unit's container
+# (tests/integration/test_systemd.py): each debootstrap took 53 s and 55 s of CPU on a
+# fresh machine. So the image's test base has systemd too, which the image does not use
+# (it stands for python:3.11-slim: a Debian with python3 and python3-venv).
+TREE = "rootfs-bookworm"
+PACKAGES = "python3,python3-venv,systemd,systemd-sysv,dbus,procps"
 
 PODMAN = [  # the marks of every test that builds or runs a container
     pytest.mark.slow,
@@ -75,11 +82,15 @@ def debian_image(tag: str, tree: str, packages: str, *changes: str) -> str:
     if run("podman", "image", "exists", tag, check=False).returncode == 0:
         return tag
     rootfs = CACHE / tree
-    if not (rootfs / ".complete").exists():
-        shutil.rmtree(rootfs, ignore_errors=True)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        run("debootstrap", "--variant=minbase", f"--include={packages}", "bookworm", str(rootfs), mirror())
-        (rootfs / ".complete").touch()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{tree}.lock", "w") as lock:  # (the container and systemd tests run at once)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (rootfs / ".complete").exists():
+            shutil.rmtree(rootfs, ignore_errors=True)
+            run(
+                "debootstrap", "--variant=minbase", f"--include={packages}", "bookworm", str(rootfs), mirror()
+            )
+            (rootfs / ".complete").touch()
     tar = subprocess.Popen(
         ["tar", "-C", str(rootfs), "--exclude=./.complete", "-c", "."], stdout=subprocess.PIPE
     )
@@ -89,8 +100,8 @@ def debian_image(tag: str, tree: str, packages: str, *changes: str) -> str:
 
 
 def base_image() -> str:
-    """The image's test base: python3 and python3-venv, nothing more."""
-    return debian_image(BASE, "rootfs", "python3,python3-venv")
+    """The image's test base: python3 and python3-venv (and systemd, unused: see TREE)."""
+    return debian_image(BASE, TREE, PACKAGES)
 
 
 @pytest.fixture(scope="module")

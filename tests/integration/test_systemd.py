@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 from helpers import eventually, free_port, ws_client
-from test_container import PODMAN, debian_image, run, ulimits
+from test_container import PACKAGES, PODMAN, TREE, debian_image, run, ulimits
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_BASE = "localhost/veylor-test-systemd:bookworm"
-PACKAGES = "python3,python3-venv,systemd,systemd-sysv,dbus,procps"
 # Users of the container whose clients connect to Veylor's Unix sockets: alice (uid
 # 1000) and carol (1002, primary group desk) are allowed, bob (1001) is not; alice and
 # carol are in traders, the group a socket file is given to.
@@ -61,7 +60,7 @@ pytestmark = PODMAN
 
 
 def systemd_image() -> str:
-    return debian_image(SYSTEMD_BASE, "rootfs-systemd", PACKAGES, "CMD=/sbin/init")
+    return debian_image(SYSTEMD_BASE, TREE, PACKAGES, "CMD=/sbin/init")  # (the tree the image's base has)
 
 
 class Booted:
