@@ -81,7 +81,7 @@ from veylor.config.loader import MAX_FILE_SIZE
 from veylor.config.yamlfile import C_PARSER_MAX, MAX_VALUES, RESPONSIVE
 from veylor.demo import DEMO_CONFIG
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.fuzz, pytest.mark.slow, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 # CPU seconds of the loading thread, not wall time: the suite runs in parallel, and a

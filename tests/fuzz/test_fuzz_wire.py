@@ -61,7 +61,12 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [
+    pytest.mark.fuzz,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 WS_MAX = 64 * 1024  # the endpoints' max_message_size (a smaller limit: oversized inputs stay cheap)
 LINES_MAX = 4 * 1024

@@ -281,6 +281,7 @@ DRY_RUN = (
 )
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 async def test_a_dry_run_flood_does_not_starve_metrics(tmp_path, upstream):
     """Was: each POST /reload?dry_run=1 runs ``Reloader.plan`` (a full load, in
     ``asyncio.to_thread``) on its own: concurrent dry runs are not shared as real reloads
@@ -311,6 +312,7 @@ async def test_a_dry_run_flood_does_not_starve_metrics(tmp_path, upstream):
         await proc.stop()
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 async def test_shutdown_is_bounded_after_a_dry_run_flood(tmp_path, upstream):
     """Was: SIGTERM logs "stopped" within SHUTDOWN_TIMEOUT, but the process exits only
     once every queued dry-run load has run: ``asyncio.Runner`` closes by shutting the

@@ -230,6 +230,7 @@ routes: {{r: {{from: up, to: ws}}}}
         await up.stop()
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 async def test_churning_clients_do_not_disturb_a_control_client(arena):
     a = await arena()
     for round_ in range(5):
@@ -466,6 +467,7 @@ def stalled(port: int, path: str = "/", mss: int | None = None) -> socket.socket
     return sock
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 @pytest.mark.parametrize("policy", ["disconnect", "drop"])
 async def test_the_process_wide_buffer_limit_applies_to_the_clients_holding_the_most(tmp_path, policy):
     """2,000 stalled clients, each within its own client_buffer, held 0.5 GiB: limits.buffered
@@ -531,6 +533,7 @@ routes: {{r: {{from: up, to: ws}}}}
         await up.stop()
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 async def test_stalled_clients_do_not_disturb_a_control_client(arena):
     a = await arena(
         endpoints="stall: {websocket: {host: 127.0.0.1, port: PORT, path: /stall}}\n",
@@ -662,6 +665,7 @@ def closed_by_veylor(sock: socket.socket) -> bool:
     return False
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 @needs_ss
 async def test_stalled_clients_hold_little_kernel_memory_and_go_at_stall_timeout(arena, tmp_path):
     """Was a bug (issue 22, 7). 2,000 clients that read nothing, each with a 512 KiB
@@ -710,6 +714,7 @@ async def test_stalled_clients_hold_little_kernel_memory_and_go_at_stall_timeout
             s_.close()
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 @needs_ss
 async def test_the_buffer_limit_counts_what_the_kernel_holds(arena):
     """Was a bug (issue 22, 7). ``limits.buffered`` counted Veylor's own buffers only,

@@ -654,6 +654,7 @@ async def probe(proc: Proc, stop: asyncio.Event, worst: list[float], peak: list[
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 async def test_a_flood_on_the_edges_subject_is_bounded_in_memory_and_never_stalls_the_edge(
     tmp_path: Path,
 ) -> None:
@@ -709,6 +710,7 @@ async def test_a_flood_on_the_edges_subject_is_bounded_in_memory_and_never_stall
             assert grown < 200, f"the edge grew by {grown:.0f} MiB during the flood"
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 async def test_a_flood_on_the_cores_upstream_subject_never_holds_up_its_feed(
     tmp_path: Path, upstream: Upstream
 ) -> None:
@@ -1298,6 +1300,7 @@ async def test_a_reload_that_moves_position_file_keeps_the_position_in_the_new_f
                 )
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 async def test_shutdown_while_publishing_into_a_stream_is_bounded(tmp_path: Path, upstream: Upstream) -> None:
     """SIGTERM while the core publishes a burst into a stream (acknowledgements in
     flight): it exits within docs/operations.md's 5 s (plus slack), with what it could not

@@ -86,6 +86,7 @@ class LargeReader:
         pass
 
 
+@pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
 async def test_a_thousand_of_everything_shows_100_rows_and_finds_the_rest():
     reader = LargeReader()
     app = VeylorApp(reader)
