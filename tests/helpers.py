@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import os
 import random
 import shutil
@@ -17,6 +18,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -371,3 +373,17 @@ def make_cert(where: Path, ca: Path, name: str) -> tuple[Path, Path]:
         "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=where,
     )  # fmt: skip
     return where / f"{name}.pem", where / f"{name}.key"
+
+
+def docs_generator() -> Any:
+    """docs/gen_configuration.py, a script rather than a module of the package (loaded
+    once, shared by the docs' tests)."""
+    if "gen_configuration" in sys.modules:
+        return sys.modules["gen_configuration"]
+    path = Path(__file__).resolve().parents[1] / "docs" / "gen_configuration.py"
+    spec = importlib.util.spec_from_file_location("gen_configuration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gen_configuration"] = module
+    spec.loader.exec_module(module)
+    return module

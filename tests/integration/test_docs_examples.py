@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import io
 import json
 import os
 import re
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers import docs_generator
 
 from veylor.cli import build_parser
 from veylor.config import ConfigError, load_config
@@ -42,19 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 
 
-def _generator():
-    """docs/gen_configuration.py, a script rather than a module of the package."""
-    if "gen_configuration" in sys.modules:
-        return sys.modules["gen_configuration"]
-    spec = importlib.util.spec_from_file_location("gen_configuration", DOCS / "gen_configuration.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gen_configuration"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _generator()
+gen = docs_generator()
 PAGES = [REPO / "README.md", *sorted(p for p in DOCS.glob("*.md") if p != gen.INTRO)]
 TOKEN = "0123456789abcdef0123456789abcdef"  # what a ${VAR} the docs use stands for
 DIRS = ("/etc/veylor/", "/run/veylor/", "/var/lib/veylor/")  # made under the test's directory

@@ -7,31 +7,18 @@ tests/integration/test_docs_examples.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import docs_generator
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 
 
-def _generator():
-    """docs/gen_configuration.py, a script rather than a module of the package."""
-    if "gen_configuration" in sys.modules:
-        return sys.modules["gen_configuration"]
-    spec = importlib.util.spec_from_file_location("gen_configuration", DOCS / "gen_configuration.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gen_configuration"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _generator()
+gen = docs_generator()
 
 # The pages that are read as they are (the intro is an input of configuration.md).
 PAGES = sorted(p for p in DOCS.glob("*.md") if p != gen.INTRO)
