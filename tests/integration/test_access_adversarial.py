@@ -399,6 +399,7 @@ def _secrets_restored():
         SECRETS.update(())
 
 
+@pytest.mark.latency
 async def test_reloading_a_changed_tokens_file_does_not_pause_the_event_loop(tmp_path: Path) -> None:
     """Was a bug. A reload rebuilds the log masker (``remember()`` -> ``Secrets.update``) in
     the loader's worker thread; tokens of one length that number more than 64 are looked
@@ -447,6 +448,7 @@ async def test_reloading_a_changed_tokens_file_does_not_pause_the_event_loop(tmp
             await upstream.stop()
 
 
+@pytest.mark.latency
 @pytest.mark.parametrize("shape", ["one length (hex)", "named (40 lengths)", "lengths 16 to 300"])
 async def test_a_404_line_stays_cheap_to_mask_with_a_full_tokens_file(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, shape: str

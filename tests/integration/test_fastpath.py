@@ -103,6 +103,7 @@ async def test_every_coalesced_write_holds_whole_frames(tmp_path, upstream, monk
         assert all(op in (1, 2) for op, _ in frames)
 
 
+@pytest.mark.latency
 async def test_ping_pong_and_close_work_while_streaming_at_full_rate(tmp_path, upstream):
     port = free_port()
     async with veylor_inprocess(tmp_path, config(upstream, port)):

@@ -25,7 +25,7 @@ import pytest
 from helpers import VeylorProcess, eventually, free_port, raw_handshake, ws_client
 from websockets.exceptions import InvalidStatus
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.latency]  # (the witness's gaps: see conftest)
 
 MONITOR = Path(__file__).resolve().parents[1] / "monitor.py"
 MAX_GAP_MS = 100.0  # between two of the control client's messages (the feed: one every 5 ms)

@@ -90,6 +90,7 @@ def shared_dir():
 # ------------------------------------------------------------------ the data plane never stalls
 
 
+@pytest.mark.latency
 async def test_a_slow_load_does_not_stall_delivery(tmp_path, up, monkeypatch):
     """Loading runs off the event loop: a load that takes a second (a huge configuration)
     leaves the loop serving clients the whole time."""
