@@ -425,7 +425,7 @@ def upstream_main(args: argparse.Namespace) -> None:
         rate = args.rate
         base_t = base_seq = None
         while True:
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(args.tick_ms / 1000)  # what is due, in one write: one fan-out pass
             if not relays or state["stopped"]:
                 base_t = None
                 continue
@@ -1007,8 +1007,9 @@ class Soak:
 
     def start_upstream(self, port: int, start: int) -> int:
         self.upstream = self.role(
-            "upstream", "--port", str(port), "--start", str(start), "--rate", str(self.args.rate)
-        )
+            "upstream", "--port", str(port), "--start", str(start), "--rate", str(self.args.rate),
+            "--tick-ms", str(self.args.tick_ms),
+        )  # fmt: skip
         return int(self.upstream.expect("listening", 30).split()[1])
 
     def sample(self) -> None:
@@ -1635,6 +1636,7 @@ class Soak:
                     "settle",
                     "warmup",
                     "batch_ms",
+                    "tick_ms",
                     "pin",
                     "seed",
                 )
@@ -1796,6 +1798,7 @@ def main() -> int:
     up.add_argument("--port", type=int, default=0)
     up.add_argument("--start", type=int, default=1)
     up.add_argument("--rate", type=float, default=2000)
+    up.add_argument("--tick-ms", type=float, default=2)
     for name in ("clients", "churn"):
         p = sub.add_parser(name)
         p.add_argument("--port", type=int, required=True)
@@ -1837,6 +1840,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5, help="seconds of churn in the warm-up (5)")
     parser.add_argument(
         "--batch-ms", type=float, default=10, help="the staying clients' read batching (10 ms)"
+    )
+    parser.add_argument(
+        "--tick-ms",
+        type=float,
+        default=2,
+        help="the upstream writes the messages due every TICK ms (2 ms: 4 messages at 2,000 msg/s), "
+        "so each tick is one pass of Veylor's fan-out, one write per client",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pin", action="store_true", help="Veylor on CPU 0, the rest on CPU 1")

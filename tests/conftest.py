@@ -127,8 +127,8 @@ async def upstream():
 # order. Tests that share a module-scoped fixture (one soak, one built image, one booted
 # systemd, one running Veylor under the wire fuzzer) stay on one worker each (an
 # xdist_group per module), or the fixture would be made once per worker. The container
-# and systemd tests build different images (each from its own debootstrap tree, about 80 s
-# on a fresh machine): on two workers, at the same time.
+# and systemd tests run on two workers at the same time, from one Debian base and one
+# set of wheels, each made once under a lock (see test_container.base_image and wheels).
 _LONGEST_FIRST = (
     "test_soak.py",
     "test_systemd.py",

@@ -9,15 +9,19 @@ in parallel: it starts first, on a worker of its own (tests/conftest.py).
 Settings, and why they are reliable. The 30-minute soak's figures (2,000 msg/s to 200
 WebSocket and 50 Unix staying clients) cost Veylor about 55% of a core and its clients
 20%; the suite runs beside other tests on a 2-core machine, so here the fan-out is
-halved (1,000 msg/s to 100 WebSocket and 25 Unix clients). The churn, not the width of
-the fan-out, is what exposes leaks, and it is kept: 10 connections a second, a quarter
-of them aborting the opening at every stage, about 800 in the run. A reload every 5 s,
-a stalled client every 25 s (gone at its stall_timeout, 10 s), an upstream restart
-every 40 s, so that 75 s include each several times or once. Checked by running this
-shortened soak against copies of Veylor with one fan-out write in 200,000 skipped (30
-skipped writes: 56 messages missing, 27 unannounced gaps) and with a file descriptor
-leaked per WebSocket client (815 -> 1,389): each failed its check. (The longer runs
-are `python benchmarks/soak.py --minutes 30`: benchmarks/RESULTS.md.)
+halved (1,000 msg/s to 100 WebSocket and 25 Unix clients), and the upstream writes what
+is due every 10 ms instead of every 2 ms (10 messages a write, as a batching exchange
+feed does): each write is one pass of Veylor's fan-out, one write to each client, and
+the kernel's work for those loopback writes was most of the run's CPU (Veylor 59% of a
+core -> 19%, the whole run 102 s of CPU -> 41 s; the same messages, each checked).
+The churn, not the width of the fan-out, is what exposes leaks, and it is kept: 10
+connections a second, a quarter of them aborting the opening at every stage, about 800
+in the run. A reload every 5 s, a stalled client every 25 s (gone at its stall_timeout,
+10 s), an upstream restart every 40 s, so that 75 s include each several times or once.
+Checked by running this shortened soak against copies of Veylor with one fan-out write
+in 200,000 skipped (62 messages missing, 6 unannounced gaps) and with a file descriptor
+leaked per WebSocket client (816 -> 1,390): each failed its check. (The longer runs are
+`python benchmarks/soak.py --minutes 30`: benchmarks/RESULTS.md.)
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ COMMAND = [
     sys.executable, str(SOAK), "--json", "--minutes", str(MINUTES), "--rate", str(RATE),
     "--ws-clients", str(WS_CLIENTS), "--unix-clients", str(UNIX_CLIENTS), "--churn-rate", str(CHURN),
     "--restart-every", "40", "--stall-every", "25", "--reload-every", "5", "--settle", "10",
+    "--tick-ms", "10",
 ]  # fmt: skip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

@@ -1,5 +1,5 @@
 """The systemd unit run for real: a container with systemd as PID 1 (a minimal Debian
-with systemd, made with debootstrap: no registry is reachable here), Veylor installed
+with systemd, made with mmdebstrap: no registry is reachable here), Veylor installed
 in it as docs/operations.md says (packaging/install.sh, from wheels built on this host), and
 driven with systemctl: start returns once Veylor is READY, reload applies a drop-in in
 the same process and fails visibly on a refused one, a killed process is restarted,
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -20,10 +19,9 @@ from pathlib import Path
 
 import pytest
 from helpers import eventually, free_port, ws_client
-from test_container import PACKAGES, PODMAN, TREE, debian_image, run, ulimits
+from test_container import PODMAN, base_image, run, ulimits, wheels
 
 REPO = Path(__file__).resolve().parents[2]
-SYSTEMD_BASE = "localhost/veylor-test-systemd:bookworm"
 # Users of the container whose clients connect to Veylor's Unix sockets: alice (uid
 # 1000) and carol (1002, primary group desk) are allowed, bob (1001) is not; alice and
 # carol are in traders, the group a socket file is given to.
@@ -57,10 +55,6 @@ print("message", data[4:].decode() if len(data) >= 4 else "closed", flush=True)
 """
 
 pytestmark = PODMAN
-
-
-def systemd_image() -> str:
-    return debian_image(SYSTEMD_BASE, TREE, PACKAGES, "CMD=/sbin/init")  # (the tree the image's base has)
 
 
 class Booted:
@@ -111,10 +105,7 @@ class PeerClient:
 
 @pytest.fixture(scope="module")
 def booted(tmp_path_factory) -> Iterator[Booted]:
-    image = systemd_image()
-    wheels = tmp_path_factory.mktemp("wheels")
-    run(sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), str(REPO))
-    box = Booted(image, wheels)
+    box = Booted(base_image(), wheels(tmp_path_factory))  # (booted with /sbin/init: see Booted)
     try:
         box.sh("systemctl is-system-running --wait || true", timeout=120)
         box.sh("/src/packaging/install.sh --wheels /wheels --no-start", timeout=300)
