@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from veylor.config import load_config
 from veylor.graph import build_graph
+from veylor.observe.admin import admin_endpoint
 from veylor.runtime import Runtime
 
 _PR_CAPBSET_DROP = 24
@@ -171,7 +172,7 @@ async def veylor_inprocess(tmp_path: Path, config: str, name: str = "config.yaml
     path = tmp_path / name
     path.write_text(textwrap.dedent(config))
     graph = build_graph(load_config(path, env={}))
-    runtime = Runtime()
+    runtime = Runtime(admin_endpoint=admin_endpoint)
     await runtime.start(graph)
     try:
         yield runtime

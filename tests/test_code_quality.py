@@ -1,4 +1,5 @@
-"""The codebase stays ruff clean (lint and format): a promise CI keeps."""
+"""The codebase stays ruff clean (lint and format), its layers import only downwards, and
+its dependencies are bounded: promises CI keeps."""
 
 from __future__ import annotations
 
@@ -29,3 +30,45 @@ def test_ruff_format_clean():
         [*_ruff(), "format", "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_dependency_has_an_upper_bound_at_its_next_major_version():
+    """A new major release of a library (websockets, Textual...) must not reach a new
+    install of Veylor before Veylor is tested with it: every requirement, of the package,
+    its extras and its build, says ``<N``, where N is the next major version after the
+    one the suite runs with (``<1`` for a library still at 0.x)."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    requirements = [
+        *data["project"]["dependencies"],
+        *(r for extra in data["project"]["optional-dependencies"].values() for r in extra),
+        *data["build-system"]["requires"],
+    ]
+    wrong = []
+    for text in requirements:
+        req = Requirement(text)
+        try:
+            tested = Version(version(req.name))
+        except PackageNotFoundError:  # (not in this environment: its bound cannot be checked here)
+            continue
+        upper = [s.version for s in req.specifier if s.operator == "<"]
+        if upper != [str(tested.major + 1 if tested.major else 1)]:
+            wrong.append(f"{text} (the suite runs with {tested})")
+    assert wrong == [], f"give these an upper bound at the next major version: {wrong}"
+
+
+def test_the_import_contract_holds():
+    """pyproject.toml's [tool.importlinter]: each layer (the commands, the TUI, the control
+    plane, the runtime, the graph, the configuration...) imports only those below it, the
+    runtime's and the configuration's modules too, so no import loops. Imports inside
+    functions and under TYPE_CHECKING count."""
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    if not Path(exe).exists():
+        pytest.skip("import-linter is not installed (pip install '.[test]')")
+    result = subprocess.run([exe, "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[result.stdout.find("Broken contracts") :] + result.stderr

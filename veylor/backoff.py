@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from .config.model import Reconnect
+from .config.common import Reconnect
 
 
 def backoff_delay(policy: Reconnect, failures: int, rand: Callable[[], float] = random.random) -> float:

@@ -18,7 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from .config.access import UpstreamPolicy
-from .config.model import AdminSpec, Config, EndpointSpec, Limits, RouteSpec, SourceSpec, format_size
+from .config.common import format_size
+from .config.model import AdminSpec, Config, EndpointSpec, Limits, RouteSpec, SourceSpec
 from .filters import CompiledFilter, compile_filter
 
 ListenerKey = tuple[Any, ...]  # (kind, address...): ("websocket", host, port), ("unix", path)

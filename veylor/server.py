@@ -151,7 +151,7 @@ class Server:
         raise_fd_limit(sum(e.max_clients for e in graph.endpoints.values()) + 64)
         settle_heap(collect=True)
         tune_collector()
-        runtime = self.runtime = Runtime()
+        runtime = self.runtime = Runtime(admin_endpoint=_admin_endpoint)
         runtime.control = self  # the admin endpoint reads and drives this Server
         try:
             await runtime.start(graph)
@@ -231,3 +231,11 @@ class Server:
             await self.runtime.stop()
         self.notifier.stop()
         log.info("stopped")
+
+
+def _admin_endpoint(spec: Any, runtime: Runtime) -> Any:
+    """:func:`veylor.observe.admin.admin_endpoint`, imported when a configuration first
+    asks for an admin endpoint (aiohttp takes a while to import)."""
+    from .observe.admin import admin_endpoint
+
+    return admin_endpoint(spec, runtime)

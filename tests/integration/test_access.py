@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from veylor.config import load_config
 from veylor.graph import build_graph
+from veylor.observe.state import snapshot as state_view
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,7 +67,7 @@ def _metric(rt, name: str) -> dict[str, float]:
     from veylor.observe.metrics import render
 
     out = {}
-    for family in text_string_to_metric_families(render(rt.snapshot())):
+    for family in text_string_to_metric_families(render(state_view(rt))):
         for sample in family.samples:
             if sample.name == name and sample.labels.get("endpoint") == "ep":
                 other = [v for k, v in sample.labels.items() if k != "endpoint"]
@@ -111,7 +112,7 @@ async def test_tokens_no_token_401_wrong_401_right_101(tmp_path: Path) -> None:
             assert (refused["no_token"], refused["token"], refused["origin"]) == (2, 2, 0)
             from veylor.tui.app import refused as shown_refused  # the TUI's "refused" column
 
-            assert shown_refused(rt.snapshot()["endpoints"]["ep"]) == 4
+            assert shown_refused(state_view(rt)["endpoints"]["ep"]) == 4
             await by_header.close()
             await by_query.close()
     finally:

@@ -19,16 +19,10 @@ from typing import Any, ClassVar
 from helpers import eventually, free_port, veylor_inprocess, ws_client
 
 from veylor.config import load_config
-from veylor.config.model import (
-    ENDPOINT_KINDS,
-    Config,
-    EndpointSpec,
-    Kind,
-    RouteSpec,
-    SourceSpec,
-    endpoint_from,
-)
+from veylor.config.kinds import ENDPOINT_KINDS, Kind, endpoint_from
+from veylor.config.model import Config, EndpointSpec, RouteSpec, SourceSpec
 from veylor.graph import Step, build_graph
+from veylor.observe.state import snapshot as state_view
 from veylor.reload import Reloader
 from veylor.runtime import Runtime
 from veylor.runtime.endpoints import Endpoint
@@ -182,7 +176,7 @@ routes: {{r: {{from: up, to: ws}}}}
         assert source.stats.messages_in == 5 and source.stats.connects == 1
         await upstream.wait_connected()
         await eventually(lambda: source.stats.connects == 2, what="the restarted source connected")
-        snapshot = rt.snapshot()
+        snapshot = state_view(rt)
         assert snapshot["sources"]["up"]["messages_in"] == 5
         assert snapshot["sources"]["up"]["state"] == "connected"
         assert snapshot["sources"]["up"]["url"].endswith("?v=2")
@@ -329,13 +323,13 @@ class MemoryListener:
 
 
 async def test_a_new_endpoint_kind_plugs_in_with_no_change_to_the_runtime(monkeypatch, upstream):
-    """The seam the NATS kinds will use: a kind is a row in the model's table and one
+    """The seam the NATS kinds will use: a kind is a row in the registry (config/kinds.py) and one
     module with ``KIND``; the diff, the supervisor and the fan-out take it as it is."""
     module = types.ModuleType("veylor_test_memory_kind")
     module.KIND = RuntimeKind(endpoint=MemoryEndpoint, listener=MemoryListener)
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(
-        "veylor.config.model.ENDPOINT_KINDS",
+        "veylor.config.kinds.ENDPOINT_KINDS",
         {**ENDPOINT_KINDS, "memory": Kind("memory", MemoryListen, module.__name__)},
     )
     monkeypatch.setattr(

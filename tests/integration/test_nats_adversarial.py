@@ -1095,7 +1095,7 @@ async def test_a_connection_that_keeps_failing_is_logged_once_then_summarized(
     docs/scale-out.md's once a minute. Now, as for a WebSocket source: the first failure at
     WARNING, the others at DEBUG, a summary at INFO once per interval (here 1 s, and
     attempts every 0.1 s)."""
-    from veylor.config.model import Reconnect
+    from veylor.config.common import Reconnect
     from veylor.config.natsspec import NatsLink
     from veylor.runtime import natsio
 

@@ -16,6 +16,8 @@ import pytest
 from helpers import Upstream, VeylorProcess, eventually, free_port, veylor_inprocess, ws_client
 from natscluster import Node, nats_cluster, needs_nats
 
+from veylor.observe.state import snapshot as state_view
+
 pytestmark = [needs_nats]
 
 SUBJECT = "veylor.ticker"
@@ -225,7 +227,7 @@ async def test_nats_down_at_start_messages_wait_bounded_then_go_in_order(
             waiting = len(ep.outbox.items)
             # What does not fit in client_buffer is dropped and counted, never blocking.
             assert 5 <= waiting < 30 and ep.stats.dropped == 100 - waiting
-            assert rt.snapshot()["endpoints"]["cluster"]["dropped"] == 100 - waiting
+            assert state_view(rt)["endpoints"]["cluster"]["dropped"] == 100 - waiting
             await gate.open()
             got = []
             for _ in range(waiting):
@@ -415,7 +417,7 @@ async def test_publishing_never_holds_up_local_clients(tmp_path: Path, upstream:
         assert got == [f"m{i}" for i in range(n)]
         ep = rt.endpoints["cluster"]
         assert ep.seq == n and ep.stats.dropped == n - len(ep.outbox.items) > 1500
-        assert rt.snapshot()["endpoints"]["cluster"]["state"] != "connected"
+        assert state_view(rt)["endpoints"]["cluster"]["state"] != "connected"
         await client.close()
 
 

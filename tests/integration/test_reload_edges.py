@@ -26,6 +26,7 @@ from websockets.asyncio.server import serve
 
 from veylor.config import load_config
 from veylor.graph import build_graph
+from veylor.observe.state import snapshot as state_view
 from veylor.runtime import Runtime, StartupError
 from veylor.server import Server
 
@@ -98,7 +99,7 @@ routes: {{r: {{from: up, to: ws}}}}
             with pytest.raises(StartupError):
                 await rt.apply(bad)
             assert set(rt.endpoints) == {"ws"}
-            snapshot = rt.snapshot()
+            snapshot = state_view(rt)
             assert set(snapshot["endpoints"]) == {"ws"}, snapshot["endpoints"]
     finally:
         busy.close()
@@ -172,8 +173,8 @@ routes: {{r: {{from: up, to: ws}}}}
         async with veylor_inprocess(tmp_path, config) as rt:
             source = rt.sources["up"]
             await eventually(lambda: source.last_error is not None, what="the rejection")
-            text = json.dumps(rt.snapshot())
-            assert secret not in text, rt.snapshot()["sources"]["up"]
+            text = json.dumps(state_view(rt))
+            assert secret not in text, state_view(rt)["sources"]["up"]
     finally:
         upstream.close()
         await upstream.wait_closed()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from veylor.backoff import backoff_delay
-from veylor.config.model import Reconnect
+from veylor.config.common import Reconnect
 
 POLICY = Reconnect(initial_delay=0.5, max_delay=30, multiplier=2, jitter=0.2, max_attempts=0)
 

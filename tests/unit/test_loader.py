@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from veylor.config import ConfigError, UnixListen, WebSocketListen, load_config, parse_size
-from veylor.config.model import format_size, redact_url
+from veylor.config.common import format_size, redact_url
 from veylor.config.schema import definition, schema, schema_path
 
 MAIN = """

@@ -10,19 +10,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .common import Reconnect, format_size, parse_size
     from .loader import load_config
     from .model import (
         Config,
         EndpointSpec,
         Limits,
         OutboundMessage,
-        Reconnect,
         RouteSpec,
         SourceSpec,
         UnixListen,
         WebSocketListen,
-        format_size,
-        parse_size,
     )
     from .problems import ConfigError, Location, Problem, format_path
     from .schema import schema, schema_path
@@ -35,16 +33,14 @@ _WHERE = {
             "EndpointSpec",
             "Limits",
             "OutboundMessage",
-            "Reconnect",
             "RouteSpec",
             "SourceSpec",
             "UnixListen",
             "WebSocketListen",
-            "format_size",
-            "parse_size",
         ),
         "model",
     ),
+    **dict.fromkeys(("Reconnect", "format_size", "parse_size"), "common"),
     **dict.fromkeys(("ConfigError", "Location", "Problem", "format_path"), "problems"),
     **dict.fromkeys(("schema", "schema_path"), "schema"),
 }

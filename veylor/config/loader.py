@@ -17,22 +17,10 @@ from typing import Any
 
 from ..filters import FilterError, compile_filter
 from .access import Collected
+from .common import parse_size
+from .kinds import ENDPOINT_KINDS, SOURCE_KINDS, Kind, build_source, endpoint_from
 from .legacy import legacy_shape, translate
-from .model import (
-    ENDPOINT_KINDS,
-    SOURCE_KINDS,
-    AdminSpec,
-    Config,
-    EndpointSpec,
-    Kind,
-    Limits,
-    RouteSpec,
-    Shape,
-    build_source,
-    endpoint_from,
-    parse_size,
-    route_from,
-)
+from .model import AdminSpec, Config, EndpointSpec, Limits, RouteSpec, Shape, route_from
 from .problems import ConfigError, Location, PathT, Problem, did_you_mean
 from .schema import (
     FAST_VALIDATION_FILES,

@@ -4,16 +4,16 @@ Instances are built only by :mod:`veylor.config.loader` from data that passed th
 schema, with the schema's defaults filled in. Equality ignores ``origin`` (where a
 component was defined), so two loads of the same settings compare equal.
 
-Kinds of sources and endpoints are rows of :data:`SOURCE_KINDS` and
-:data:`ENDPOINT_KINDS`: the YAML key that selects the kind, how its spec is built,
-and the runtime module that runs it. A kind's spec checks, describes and renders
-itself (``check``, ``describe``, ``as_json``); nothing outside it names the kind.
+Kinds of sources and endpoints are rows of the registry
+(:mod:`veylor.config.kinds`): the YAML key that selects the kind, how its spec is
+built, and the runtime module that runs it. A kind's spec checks, describes and
+renders itself (``check``, ``describe``, ``as_json``); nothing outside it names the
+kind. This module holds the specs of the WebSocket and Unix kinds and those every kind
+shares; :mod:`veylor.config.common` the helpers below them.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import functools
 import ipaddress
 import json
@@ -21,9 +21,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol
-from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from ..filters import CompiledFilter
 from .access import (
@@ -33,186 +31,24 @@ from .access import (
     UpstreamPolicy,
     read_source_tls,
     read_tokens,
-    unix_access,
     upstream_policy,
-    websocket_access,
+)
+from .common import (
+    REDACTED,
+    SKIP,
+    Reconnect,
+    base_dir,
+    format_size,
+    parse_size,
+    plain,
+    redact_url,
+    url_problem,
+    url_secrets,
 )
 from .frozen import freeze, thaw
 from .problems import Location, Problem
 
 Shape = Literal["v1", "1.1", "1.0"]
-
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGkmg]?)(i?)([Bb]?)\s*$")
-_UNITS = {"": 0, "k": 1, "m": 2, "g": 3}
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from ``16MiB``, ``512KiB``, ``1GB``, ``2M`` (binary unless written KB/MB/GB) or an int."""
-    if isinstance(value, int):
-        return value
-    m = _SIZE.match(value)
-    if not m:
-        raise ValueError(f"not a size: {value!r}")
-    number, unit, binary, byte = m.groups()
-    power = _UNITS[unit.lower()]
-    # "16MiB", "16M" and "16m" are binary; "16MB" is decimal (what the unit says).
-    base = 1000 if (unit and byte and not binary) else 1024
-    return int(float(number) * base**power)
-
-
-def human_size(n: float) -> str:
-    """A size for people, rounded: ``268500264`` -> ``256.1 MiB``."""
-    for unit, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
-        if n >= 1024**power:
-            return f"{n / 1024**power:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def format_size(n: int) -> str:
-    """Inverse of :func:`parse_size` for display: ``4194304`` -> ``4MiB``."""
-    for unit, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
-        if n >= 1024**power and n % 1024**power == 0:
-            return f"{n // 1024**power}{unit}"
-    return f"{n}B"
-
-
-_SECRET_QUERY = re.compile(r"(?i)(token|key|secret|pass|auth|sig|session|credential)")
-
-
-def secret_query_key(key: str) -> bool:
-    """Whether a URL query parameter of this name probably carries a secret."""
-    return _SECRET_QUERY.search(key) is not None
-
-
-@functools.lru_cache(maxsize=4096)  # the state view asks for every source's URL at each scrape
-def redact_url(url: str) -> str:
-    """The URL with its user information (user and password) and secret-looking query
-    values replaced by ``***``. Never raises: a URL too broken to split is shown as
-    ``<invalid URL>``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "&".join(
-        f"{k}=***" if secret_query_key(unquote_plus(k)) else (f"{k}={v}" if sep else k)
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def host_port_problem(url: str, shown: str) -> str | None:
-    """What is wrong with the host and port of ``url`` (``shown``: the URL as people may
-    see it, its secrets masked), if anything: a port that is not a number up to 65535,
-    an IPv6 address with no closing bracket. The check WebSocket and NATS URLs share."""
-    try:
-        urlsplit(url).port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        return f"{shown!r} is not a valid URL: {exc}"
-    return None
-
-
-def _url_problem(url: str) -> str | None:
-    """What the schema's pattern cannot see in a source URL, if anything."""
-    problem = host_port_problem(url, redact_url(url))
-    if problem is not None:
-        return problem
-    parts = urlsplit(url)
-    if parts.fragment or url.endswith("#"):
-        return f"{redact_url(url)!r} has a #fragment, which a WebSocket URL cannot have: remove it"
-    try:
-        unquote(parts.netloc.rpartition("@")[0], errors="strict")
-    except UnicodeDecodeError:
-        return (
-            f"{redact_url(url)!r}: the user information is not percent-encoded UTF-8 "
-            "(encode each byte of a non-ASCII character, e.g. %C3%A9 for é)"
-        )
-    return None
-
-
-REDACTED = "<redacted>"
-_SKIP = object()
-
-
-def _plain(spec: Any, **shown: Any) -> dict[str, Any]:
-    """A spec's fields as plain data (all of them: a field added to the model shows up),
-    ``name`` left out, ``origin`` as text, ``shown`` replacing (or, with ``_SKIP``,
-    leaving out) the values of the named fields."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(spec):
-        if f.name == "name" or not f.init:
-            continue
-        value = shown.get(f.name, getattr(spec, f.name))
-        if value is _SKIP or f.name == "compiled":
-            continue
-        if f.name == "origin":
-            value = str(value)
-        elif dataclasses.is_dataclass(value):
-            value = dataclasses.asdict(value)  # type: ignore[arg-type]
-        out[f.name] = thaw(value)
-    return out
-
-
-def url_secrets(url: str) -> set[str]:
-    """The credentials of ``url``: the password (and the Basic credential websockets
-    makes of it), a user name that stands alone (a token used as the user), and the
-    secret-looking query values, both as written and decoded."""
-    out: set[str] = set()
-    try:
-        parts = urlsplit(url)
-        user, password = parts.username, parts.password
-        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
-        if password:
-            out.add(password)
-            out.add(unquote(password))
-            plain = f"{unquote(user or '')}:{unquote(password)}".encode("utf-8", "surrogateescape")
-            out.add(base64.b64encode(plain).decode())
-        elif user:
-            out.add(user)
-            out.add(unquote(user))
-        if userinfo:
-            out.add(userinfo)
-        for item in parts.query.split("&"):
-            key, _, value = item.partition("=")
-            if value and secret_query_key(unquote(key)):
-                out.add(value)
-                out.add(unquote_plus(value))
-    except ValueError:
-        pass
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Reconnect:
-    """Backoff policy of a source."""
-
-    initial_delay: float
-    max_delay: float
-    multiplier: float
-    jitter: float
-    max_attempts: int
-
-    @classmethod
-    def from_raw(cls, r: Mapping[str, Any]) -> Reconnect:
-        return cls(
-            initial_delay=float(r["initial_delay"]),
-            max_delay=float(r["max_delay"]),
-            multiplier=float(r["multiplier"]),
-            jitter=float(r["jitter"]),
-            max_attempts=int(r["max_attempts"]),
-        )
-
-    def check(self) -> list[tuple[tuple[str | int, ...], str]]:
-        if self.max_delay < self.initial_delay:
-            return [
-                (
-                    ("reconnect", "max_delay"),
-                    f"max_delay ({self.max_delay:g}) is less than initial_delay ({self.initial_delay:g})",
-                )
-            ]
-        return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +93,7 @@ class SourceSpec:
         """What the schema cannot check: ``(subpath, message)`` per problem (the URL
         shown with its credentials masked)."""
         out: list[tuple[Subpath, str]] = self.reconnect.check()
-        problem = _url_problem(self.url)
+        problem = url_problem(self.url)
         if problem is not None:
             out.append((("url",), problem))
         if self.tls is not None and not self.url.startswith("wss:"):
@@ -290,7 +126,7 @@ class SourceSpec:
     def as_json(self) -> dict[str, Any]:
         """Every setting as plain data: header values and ``on_connect`` payloads (which
         may carry credentials) are not shown, the URL has its secrets masked."""
-        return _plain(
+        return plain(
             self,
             url=self.safe_url,
             headers={k: REDACTED for k, _ in self.headers},
@@ -625,7 +461,7 @@ class EndpointSpec:
         listen = self.listen.as_json()
         if self.access is not None:
             listen.update(self.access.as_json())
-        return {self.kind: listen, **_plain(self, listen=_SKIP, access=_SKIP)}
+        return {self.kind: listen, **plain(self, listen=SKIP, access=SKIP)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -880,14 +716,6 @@ class Config:
     referenced: tuple[str, ...] = ()  # files its settings name (tokens files, certificates), read
 
 
-def _base(origin: Location) -> str:
-    """The directory relative paths in a component's settings are relative to: that of
-    the file that defines it."""
-    return (
-        os.path.dirname(os.path.abspath(origin.file)) if origin is not None and origin.file else os.getcwd()
-    )
-
-
 def _on_connect(items: Any, out: Collected) -> tuple[OutboundMessage, ...]:
     """``on_connect`` messages; one JSON cannot carry (a YAML date or binary, NaN) is a
     problem, never shown (it may hold a credential)."""
@@ -911,7 +739,7 @@ def source_from(
     """A :class:`SourceSpec` from schema-valid data with defaults applied (files it refers
     to are read; their problems go to ``collected``)."""
     out = collected if collected is not None else Collected()
-    tls = read_source_tls(raw["tls"], _base(origin), out) if raw.get("tls") is not None else None
+    tls = read_source_tls(raw["tls"], base_dir(origin), out) if raw.get("tls") is not None else None
     return SourceSpec(
         name=name,
         url=raw["url"],
@@ -926,33 +754,6 @@ def source_from(
         upstream_queue=int(raw["upstream_queue"]),
         on_disconnect=raw["on_disconnect"],
         tls=tls,
-        origin=origin,
-    )
-
-
-def endpoint_from(
-    name: str, raw: Mapping[str, Any], origin: Location, collected: Collected | None = None
-) -> EndpointSpec:
-    """An :class:`EndpointSpec` from schema-valid data with defaults applied (files its
-    access refers to are read; their problems go to ``collected``)."""
-    key = next(k for k in ENDPOINT_KINDS if k in raw)  # the schema lets exactly one through
-    kind = ENDPOINT_KINDS[key]
-    out = collected if collected is not None else Collected()
-    base = _base(origin)
-    access = kind.access(raw[key], base, out) if kind.access is not None else None
-    return EndpointSpec(
-        name=name,
-        access=access,
-        listen=kind.spec(raw[key], base, out),
-        max_clients=int(raw["max_clients"]),
-        client_buffer=parse_size(raw["client_buffer"]),
-        slow_client=raw["slow_client"],
-        compression=bool(raw["compression"]),
-        max_message_size=parse_size(raw["max_message_size"]),
-        ping_interval=raw["ping_interval"],
-        ping_timeout=raw["ping_timeout"],
-        socket_buffer=parse_size(raw["socket_buffer"]) if raw["socket_buffer"] is not None else None,
-        stall_timeout=float(raw["stall_timeout"]) if raw.get("stall_timeout") is not None else None,
         origin=origin,
     )
 
@@ -981,66 +782,3 @@ def route_from(
         compiled=compiled,
         policy=policy,
     )
-
-
-# ---------------------------------------------------------------- kinds
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of component: how the configuration names it, builds its spec, and which
-    module of :mod:`veylor.runtime` runs it (imported only when a runtime needs it).
-
-    Adding a kind is: its schema, its spec class here and a row in the table below,
-    one runtime module, and its docs. The loader, graph, diff, supervisor and fan-out
-    read kinds only through these tables and the interfaces of
-    :mod:`veylor.runtime.kinds`.
-    """
-
-    key: str  # the YAML key that selects the kind in a component's definition
-    # Schema-valid data -> the kind's spec: an endpoint's listen from (its kind's mapping,
-    # base directory, Collected); a whole source from (name, data, origin, Collected).
-    spec: Any
-    runtime: str  # the module that implements it
-    access: Any = None  # (data, base directory, Collected) -> who may connect (endpoints)
-    # The component's settings beside its kind's key that mean something to this kind
-    # (None: all of them); another, written in a file, is a problem.
-    settings: frozenset[str] | None = None
-
-
-# (natsspec uses this module's helpers: imported once they are all defined)
-from .natsspec import NatsListen, nats_source  # noqa: E402
-
-ENDPOINT_KINDS: Mapping[str, Kind] = MappingProxyType(
-    {
-        "websocket": Kind(
-            "websocket", WebSocketListen.from_raw, "veylor.runtime.websocket", websocket_access
-        ),
-        "unix": Kind("unix", UnixListen.from_raw, "veylor.runtime.unix", unix_access),
-        "nats": Kind(
-            "nats",
-            NatsListen.read,
-            "veylor.runtime.natsio",
-            settings=frozenset({"client_buffer", "max_message_size"}),
-        ),
-    }
-)
-SOURCE_KINDS: Mapping[str, Kind] = MappingProxyType(
-    {
-        "websocket": Kind("url", source_from, "veylor.runtime.source"),
-        "nats": Kind(
-            "nats",
-            nats_source,
-            "veylor.runtime.natsio",
-            settings=frozenset({"reconnect", "upstream_queue", "on_disconnect", "max_message_size"}),
-        ),
-    },
-)
-
-
-def build_source(
-    name: str, raw: Mapping[str, Any], origin: Location, collected: Collected | None = None
-) -> SourceSpec:
-    """The spec of a source of whichever kind ``raw`` (schema-valid, with defaults) names."""
-    kind = next(k for k in SOURCE_KINDS.values() if k.key in raw)
-    return kind.spec(name, raw, origin, collected)  # type: ignore[no-any-return]

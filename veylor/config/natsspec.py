@@ -26,16 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
-from .access import Collected, SourceTLS, read_source_tls, resolve_path, why_unreadable
-from .model import (
-    _SKIP,
+from .access import Collected, SourceTLS, Subpath, read_source_tls, resolve_path, why_unreadable
+from .common import (
+    SKIP,
     Reconnect,
-    Subpath,
-    _base,
-    _plain,
+    base_dir,
     format_size,
     host_port_problem,
     parse_size,
+    plain,
     redact_url,
     url_secrets,
 )
@@ -391,9 +390,9 @@ class NatsSourceSpec:
             "position_file": self.position_file,
         }
         skip = dict.fromkeys(
-            ("link", "subject", "queue", "upstream_subject", "stream", "replay", "position_file"), _SKIP
+            ("link", "subject", "queue", "upstream_subject", "stream", "replay", "position_file"), SKIP
         )
-        return {"nats": nats, **_plain(self, **skip)}
+        return {"nats": nats, **plain(self, **skip)}
 
 
 def nats_source(
@@ -407,7 +406,7 @@ def nats_source(
     if up is None and not has_wildcard(subject):
         up = UPSTREAM_PREFIX + subject
     mine = Collected()
-    base = _base(origin)
+    base = base_dir(origin)
     link = NatsLink.read(nats, base, mine)
     out.files.extend(mine.files)
     out.problems.extend(dataclasses.replace(p, subpath=("nats", *p.subpath)) for p in mine.problems)

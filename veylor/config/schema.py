@@ -18,7 +18,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from .model import redact_url
+from .common import redact_url
 from .problems import PathT, Problem, did_you_mean
 from .yamlfile import SourceMap
 

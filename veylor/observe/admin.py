@@ -60,14 +60,16 @@ from aiohttp import web
 from ..config.access import token_digest
 from ..config.model import AdminSpec
 from ..printable import printable
+from ..reload import Outcome
 from ..runtime.endpoints import StartupError, os_reason
 from ..runtime.stats import AdminStats
 from ..runtime.unix import SocketFile
 from ..runtime.util import Throttled
 from .metrics import CONTENT_TYPE, render
+from .state import snapshot, snapshot_async
 
 if TYPE_CHECKING:
-    from ..reload import Outcome
+    from ..runtime import Runtime
 
 log = logging.getLogger("veylor.admin")
 KEEPALIVE = 5.0  # seconds an idle HTTP connection stays open
@@ -333,3 +335,33 @@ def _clip(text: str, limit: int = 100) -> str:
     characters escaped, at most ``limit`` characters."""
     text = printable(text)
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def admin_endpoint(spec: AdminSpec, runtime: Runtime) -> Admin:
+    """The admin endpoint a configuration asks for, for ``runtime`` (see
+    :class:`veylor.runtime.Runtime`): it drives ``runtime.control`` (the Server), or, for
+    a runtime run without one, :class:`Standalone`."""
+    control = runtime.control if runtime.control is not None else Standalone(runtime)
+    return Admin(spec, control, runtime.stats.admin)
+
+
+class Standalone:
+    """The admin endpoint's view of a runtime run without a :class:`~veylor.server.Server`
+    (embedded, tests): state, but no configuration file to reload."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
+        return snapshot(self.runtime, clients=clients)
+
+    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]:
+        return await snapshot_async(self.runtime, clients=clients, tap=tap)
+
+    def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Outcome]:
+        rt = self.runtime
+        done: asyncio.Future[Outcome] = rt.loop.create_future()
+        done.set_result(
+            Outcome(reason, False, rt.generation, rt.graph.digest, error="no configuration file to reload")
+        )
+        return done

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import re2
 
-from ..config.model import Config, redact_url
+from ..config.common import redact_url
+from ..config.model import Config
 from ..printable import printable
 
 if TYPE_CHECKING:

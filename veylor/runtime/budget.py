@@ -40,11 +40,12 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..config.model import Limits, human_size
+from ..config.common import human_size
+from ..config.model import Limits
 from .util import Throttled
 
 if TYPE_CHECKING:
-    from .endpoints import Endpoint
+    from .interfaces import BudgetedEndpoint as Endpoint
 
 log = logging.getLogger("veylor.memory")
 

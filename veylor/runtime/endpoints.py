@@ -21,7 +21,8 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config.access import UpstreamPolicy
-from ..config.model import EndpointSpec, format_size, human_size
+from ..config.common import format_size, human_size
+from ..config.model import EndpointSpec
 from ..message import ClientMessage
 from ..report import plural
 from .budget import NOTABLE, Budget
@@ -30,7 +31,7 @@ from .util import CountedLog, Throttled
 from .wire import Wire
 
 if TYPE_CHECKING:
-    from .source import Source
+    from .interfaces import SourceKind
 
 log = logging.getLogger("veylor.endpoint")
 CLOSE_GRACE = 2.0  # seconds a closing client has to answer before its connection is aborted
@@ -103,7 +104,7 @@ class Endpoint:
         self.scheduled = False
         self.written = 0  # bytes written to every client that could take them (each pass once)
         # The sources its clients may send to, each with the route's policy (None: all).
-        self.upstream: tuple[tuple[Source, UpstreamPolicy | None], ...] = ()
+        self.upstream: tuple[tuple[SourceKind, UpstreamPolicy | None], ...] = ()
         self._empty: asyncio.Event | None = None  # set when the last client leaves (wait_empty)
         self._discard_log = Throttled(log)
         self._bad_log = Throttled(log)

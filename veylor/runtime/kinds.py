@@ -1,8 +1,9 @@
-"""The seams of the runtime: what the supervisor and the fan-out need of each kind of
-source, endpoint and listener, and the registry that finds a kind's implementation.
+"""The registry that finds a kind's implementation in the runtime; what the supervisor
+and the fan-out need of each kind of source, endpoint and listener is in
+:mod:`veylor.runtime.interfaces`.
 
 The configuration model names every kind and the module that implements it
-(:data:`veylor.config.model.ENDPOINT_KINDS`, :data:`~veylor.config.model.SOURCE_KINDS`);
+(:data:`veylor.config.kinds.ENDPOINT_KINDS`, :data:`~veylor.config.kinds.SOURCE_KINDS`);
 that module defines ``KIND``, a :class:`RuntimeKind`. Nothing else in the runtime
 names a concrete kind: the supervisor makes components with :func:`make_source`,
 :func:`make_endpoint` and :func:`make_listener` and drives them through the
@@ -17,68 +18,18 @@ key (``spec.listen.listener``) says which endpoints share it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from ..config.model import ENDPOINT_KINDS, SOURCE_KINDS, EndpointSpec, Kind, SourceSpec
+from ..config.kinds import ENDPOINT_KINDS, SOURCE_KINDS, Kind
+from ..config.model import EndpointSpec, SourceSpec
+from .interfaces import Dispatch, Listener, ListenerKey, SourceKind
 
 if TYPE_CHECKING:
     from .budget import Budget
     from .endpoints import Endpoint
     from .stats import EndpointStats, SourceStats
-
-ListenerKey = tuple[Any, ...]  # (kind, address...), e.g. ("websocket", host, port), ("unix", path)
-Dispatch = Callable[[str, bytes, bool], None]
-
-
-class SourceKind(Protocol):
-    """A running source: keeps its upstream connection and hands each message to the
-    fan-out's ``dispatch(name, payload, is_text)``."""
-
-    name: str
-    spec: Any
-    stats: SourceStats
-    state: str  # "connected" when messages can flow; the kind's own words otherwise
-
-    def start(self) -> None:
-        """Begin connecting (in a task of its own)."""
-
-    async def restart(self, spec: Any) -> None:
-        """Reconnect with new settings; counters and queued client messages are kept."""
-
-    async def stop(self) -> None:
-        """Stop connecting and close the connection, bounded in time."""
-
-    def send(self, data: bytes, is_text: bool) -> None:
-        """A client's message to the upstream (sent now, or queued, bounded)."""
-
-    def status(self) -> dict[str, Any]:
-        """Its state as plain data: ``state`` and what the kind knows beside."""
-
-
-class Listener(Protocol):
-    """Takes new clients for the endpoints attached to it."""
-
-    key: ListenerKey
-
-    def attach(self, endpoints: Sequence[Endpoint]) -> None:
-        """Serve these endpoint objects from now on (before :meth:`start`, and again at
-        each reload that changes them: new clients go to the new objects)."""
-
-    async def start(self) -> None:
-        """Bind; :class:`~veylor.runtime.endpoints.StartupError` naming the endpoints and
-        the address if it cannot."""
-
-    def stop_accepting(self) -> None:
-        """No new clients from now on."""
-
-    async def close(self) -> None:
-        """Stop accepting and release what it holds (wait for the server to close,
-        remove a socket file)."""
-
-    def describe(self) -> str:
-        """``ws://127.0.0.1:8765 for ticker (/ticker)``: for the startup log."""
 
 
 @dataclass(frozen=True)

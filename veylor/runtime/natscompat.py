@@ -13,12 +13,14 @@ fallback when the library no longer has what it looks for, and a test
   shutdown). Without this look, Veylor's watchdog still notices (no message and no
   PONG to its own ping for ``stall_timeout``), only later.
 - :func:`ordered_consumer`: the JetStream ordered consumer behind a subscription, whose
-  reset Veylor guards (:meth:`veylor.runtime.natsio.NatsSource._guard_resets`).
+  reset Veylor guards (:meth:`veylor.runtime.natsio.NatsSource._guard_resets`) with
+  :func:`guard_resets`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 
@@ -42,4 +44,20 @@ def ordered_consumer(sub: Any) -> Any | None:
     return jsi
 
 
-__all__ = ["ordered_consumer", "reader_ended"]
+def guard_resets(jsi: Any, reset_at: Callable[[int | None], int | None]) -> None:
+    """Before each reset of the ordered consumer ``jsi`` (from :func:`ordered_consumer`)
+    at stream sequence ``sseq``, ask ``reset_at(sseq)`` where to reset instead: past
+    ``sseq`` (a message the library cannot read), the consumer then resumes after it,
+    at this reset and the later ones."""
+    original = jsi.reset_ordered_consumer
+
+    async def reset(sseq: int | None) -> bool:
+        at = reset_at(sseq)
+        if at is not None and at != sseq:
+            jsi._sseq = at - 1  # (later resets go past it too)
+        return bool(await original(at))
+
+    jsi.reset_ordered_consumer = reset
+
+
+__all__ = ["guard_resets", "ordered_consumer", "reader_ended"]

@@ -41,7 +41,8 @@ from nats.aio.msg import Msg
 
 from ..backoff import backoff_delay
 from ..config.access import read_small
-from ..config.model import EndpointSpec, Reconnect, format_size
+from ..config.common import Reconnect, format_size
+from ..config.model import EndpointSpec
 from ..config.natsspec import (
     HEADER_NODE,
     HEADER_SEQ,
@@ -58,7 +59,8 @@ from . import natscompat
 from .budget import Budget
 from .endpoints import ClientState, Endpoint
 from .frames import valid_utf8
-from .kinds import Dispatch, ListenerKey, RuntimeKind
+from .interfaces import Dispatch, ListenerKey
+from .kinds import RuntimeKind
 from .stats import EndpointStats, SourceStats
 from .util import CountedLog, Throttled
 from .wire import Wire
@@ -1196,16 +1198,14 @@ class NatsSource:
         jsi = natscompat.ordered_consumer(sub)
         if jsi is None:
             return
-        original = jsi.reset_ordered_consumer
         seen = [0, 0, 0.0]  # the sequence of the last resets, how many in a row, since when
 
-        async def reset(sseq: int | None) -> bool:
+        def reset_at(sseq: int | None) -> int | None:
             now = time.monotonic()
             if sseq is not None and sseq == seen[0] and now - seen[2] < RESETS_WITHIN:
                 seen[1] += 1
                 if seen[1] >= RESETS_TO_SKIP:
                     seen[0], seen[1] = sseq + 1, 0
-                    jsi._sseq = sseq  # (later resets go past it too)
                     if sseq > self.position:
                         self.position = sseq
                         self.stats.gaps += 1
@@ -1216,12 +1216,12 @@ class NatsSource:
                         self.spec.stream,
                         sseq,
                     )
-                    sseq += 1
+                    return sseq + 1
             else:
                 seen[0], seen[1], seen[2] = sseq or 0, 1, now
-            return bool(await original(sseq))
+            return sseq
 
-        jsi.reset_ordered_consumer = reset
+        natscompat.guard_resets(jsi, reset_at)
 
     async def _watch_stream(self, conn: Connection) -> None:
         """Every ``STREAM_CHECK`` seconds: if the stream holds messages past the position

@@ -23,7 +23,8 @@ from ..graph import UNDOABLE, Graph, Plan, Step, diff
 from .budget import Budget
 from .endpoints import Endpoint, StartupError
 from .fanout import Router, build_table
-from .kinds import Listener, ListenerKey, SourceKind, make_endpoint, make_listener, make_source
+from .interfaces import AdminEndpoint, AdminFactory, Listener, ListenerKey, SourceKind
+from .kinds import make_endpoint, make_listener, make_source
 from .stats import Stats
 from .tap import IDLE, LEASE, MAX_TAPS, Tap
 
@@ -42,9 +43,14 @@ class Applied:
 
 
 class Runtime:
-    """Running sources, endpoints and listeners for one :class:`Graph` at a time."""
+    """Running sources, endpoints and listeners for one :class:`Graph` at a time.
 
-    def __init__(self) -> None:
+    ``admin_endpoint`` makes the admin endpoint a configuration asks for
+    (:func:`veylor.observe.admin.admin_endpoint`); without it, a configuration with
+    ``admin`` cannot be applied (:class:`StartupError`)."""
+
+    def __init__(self, admin_endpoint: AdminFactory | None = None) -> None:
+        self.admin_endpoint = admin_endpoint
         self.loop = asyncio.get_running_loop()
         self.router = Router(self.loop)
         self.graph = Graph.empty()
@@ -55,7 +61,7 @@ class Runtime:
         self.budget = Budget()  # limits.buffered: bytes queued for all clients together
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.TimerHandle | None = None
-        self.admin: Any = None  # the admin endpoint (veylor.observe.admin.Admin), if configured
+        self.admin: AdminEndpoint | None = None  # if configured
         self.control: Any = None  # what the admin endpoint drives: the Server, when there is one
         self.taps: dict[str, Tap] = {}  # routes an operator is watching (runtime/tap.py)
 
@@ -63,12 +69,6 @@ class Runtime:
     def generation(self) -> int:
         """How many plans were applied (the first start is 1)."""
         return self.stats.process.generation
-
-    def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
-        """The state view (:func:`veylor.observe.state.snapshot`) of this runtime."""
-        from ..observe.state import snapshot
-
-        return snapshot(self, clients=clients)
 
     def _tick(self) -> None:
         """Once a second: what readers of the state view need that would cost something
@@ -230,8 +230,8 @@ class _Execution:
         self.waits: list[Coroutine[Any, Any, None]] = []  # source stops and restarts
         self.closed: dict[str, int] = {}
         self.committed = False  # a step past the binds ran: there is no going back
-        self.bound_admin: Any = None  # the admin endpoint this apply bound, and the one before
-        self.old_admin: Any = None
+        self.bound_admin: AdminEndpoint | None = None  # the admin endpoint this apply bound,
+        self.old_admin: AdminEndpoint | None = None  # and the one before
 
     def endpoint(self, name: str) -> Endpoint:
         return self.fresh.get(name) or self.rt.endpoints[name]
@@ -260,19 +260,19 @@ class _Execution:
         self.rt.listeners[step.key] = listener
 
     async def bind_admin(self, step: Step) -> None:
-        from ..observe.admin import Admin
-
         rt = self.rt
         assert self.new.admin is not None
-        admin = Admin(
-            self.new.admin, rt.control if rt.control is not None else _Standalone(rt), rt.stats.admin
-        )
+        if rt.admin_endpoint is None:
+            raise StartupError(
+                "admin: this runtime was made without an admin endpoint (Runtime(admin_endpoint=))"
+            )
+        admin = rt.admin_endpoint(self.new.admin, rt)
         await admin.start()
         self.old_admin, rt.admin = rt.admin, admin
         self.bound_admin = admin
 
     async def update_admin(self, step: Step) -> None:
-        assert self.new.admin is not None
+        assert self.new.admin is not None and self.rt.admin is not None
         self.rt.admin.spec = self.new.admin
         self.rt.admin.set_mode(self.new.admin.mode)
 
@@ -351,29 +351,3 @@ class _Execution:
         listener = self.rt.listeners.pop(step.key)
         listener.stop_accepting()
         self.rt.spawn(listener.close())
-
-
-class _Standalone:
-    """The admin endpoint's view of a runtime run without a :class:`~veylor.server.Server`
-    (embedded, tests): state, but no configuration file to reload."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
-        return self.runtime.snapshot(clients=clients)
-
-    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]:
-        from ..observe.state import snapshot_async
-
-        return await snapshot_async(self.runtime, clients=clients, tap=tap)
-
-    def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Any]:
-        from ..reload import Outcome
-
-        rt = self.runtime
-        done: asyncio.Future[Any] = rt.loop.create_future()
-        done.set_result(
-            Outcome(reason, False, rt.generation, rt.graph.digest, error="no configuration file to reload")
-        )
-        return done

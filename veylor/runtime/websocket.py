@@ -33,7 +33,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ..config.access import ServerTLS, WebSocketAccess, token_digest
-from ..config.model import EndpointSpec, WebSocketListen, format_size
+from ..config.common import format_size
+from ..config.model import EndpointSpec, WebSocketListen
 from ..observe.logs import DOWNSTREAM_LOGGER
 from ..printable import printable
 from .budget import Budget
