@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -151,30 +152,42 @@ class Changes:
         return not (self.added or self.removed or self.changed)
 
 
-STEPS = (
+class Op(StrEnum):
+    """The kinds of step, in the order a plan runs them. (A ``str``: plans are plain data,
+    the admin endpoint shows them as JSON.)"""
+
     # Nothing runs yet: new endpoint objects for added and rebound endpoints.
-    "create_endpoint",
+    CREATE_ENDPOINT = "create_endpoint"
     # All or nothing: if one bind fails, those this apply bound are closed, and the
     # running graph is untouched.
-    "bind",
-    "bind_admin",  # the admin endpoint at a new address (or a first one)
+    BIND = "bind"
+    BIND_ADMIN = "bind_admin"  # the admin endpoint at a new address (or a first one)
     # From here on nothing can fail, and nothing waits: no message or client is handled
     # between two steps.
-    "attach",  # a listener serves these endpoint objects (new handshakes go to them)
-    "start_endpoint",  # a new endpoint object replaces the old one (if any) and serves
-    "update_endpoint",  # settings that apply in place (limits, policies, compression)
-    "stop_source",
-    "restart_source",
-    "start_source",
-    "swap_routes",  # the routing table and the endpoints' upstream targets
-    "set_limits",
-    "retire_endpoint",  # a removed or rebound endpoint's old object: its clients closed (1001)
-    "unbind",  # a listener nothing uses any more
-    "update_admin",  # the admin socket's mode, its access rules
-    "unbind_admin",  # the admin endpoint at its old address
-)
+    ATTACH = "attach"  # a listener serves these endpoint objects (new handshakes go to them)
+    START_ENDPOINT = "start_endpoint"  # a new endpoint object replaces the old one (if any) and serves
+    UPDATE_ENDPOINT = "update_endpoint"  # settings that apply in place (limits, policies, compression)
+    STOP_SOURCE = "stop_source"
+    RESTART_SOURCE = "restart_source"
+    START_SOURCE = "start_source"
+    SWAP_ROUTES = "swap_routes"  # the routing table and the endpoints' upstream targets
+    SET_LIMITS = "set_limits"
+    RETIRE_ENDPOINT = "retire_endpoint"  # a removed or rebound endpoint's old object: its clients closed
+    UNBIND = "unbind"  # a listener nothing uses any more
+    UPDATE_ADMIN = "update_admin"  # the admin socket's mode, its access rules
+    UNBIND_ADMIN = "unbind_admin"  # the admin endpoint at its old address
+
+
+STEPS = tuple(Op)
 _ORDER = {op: i for i, op in enumerate(STEPS)}
-UNDOABLE = frozenset(("create_endpoint", "bind", "bind_admin"))  # the steps a failed bind takes back
+UNDOABLE = frozenset((Op.CREATE_ENDPOINT, Op.BIND, Op.BIND_ADMIN))  # the steps a failed bind takes back
+# What a retired endpoint's clients are told (WebSocket close code and reason).
+MOVED = (1001, "endpoint moved")
+REMOVED = (1001, "endpoint removed")
+
+
+class PlanError(RuntimeError):
+    """A plan broke one of its own invariants (a bug in :func:`diff`, never a user's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,19 +196,21 @@ class Step:
 
     ``name`` is the component's name, or the listener's address; ``detail`` says why (the
     settings that changed) or with what (the endpoints a listener serves); ``key`` is a
-    listener's key.
+    listener's key; ``close``, for a retired endpoint, the close code and reason its
+    clients get.
     """
 
-    op: str
+    op: Op
     name: str = ""
     detail: tuple[str, ...] = ()
     key: ListenerKey | None = None
+    close: tuple[int, str] | None = None
 
     def __str__(self) -> str:
         return f"{self.op} {self.name}".rstrip() + (f" ({', '.join(self.detail)})" if self.detail else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "name": self.name, "detail": list(self.detail)}
+        return {"op": str(self.op), "name": self.name, "detail": list(self.detail)}
 
 
 @dataclass(frozen=True)
@@ -314,9 +329,9 @@ def _admin_steps(old: AdminSpec | None, new: AdminSpec | None) -> list[Step]:
     if old == new:
         return []
     if old is not None and new is not None and old.address == new.address:
-        return [Step("update_admin", new.url, (new.changes(old),))]
-    steps = [Step("bind_admin", new.url)] if new is not None else []
-    return steps + ([Step("unbind_admin", old.url)] if old is not None else [])
+        return [Step(Op.UPDATE_ADMIN, new.url, (new.changes(old),))]
+    steps = [Step(Op.BIND_ADMIN, new.url)] if new is not None else []
+    return steps + ([Step(Op.UNBIND_ADMIN, old.url)] if old is not None else [])
 
 
 def diff(old: Graph, new: Graph) -> Plan:
@@ -335,33 +350,34 @@ def diff(old: Graph, new: Graph) -> Plan:
     listeners_removed = tuple(k for k in old.listeners if k not in new.listeners)
     created = (*endpoints.added, *rebound)
     texts = {**old.listener_texts, **new.listener_texts}
-    steps = [Step("create_endpoint", n, endpoints.why.get(n, ("added",))) for n in created]
-    steps += [Step("bind", texts[k], new.listeners[k], k) for k in listeners_added]
+    steps = [Step(Op.CREATE_ENDPOINT, n, endpoints.why.get(n, ("added",))) for n in created]
+    steps += [Step(Op.BIND, texts[k], new.listeners[k], k) for k in listeners_added]
     admin = _admin_steps(old.admin, new.admin)
-    steps += [s for s in admin if s.op == "bind_admin"]
+    steps += [s for s in admin if s.op == Op.BIND_ADMIN]
     steps += [
-        Step("attach", texts[k], names, k)
+        Step(Op.ATTACH, texts[k], names, k)
         for k, names in new.listeners.items()
         if k in listeners_added
         or set(old.listeners.get(k, ())) != set(names)
         or any(n in created for n in names)
     ]
-    steps += [Step("start_endpoint", n) for n in created]
-    steps += [Step("update_endpoint", n, endpoints.why[n]) for n in updated]
-    steps += [Step("stop_source", n) for n in sources.removed]
-    steps += [Step("restart_source", n, sources.why[n]) for n in sources.changed]
-    steps += [Step("start_source", n) for n in sources.added]
+    steps += [Step(Op.START_ENDPOINT, n) for n in created]
+    steps += [Step(Op.UPDATE_ENDPOINT, n, endpoints.why[n]) for n in updated]
+    steps += [Step(Op.STOP_SOURCE, n) for n in sources.removed]
+    steps += [Step(Op.RESTART_SOURCE, n, sources.why[n]) for n in sources.changed]
+    steps += [Step(Op.START_SOURCE, n) for n in sources.added]
     if not (
         routes.empty and not created and not endpoints.removed and not sources.added and not sources.removed
     ):
-        steps.append(Step("swap_routes"))
+        steps.append(Step(Op.SWAP_ROUTES))
     if limits:
-        steps.append(Step("set_limits", "", limits))
-    steps += [Step("retire_endpoint", n, ("moved",)) for n in rebound]
-    steps += [Step("retire_endpoint", n, ("removed",)) for n in endpoints.removed]
-    steps += [Step("unbind", texts[k], (), k) for k in listeners_removed]
-    steps += [s for s in admin if s.op != "bind_admin"]
-    assert [_ORDER[s.op] for s in steps] == sorted(_ORDER[s.op] for s in steps)
+        steps.append(Step(Op.SET_LIMITS, "", limits))
+    steps += [Step(Op.RETIRE_ENDPOINT, n, ("moved",), close=MOVED) for n in rebound]
+    steps += [Step(Op.RETIRE_ENDPOINT, n, ("removed",), close=REMOVED) for n in endpoints.removed]
+    steps += [Step(Op.UNBIND, texts[k], (), k) for k in listeners_removed]
+    steps += [s for s in admin if s.op != Op.BIND_ADMIN]
+    if [_ORDER[s.op] for s in steps] != sorted(_ORDER[s.op] for s in steps):
+        raise PlanError("plan steps out of order: " + ", ".join(str(s) for s in steps))
     return Plan(
         sources=sources,
         endpoints=endpoints,

@@ -16,7 +16,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import pytest
 from helpers import eventually, free_port, veylor_inprocess, ws_client
+from websockets.exceptions import ConnectionClosed
 
 from veylor.config import load_config
 from veylor.config.kinds import ENDPOINT_KINDS, Kind, endpoint_from
@@ -181,6 +183,9 @@ routes: {{r: {{from: up, to: ws}}}}
         assert snapshot["sources"]["up"]["state"] == "connected"
         assert snapshot["sources"]["up"]["url"].endswith("?v=2")
         assert snapshot["endpoints"]["ws"]["clients"] == 0  # closed: the endpoint moved
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(client.recv(), 5)
+        assert (client.close_code, client.close_reason) == (1001, "endpoint moved")
         assert snapshot["config"] == {"generation": 2, "digest": rt.graph.digest}
         assert json.loads(json.dumps(snapshot)) == snapshot
         await client.close()

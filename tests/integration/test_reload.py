@@ -171,7 +171,7 @@ async def test_removed_dropin_removes_only_its_components(setup):
     assert "4 changes" in line  # source, endpoint, route, and the listener it alone used
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(extra.recv(), 5)
-    assert extra.close_code == 1001
+    assert extra.close_code == 1001 and extra.close_reason == "endpoint removed"
     assert (await setup.veylor.wait_for("- endpoint extra")).endswith("(closed 1 client)")
     await eventually(lambda: len(setup.a.connections) == 1)
     await setup.a.send('{"n": 1}')

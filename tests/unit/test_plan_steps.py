@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -110,7 +112,7 @@ def test_path_move_on_a_kept_port_rebinds_the_endpoint_not_the_listener(tmp_path
         Step("attach", "127.0.0.1:8765", ("pub", "dash"), WS),
         Step("start_endpoint", "pub"),
         Step("swap_routes"),
-        Step("retire_endpoint", "pub", ("moved",)),
+        Step("retire_endpoint", "pub", ("moved",), close=(1001, "endpoint moved")),
     )
 
 
@@ -126,7 +128,7 @@ def test_move_to_a_new_port_binds_it_and_unbinds_nothing_still_used(tmp_path):
         Step("attach", "127.0.0.1:8766", ("dash",), new),
         Step("start_endpoint", "dash"),
         Step("swap_routes"),
-        Step("retire_endpoint", "dash", ("moved",)),
+        Step("retire_endpoint", "dash", ("moved",), close=(1001, "endpoint moved")),
     )
 
 
@@ -140,7 +142,7 @@ def test_unix_framing_change_keeps_the_socket_and_attaches_the_new_endpoint(tmp_
         Step("attach", "unix:/tmp/veylor-steps.sock", ("ipc",), UNIX),
         Step("start_endpoint", "ipc"),
         Step("swap_routes"),
-        Step("retire_endpoint", "ipc", ("moved",)),
+        Step("retire_endpoint", "ipc", ("moved",), close=(1001, "endpoint moved")),
     )
 
 
@@ -151,7 +153,7 @@ def test_removed_endpoint_is_retired_and_its_listener_unbound(tmp_path):
 
     assert steps_for(tmp_path, change) == (
         Step("swap_routes"),
-        Step("retire_endpoint", "ipc", ("removed",)),
+        Step("retire_endpoint", "ipc", ("removed",), close=(1001, "endpoint removed")),
         Step("unbind", "unix:/tmp/veylor-steps.sock", (), UNIX),
     )
 
@@ -164,7 +166,7 @@ def test_endpoint_removed_from_a_shared_port_reattaches_the_rest(tmp_path):
     assert steps_for(tmp_path, change) == (
         Step("attach", "127.0.0.1:8765", ("pub",), WS),
         Step("swap_routes"),
-        Step("retire_endpoint", "dash", ("removed",)),
+        Step("retire_endpoint", "dash", ("removed",), close=(1001, "endpoint removed")),
     )
 
 
@@ -241,3 +243,30 @@ def test_admin_endpoint_binds_moves_and_changes_mode_by_steps(tmp_path):
         Step("unbind_admin", "unix:/tmp/veylor-admin.sock"),
     )
     assert "- admin unix:/tmp/veylor-admin.sock" in diff(c, graph(tmp_path, BASE, "d.yaml")).describe()
+
+
+def test_a_plan_out_of_order_is_refused_even_under_python_O(tmp_path):
+    """The order of steps is an invariant diff checks with an exception, not an assert
+    (``python -O`` drops asserts): a diff that put a step before one it must follow
+    raises PlanError."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import veylor.graph as g
+from test_plan_steps import BASE, graph
+from pathlib import Path
+assert False, "asserts run"  # (skipped under -O: the check below must not rely on them)
+"""
+    script += """
+g._ORDER = {op: -i for op, i in g._ORDER.items()}  # every order backwards: a broken diff
+try:
+    g.diff(g.Graph.empty(), graph(Path(sys.argv[1]), BASE, "a.yaml"))
+except g.PlanError as exc:
+    print("refused:", str(exc)[:40])
+else:
+    print("applied")
+"""
+    result = subprocess.run(
+        [sys.executable, "-O", "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.startswith("refused: plan steps out of order: create_endpoint"), result

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ..graph import UNDOABLE, Graph, Plan, Step, diff
+from ..graph import REMOVED, UNDOABLE, Graph, Op, Plan, Step, diff
 from .budget import Budget
 from .endpoints import Endpoint, StartupError
 from .fanout import Router, build_table
@@ -130,7 +130,7 @@ class Runtime:
         try:
             for step in plan.steps:
                 run.committed = run.committed or step.op not in UNDOABLE
-                await getattr(run, step.op)(step)
+                await _STEP[step.op](run, step)
         except BaseException:  # (cancelled too: Veylor stops during a reload's binds)
             if not run.committed:  # failed while binding: as if nothing happened
                 await run.undo()
@@ -344,10 +344,34 @@ class _Execution:
         ep = self.replaced.pop(step.name, None) or self.rt.endpoints.pop(step.name)
         ep.stop()
         self.closed[step.name] = len(ep.clients)
-        ep.close_clients(1001, "endpoint moved" if "moved" in step.detail else "endpoint removed")
+        code, reason = step.close or REMOVED
+        ep.close_clients(code, reason)
 
     async def unbind(self, step: Step) -> None:
         assert step.key is not None
         listener = self.rt.listeners.pop(step.key)
         listener.stop_accepting()
         self.rt.spawn(listener.close())
+
+
+# The method of _Execution that runs each kind of step: a plan's steps are dispatched by
+# their Op, and a kind of step without a method is found when this module loads.
+_STEP: dict[Op, Callable[[_Execution, Step], Coroutine[Any, Any, None]]] = {
+    Op.CREATE_ENDPOINT: _Execution.create_endpoint,
+    Op.BIND: _Execution.bind,
+    Op.BIND_ADMIN: _Execution.bind_admin,
+    Op.ATTACH: _Execution.attach,
+    Op.START_ENDPOINT: _Execution.start_endpoint,
+    Op.UPDATE_ENDPOINT: _Execution.update_endpoint,
+    Op.STOP_SOURCE: _Execution.stop_source,
+    Op.RESTART_SOURCE: _Execution.restart_source,
+    Op.START_SOURCE: _Execution.start_source,
+    Op.SWAP_ROUTES: _Execution.swap_routes,
+    Op.SET_LIMITS: _Execution.set_limits,
+    Op.RETIRE_ENDPOINT: _Execution.retire_endpoint,
+    Op.UNBIND: _Execution.unbind,
+    Op.UPDATE_ADMIN: _Execution.update_admin,
+    Op.UNBIND_ADMIN: _Execution.unbind_admin,
+}
+if set(_STEP) != set(Op):
+    raise RuntimeError(f"runtime: no method for the steps {sorted(set(Op) - set(_STEP))}")
