@@ -1,5 +1,5 @@
-"""The codebase stays ruff clean (lint and format), its layers import only downwards, and
-its dependencies are bounded: promises CI keeps."""
+"""The codebase stays ruff clean (lint and format), type-checked (mypy), its layers import
+only downwards, and its dependencies are bounded: promises CI keeps."""
 
 from __future__ import annotations
 
@@ -72,3 +72,13 @@ def test_the_import_contract_holds():
         pytest.skip("import-linter is not installed (pip install '.[test]')")
     result = subprocess.run([exe, "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[result.stdout.find("Broken contracts") :] + result.stderr
+
+
+def test_mypy_passes():
+    """pyproject.toml's [tool.mypy]: the whole package, strict on the configuration, the
+    graph and the filters (the modules still excepted are named there, with why)."""
+    pytest.importorskip("mypy", reason="mypy is not installed (pip install '.[test]')")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

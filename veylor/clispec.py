@@ -89,7 +89,7 @@ class Command:
         """The words of its usage line: ``[-c CONFIG]``, ``[--watch auto|poll | --no-watch]``,
         ``SHELL``; help and version are left to the manual's text."""
         words: list[str] = []
-        done: set[str] = set()
+        done: set[tuple[str, ...]] = set()
         for option in self.options:
             if option.final or option.flags in done:
                 continue

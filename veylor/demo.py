@@ -18,6 +18,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from websockets.asyncio.server import Server as UpstreamServer
@@ -32,7 +33,7 @@ log = logging.getLogger("veylor.demo")
 SYMBOLS = {"BTCUSDT": 64000.0, "ETHUSDT": 3400.0, "SOLUSDT": 150.0, "XRPUSDT": 0.6}
 
 
-def ticks(rng: random.Random) -> itertools.count:  # type: ignore[type-arg]
+def ticks(rng: random.Random) -> Iterator[str]:
     """An endless stream of trade-like JSON messages (a random walk per symbol)."""
     prices = dict(SYMBOLS)
     for seq in itertools.count(1):

@@ -207,24 +207,53 @@ def _compile(spec: Mapping[str, Any], at: tuple[str | int, ...]) -> tuple[Predic
             parts.append(_compile_text(arg, here))
         elif op == "type":
             want_text = arg == "text"
-            parts.append(lambda m, w=want_text: m.is_text is w)
+            parts.append(_is_type(want_text))
         elif op in ("all", "any"):
             subs = [_compile(s, (*here, i)) for i, s in enumerate(arg)]
             preds = [p for p, _ in subs]
             needs_json |= any(j for _, j in subs)
-            if op == "all":
-                parts.append(lambda m, ps=preds: all(p(m) for p in ps))
-            else:
-                parts.append(lambda m, ps=preds: any(p(m) for p in ps))
+            parts.append(_all(tuple(preds)) if op == "all" else _any(tuple(preds)))
         elif op == "not":
             inner, j = _compile(arg, here)
             needs_json |= j
-            parts.append(lambda m, p=inner: not p(m))
+            parts.append(_not(inner))
         else:
             raise FilterError(here, f"unknown filter operator '{op}'")
     if len(parts) == 1:
         return parts[0], needs_json
-    return (lambda m, ps=tuple(parts): all(p(m) for p in ps)), needs_json
+    return _all(tuple(parts)), needs_json
+
+
+# Predicates made of predicates. (What each needs is a default argument, not a closure
+# cell: a local read, on the path of every message that meets a filter.)
+
+
+def _is_type(want_text: bool) -> Predicate:
+    def match(m: Message, w: bool = want_text) -> bool:
+        return m.is_text is w
+
+    return match
+
+
+def _all(ps: tuple[Predicate, ...]) -> Predicate:
+    def match(m: Message, ps: tuple[Predicate, ...] = ps) -> bool:
+        return all(p(m) for p in ps)
+
+    return match
+
+
+def _any(ps: tuple[Predicate, ...]) -> Predicate:
+    def match(m: Message, ps: tuple[Predicate, ...] = ps) -> bool:
+        return any(p(m) for p in ps)
+
+    return match
+
+
+def _not(inner: Predicate) -> Predicate:
+    def match(m: Message, p: Predicate = inner) -> bool:
+        return not p(m)
+
+    return match
 
 
 def compile_filter(spec: Mapping[str, Any]) -> CompiledFilter:

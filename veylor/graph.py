@@ -108,9 +108,9 @@ def build_graph(config: Config, previous: Graph | None = None) -> Graph:
                     targets[route.source] = policy
     listeners: dict[ListenerKey, list[str]] = {}
     texts: dict[ListenerKey, str] = {}
-    for name, endpoint in config.endpoints.items():
-        listeners.setdefault(endpoint.listen.listener, []).append(name)
-        texts.setdefault(endpoint.listen.listener, endpoint.listen.listener_text)
+    for name, ep_spec in config.endpoints.items():
+        listeners.setdefault(ep_spec.listen.listener, []).append(name)
+        texts.setdefault(ep_spec.listen.listener, ep_spec.listen.listener_text)
     old_by_source = previous.routes_by_source if previous is not None else {}
 
     def same(source: str, now: list[Route]) -> tuple[Route, ...]:

@@ -53,7 +53,7 @@ class Message:
                 with contextlib.suppress(UnicodeDecodeError):
                     text = self.data.decode()
             self._text = text
-        return self._text
+        return self._text  # type: ignore[no-any-return]  # (str | None once set: no cast on this path)
 
     @property
     def json(self) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -418,7 +419,7 @@ class Reloader:
                 continue
             stop = asyncio.Event()
             relay = asyncio.ensure_future(self._rewatch.wait())
-            relay.add_done_callback(lambda _, stop=stop: stop.set())
+            relay.add_done_callback(functools.partial(_set, stop))
             if self.watch_error is not None:
                 log.info("file watch restored")
             self.watch_error = None
@@ -434,7 +435,7 @@ class Reloader:
                 async with contextlib.aclosing(
                     awatch(
                         *scope.roots,
-                        watch_filter=lambda _change, path, scope=scope: scope.matters(path),
+                        watch_filter=functools.partial(_matters, scope),
                         debounce=WATCH_DEBOUNCE_MS,
                         step=WATCH_STEP_MS,
                         stop_event=stop,
@@ -563,3 +564,13 @@ def _nothing() -> None:
 
 def _invalid(path: str) -> Problem:
     return Problem(Location(path), (), "invalid configuration")
+
+
+def _set(event: asyncio.Event, _done: object) -> None:
+    """A done callback that sets ``event``."""
+    event.set()
+
+
+def _matters(scope: WatchScope, _change: object, path: str) -> bool:
+    """watchfiles' filter: whether a change at ``path`` matters to ``scope``."""
+    return scope.matters(path)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .config.model import Config, thaw
+from .config.frozen import thaw
+from .config.model import Config
 from .config.problems import Problem
 from .filters import describe
 

@@ -118,7 +118,7 @@ class WatchScope:
                 literal_dir = "/".join(parts[: magic[0]]) or "/"
                 recursive = recursive or magic[0] < len(parts) - 1
             roots.append(nearest(literal_dir))
-        unique = []
+        unique: list[str] = []
         for root in sorted(set(roots), key=len):
             if recursive and any(root == r or root.startswith(r.rstrip("/") + "/") for r in unique):
                 continue  # already inside a recursively watched root

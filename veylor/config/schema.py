@@ -62,12 +62,14 @@ def schema_path() -> Path:
 @functools.cache
 def schema() -> dict[str, Any]:
     """The parsed schema (loaded once)."""
-    return json.loads(schema_path().read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(schema_path().read_text(encoding="utf-8"))
+    return loaded
 
 
 def definition(name: str) -> dict[str, Any]:
     """One of the schema's ``$defs``."""
-    return schema()["$defs"][name]
+    found: dict[str, Any] = schema()["$defs"][name]
+    return found
 
 
 def _inline(node: Any, defs: dict[str, Any], stack: tuple[str, ...] = ()) -> Any:
@@ -239,14 +241,14 @@ def is_valid(data: Any, def_name: str | None = None) -> bool:
             return bool(fast.is_valid(data))
         except (ValueError, TypeError):  # a value JSON cannot hold (a YAML date, say)
             pass
-    return _validator(def_name).is_valid(data)
+    return bool(_validator(def_name).is_valid(data))
 
 
 def validate(data: Any, where: SourceMap, def_name: str | None = None) -> list[Problem]:
     """Validate ``data`` against the schema (or one of its ``$defs``); every error, located."""
     if is_valid(data, def_name):
         return []
-    problems = []
+    problems: list[Problem] = []
     for error in _validator(def_name).iter_errors(data):
         problems.extend(_humanize(error, where))
     return problems
@@ -370,10 +372,10 @@ def _humanize(error: ValidationError, where: SourceMap) -> Iterator[Problem]:
                     if sub.relative_schema_path and sub.relative_schema_path[0] == i:
                         yield from _humanize(sub, where)
                 return
-        words = []
+        words: list[str] = []
         for branch in branches:
             types = branch["type"] if isinstance(branch["type"], list) else [branch["type"]]
-            words += [_TYPE_WORDS.get(t, t) for t in types]
+            words += [str(_TYPE_WORDS.get(t, t)) for t in types]
         yield at(path, f"expected {' or '.join(dict.fromkeys(words))}, got {_type_word(value)}")
         return
     if kind == "type":
@@ -400,13 +402,13 @@ def _humanize(error: ValidationError, where: SourceMap) -> Iterator[Problem]:
         yield at(path, f"{value!r} {msg}")
         return
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        words = {
+        bounds = {
             "minimum": "at least",
             "exclusiveMinimum": "greater than",
             "maximum": "at most",
             "exclusiveMaximum": "less than",
         }
-        yield at(path, f"{value!r} is out of range: must be {words[kind]} {error.validator_value}")
+        yield at(path, f"{value!r} is out of range: must be {bounds[kind]} {error.validator_value}")
         return
     if kind in ("minItems", "minLength", "minProperties") and error.validator_value == 1:
         yield at(path, "must not be empty")

@@ -142,12 +142,12 @@ class _Builder:
     def build(self, node: Node, path: PathT, depth: int = 0) -> Any:
         known = self.built.get(id(node))
         if known is not None:  # another use of an anchored collection
-            value, count = known
+            shared, count = known
             self.values += count
             if self.values > MAX_VALUES:
                 raise _TooManyValues(node)
             self.where.values.setdefault(path, _mark(node))
-            return value
+            return shared
         self.values += 1
         if self.values > MAX_VALUES:
             raise _TooManyValues(node)

@@ -300,7 +300,8 @@ class _Malformed(logging.Filter):
         record.msg = (
             "admin: %d requests that were not valid HTTP, or failed (last: %s); said at most once a minute"
         )
-        record.args = (self.count, record.exc_info[0].__name__ if record.exc_info else record.levelname)
+        kind = record.exc_info[0] if record.exc_info else None
+        record.args = (self.count, kind.__name__ if kind is not None else record.levelname)
         record.exc_info = None
         record.exc_text = None
         record.levelno, record.levelname = logging.WARNING, "WARNING"

@@ -243,10 +243,10 @@ class Source:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    conn = self.conn
-                    if conn is not None and conn.close_code is not None and up_since is not None:
+                    current = self.conn
+                    if current is not None and current.close_code is not None and up_since is not None:
                         # It closed under us (during on_connect): say how it closed.
-                        self.last_error = _closed(conn, loop.time() - up_since)
+                        self.last_error = _closed(current, loop.time() - up_since)
                     else:
                         self.last_error = _describe(exc, secure=self.spec.url.startswith("wss:"))
                         if not _expected(exc):

@@ -13,44 +13,42 @@ for readers to compute from two snapshots).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
 
 class _Counters:
-    """Integer counters named by ``__slots__``, all starting at 0."""
+    """Integer counters: the fields of a slotted dataclass, all starting at 0 (typed, so
+    that a counter misspelt is an error mypy finds; slotted, so that an increment is one
+    ``STORE_ATTR`` and a misspelt one at run time an ``AttributeError``)."""
 
     __slots__: tuple[str, ...] = ()
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
 
     def as_dict(self) -> dict[str, Any]:
         names = self.__slots__
         return dict(zip(names, attrgetter(*names)(self), strict=True))
 
 
+@dataclass(slots=True, eq=False)
 class SourceStats(_Counters):
     """Counters of one source (any kind)."""
 
-    __slots__ = (
-        "attempts",  # connection attempts
-        "bytes_in",
-        "connects",  # attempts that connected
-        "disconnects",  # connections that ended (any way) after connecting
-        "gaps",  # messages lost before they reached it: gaps in a publisher's sequence (NATS)
-        "invalid_utf8",  # text messages from the upstream that were not UTF-8 (dropped)
-        "messages_in",  # messages from the upstream
-        "out_of_order",  # messages whose sequence number was not above the last one (NATS)
-        "outliers",  # messages whose sequence number fitted no publisher's, never confirmed (NATS)
-        "oversize",  # messages larger than max_message_size (dropped; NATS)
-        "publisher_changes",  # a new publisher (or sequence) took over a subject: not a gap (NATS)
-        "queued_dropped",  # client messages dropped: the upstream was down or not reading
-        "sent_up",  # client messages sent to the upstream
-        "stalled_no_pong",  # connections made again: no message, no PONG for stall_timeout (NATS)
-        "stalled_read_loop",  # ... the client library's read loop had ended (NATS)
-    )
+    attempts: int = 0  # connection attempts
+    bytes_in: int = 0
+    connects: int = 0  # attempts that connected
+    disconnects: int = 0  # connections that ended (any way) after connecting
+    gaps: int = 0  # messages lost before they reached it: gaps in a publisher's sequence (NATS)
+    invalid_utf8: int = 0  # text messages from the upstream that were not UTF-8 (dropped)
+    messages_in: int = 0  # messages from the upstream
+    out_of_order: int = 0  # messages whose sequence number was not above the last one (NATS)
+    outliers: int = 0  # messages whose sequence number fitted no publisher's, never confirmed (NATS)
+    oversize: int = 0  # messages larger than max_message_size (dropped; NATS)
+    publisher_changes: int = 0  # a new publisher (or sequence) took over a subject: not a gap (NATS)
+    queued_dropped: int = 0  # client messages dropped: the upstream was down or not reading
+    sent_up: int = 0  # client messages sent to the upstream
+    stalled_no_pong: int = 0  # connections made again: no message, no PONG for stall_timeout (NATS)
+    stalled_read_loop: int = 0  # ... the client library's read loop had ended (NATS)
 
 
 class SourceClock:
@@ -64,47 +62,48 @@ class SourceClock:
         self.seen = 0
 
 
+@dataclass(slots=True, eq=False)
 class EndpointStats(_Counters):
     """Counters of one endpoint (any kind). Deliveries are a message times a client."""
 
-    __slots__ = (
-        "accepted",  # clients accepted
-        "bad_frames",  # clients closed for breaking their framing
-        "bytes_out",
-        "control_closed",  # clients closed for flooding pings (or not reading the pongs)
-        "discarded",  # messages from clients with no upstream route
-        "dropped",  # deliveries not made: the client was over client_buffer (slow_client: drop)
-        "handshake_timeouts",  # connections dropped for not completing their handshake in time
-        "invalid_utf8",  # clients closed for sending text that is not UTF-8
-        "keepalive_closed",  # clients closed for answering no ping
-        "lost_slow",  # deliveries not made: the client was being disconnected for being slow
-        "memory_closed",  # ... of which disconnected (slow_client: disconnect)
-        "memory_limited",  # clients given their policy for the process-wide limits.buffered
-        "messages",  # messages the endpoint wrote to its clients, each counted once
-        "messages_out",  # deliveries made
-        "pending_evicted",  # pending handshakes closed to make room for a new connection (max_pending)
-        "rate_closed",  # clients closed for staying over their upstream rate (over_rate: close)
-        "received",  # messages from clients
-        "refused",  # clients refused: max_clients reached
-        "refused_no_token",  # ... no token where auth is on (401)
-        "refused_origin",  # ... an Origin not allowed (403), or none where one is required
-        "refused_path",  # ... no endpoint at the path asked for (404; counted on the port's first endpoint)
-        "refused_peer",  # ... a Unix peer whose uid and gid are not allowed
-        "refused_pending",  # ... max_pending handshakes in progress, max_pending_per_ip from its source
-        "refused_token",  # ... a wrong token (401)
-        "revoked",  # clients closed because their token (or uid) is no longer allowed (1008)
-        "slow_disconnects",  # clients disconnected for being slow
-        "slow_dropping",  # clients for which messages were dropped for being slow
-        "stalled_closed",  # clients aborted for taking nothing of what waited (stall_timeout, limits.buffered)
-        "stalled_no_pong",  # its connection made again: no message, no PONG for stall_timeout (NATS)
-        "stalled_read_loop",  # ... the client library's read loop had ended (NATS)
-        "tls_failed",  # connections whose TLS handshake failed (wss:// endpoints)
-        "unframeable",  # deliveries not made: the framing cannot carry the message (lines)
-        "upstream_blocked",  # client messages that went to no source: every route's policy stopped it
-        "upstream_denied",  # client messages no allow filter of the route passed (not forwarded)
-        "upstream_limited",  # client messages over the client's upstream rate (not forwarded)
-        "write_failed",  # clients aborted because a write to them raised
+    accepted: int = 0  # clients accepted
+    bad_frames: int = 0  # clients closed for breaking their framing
+    bytes_out: int = 0
+    control_closed: int = 0  # clients closed for flooding pings (or not reading the pongs)
+    discarded: int = 0  # messages from clients with no upstream route
+    dropped: int = 0  # deliveries not made: the client was over client_buffer (slow_client: drop)
+    handshake_timeouts: int = 0  # connections dropped for not completing their handshake in time
+    invalid_utf8: int = 0  # clients closed for sending text that is not UTF-8
+    keepalive_closed: int = 0  # clients closed for answering no ping
+    lost_slow: int = 0  # deliveries not made: the client was being disconnected for being slow
+    memory_closed: int = 0  # ... of which disconnected (slow_client: disconnect)
+    memory_limited: int = 0  # clients given their policy for the process-wide limits.buffered
+    messages: int = 0  # messages the endpoint wrote to its clients, each counted once
+    messages_out: int = 0  # deliveries made
+    pending_evicted: int = 0  # pending handshakes closed to make room for a new connection (max_pending)
+    rate_closed: int = 0  # clients closed for staying over their upstream rate (over_rate: close)
+    received: int = 0  # messages from clients
+    refused: int = 0  # clients refused: max_clients reached
+    refused_no_token: int = 0  # ... no token where auth is on (401)
+    refused_origin: int = 0  # ... an Origin not allowed (403), or none where one is required
+    refused_path: int = 0  # ... no endpoint at the path asked for (404; counted on the port's first endpoint)
+    refused_peer: int = 0  # ... a Unix peer whose uid and gid are not allowed
+    refused_pending: int = 0  # ... max_pending handshakes in progress, max_pending_per_ip from its source
+    refused_token: int = 0  # ... a wrong token (401)
+    revoked: int = 0  # clients closed because their token (or uid) is no longer allowed (1008)
+    slow_disconnects: int = 0  # clients disconnected for being slow
+    slow_dropping: int = 0  # clients for which messages were dropped for being slow
+    stalled_closed: int = (
+        0  # clients aborted for taking nothing of what waited (stall_timeout, limits.buffered)
     )
+    stalled_no_pong: int = 0  # its connection made again: no message, no PONG for stall_timeout (NATS)
+    stalled_read_loop: int = 0  # ... the client library's read loop had ended (NATS)
+    tls_failed: int = 0  # connections whose TLS handshake failed (wss:// endpoints)
+    unframeable: int = 0  # deliveries not made: the framing cannot carry the message (lines)
+    upstream_blocked: int = 0  # client messages that went to no source: every route's policy stopped it
+    upstream_denied: int = 0  # client messages no allow filter of the route passed (not forwarded)
+    upstream_limited: int = 0  # client messages over the client's upstream rate (not forwarded)
+    write_failed: int = 0  # clients aborted because a write to them raised
 
     def undelivered(self) -> dict[str, int]:
         """Deliveries not made, by reason."""
@@ -115,30 +114,34 @@ class EndpointStats(_Counters):
         }
 
 
+@dataclass(slots=True, eq=False)
 class RouteStats(_Counters):
     """Counters of one route edge."""
 
-    __slots__ = ("filtered", "messages")  # messages its filter refused, and passed
+    filtered: int = 0  # messages its filter refused
+    messages: int = 0  # ... and passed
 
 
+@dataclass(slots=True, eq=False)
 class ProcessStats(_Counters):
     """Counters of the process: configuration generations and reloads."""
 
-    __slots__ = ("generation", "reloads_failed", "reloads_ok")
+    generation: int = 0
+    reloads_failed: int = 0
+    reloads_ok: int = 0
 
 
+@dataclass(slots=True, eq=False)
 class AdminStats(_Counters):
     """Requests the admin endpoint refused, by reason (it may move to another address:
     these stay)."""
 
-    __slots__ = (
-        "refused_form",  # POST /reload without X-Veylor-Reload or a JSON Content-Type (403)
-        "refused_host",  # a Host that is not its address, localhost or allowed_hosts (421)
-        "refused_no_token",  # no token where admin.auth is on (401)
-        "refused_origin",  # from a web page: an Origin header, Sec-Fetch-Site cross-site or same-site (403)
-        "refused_read_only",  # a reload or a tap where admin.read_only is on (403)
-        "refused_token",  # a wrong token (401)
-    )
+    refused_form: int = 0  # POST /reload without X-Veylor-Reload or a JSON Content-Type (403)
+    refused_host: int = 0  # a Host that is not its address, localhost or allowed_hosts (421)
+    refused_no_token: int = 0  # no token where admin.auth is on (401)
+    refused_origin: int = 0  # from a web page: an Origin header, Sec-Fetch-Site cross-site or same-site (403)
+    refused_read_only: int = 0  # a reload or a tap where admin.read_only is on (403)
+    refused_token: int = 0  # a wrong token (401)
 
 
 class Stats:

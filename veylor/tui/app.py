@@ -18,7 +18,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -532,7 +532,7 @@ class VeylorApp(App[None]):
         table.border_title = _title(title)
         return shown
 
-    def _sync(self, name: str, rows: list[Row], cells: list[tuple[Text, ...]]) -> str | None:
+    def _sync(self, name: str, rows: list[Row], cells: Sequence[tuple[Text, ...]]) -> str | None:
         """Show ``rows`` in table ``name``; the key of the row under its cursor now (which
         follows its row when the order changes), or None when the table is empty."""
         return self.tables[name].show([row.key for row in rows], cells, self.cursor.get(name))

@@ -58,7 +58,7 @@ class Rates:
 
 
 def _pairs(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[tuple[str, ...], float, float]]:
-    out = []
+    out: list[tuple[tuple[str, ...], float, float]] = []
     for name, s in b["sources"].items():
         old = a["sources"].get(name)
         if old is not None:
@@ -93,4 +93,4 @@ def human_rate(rate: float | None, unit: str = "") -> str:
 
 def drops(endpoint: dict[str, Any]) -> int:
     """Deliveries an endpoint did not make for its slow clients."""
-    return endpoint.get("dropped", 0) + endpoint.get("lost_slow", 0)
+    return int(endpoint.get("dropped", 0)) + int(endpoint.get("lost_slow", 0))

@@ -12,6 +12,7 @@ click move it, and :class:`Table.Highlighted` says which item it is on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rich.segment import Segment
@@ -81,7 +82,7 @@ class Table(ScrollView, can_focus=True):
         self.right: tuple[bool, ...] = ()  # right-aligned columns
         self.widths: list[int] = []
         self.keys: list[str] = []
-        self.cells: list[tuple[Text, ...]] = []
+        self.cells: Sequence[tuple[Text, ...]] = []
         self.cursor_row = 0
         self._lines: dict[int, tuple[Any, Strip]] = {}  # row -> (what it was drawn from, line)
         self._header: Strip | None = None
@@ -104,7 +105,7 @@ class Table(ScrollView, can_focus=True):
         self._resize()
         self.refresh()
 
-    def show(self, keys: list[str], cells: list[tuple[Text, ...]], selected: str | None) -> str | None:
+    def show(self, keys: list[str], cells: Sequence[tuple[Text, ...]], selected: str | None) -> str | None:
         """Show these rows, in order; the cursor stays on ``selected`` if it is among
         them. Returns the key of the item under the cursor now (None: no rows)."""
         widths = self.widths
@@ -125,9 +126,9 @@ class Table(ScrollView, can_focus=True):
             self.refresh()
         else:  # only the rows on screen whose text changed are drawn again
             top = self.scroll_offset.y
-            for row in range(top, min(len(cells), top + self.scrollable_content_region.height)):
-                if before[row] != cells[row]:
-                    self.refresh_line(row + 1)
+            for i in range(top, min(len(cells), top + self.scrollable_content_region.height)):
+                if before[i] != cells[i]:
+                    self.refresh_line(i + 1)
         if selected in keys:
             self._move(keys.index(selected), announce=False)
         elif self.cursor_row >= len(keys):

@@ -22,7 +22,7 @@ import asyncio
 import os
 import queue
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from textual.drivers._writer_thread import WriterThread
 from textual.drivers.linux_driver import LinuxDriver
@@ -36,7 +36,9 @@ class Writer(WriterThread):
     module docstring). ``gone`` is set when the terminal went away, ``dropped`` counts
     frames not written because it was not reading."""
 
-    def __init__(self, file: IO[str], on_gone: Callable[[], None], on_caught_up: Callable[[], None]) -> None:
+    def __init__(
+        self, file: IO[str], on_gone: Callable[[], object], on_caught_up: Callable[[], object]
+    ) -> None:
         super().__init__(file)
         self.frames: queue.Queue[str | None] = queue.Queue(QUEUED)
         self.fd = file.fileno()
@@ -90,7 +92,7 @@ class Driver(LinuxDriver):
     when the terminal goes away (``terminal_gone``)."""
 
     def start_application_mode(self) -> None:
-        super().start_application_mode()
+        super().start_application_mode()  # type: ignore[no-untyped-call]  # (Textual's own, untyped)
         textual_writer = self._writer_thread
         if textual_writer is None:  # the terminal refused application mode
             return
@@ -99,7 +101,7 @@ class Driver(LinuxDriver):
         loop = asyncio.get_running_loop()
         gone = getattr(app, "terminal_gone", app.exit)
         self._writer_thread = writer = Writer(
-            self._file,
+            cast("IO[str]", self._file),  # (the driver's file: set while it runs)
             on_gone=lambda: loop.call_soon_threadsafe(gone),
             on_caught_up=lambda: loop.call_soon_threadsafe(app.refresh),
         )
@@ -111,4 +113,5 @@ class Driver(LinuxDriver):
         if isinstance(writer, Writer):
             # Gone, or still stuck writing after STOP_WAIT: the terminal takes nothing
             # more (in-process, the stderr log handler must not be put back on it).
-            self._app.terminal_ok = not writer.gone and not writer.is_alive()
+            app: Any = self._app
+            app.terminal_ok = not writer.gone and not writer.is_alive()
