@@ -388,3 +388,14 @@ def docs_generator() -> Any:
     sys.modules["gen_configuration"] = module
     spec.loader.exec_module(module)
     return module
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.now += 1.5``), for the pure cores that take
+    one (sequence tracking, the buffer budget)."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

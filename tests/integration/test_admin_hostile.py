@@ -645,3 +645,49 @@ def test_check_refuses_an_admin_address_an_endpoint_uses(tmp_path, kind):
         f"veylor check: exit {check.returncode} ({check.stdout.strip().splitlines()[-1]}); "
         f"veylor run: exit {run.returncode}: {run.stderr.strip().splitlines()[-1]}"
     )
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_the_commands_and_top_read_a_bounded_answer_through_one_client(monkeypatch, framing):
+    """Something else listening where the admin endpoint should be (or a Veylor gone
+    wrong) answers /graph with more than an answer may hold: ``veylor status``'s request
+    and ``veylor top``'s reader go through the one AdminClient, and both stop at
+    MAX_BODY (a declared length, or a chunked stream with none), saying so."""
+    from aiohttp import web
+
+    from veylor.observe import client
+    from veylor.observe.client import Unreachable, request, target
+    from veylor.tui.reader import OverHttp, Unavailable
+
+    monkeypatch.setattr(client, "MAX_BODY", 4096)
+
+    async def graph(req: web.Request) -> web.StreamResponse:
+        body = b'{"schema": 1, "pad": "' + b"x" * 10_000 + b'"}'
+        if framing == "content-length":
+            return web.Response(body=body, content_type="application/json")
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(req)
+        for i in range(0, len(body), 1000):
+            await response.write(body[i : i + 1000])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/graph", graph)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        spec = target(None, f"127.0.0.1:{port}")
+        with pytest.raises(Unreachable, match="an answer of"):
+            await request(spec, "GET", "/graph", 5)
+        reader = OverHttp(spec)
+        try:
+            with pytest.raises(Unavailable, match="an answer of"):
+                await reader.read()
+        finally:
+            await reader.close()
+    finally:
+        await runner.cleanup()

@@ -8,23 +8,16 @@ from collections import Counter
 from collections.abc import Iterable
 
 import pytest
+from helpers import Clock
 
 from veylor.sequence import CONFIRM, MAX_GAP, Seen, SequenceTracker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Edge:
     """A tracker and the counters an edge keeps from its verdicts."""
 
     def __init__(self, max_keys: int = 10_000) -> None:
-        self.clock = Clock()
+        self.clock = Clock(1000.0)
         self.tracker = SequenceTracker(self.clock, max_keys)
         self.missed = 0
         self.outliers = 0

@@ -110,26 +110,65 @@ def url_of(spec: AdminSpec, path: str) -> str:
     return f"http://localhost{path}" if spec.path is not None else f"{spec.url}{path}"
 
 
+MAX_BODY = 64 * 2**20  # bytes of an answer read at most (a /graph of thousands of components)
+
+
+class AdminClient:
+    """The one client of a Veylor's admin endpoint, for the commands (a request each) and
+    ``veylor top`` (a session it keeps open): the connection (TCP, or the Unix socket),
+    the token, the header that tells Veylor's own POSTs from a web page's form, and a
+    bound on the size of an answer."""
+
+    def __init__(self, spec: AdminSpec, token: str | None = None, keep: bool = False) -> None:
+        self.spec = spec
+        self.token = token  # (never shown)
+        self.keep = keep  # one session for every request, until close()
+        self.session: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None or self.session.closed:
+            connector: aiohttp.BaseConnector = (
+                aiohttp.UnixConnector(path=self.spec.path)
+                if self.spec.path is not None
+                else aiohttp.TCPConnector()
+            )
+            self.session = aiohttp.ClientSession(connector=connector)
+        return self.session
+
+    async def request(self, method: str, path: str, timeout: float) -> tuple[int, bytes]:
+        """One request: ``(status, body)``; :class:`Unreachable` when nothing answers in
+        time, or the answer is over ``MAX_BODY``."""
+        try:
+            async with self._session().request(
+                method,
+                url_of(self.spec, path),
+                headers=headers(method, self.token),
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                if (response.content_length or 0) > MAX_BODY:
+                    raise Unreachable(f"{self.spec.url}: an answer of {response.content_length:,} bytes")
+                body = await response.content.read(MAX_BODY + 1)
+                if len(body) > MAX_BODY:
+                    raise Unreachable(f"{self.spec.url}: an answer of more than {MAX_BODY:,} bytes")
+                return response.status, body
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            why = str(exc) or type(exc).__name__
+            raise Unreachable(f"cannot reach Veylor's admin endpoint at {self.spec.url}: {why}") from None
+        finally:
+            if not self.keep:
+                await self.close()
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
 async def request(
     spec: AdminSpec, method: str, path: str, timeout: float, token: str | None = None
 ) -> tuple[int, bytes]:
-    """One request to the admin endpoint: ``(status, body)``; :class:`Unreachable` when
-    nothing answers in time."""
-    if spec.path is not None:
-        connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=spec.path)
-    else:
-        connector = aiohttp.TCPConnector()
-    try:
-        async with (
-            aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as session,
-            session.request(method, url_of(spec, path), headers=headers(method, token)) as response,
-        ):
-            return response.status, await response.read()
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        why = str(exc) or type(exc).__name__
-        raise Unreachable(f"cannot reach Veylor's admin endpoint at {spec.url}: {why}") from None
+    """One request to the admin endpoint (:meth:`AdminClient.request`)."""
+    return await AdminClient(spec, token).request(method, path, timeout)
 
 
 def refusal(spec: AdminSpec, status: int, body: Any) -> Refused | None:

@@ -37,8 +37,8 @@ import ctypes
 import ctypes.util
 import logging
 import socket
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config.common import human_size
 from ..config.model import Limits
@@ -106,10 +106,30 @@ class Watch:
         self.shed_at = -1.0  # when the limit stopped its data (slow_client: drop)
 
 
-class Budget:
-    """The bytes held for lagging clients, in Veylor and in the kernel, against ``limit``."""
+class Cancellable(Protocol):
+    """A timer's handle (``asyncio.TimerHandle``)."""
 
-    def __init__(self, limit: int = Limits().buffered) -> None:
+    def cancel(self) -> None: ...
+
+
+class Budget:
+    """The bytes held for lagging clients, in Veylor and in the kernel, against ``limit``.
+
+    A pure object but for its clock and timers, which are given (``clock``: seconds,
+    monotonic; ``later(delay, callback)``: a handle with ``cancel()``; ``soon(callback)``:
+    after this pass); by default the running event loop's. Its unit tests
+    (``tests/unit/test_budget.py``) drive them by hand."""
+
+    def __init__(
+        self,
+        limit: int = Limits().buffered,
+        clock: Callable[[], float] | None = None,
+        later: Callable[[float, Callable[[], None]], Cancellable] | None = None,
+        soon: Callable[[Callable[[], None]], object] | None = None,
+    ) -> None:
+        self._clock = clock if clock is not None else lambda: asyncio.get_running_loop().time()
+        self._later = later if later is not None else lambda d, f: asyncio.get_running_loop().call_later(d, f)
+        self._soon = soon if soon is not None else lambda f: asyncio.get_running_loop().call_soon(f)
         self.limit = limit
         self.total = 0  # bytes held for the watched clients, Veylor's and the kernel's, as last seen
         self.peak = 0  # the largest total since memory was last given back
@@ -117,7 +137,7 @@ class Budget:
         self.enforced = 0  # clients given their policy for the process-wide limit
         self.stalled = 0  # clients closed for taking nothing (stall_timeout; dropped for, over the limit)
         self.trims = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Cancellable | None = None
         self._enforcing = False
         # What the last enforcement left (clients dropped for keep their bytes until they
         # drain or a look closes them): no use enforcing again until the total grows past it.
@@ -129,12 +149,11 @@ class Budget:
     def watch(self, ep: Endpoint, client: Any, size: int) -> Watch:
         """Veylor holds ``size`` bytes for ``client`` of ``ep``, which it did not watch: its
         kernel send buffer is full. Both count from now."""
-        loop = asyncio.get_running_loop()
-        w = self.watched[client] = Watch(ep, client, size, loop.time())
+        w = self.watched[client] = Watch(ep, client, size, self._clock())
         self.total += size + w.kernel
         self._check()
         if self._timer is None:
-            self._timer = loop.call_later(SWEEP, self.sweep)
+            self._timer = self._later(SWEEP, self.sweep)
         return w
 
     def note(self, ep: Endpoint, client: Any, size: int) -> None:
@@ -157,7 +176,7 @@ class Budget:
             self.enforce()  # a burst: at once, before more is written
         elif not self._enforcing:
             self._enforcing = True  # once, after this pass: not once per client
-            asyncio.get_running_loop().call_soon(self.enforce)
+            self._soon(self.enforce)
 
     def _forget(self, client: Any) -> None:
         del self.watched[client]
@@ -168,7 +187,7 @@ class Budget:
         drained or left; close those that took nothing for their endpoint's
         ``stall_timeout``."""
         self._timer = None
-        now = asyncio.get_running_loop().time()
+        now = self._clock()
         total = 0
         for client, w in list(self.watched.items()):
             ep = w.ep
@@ -196,7 +215,7 @@ class Budget:
         if total > self.limit and not self._enforcing:
             self.enforce()
         if self.watched:
-            self._timer = asyncio.get_running_loop().call_later(SWEEP, self.sweep)
+            self._timer = self._later(SWEEP, self.sweep)
         elif self.peak >= TRIM_AFTER:
             self.give_back()
 
@@ -217,7 +236,7 @@ class Budget:
         self._enforcing = False
         excess = self.total - self.limit * RELIEF
         if excess > 0:
-            self._apply(excess, asyncio.get_running_loop().time())
+            self._apply(excess, self._clock())
         self._settled = self.total
 
     def _apply(self, excess: float, now: float) -> None:
@@ -263,7 +282,7 @@ class Budget:
 
     def give_back(self) -> None:
         """The laggards drained: return the freed memory to the system (rate limited)."""
-        now = time.monotonic()
+        now = self._clock()
         if self._trim is None or now - self._trimmed_at < TRIM_EVERY:
             return
         self._trimmed_at = now

@@ -3,12 +3,11 @@ running Veylor's admin endpoint (``veylor top``). Both give the same snapshot.""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-import aiohttp
-
-from ..observe.client import headers, refusal, url_of
+from ..observe.client import AdminClient, Unreachable, refusal
 
 if TYPE_CHECKING:
     from ..config.model import AdminSpec
@@ -16,7 +15,6 @@ if TYPE_CHECKING:
     from ..server import Server
 
 TIMEOUT = 2.0  # seconds; a reader that takes longer is marked stale
-MAX_BODY = 64 * 2**20  # bytes of a /graph answer read at most
 SCHEMA = 1  # the state view's version this TUI reads
 VIEW_KEYS = frozenset({"pid", "time", "config", "reloads", "sources", "routes", "edges", "endpoints"})
 
@@ -64,41 +62,26 @@ class OverHttp:
 
     def __init__(self, spec: AdminSpec, token: str | None = None) -> None:
         self.spec = spec
-        self.token = token  # for an admin endpoint with auth (never shown)
         self.where = spec.url
-        self.session: aiohttp.ClientSession | None = None
+        self.client = AdminClient(spec, token, keep=True)  # (the token: for an admin endpoint with auth)
         self.clients_of: str | None = None
         self.tap: str | None = None
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self.session is None or self.session.closed:
-            connector = (
-                aiohttp.UnixConnector(path=self.spec.path)
-                if self.spec.path is not None
-                else aiohttp.TCPConnector()
-            )
-            self.session = aiohttp.ClientSession(connector=connector)
-        return self.session
-
     async def _call(self, method: str, path: str, timeout: float, ok: tuple[int, ...]) -> dict[str, Any]:
         try:
-            async with self._session().request(
-                method,
-                url_of(self.spec, path),
-                headers=headers(method, self.token),
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:
-                if response.status in (401, 403, 421):  # the admin endpoint's access rules: say why
-                    refused = refusal(self.spec, response.status, await response.json(content_type=None))
-                    if refused is not None:
-                        raise Unavailable(str(refused))
-                if response.status not in ok:
-                    raise Unavailable(f"{self.where}{path.split('?')[0]}: HTTP {response.status}")
-                if (response.content_length or 0) > MAX_BODY:
-                    raise Unavailable(f"{self.where}: an answer of {response.content_length:,} bytes")
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise Unavailable(f"{self.where}: {str(exc) or type(exc).__name__}") from None
+            status, raw = await self.client.request(method, path, timeout)
+        except Unreachable as exc:
+            raise Unavailable(str(exc)) from None
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if status in (401, 403, 421):  # the admin endpoint's access rules: say why
+            refused = refusal(self.spec, status, body)
+            if refused is not None:
+                raise Unavailable(str(refused))
+        if status not in ok:
+            raise Unavailable(f"{self.where}{path.split('?')[0]}: HTTP {status}")
         if not isinstance(body, dict):
             raise Unavailable(f"{self.where}: not Veylor's admin endpoint")
         return body
@@ -114,5 +97,4 @@ class OverHttp:
         return await self._call("POST", "/reload", 300.0, (200, 422, 500))
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        await self.client.close()
