@@ -6,11 +6,11 @@ header values are never rendered; URLs are shown with secrets redacted.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
+from .config.common import host_exposure
 from .config.frozen import thaw
-from .config.model import Config
+from .config.model import Config, EndpointSpec
 from .config.problems import Problem
 from .filters import describe
 
@@ -73,24 +73,11 @@ def _upstream(route: Any) -> str:
     return f"yes, {route.policy.describe()}"
 
 
-def exposure(spec: Any) -> str:
+def exposure(spec: EndpointSpec) -> str:
     """Who can reach an endpoint, in a word: ``local`` (a Unix socket), ``loopback`` (a
-    loopback address, or ``localhost``), or ``network`` (any other address or name)."""
-    named = getattr(spec.listen, "exposure", None)  # a kind that says it (NATS: "nats")
-    if named is not None:
-        return str(named)
-    return _host_exposure(getattr(spec.listen, "host", None))
-
-
-def _host_exposure(host: str | None) -> str:
-    if host is None:
-        return "local"
-    if host.lower() in ("localhost", "localhost."):
-        return "loopback"
-    try:
-        return "loopback" if ipaddress.ip_address(host.strip("[]")).is_loopback else "network"
-    except ValueError:
-        return "network"  # a name: whatever it resolves to
+    loopback address, or ``localhost``), ``network`` (any other address or name), or its
+    kind's own (``nats``)."""
+    return spec.listen.exposure()
 
 
 def access_lines(config: Config) -> list[str]:
@@ -119,7 +106,7 @@ def access_lines(config: Config) -> list[str]:
         lines.append(f"  {'':{width}}  clients may send to: {to}")
     if config.admin is not None:
         admin = config.admin
-        where = _host_exposure(admin.host)
+        where = host_exposure(admin.host)
         flag = ""
         if where == "network" and admin.auth is None:
             flag = "  OPEN: reachable from the network and no auth (anyone who reaches it can read the state"
@@ -158,7 +145,7 @@ def config_json(config: Config) -> dict[str, Any]:
         if config.admin is None
         else {
             **config.admin.as_json(),
-            "exposure": _host_exposure(config.admin.host),
+            "exposure": host_exposure(config.admin.host),
             "access": config.admin.summary(),
         },
         "warnings": [w.as_dict() for w in config.warnings],

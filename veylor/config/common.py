@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -200,3 +201,17 @@ def base_dir(origin: Location) -> str:
     return (
         os.path.dirname(os.path.abspath(origin.file)) if origin is not None and origin.file else os.getcwd()
     )
+
+
+def host_exposure(host: str | None) -> str:
+    """Who can reach an address, in a word: ``local`` (no host: a Unix socket),
+    ``loopback`` (a loopback address, or ``localhost``), or ``network`` (any other address
+    or name: whatever it resolves to)."""
+    if host is None:
+        return "local"
+    if host.lower() in ("localhost", "localhost."):
+        return "loopback"
+    try:
+        return "loopback" if ipaddress.ip_address(host.strip("[]")).is_loopback else "network"
+    except ValueError:
+        return "network"

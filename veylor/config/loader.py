@@ -628,16 +628,10 @@ def _check_upstream(load: _Load, sources: Mapping[str, Any], routes: Mapping[str
     source of a wildcard subject, without ``upstream_subject``) is an error."""
     for name, route in routes.items():
         source = sources.get(route.source)
-        # (a source kind that can have nowhere to send says so with upstream_subject None)
-        if route.upstream and source is not None and getattr(source, "upstream_subject", "") is None:
+        problem = source.upstream_problem() if route.upstream and source is not None else None
+        if problem is not None:
             d = load.defined["routes"][name]
-            at = (*d.path, "upstream")
-            load.error(
-                d.where,
-                at,
-                f"source '{route.source}' subscribes to {source.subject}, a wildcard subject: it "
-                "cannot tell where client messages go; set its nats.upstream_subject",
-            )
+            load.error(d.where, (*d.path, "upstream"), f"source '{route.source}' {problem}")
 
 
 def _check_position_files(load: _Load, sources: Mapping[str, Any]) -> None:
@@ -645,13 +639,14 @@ def _check_position_files(load: _Load, sources: Mapping[str, Any]) -> None:
     other's: a restart would resume one of them at the wrong place) are an error."""
     first: dict[str, str] = {}
     for name, spec in sources.items():
-        path = getattr(spec, "position_file", None)
-        if path is None:
+        kept = spec.state_file()
+        if kept is None:
             continue
+        subpath, path = kept
         other = first.setdefault(path, name)
         if other != name:
             d = load.defined["sources"][name]
-            at = (*d.path, spec.kind, "position_file")  # (a kind whose key is its name)
+            at = (*d.path, *subpath)
             load.error(
                 d.where,
                 at,

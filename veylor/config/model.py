@@ -39,6 +39,7 @@ from .common import (
     Reconnect,
     base_dir,
     format_size,
+    host_exposure,
     parse_size,
     plain,
     redact_url,
@@ -88,6 +89,18 @@ class SourceSpec:
     def safe_url(self) -> str:
         """The URL fit for logs and screens (secrets redacted)."""
         return redact_url(self.url)
+
+    # The kind contract of a source's spec, beside check, describe, secrets, as_json:
+
+    def upstream_problem(self) -> str | None:
+        """Why clients' messages could not go to this source (None: they can: to its
+        connection)."""
+        return None
+
+    def state_file(self) -> tuple[Subpath, str] | None:
+        """The file it keeps its position in, and where its settings name it (None: it
+        keeps none). Two sources may not share one."""
+        return None
 
     def check(self) -> list[tuple[Subpath, str]]:
         """What the schema cannot check: ``(subpath, message)`` per problem (the URL
@@ -223,6 +236,15 @@ class WebSocketListen:
     def secrets(self) -> frozenset[str]:
         return frozenset()
 
+    def exposure(self) -> str:
+        return host_exposure(self.host)
+
+    def access_summary(self) -> str | None:
+        return None  # (its access settings say it)
+
+    def describe_endpoint(self, spec: Any) -> str | None:
+        return None
+
     def describe(self) -> str:
         return str(self)
 
@@ -316,6 +338,15 @@ class UnixListen:
     def secrets(self) -> frozenset[str]:
         return frozenset()
 
+    def exposure(self) -> str:
+        return "local"
+
+    def access_summary(self) -> str | None:
+        return None  # (its access settings say it)
+
+    def describe_endpoint(self, spec: Any) -> str | None:
+        return None
+
     def describe(self) -> str:
         owner = f", owner {self.owner}" if self.owner is not None else ""
         group = f", group {self.group}" if self.group is not None else ""
@@ -366,6 +397,35 @@ def _gid(value: str | int) -> int | None:
     return _number(value)
 
 
+class SourceKindSpec(Protocol):
+    """A source of some kind, as the loader, the graph and ``veylor check`` read it: the
+    kind contract of a source's spec (its kind's settings are its own)."""
+
+    kind: ClassVar[str]
+    name: str
+    on_disconnect: Literal["keep", "close_clients"]
+    origin: Location
+
+    def check(self) -> list[tuple[Subpath, str]]:
+        """What the schema cannot check: ``(subpath, message)`` per problem."""
+
+    def secrets(self) -> frozenset[str]:
+        """Values of its settings that must never reach a log line."""
+
+    def upstream_problem(self) -> str | None:
+        """Why clients' messages could not go to it (None: they can)."""
+
+    def state_file(self) -> tuple[Subpath, str] | None:
+        """The file it keeps its position in, and where its settings name it (None: it
+        keeps none)."""
+
+    def describe(self) -> str:
+        """One line for people."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The settings as plain data (secrets redacted)."""
+
+
 class Listen(Protocol):
     """Where an endpoint of some kind takes its clients (the kind's part of its spec)."""
 
@@ -403,6 +463,17 @@ class Listen(Protocol):
 
     def secrets(self) -> frozenset[str]:
         """Values of its settings that must never reach a log line."""
+
+    def exposure(self) -> str:
+        """Who can reach it, in a word (``veylor check``): ``local``, ``loopback``,
+        ``network``, or the kind's own (``nats``: whoever the NATS servers let in)."""
+
+    def access_summary(self) -> str | None:
+        """Who may connect, when the kind itself says it (None: its access settings do)."""
+
+    def describe_endpoint(self, spec: Any) -> str | None:
+        """The endpoint's line for people, when the kind has settings of its own (None:
+        the usual line)."""
 
     def describe(self) -> str:
         """One line for people: the address and what matters about it."""
@@ -442,14 +513,14 @@ class EndpointSpec:
         """Who may connect, at a glance (``veylor check``)."""
         if self.access is not None:
             return str(self.access.summary())
-        own = getattr(self.listen, "access_summary", None)  # a kind that says it (NATS)
-        return own() if own is not None else "open to anyone who can connect"
+        own = self.listen.access_summary()
+        return own if own is not None else "open to anyone who can connect"
 
     def describe(self) -> str:
         """One line for people."""
-        own = getattr(self.listen, "describe_endpoint", None)  # a kind with settings of its own (NATS)
+        own = self.listen.describe_endpoint(self)
         if own is not None:
-            return str(own(self))
+            return own
         head = self.listen.describe() + (" compression on" if self.compression else "")
         return (
             f"{head}; max_clients {self.max_clients}, client_buffer {format_size(self.client_buffer)}, "

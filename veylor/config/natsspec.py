@@ -238,7 +238,6 @@ class NatsListen:
         return f"nats:{self.subject}"
 
     binds: ClassVar[tuple[Any, ...]] = ()  # (nothing in this system)
-    exposure: ClassVar[str] = "nats"  # whoever the NATS servers let subscribe to the subject
 
     @property
     def claim(self) -> tuple[Any, ...]:
@@ -274,6 +273,9 @@ class NatsListen:
 
     def secrets(self) -> frozenset[str]:
         return self.link.secrets()
+
+    def exposure(self) -> str:
+        return "nats"  # whoever the NATS servers let subscribe to the subject
 
     def describe_endpoint(self, spec: Any) -> str:
         """The endpoint's line: what of its settings applies to this kind."""
@@ -335,6 +337,17 @@ class NatsSourceSpec:
     @property
     def safe_url(self) -> str:
         return f"{self.link.safe_servers[0]} {self.subject}"
+
+    def upstream_problem(self) -> str | None:
+        if self.upstream_subject is None:
+            return (
+                f"subscribes to {self.subject}, a wildcard subject: it cannot tell where client messages "
+                "go; set its nats.upstream_subject"
+            )
+        return None
+
+    def state_file(self) -> tuple[Subpath, str] | None:
+        return (("nats", "position_file"), self.position_file) if self.position_file is not None else None
 
     def check(self) -> list[tuple[Subpath, str]]:
         out: list[tuple[Subpath, str]] = [(("nats", *sub), text) for sub, text in self.link.check()]
