@@ -51,7 +51,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from common import SYMBOLS, message, seq_of, ts_of
+from harness import free_port
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -92,13 +92,6 @@ RELOAD_FAILED = re.compile(r"reload\b.*\b(rejected|aborted|unexpected error)")
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pin(pid: int, cpus: set[int]) -> None:

@@ -36,6 +36,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import free_port
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")
@@ -45,12 +47,6 @@ RELAY_CPU = {0}
 BASELINE: Path | None = None  # --baseline: the checkout that "veylor-base" runs
 BASE = "-base"
 LOAD_CPU = {1} if CPUS > 1 else {0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

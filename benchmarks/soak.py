@@ -91,6 +91,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from common import FRAME, SEQ_AT, SEQ_LEN, SIZE, SYMBOLS, UNIX_HEADER, WS_HEADER, message  # noqa: E402
+from harness import fd_count, free_port, rss_mib  # noqa: E402
 
 PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")
@@ -771,23 +772,6 @@ class Child:
             os.killpg(self.p.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.p.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mib(pid: int, key: str = "VmRSS:") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 TCP_STATES = {

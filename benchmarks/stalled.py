@@ -43,20 +43,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from harness import free_port, rss_mib
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def tcp_mem() -> int:
@@ -100,12 +93,6 @@ def closed_by_reason(admin: int) -> dict[str, int]:
             key = m.group(2) if m.group(1) == "closed_clients" else f"slow_{m.group(2)}"
             out[key] = out.get(key, 0) + int(m.group(3))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def handshake() -> bytes:

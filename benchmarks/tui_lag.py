@@ -31,6 +31,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from harness import free_port
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 
@@ -222,14 +224,6 @@ def timed(slices: dict[str, list[float]], beat: list[Any]) -> None:
 
 
 # ---------------------------------------------------------------------- outer
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(n: int, seconds: float, tui: bool, why: bool = False) -> dict[str, Any]:

@@ -197,19 +197,22 @@ class Server:
         return self.reloader.request(reason)
 
     def _no_reload(self, reason: str) -> Outcome:
-        assert self.runtime is not None
+        if self.runtime is None:
+            raise RuntimeError("invariant broken: self.runtime is not None")
         rt = self.runtime
         return Outcome(reason, False, rt.generation, rt.graph.digest, error="no configuration file to reload")
 
     def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
         """The state view (:func:`veylor.observe.state.snapshot`)."""
-        assert self.runtime is not None
+        if self.runtime is None:
+            raise RuntimeError("invariant broken: self.runtime is not None")
         return snapshot(self.runtime, self.reloader, clients=clients)
 
     async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]:
         """The state view, built in pieces between which clients are served (``tap``: and
         the tapped messages of that route, see :mod:`veylor.runtime.tap`)."""
-        assert self.runtime is not None
+        if self.runtime is None:
+            raise RuntimeError("invariant broken: self.runtime is not None")
         return await snapshot_async(self.runtime, self.reloader, clients=clients, tap=tap)
 
     def stop(self) -> None:

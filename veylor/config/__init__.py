@@ -65,7 +65,8 @@ __all__ = [
     "schema",
     "schema_path",
 ]
-assert sorted(__all__) == sorted(_WHERE)
+if sorted(__all__) != sorted(_WHERE):
+    raise RuntimeError("invariant broken: sorted(__all__) == sorted(_WHERE)")
 
 
 def __getattr__(name: str) -> Any:

@@ -81,7 +81,8 @@ def target(config: str | None, admin: str | None) -> AdminSpec:
         if not host or not port.isdigit():
             raise Unreachable(f"--admin {admin}: expected http://HOST:PORT, HOST:PORT or unix:/PATH")
         return AdminSpec.from_raw({"listen": address, "mode": "0660"})  # the config's own reading
-    assert config is not None
+    if config is None:
+        raise RuntimeError("invariant broken: config is not None")
     try:
         spec = admin_address(config)
     except ConfigError as exc:

@@ -464,7 +464,8 @@ class Endpoint:
         now = time.monotonic()
         bucket = buckets.get(source.name)
         rate, burst = policy.rate, policy.burst
-        assert rate is not None
+        if rate is None:
+            raise RuntimeError("invariant broken: rate is not None")
         if bucket is None:
             # tokens, when last refilled, since when it is over the rate, its last drop
             bucket = buckets[source.name] = [float(burst), now, 0.0, -1e9]

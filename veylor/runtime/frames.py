@@ -21,7 +21,8 @@ class DataFrames:
 
     def message_of(self, event: Any) -> tuple[bytes, bool] | None:
         """``(payload, is_text)`` when ``event`` completes a message; ``None`` otherwise."""
-        assert isinstance(event, Frame)
+        if not isinstance(event, Frame):
+            raise RuntimeError("invariant broken: isinstance(event, Frame)")
         if event.opcode is CONT:
             if self._fragments is None:  # pragma: no cover - the protocol layer rejects this
                 return None

@@ -52,14 +52,16 @@ def make_endpoint(
 ) -> Endpoint:
     """A new endpoint object for ``spec`` (serving nothing until a listener attaches it)."""
     cls = _implementation(ENDPOINT_KINDS, spec.kind).endpoint
-    assert cls is not None, f"endpoint kind {spec.kind} has no endpoint class"
+    if cls is None:
+        raise RuntimeError(f"endpoint kind {spec.kind} has no endpoint class")
     return cls(spec, stats, budget)
 
 
 def make_listener(key: ListenerKey) -> Listener:
     """A new, unbound listener for ``key`` (its first item is the endpoint kind)."""
     factory = _implementation(ENDPOINT_KINDS, key[0]).listener
-    assert factory is not None, f"endpoint kind {key[0]} has no listener"
+    if factory is None:
+        raise RuntimeError(f"endpoint kind {key[0]} has no listener")
     return factory(key)
 
 
@@ -68,5 +70,6 @@ def make_source(
 ) -> SourceKind:
     """A new, not yet started source for ``spec``."""
     factory = _implementation(SOURCE_KINDS, spec.kind).source
-    assert factory is not None, f"source kind {spec.kind} has no source class"
+    if factory is None:
+        raise RuntimeError(f"source kind {spec.kind} has no source class")
     return factory(spec, dispatch, dropped, stats)

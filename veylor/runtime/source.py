@@ -373,7 +373,8 @@ class Source:
             logger=logging.getLogger(UPSTREAM_LOGGER),
             **tls,
         )
-        assert isinstance(conn, UpstreamConnection)
+        if not isinstance(conn, UpstreamConnection):
+            raise RuntimeError("invariant broken: isinstance(conn, UpstreamConnection)")
         return conn
 
     async def _connected(self, conn: UpstreamConnection) -> None:

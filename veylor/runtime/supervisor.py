@@ -243,7 +243,8 @@ class _Execution:
         )
 
     async def bind(self, step: Step) -> None:
-        assert step.key is not None
+        if step.key is None:
+            raise RuntimeError("invariant broken: step.key is not None")
         listener = make_listener(step.key)
         listener.attach([self.endpoint(n) for n in step.detail])
         try:
@@ -261,7 +262,8 @@ class _Execution:
 
     async def bind_admin(self, step: Step) -> None:
         rt = self.rt
-        assert self.new.admin is not None
+        if self.new.admin is None:
+            raise RuntimeError("invariant broken: self.new.admin is not None")
         if rt.admin_endpoint is None:
             raise StartupError(
                 "admin: this runtime was made without an admin endpoint (Runtime(admin_endpoint=))"
@@ -272,7 +274,8 @@ class _Execution:
         self.bound_admin = admin
 
     async def update_admin(self, step: Step) -> None:
-        assert self.new.admin is not None and self.rt.admin is not None
+        if self.new.admin is None or self.rt.admin is None:
+            raise RuntimeError("invariant broken: self.new.admin is not None and self.rt.admin is not None")
         self.rt.admin.spec = self.new.admin
         self.rt.admin.set_mode(self.new.admin.mode)
 
@@ -306,7 +309,8 @@ class _Execution:
         rt.stats.retain(rt.graph)
 
     async def attach(self, step: Step) -> None:
-        assert step.key is not None
+        if step.key is None:
+            raise RuntimeError("invariant broken: step.key is not None")
         self.rt.listeners[step.key].attach([self.endpoint(n) for n in step.detail])
 
     async def start_endpoint(self, step: Step) -> None:
@@ -348,7 +352,8 @@ class _Execution:
         ep.close_clients(code, reason)
 
     async def unbind(self, step: Step) -> None:
-        assert step.key is not None
+        if step.key is None:
+            raise RuntimeError("invariant broken: step.key is not None")
         listener = self.rt.listeners.pop(step.key)
         listener.stop_accepting()
         self.rt.spawn(listener.close())
