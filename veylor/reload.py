@@ -79,6 +79,18 @@ class Outcome:
         }
 
 
+def no_reload(reason: str, runtime: Runtime) -> asyncio.Future[Outcome]:
+    """The outcome of a reload asked of a runtime run without a configuration file (in
+    process, embedded): refused at once, the running graph stays."""
+    done: asyncio.Future[Outcome] = runtime.loop.create_future()
+    done.set_result(
+        Outcome(
+            reason, False, runtime.generation, runtime.graph.digest, error="no configuration file to reload"
+        )
+    )
+    return done
+
+
 class Reloader:
     """Owns the reload loop and its triggers for one running :class:`Runtime`.
 

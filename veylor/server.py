@@ -18,7 +18,7 @@ from .heap import settle_heap, tune_collector
 from .observe.logs import remember
 from .observe.notify import Notifier
 from .observe.state import snapshot, snapshot_async
-from .reload import Outcome, Reloader
+from .reload import Outcome, Reloader, no_reload
 from .report import counts
 from .runtime import Runtime, StartupError
 
@@ -189,31 +189,26 @@ class Server:
         """Reload now (every file read again); the future gets the outcome. ``dry_run``:
         load and compare only; the outcome's steps are what a reload would do."""
         if self.reloader is None:
-            done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-            done.set_result(self._no_reload(reason))
-            return done
+            return no_reload(reason, self._running())
         if dry_run:
             return self.reloader.plan(reason)
         return self.reloader.request(reason)
 
-    def _no_reload(self, reason: str) -> Outcome:
+    def _running(self) -> Runtime:
+        """The runtime, once :meth:`startup` made it (the admin endpoint and the TUI ask
+        only after)."""
         if self.runtime is None:
-            raise RuntimeError("invariant broken: self.runtime is not None")
-        rt = self.runtime
-        return Outcome(reason, False, rt.generation, rt.graph.digest, error="no configuration file to reload")
+            raise RuntimeError("the Server's runtime is asked for before startup made it")
+        return self.runtime
 
     def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
         """The state view (:func:`veylor.observe.state.snapshot`)."""
-        if self.runtime is None:
-            raise RuntimeError("invariant broken: self.runtime is not None")
-        return snapshot(self.runtime, self.reloader, clients=clients)
+        return snapshot(self._running(), self.reloader, clients=clients)
 
     async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]:
         """The state view, built in pieces between which clients are served (``tap``: and
         the tapped messages of that route, see :mod:`veylor.runtime.tap`)."""
-        if self.runtime is None:
-            raise RuntimeError("invariant broken: self.runtime is not None")
-        return await snapshot_async(self.runtime, self.reloader, clients=clients, tap=tap)
+        return await snapshot_async(self._running(), self.reloader, clients=clients, tap=tap)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import run_veylor
-from helpers import Upstream, VeylorProcess, eventually, free_port, ws_client
+from helpers import Upstream, VeylorProcess, eventually, free_port, veylor_inprocess, ws_client
 from prometheus_client.parser import text_string_to_metric_families
 
 SECRET = "hdr-secret-0123456789"
@@ -339,3 +339,22 @@ async def test_veylor_health_is_0_while_the_admin_endpoint_answers_and_1_when_no
         plain.write_text("sources: [unclosed\n")
         broken = await asyncio.to_thread(run_veylor, "health", "-c", str(plain))
         assert broken.returncode == 0 and "not judging" in broken.stderr
+
+
+async def test_a_runtime_run_without_a_configuration_file_refuses_reloads_and_keeps_running(
+    tmp_path, upstream
+):
+    """In process (embedded, the tests' own runtimes), the admin endpoint has no file to
+    read again: POST /reload answers 500 with why, at once, and the graph stays."""
+    port, admin = free_port(), free_port()
+    config = f"""
+    sources: {{up: {{url: "{upstream.url}"}}}}
+    endpoints: {{ws: {{websocket: {{host: 127.0.0.1, port: {port}}}}}}}
+    routes: {{r: {{from: up, to: ws}}}}
+    admin: {{listen: "127.0.0.1:{admin}"}}
+    """
+    async with veylor_inprocess(tmp_path, config) as rt, aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{admin}/reload", headers=RELOAD) as r:
+            body = await r.json()
+        assert r.status == 500 and body["error"] == "no configuration file to reload", body
+        assert body["generation"] == rt.generation == 1 and not body["applied"]

@@ -60,7 +60,7 @@ from aiohttp import web
 from ..config.access import token_digest
 from ..config.model import AdminSpec
 from ..printable import printable
-from ..reload import Outcome
+from ..reload import Outcome, no_reload
 from ..runtime.endpoints import StartupError, os_reason
 from ..runtime.stats import AdminStats
 from ..runtime.unix import SocketFile
@@ -360,9 +360,4 @@ class Standalone:
         return await snapshot_async(self.runtime, clients=clients, tap=tap)
 
     def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Outcome]:
-        rt = self.runtime
-        done: asyncio.Future[Outcome] = rt.loop.create_future()
-        done.set_result(
-            Outcome(reason, False, rt.generation, rt.graph.digest, error="no configuration file to reload")
-        )
-        return done
+        return no_reload(reason, self.runtime)
