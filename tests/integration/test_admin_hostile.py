@@ -691,3 +691,38 @@ async def test_the_commands_and_top_read_a_bounded_answer_through_one_client(mon
             await reader.close()
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("answer", [b'{"hello": "world"}', b"<html>not JSON</html>", b'["a list"]'])
+async def test_the_commands_and_top_tell_a_foreign_answer_from_veylors_alike(answer):
+    """Something else answers where the admin endpoint should be (another service on the
+    port): ``veylor status`` and ``veylor top`` judge the answer in one place
+    (AdminClient.call) and both say it is not Veylor's, instead of showing it."""
+    from aiohttp import web
+
+    from veylor.observe.client import Unreachable, call, target
+    from veylor.tui.reader import OverHttp, Unavailable
+
+    async def anything(req: web.Request) -> web.Response:
+        return web.Response(body=answer, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        spec = target(None, f"127.0.0.1:{port}")
+        with pytest.raises(Unreachable, match="not as Veylor's admin endpoint does"):
+            await call(spec, "GET", "/graph", 5)
+        reader = OverHttp(spec)
+        try:
+            with pytest.raises(Unavailable, match="not as Veylor's admin endpoint does"):
+                await reader.read()
+            with pytest.raises(Unavailable, match="not as Veylor's admin endpoint does"):
+                await reader.reload()
+        finally:
+            await reader.close()
+    finally:
+        await runner.cleanup()

@@ -159,6 +159,23 @@ class AdminClient:
             if not self.keep:
                 await self.close()
 
+    async def call(self, method: str, path: str, timeout: float) -> tuple[int, dict[str, Any]]:
+        """One request answered as Veylor's admin endpoint answers: ``(status, JSON
+        body)``; :class:`Refused` when its access rules refused it, :class:`Unreachable`
+        when what answered is not Veylor's admin endpoint."""
+        spec = self.spec
+        status, raw = await self.request(method, path, timeout)
+        try:
+            body = json.loads(raw)
+        except ValueError:  # not JSON (nor UTF-8): something else listens there
+            raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does") from None
+        refused = refusal(spec, status, body)
+        if refused is not None:
+            raise refused
+        if not isinstance(body, dict) or not ({"generation", "schema"} & body.keys()):
+            raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does (HTTP {status})")
+        return status, body
+
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
@@ -186,19 +203,8 @@ def refusal(spec: AdminSpec, status: int, body: Any) -> Refused | None:
 async def call(
     spec: AdminSpec, method: str, path: str, timeout: float, token: str | None = None
 ) -> tuple[int, Any]:
-    """One request to the admin endpoint: ``(status, JSON body)``; :class:`Refused` when
-    its access rules refused it."""
-    status, raw = await request(spec, method, path, timeout, token)
-    try:
-        body = json.loads(raw)
-    except ValueError:  # not JSON (nor UTF-8): something else listens there
-        raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does") from None
-    refused = refusal(spec, status, body)
-    if refused is not None:
-        raise refused
-    if not isinstance(body, dict) or not ({"generation", "schema"} & body.keys()):
-        raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does (HTTP {status})")
-    return status, body
+    """One request to the admin endpoint (:meth:`AdminClient.call`)."""
+    return await AdminClient(spec, token).call(method, path, timeout)
 
 
 def reload(
