@@ -24,10 +24,11 @@ class Kind:
     """One kind of component: how the configuration names it, builds its spec, and which
     module of :mod:`veylor.runtime` runs it (imported only when a runtime needs it).
 
-    Adding a kind is: its schema, its spec class here and a row in the table below,
-    one runtime module, and its docs. The loader, graph, diff, supervisor and fan-out
-    read kinds only through these tables and the interfaces of
-    :mod:`veylor.runtime.kinds`.
+    Adding a kind is: its schema, its spec module (on :mod:`veylor.config.common`) and a
+    row in a table below, one runtime module, and its docs. The loader, graph, diff,
+    supervisor and fan-out read kinds only through these tables, the kind contract
+    (:class:`~veylor.config.model.Listen`, :class:`~veylor.config.model.SourceKindSpec`)
+    and the interfaces of :mod:`veylor.runtime.interfaces`.
     """
 
     key: str  # the YAML key that selects the kind in a component's definition

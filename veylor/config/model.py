@@ -27,6 +27,7 @@ from ..filters import CompiledFilter
 from .access import (
     Collected,
     SourceTLS,
+    Subpath,
     Tokens,
     UpstreamPolicy,
     read_source_tls,
@@ -149,8 +150,6 @@ class SourceSpec:
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "", "*"})
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
-
-Subpath = tuple[str | int, ...]  # below the kind's key in the endpoint's definition
 
 
 @functools.lru_cache(maxsize=8192)  # a reload of a thousand unchanged sources: no work

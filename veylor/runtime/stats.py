@@ -93,9 +93,8 @@ class EndpointStats(_Counters):
     revoked: int = 0  # clients closed because their token (or uid) is no longer allowed (1008)
     slow_disconnects: int = 0  # clients disconnected for being slow
     slow_dropping: int = 0  # clients for which messages were dropped for being slow
-    stalled_closed: int = (
-        0  # clients aborted for taking nothing of what waited (stall_timeout, limits.buffered)
-    )
+    # clients aborted for taking nothing of what waited (stall_timeout, limits.buffered)
+    stalled_closed: int = 0
     stalled_no_pong: int = 0  # its connection made again: no message, no PONG for stall_timeout (NATS)
     stalled_read_loop: int = 0  # ... the client library's read loop had ended (NATS)
     tls_failed: int = 0  # connections whose TLS handshake failed (wss:// endpoints)
