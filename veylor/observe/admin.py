@@ -105,7 +105,12 @@ class Admin:
         app.router.add_get("/graph", self.graph)
         app.router.add_post("/reload", self.reload)
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE, logger=_HTTP_LOG
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=KEEPALIVE,
+            logger=_HTTP_LOG,
+            shutdown_timeout=SHUTDOWN,  # (the runner's: on a site, deprecated since aiohttp 3.9)
         )
         await runner.setup()
         spec = self.spec
@@ -114,11 +119,9 @@ class Admin:
                 sock = await self.file.bind(spec.mode)
                 sock.listen(64)
                 sock.setblocking(False)
-                site: web.BaseSite = web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN)
+                site: web.BaseSite = web.SockSite(runner, sock)
             else:
-                site = web.TCPSite(
-                    runner, spec.host, spec.port, shutdown_timeout=SHUTDOWN, reuse_address=True
-                )
+                site = web.TCPSite(runner, spec.host, spec.port, reuse_address=True)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
