@@ -292,7 +292,7 @@ async def test_one_address_may_take_free_pending_slots_but_never_anothers(tmp_pa
 def test_pending_handshakes_are_counted_by_ipv4_address_and_ipv6_slash_64() -> None:
     """One IPv6 host commonly holds a whole /64: counted by address, it would take every
     slot; an IPv4-mapped address is the IPv4 address."""
-    from veylor.runtime.websocket import source_of
+    from veylor.runtime.downstream import source_of
 
     def source(host: str) -> object:
         return source_of(types.SimpleNamespace(get_extra_info=lambda name: (host, 40000)))  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import struct
 import pytest
 from helpers import Upstream, eventually, free_port, pump, raw_handshake, veylor_inprocess, ws_client
 
-from veylor.runtime.websocket import DownstreamConnection
+from veylor.runtime.downstream import DownstreamConnection
 
 pytestmark = pytest.mark.timeout(60)
 ASYNCIO_LOOP = "asyncio"  # instruments transports (see conftest.py); the rest runs on uvloop

@@ -17,7 +17,7 @@ from veylor.graph import build_graph
 from veylor.heap import YOUNG
 from veylor.reload import Reloader
 from veylor.runtime import Runtime
-from veylor.runtime.websocket import UNTANGLE_AFTER
+from veylor.runtime.downstream import UNTANGLE_AFTER
 from veylor.server import Server
 
 

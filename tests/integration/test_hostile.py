@@ -187,7 +187,7 @@ async def test_aborted_handshakes_never_count_as_clients(tmp_path):
     every real client then got HTTP 503."""
     from helpers import Upstream, veylor_inprocess
 
-    from veylor.runtime.websocket import DownstreamConnection
+    from veylor.runtime.downstream import DownstreamConnection
 
     up = await Upstream().start()
     port = free_port()

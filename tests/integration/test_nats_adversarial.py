@@ -835,12 +835,12 @@ async def test_one_malformed_message_does_not_silence_an_edge(tmp_path: Path) ->
 async def test_without_the_read_loop_guard_the_watchdog_still_notices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Should a nats-py release hide its read loop from natscompat (reader_ended says
+    """Should a nats-py release hide its read loop from compat (reader_ended says
     None: it cannot tell), the watchdog's ping still finds the dead connection within
     stall_timeout (2 s here)."""
-    from veylor.runtime import natscompat
+    from veylor.runtime import compat
 
-    monkeypatch.setattr(natscompat, "reader_ended", lambda nc: None)
+    monkeypatch.setattr(compat, "reader_ended", lambda nc: None)
     async with nats_cluster(tmp_path / "nats") as cluster:
         url = cluster.urls[0]
         port = free_port()

@@ -18,6 +18,7 @@ from helpers import (
     Upstream,
     eventually,
     free_port,
+    raw_handshake,
     stalled_ws_client,
     veylor_inprocess,
     ws_client,
@@ -508,6 +509,50 @@ routes:
         assert big.close_code == 1009
         await fine.send("y" * 1000)
         await eventually(lambda: upstream.received == ["y" * 1000])
+        await fine.close()
+
+
+async def test_a_client_that_breaks_the_protocol_is_closed_and_counted_as_malformed(tmp_path, upstream):
+    """Each way a client can break the WebSocket protocol closes that client with the
+    code RFC 6455 gives it and counts it (veylor_endpoint_closed_clients_total, reason
+    malformed); the others are not touched. Among them: a frame sent in the same write
+    as the handshake request, which is parsed only once the request is answered."""
+    port = free_port()
+    config = f"""
+sources:
+  up: {{url: {upstream.url}}}
+endpoints:
+  ws: {{websocket: {{port: {port}}}, max_message_size: 1KiB}}
+routes:
+  r: {{from: up, to: ws, upstream: true}}
+"""
+    masked = bytes([0x81, 0x82, 1, 2, 3, 4, ord("h") ^ 1, ord("i") ^ 2])  # "hi", masked
+    broken = {
+        "unmasked": (bytes([0x81, 0x02]) + b"hi", 1002),
+        "reserved opcode": (bytes([0x83, 0x80, 0, 0, 0, 0]), 1002),
+        "continuation first": (bytes([0x80, 0x80, 0, 0, 0, 0]), 1002),
+        "too big": (bytes([0x82, 0xFE, 0x08, 0x00, 0, 0, 0, 0]) + bytes(2048), 1009),
+    }
+    async with veylor_inprocess(tmp_path, config) as rt:
+        await upstream.wait_connected()
+        ep = rt.endpoints["ws"]
+        fine = await ws_client(f"ws://127.0.0.1:{port}/")
+        # A good frame in the same write as the request goes upstream.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw_handshake("/") + masked)
+        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await eventually(lambda: upstream.received == ["hi"], what="the frame sent with the request")
+        writer.close()
+        for n, (name, (frame, code)) in enumerate(broken.items(), 1):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw_handshake("/") + frame)  # with the request, as any frame may come
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            rest = await asyncio.wait_for(reader.read(), 5)  # the close frame, then EOF
+            assert rest[:1] == b"\x88" and struct.unpack("!H", rest[2:4])[0] == code, (name, rest)
+            writer.close()
+            await eventually(lambda n=n: ep.stats.bad_frames == n, what=f"{name} counted")
+        await fine.send("still here")
+        await eventually(lambda: upstream.received[-1:] == ["still here"])
         await fine.close()
 
 

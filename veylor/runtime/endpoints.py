@@ -18,7 +18,7 @@ import errno
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ..config.access import UpstreamPolicy
 from ..config.common import format_size, human_size
@@ -61,6 +61,8 @@ class ClientState:
     paused = False  # its transport holds more than its high-water mark (pause_writing)
     backlog: list[bytes] | None = None  # what Veylor holds for it while paused (see Endpoint.hold)
     held = 0  # ... its bytes
+    since = 0.0  # wall clock when it joined (set by Endpoint.add)
+    base = 0  # the endpoint's ``messages`` when it joined
 
 
 class Client(Protocol):
@@ -80,7 +82,10 @@ class Client(Protocol):
     base: int  # the endpoint's ``messages`` when it joined
 
 
-class Endpoint:
+ClientT = TypeVar("ClientT", bound=Client)
+
+
+class Endpoint(Generic[ClientT]):
     """State, policy and counters shared by every kind of endpoint.
 
     A kind sets ``wire`` and implements :meth:`is_open`, :meth:`disconnect_slow` and
@@ -98,7 +103,7 @@ class Endpoint:
         self.name = spec.name
         self.stats = stats if stats is not None else EndpointStats()
         self.budget = budget if budget is not None else NO_BUDGET
-        self.clients: set[Client] = set()
+        self.clients: set[ClientT] = set()
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.scheduled = False
@@ -145,12 +150,12 @@ class Endpoint:
         )
         return False
 
-    def add(self, client: Client) -> None:
+    def add(self, client: ClientT) -> None:
         client.since = time.time()
         client.base = self.stats.messages  # its messages: what the endpoint wrote since, less its drops
         self.clients.add(client)
 
-    def client_status(self, client: Client) -> dict[str, Any]:
+    def client_status(self, client: ClientT) -> dict[str, Any]:
         """One client, for ``/graph``: who, since when, messages written to it, bytes
         waiting for it."""
         transport = client.transport
@@ -162,7 +167,7 @@ class Endpoint:
             "buffered": transport.get_write_buffer_size() + client.held if not transport.is_closing() else 0,
         }
 
-    def remove(self, client: Client) -> None:
+    def remove(self, client: ClientT) -> None:
         self.clients.discard(client)
         if not self.clients and self._empty is not None:
             self._empty.set()

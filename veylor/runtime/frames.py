@@ -10,8 +10,9 @@ TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 
 
 class DataFrames:
-    """Mixin for websockets connections that take data frames directly from the parser
-    (in ``process_event``) instead of through its receive queue and ``recv()``.
+    """Mixin for Veylor's WebSocket connections (:mod:`veylor.runtime.wsconn`): data
+    frames from the sans-I/O protocol's events, reassembled into messages (payload
+    bytes and frame type; text is not decoded).
 
     The protocol layer has already enforced the size limit and the frame sequence.
     """
@@ -52,19 +53,3 @@ def valid_utf8(data: bytes) -> bool:
 
 def is_data(event: Any) -> bool:
     return isinstance(event, Frame) and event.opcode in (TEXT, BINARY, CONT)
-
-
-class NoReceiveQueue:
-    """Stands in for websockets' per-connection receive queue (its ``Assembler``) on
-    connections whose data frames go straight to Veylor: shared by all of them, it
-    saves the queue's memory on every idle client. ``recv()`` is never called on such
-    connections."""
-
-    def put(self, frame: Any) -> None:  # pragma: no cover - data frames never reach it
-        raise AssertionError("data frames are handled in process_event")
-
-    def close(self) -> None:
-        pass
-
-
-NO_RECEIVE_QUEUE = NoReceiveQueue()

@@ -9,7 +9,7 @@ backoff. A component never fails Veylor's start or a reload because NATS is down
 
 Each connection is watched (:meth:`Connection._watch`): one on which nothing arrived
 and no PONG answered Veylor's ping for ``stall_timeout``, or whose client library
-stopped reading (:func:`.natscompat.reader_ended`), is closed and made again, counted.
+stopped reading (:func:`.compat.reader_ended`), is closed and made again, counted.
 
 Publishing never blocks the fan-out: what is to be published waits in an
 :class:`Outbox` (bounded; beyond it, messages are dropped and counted), drained by one
@@ -55,7 +55,7 @@ from ..config.natsspec import (
 from ..observe.logs import SECRETS
 from ..report import plural
 from ..sequence import Seen, SequenceTracker
-from . import natscompat
+from . import compat
 from .budget import Budget
 from .endpoints import ClientState, Endpoint
 from .frames import valid_utf8
@@ -217,7 +217,7 @@ class Connection:
         """Until ``nc`` stops reading (the reason): a message received, or a PONG to a
         ping sent when none came for half of ``stall_timeout``, is a sign of life; none
         for ``stall_timeout`` is a stall. The client library's read loop ending under a
-        connection it still calls connected (:func:`.natscompat.reader_ended`) is one at
+        connection it still calls connected (:func:`.compat.reader_ended`) is one at
         once. While the library reconnects, it is the library's business."""
         loop = asyncio.get_running_loop()
         stall = self.link.stall_timeout
@@ -237,7 +237,7 @@ class Connection:
                         ping.cancel()
                         ping = None
                     continue
-                if natscompat.reader_ended(nc):
+                if compat.reader_ended(nc):
                     return READ_LOOP
                 received = self.received()
                 if received != seen:
@@ -1192,10 +1192,10 @@ class NatsSource:
         and again, thousands of consumers a second. After ``RESETS_TO_SKIP`` resets at
         one sequence within ``RESETS_WITHIN`` seconds, the reset goes past it: that message is
         skipped, counted as missed.
-        (This reaches into the library's subscription, through :mod:`.natscompat`. Should
+        (This reaches into the library's subscription, through :mod:`.compat`. Should
         a release rename what it hooks, :meth:`_watch_stream` still notices the silence and
         reads the stream again, but cannot get past such a message.)"""
-        jsi = natscompat.ordered_consumer(sub)
+        jsi = compat.ordered_consumer(sub)
         if jsi is None:
             return
         seen = [0, 0, 0.0]  # the sequence of the last resets, how many in a row, since when
@@ -1221,7 +1221,7 @@ class NatsSource:
                 seen[0], seen[1], seen[2] = sseq or 0, 1, now
             return sseq
 
-        natscompat.guard_resets(jsi, reset_at)
+        compat.guard_resets(jsi, reset_at)
 
     async def _watch_stream(self, conn: Connection) -> None:
         """Every ``STREAM_CHECK`` seconds: if the stream holds messages past the position
@@ -1324,7 +1324,7 @@ class NatsSource:
         """The connection stopped reading (it is made again). Reading a stream, the
         client library's read loop ending ``STALLS_TO_SKIP`` times in a row at one
         position is a stored message it cannot parse (nats-py ends its read loop on it:
-        see :mod:`.natscompat`), which every new connection would get first: skipped
+        see :mod:`.compat`), which every new connection would get first: skipped
         (once the stream is seen to hold it), counted as missed."""
         _count_stall(self.stats, reason)
         if not self.spec.stream or reason != READ_LOOP:

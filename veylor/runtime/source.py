@@ -12,23 +12,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
-from websockets.protocol import State
 
 from ..backoff import backoff_delay
 from ..config.access import SourceTLS
 from ..config.model import SourceSpec
 from ..observe.logs import MASK, SECRETS, TRACE_LOGGER, UPSTREAM_LOGGER, preview, tracing
 from ..report import plural
-from .frames import DataFrames, is_data, valid_utf8
+from .frames import valid_utf8
 from .kinds import RuntimeKind
 from .stats import SourceStats
+from .upstream import UpstreamConnection, open_upstream
 from .util import Throttled
+from .wsconn import OPEN
 
 log = logging.getLogger("veylor.source")
 trace_log = logging.getLogger(TRACE_LOGGER)
-OPEN = State.OPEN
 
 STABLE_AFTER = 10.0  # a connection that stayed up this long resets the backoff
 UPSTREAM_WRITE_LIMIT = 4 * 2**20  # client->source bytes buffered on a live connection before dropping
@@ -36,38 +35,6 @@ CLOSE_TIMEOUT = 2.0
 SUMMARY_INTERVAL = 60.0  # seconds between "still cannot connect" lines of one source
 
 Dispatch = Callable[[str, bytes, bool], None]
-
-
-class UpstreamConnection(DataFrames, ClientConnection):
-    """A client connection whose data frames go straight to the fan-out as they are parsed.
-
-    websockets' default path queues frames and has ``recv()`` decode text to ``str``;
-    the relay needs neither: it takes the payload bytes and the frame type, and
-    decodes only if a filter asks (see :class:`veylor.message.Message`).
-    """
-
-    on_message: Callable[[bytes, bool], None] | None = None
-    _early: list[tuple[bytes, bool]] | None = None
-
-    def process_event(self, event: Any) -> None:
-        if not is_data(event):
-            super().process_event(event)
-            return
-        message = self.message_of(event)
-        if message is None:
-            return
-        if self.on_message is not None:
-            self.on_message(*message)
-        else:  # frames that arrived with the handshake response, before the source attached
-            if self._early is None:
-                self._early = []
-            self._early.append(message)
-
-    def attach(self, on_message: Callable[[bytes, bool], None]) -> None:
-        self.on_message = on_message
-        early, self._early = self._early or [], None
-        for data, is_text in early:
-            on_message(data, is_text)
 
 
 class Source:
@@ -358,23 +325,18 @@ class Source:
                     self.name,
                     self.url,
                 )
-        conn = await connect(
+        conn = await open_upstream(
             spec.url,
-            additional_headers=list(spec.headers),
-            subprotocols=list(spec.subprotocols) or None,  # type: ignore[arg-type]
+            headers=spec.headers,
+            subprotocols=spec.subprotocols,
             open_timeout=spec.open_timeout,
             ping_interval=spec.ping_interval,
             ping_timeout=spec.ping_timeout,
             close_timeout=CLOSE_TIMEOUT,
             max_size=spec.max_message_size,
-            user_agent_header="Veylor",
-            proxy=None,
-            create_connection=UpstreamConnection,
+            context=tls.get("ssl"),
             logger=logging.getLogger(UPSTREAM_LOGGER),
-            **tls,
         )
-        if not isinstance(conn, UpstreamConnection):
-            raise RuntimeError("invariant broken: isinstance(conn, UpstreamConnection)")
         return conn
 
     async def _connected(self, conn: UpstreamConnection) -> None:
@@ -434,7 +396,7 @@ class Source:
         self._on_message(data, is_text)
 
 
-async def _close_bounded(conn: ClientConnection) -> None:
+async def _close_bounded(conn: UpstreamConnection) -> None:
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT + 0.5):
             await conn.close(1001, "Veylor is shutting down")
@@ -442,7 +404,7 @@ async def _close_bounded(conn: ClientConnection) -> None:
         conn.transport.abort()
 
 
-def _closed(conn: ClientConnection, up_for: float) -> str:
+def _closed(conn: UpstreamConnection, up_for: float) -> str:
     reason = f", {conn.close_reason}" if conn.close_reason else ""
     return f"closed (code {conn.close_code}{reason}) after {up_for:.1f}s"
 

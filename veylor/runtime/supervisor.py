@@ -55,7 +55,7 @@ class Runtime:
         self.router = Router(self.loop)
         self.graph = Graph.empty()
         self.sources: dict[str, SourceKind] = {}
-        self.endpoints: dict[str, Endpoint] = {}
+        self.endpoints: dict[str, Endpoint[Any]] = {}
         self.listeners: dict[ListenerKey, Listener] = {}
         self.stats = Stats()
         self.budget = Budget()  # limits.buffered: bytes queued for all clients together
@@ -224,8 +224,8 @@ class _Execution:
     def __init__(self, runtime: Runtime, new: Graph) -> None:
         self.rt = runtime
         self.new = new
-        self.fresh: dict[str, Endpoint] = {}  # made by create_endpoint, until start_endpoint
-        self.replaced: dict[str, Endpoint] = {}  # old objects of rebound endpoints
+        self.fresh: dict[str, Endpoint[Any]] = {}  # made by create_endpoint, until start_endpoint
+        self.replaced: dict[str, Endpoint[Any]] = {}  # old objects of rebound endpoints
         self.bound: list[Listener] = []
         self.waits: list[Coroutine[Any, Any, None]] = []  # source stops and restarts
         self.closed: dict[str, int] = {}
@@ -233,7 +233,7 @@ class _Execution:
         self.bound_admin: AdminEndpoint | None = None  # the admin endpoint this apply bound,
         self.old_admin: AdminEndpoint | None = None  # and the one before
 
-    def endpoint(self, name: str) -> Endpoint:
+    def endpoint(self, name: str) -> Endpoint[Any]:
         return self.fresh.get(name) or self.rt.endpoints[name]
 
     async def create_endpoint(self, step: Step) -> None:

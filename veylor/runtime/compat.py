@@ -1,6 +1,17 @@
-"""Where Veylor looks inside nats-py (2.x), in one place: each reach is small, has a
+"""Where Veylor looks inside a library it uses, in one place: each reach is small, has a
 fallback when the library no longer has what it looks for, and a test
-(``tests/integration/test_nats_compat.py``) that fails loudly when a release changes it.
+(``tests/integration/test_compat.py``) that fails loudly when a release changes it.
+
+websockets (its sans-I/O protocol objects):
+
+- :func:`release_protocol`: a closed connection's protocol object is freed by reference
+  counting, not left to the garbage collector. Its parser is a generator that holds the
+  protocol (a cycle), as do the tracebacks of the errors it keeps; the cycle would
+  outlive a client connected while a reload froze the heap (``heap.settle_heap``). The
+  protocol's public ``handshake_exc`` and ``close_exc`` reach the errors; only the
+  parser (``parser``, no underscore but not documented) is looked at by name.
+
+nats-py (2.x):
 
 - :func:`reader_ended`: whether a connection's read loop ended while the connection
   still says it is connected. nats-py (2.16 at least) ends its read loop on any error
@@ -22,6 +33,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+
+
+def release_protocol(protocol: Any) -> None:
+    """Break the cycles a closed websockets protocol object is part of (see above): close
+    its suspended parser, drop the tracebacks of the errors it keeps."""
+    parser = getattr(protocol, "parser", None)
+    if parser is not None and hasattr(parser, "close"):
+        parser.close()
+    errors = [protocol.handshake_exc]
+    if protocol.state.name == "CLOSED":
+        errors.append(protocol.close_exc)
+    for exc in errors:
+        seen = 0
+        while exc is not None and seen < 8:
+            exc.__traceback__ = None
+            exc = exc.__cause__ or exc.__context__
+            seen += 1
 
 
 def reader_ended(nc: Any) -> bool | None:

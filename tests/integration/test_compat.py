@@ -1,7 +1,7 @@
-"""What Veylor relies on inside nats-py (veylor/runtime/natscompat.py), and the library
+"""What Veylor relies on inside nats-py (veylor/runtime/compat.py), and the library
 bug it works around, checked against the installed nats-py and a real nats-server.
 
-When one of these fails, nats-py changed under Veylor: read natscompat's docstring, fix
+When one of these fails, nats-py changed under Veylor: read compat's docstring, fix
 what it looks at (or drop the work-around if the bug is gone), and update the nats-py
 version and the write-up in docs/scale-out.md."""
 
@@ -14,7 +14,7 @@ import nats
 import pytest
 from natscluster import nats_cluster, needs_nats
 
-from veylor.runtime import natscompat
+from veylor.runtime import compat
 
 pytestmark = [needs_nats]
 
@@ -40,18 +40,18 @@ async def raw_send(port: int, data: bytes) -> None:
 
 
 async def test_veylor_can_tell_that_the_library_read_loop_ended(tmp_path: Path) -> None:
-    """natscompat.reader_ended looks at Client._reading_task: a task while reading, done
+    """compat.reader_ended looks at Client._reading_task: a task while reading, done
     when the loop ended (here: cancelled by hand) under a connection still CONNECTED."""
     async with nats_cluster(tmp_path / "nats") as cluster:
         nc = await nats.connect(cluster.urls[0])
         try:
-            assert natscompat.reader_ended(nc) is False, (
+            assert compat.reader_ended(nc) is False, (
                 f"nats-py {nats.__version__}: no Client._reading_task (an asyncio.Task) any more: "
-                "natscompat.reader_ended cannot see the read loop"
+                "compat.reader_ended cannot see the read loop"
             )
             nc._reading_task.cancel()
             await asyncio.sleep(0.1)
-            assert nc.is_connected and natscompat.reader_ended(nc) is True
+            assert nc.is_connected and compat.reader_ended(nc) is True
         finally:
             await nc.close()
 
@@ -63,7 +63,7 @@ async def test_veylor_can_hook_the_reset_of_an_ordered_consumer(tmp_path: Path) 
             js = nc.jetstream()
             await js.add_stream(name="T", subjects=["t.x"])
             sub = await js.subscribe("t.x", stream="T", ordered_consumer=True)
-            jsi = natscompat.ordered_consumer(sub)
+            jsi = compat.ordered_consumer(sub)
             assert jsi is not None and asyncio.iscoroutinefunction(jsi.reset_ordered_consumer), (
                 f"nats-py {nats.__version__}: an ordered consumer's subscription no longer has "
                 "_jsi.reset_ordered_consumer and _sseq: NatsSource._guard_resets is off"
@@ -90,7 +90,7 @@ async def test_nats_py_still_stops_reading_on_a_message_it_cannot_parse(tmp_path
             await nc.flush()
             await raw_send(cluster.nodes[0].port, MALFORMED[shape])
             await asyncio.sleep(0.5)
-            ended = natscompat.reader_ended(nc)
+            ended = compat.reader_ended(nc)
             await nc.publish("t.after", b"after")
             loop = asyncio.get_running_loop()
             began = loop.time()
@@ -102,7 +102,7 @@ async def test_nats_py_still_stops_reading_on_a_message_it_cannot_parse(tmp_path
             assert ended and nc.is_connected and got == [] and flushed_in < 0.5, (
                 f"nats-py {nats.__version__} no longer stops reading on a {shape} that is not UTF-8 "
                 f"(read loop ended: {ended}, connected: {nc.is_connected}, received: {got}, flush took "
-                f"{flushed_in:.2f}s): update natscompat and docs/scale-out.md"
+                f"{flushed_in:.2f}s): update compat and docs/scale-out.md"
             )
         finally:
             await nc.close()
