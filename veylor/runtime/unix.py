@@ -12,6 +12,7 @@ import socket
 import stat
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from ..config.access import UnixAccess
 from ..config.model import EndpointSpec, UnixListen
@@ -43,12 +44,12 @@ class UnixClient(ClientState, asyncio.Protocol):
 
     def __init__(self, acceptor: _Acceptor, number: int) -> None:
         self.acceptor = acceptor
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None  # asyncio's or uvloop's transport, once connected
         self.closing = False
         self.label = f"unix#{number}"
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment] # uvloop's transports are not asyncio's classes
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport  # (uvloop's transports are not asyncio's classes)
         # The endpoint the listener serves now: a reload may have attached a new one
         # since this connection was accepted (the old one is retired, its clients closed).
         ep = self.endpoint = self.acceptor.endpoint
@@ -135,26 +136,31 @@ class UnixClient(ClientState, asyncio.Protocol):
         asyncio.get_running_loop().call_later(grace, self.transport.abort)
 
 
-class UnixEndpoint(Endpoint):
+def _listen(spec: EndpointSpec) -> UnixListen:
+    """A Unix endpoint's listen settings (a spec of another kind is a bug: TypeError)."""
+    if not isinstance(spec.listen, UnixListen):
+        raise TypeError(f"endpoint {spec.name}: not a Unix endpoint")
+    return spec.listen
+
+
+class UnixEndpoint(Endpoint[UnixClient]):
     """A Unix domain socket endpoint; its :class:`UnixListener` owns the socket file."""
 
     def __init__(
         self, spec: EndpointSpec, stats: EndpointStats | None = None, budget: Budget | None = None
     ) -> None:
         super().__init__(spec, stats, budget)
-        assert isinstance(spec.listen, UnixListen)
-        self.wire = WIRES[spec.listen.framing]
+        self.wire = WIRES[_listen(spec).framing]
 
     @property
     def path(self) -> str:
-        assert isinstance(self.spec.listen, UnixListen)
-        return self.spec.listen.path
+        return _listen(self.spec).path
 
     @staticmethod
     def is_open(client: UnixClient) -> bool:
         return not client.closing
 
-    def abort(self, client: UnixClient) -> None:  # type: ignore[override]
+    def abort(self, client: UnixClient) -> None:
         client.closing = True  # connection_lost comes later: never count or write it again
         release(client, write=False)
         client.transport.abort()
@@ -162,7 +168,7 @@ class UnixEndpoint(Endpoint):
     def disconnect_slow(self, client: UnixClient) -> None:
         self.abort(client)  # no close message in these framings; what is buffered would never leave
 
-    def close_client(self, client: UnixClient, code: int, reason: str) -> None:  # type: ignore[override]
+    def close_client(self, client: UnixClient, code: int, reason: str) -> None:
         client.close()
 
     def update(self, spec: EndpointSpec) -> None:
@@ -295,19 +301,20 @@ class UnixListener:
         ep = self._acceptor.endpoint if self._acceptor is not None else None
         return f"unix:{self.path} for {ep.name} ({ep.wire.name})" if ep is not None else f"unix:{self.path}"
 
-    def attach(self, endpoints: Sequence[UnixEndpoint]) -> None:  # type: ignore[override]
+    def attach(self, endpoints: Sequence[UnixEndpoint]) -> None:
         (ep,) = endpoints  # one endpoint per path (the loader checks)
         if self._acceptor is None:
             self._acceptor = _Acceptor(ep)
         self._acceptor.endpoint = ep
-        assert isinstance(ep.spec.listen, UnixListen)
-        mode, ids = ep.spec.listen.mode, ep.spec.listen.ids
+        listen = _listen(ep.spec)
+        mode, ids = listen.mode, listen.ids
         if self.file is not None and (mode, ids) != (self._mode, self._ids):
             self.file.chmod(mode, ids)
         self._mode, self._ids = mode, ids
 
     async def start(self) -> None:
-        assert self._acceptor is not None and self._mode is not None, "attach before start"
+        if self._acceptor is None or self._mode is None:
+            raise RuntimeError(f"listener unix:{self.path}: attach before start")
         file = SocketFile(self.path, f"endpoint {self._acceptor.endpoint.name}")
         sock = await file.bind(self._mode, self._ids)
         try:
