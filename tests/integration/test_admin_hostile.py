@@ -9,6 +9,7 @@ Each test's docstring says what was wrong before the fix it guards ("Was:").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import os
@@ -675,12 +676,8 @@ async def test_the_commands_and_top_read_a_bounded_answer_through_one_client(mon
 
     app = web.Application()
     app.router.add_get("/graph", graph)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        spec = target(None, f"127.0.0.1:{port}")
+    async with _standing_in(app) as address:
+        spec = target(None, address)
         with pytest.raises(Unreachable, match="an answer of"):
             await request(spec, "GET", "/graph", 5)
         reader = OverHttp(spec)
@@ -689,6 +686,19 @@ async def test_the_commands_and_top_read_a_bounded_answer_through_one_client(mon
                 await reader.read()
         finally:
             await reader.close()
+
+
+@contextlib.asynccontextmanager
+async def _standing_in(app):
+    """Serve ``app`` (aiohttp) on 127.0.0.1 where an admin endpoint could be; its address."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -708,12 +718,8 @@ async def test_the_commands_and_top_tell_a_foreign_answer_from_veylors_alike(ans
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", anything)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        spec = target(None, f"127.0.0.1:{port}")
+    async with _standing_in(app) as address:
+        spec = target(None, address)
         with pytest.raises(Unreachable, match="not as Veylor's admin endpoint does"):
             await call(spec, "GET", "/graph", 5)
         reader = OverHttp(spec)
@@ -724,5 +730,3 @@ async def test_the_commands_and_top_tell_a_foreign_answer_from_veylors_alike(ans
                 await reader.reload()
         finally:
             await reader.close()
-    finally:
-        await runner.cleanup()

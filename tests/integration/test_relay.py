@@ -489,9 +489,9 @@ routes:
         await u1.close()
 
 
-async def test_oversized_websocket_message_closes_that_client_with_1009(tmp_path, upstream):
-    port = free_port()
-    config = f"""
+def _one_kib_endpoint(upstream, port: int) -> str:
+    """A WebSocket endpoint that takes client messages of at most 1 KiB, routed both ways."""
+    return f"""
 sources:
   up: {{url: {upstream.url}}}
 endpoints:
@@ -499,6 +499,11 @@ endpoints:
 routes:
   r: {{from: up, to: ws, upstream: true}}
 """
+
+
+async def test_oversized_websocket_message_closes_that_client_with_1009(tmp_path, upstream):
+    port = free_port()
+    config = _one_kib_endpoint(upstream, port)
     async with veylor_inprocess(tmp_path, config):
         await upstream.wait_connected()
         big = await ws_client(f"ws://127.0.0.1:{port}/")
@@ -518,14 +523,7 @@ async def test_a_client_that_breaks_the_protocol_is_closed_and_counted_as_malfor
     malformed); the others are not touched. Among them: a frame sent in the same write
     as the handshake request, which is parsed only once the request is answered."""
     port = free_port()
-    config = f"""
-sources:
-  up: {{url: {upstream.url}}}
-endpoints:
-  ws: {{websocket: {{port: {port}}}, max_message_size: 1KiB}}
-routes:
-  r: {{from: up, to: ws, upstream: true}}
-"""
+    config = _one_kib_endpoint(upstream, port)
     masked = bytes([0x81, 0x82, 1, 2, 3, 4, ord("h") ^ 1, ord("i") ^ 2])  # "hi", masked
     broken = {
         "unmasked": (bytes([0x81, 0x02]) + b"hi", 1002),

@@ -40,7 +40,6 @@ SLOW_CLOSE_CHECK = 0.25  # seconds between checks that a closing client still dr
 CLOSE_DEADLINE = 10.0  # seconds a closing client may take to drain its buffer and answer, at most
 CLOSE_STALLED = 1.0  # seconds a closing client may read nothing before it is aborted
 MAX_CONTROL_FRAMES = 50  # pings and pongs a client may send per second; more closes it (1008)
-UNTANGLE_AFTER = 0.0  # seconds after connection_lost its protocol lets go of what it holds
 END_OF_HEAD = b"\r\n\r\n"
 DEFAULT_MAX_SIZE = 2**20  # a request for no endpoint: what its frames could be (none come)
 

@@ -315,9 +315,9 @@ class Source:
 
     async def _connect(self) -> UpstreamConnection:
         spec = self.spec
-        tls: dict[str, Any] = {}
+        context = None
         if spec.tls is not None and spec.url.startswith("wss:"):
-            tls["ssl"] = _context(spec.tls)
+            context = _context(spec.tls)
             if not spec.tls.verify:
                 log.warning(
                     "source %s: connecting to %s WITHOUT checking its TLS certificate (tls.verify: false): "
@@ -334,7 +334,7 @@ class Source:
             ping_timeout=spec.ping_timeout,
             close_timeout=CLOSE_TIMEOUT,
             max_size=spec.max_message_size,
-            context=tls.get("ssl"),
+            context=context,
             logger=logging.getLogger(UPSTREAM_LOGGER),
         )
         return conn

@@ -21,7 +21,7 @@ from . import compat
 from .frames import DataFrames
 
 OPEN, CONNECTING, CLOSED = State.OPEN, State.CONNECTING, State.CLOSED
-TEXT, BINARY, CONT, PING, PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG
+PING, PONG = Opcode.PING, Opcode.PONG
 
 
 WRITE_LIMIT = 2**15  # bytes in a transport's buffer that pause writing
