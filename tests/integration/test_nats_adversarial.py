@@ -1097,10 +1097,10 @@ async def test_a_connection_that_keeps_failing_is_logged_once_then_summarized(
     attempts every 0.1 s)."""
     from veylor.config.common import Reconnect
     from veylor.config.natsspec import NatsLink
-    from veylor.runtime import natsio
+    from veylor.runtime.nats import connection
 
-    monkeypatch.setattr(natsio, "FIRST_CONNECT", Reconnect(0.05, 0.1, 2.0, 0.0, 0))
-    monkeypatch.setattr(natsio, "FAILURE_SUMMARY", 1.0, raising=False)
+    monkeypatch.setattr(connection, "FIRST_CONNECT", Reconnect(0.05, 0.1, 2.0, 0.0, 0))
+    monkeypatch.setattr(connection, "FAILURE_SUMMARY", 1.0, raising=False)
     caplog.set_level(logging.DEBUG, logger="veylor.nats")
     async with contextlib.AsyncExitStack() as stack:
         if kind == "url-the-library-refuses":  # (check refuses it now: this is the library's view)
@@ -1111,7 +1111,7 @@ async def test_a_connection_that_keeps_failing_is_logged_once_then_summarized(
         async def up() -> None:
             raise AssertionError("connected")
 
-        conn = natsio.Connection(NatsLink((url,)), "source t", "veylor source t", up, lambda: None)
+        conn = connection.Connection(NatsLink((url,)), "source t", "veylor source t", up, lambda: None)
         conn.start()
         try:
             await asyncio.sleep(3.5)

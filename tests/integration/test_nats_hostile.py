@@ -73,7 +73,7 @@ async def test_bad_messages_on_the_subject_are_dropped_and_counted_and_the_rest_
 
 
 async def test_sequence_numbers_gaps_restarts_duplicates_and_a_bound_on_subjects(tmp_path: Path) -> None:
-    from veylor.runtime.natsio import MAX_SUBJECTS_TRACKED
+    from veylor.runtime.nats.source import MAX_SUBJECTS_TRACKED
 
     async with nats_cluster(tmp_path / "nats") as cluster:
         port = free_port()
@@ -449,7 +449,7 @@ async def test_tls_to_nats_checks_the_servers_certificate(tmp_path: Path, upstre
 async def test_a_backlog_is_published_in_slices_that_leave_the_loop_to_the_clients(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    from veylor.runtime.natsio import YIELD_EVERY
+    from veylor.runtime.nats.outbox import YIELD_EVERY
 
     async with nats_cluster(tmp_path / "nats") as cluster:
         gate = Gate(cluster.nodes[0].port)

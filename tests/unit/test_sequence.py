@@ -1,4 +1,4 @@
-"""The sequence tracker (veylor.sequence) as a pure object with a clock of its own: real
+"""The sequence tracker (veylor.runtime.nats.sequence) as a pure object with a clock of its own: real
 losses are counted exactly, whatever forged, duplicated, late or foreign messages come
 between; restarted publishers are followed without counting a loss."""
 
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import pytest
 from helpers import Clock
 
-from veylor.sequence import CONFIRM, MAX_GAP, Seen, SequenceTracker
+from veylor.runtime.nats.sequence import CONFIRM, MAX_GAP, Seen, SequenceTracker
 
 
 class Edge:

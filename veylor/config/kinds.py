@@ -51,7 +51,7 @@ ENDPOINT_KINDS: Mapping[str, Kind] = MappingProxyType(
         "nats": Kind(
             "nats",
             NatsListen.read,
-            "veylor.runtime.natsio",
+            "veylor.runtime.nats",
             settings=frozenset({"client_buffer", "max_message_size"}),
         ),
     }
@@ -62,7 +62,7 @@ SOURCE_KINDS: Mapping[str, Kind] = MappingProxyType(
         "nats": Kind(
             "nats",
             nats_source,
-            "veylor.runtime.natsio",
+            "veylor.runtime.nats",
             settings=frozenset({"reconnect", "upstream_queue", "on_disconnect", "max_message_size"}),
         ),
     },

@@ -24,7 +24,7 @@ nats-py (2.x):
   shutdown). Without this look, Veylor's watchdog still notices (no message and no
   PONG to its own ping for ``stall_timeout``), only later.
 - :func:`ordered_consumer`: the JetStream ordered consumer behind a subscription, whose
-  reset Veylor guards (:meth:`veylor.runtime.natsio.NatsSource._guard_resets`) with
+  reset Veylor guards (:meth:`veylor.runtime.nats.stream.StreamReader._guard_resets`) with
   :func:`guard_resets`.
 """
 

@@ -24,7 +24,10 @@ class SourceKind(Protocol):
     name: str
     spec: Any
     stats: SourceStats
-    state: str  # "connected" when messages can flow; the kind's own words otherwise
+
+    @property
+    def state(self) -> str:
+        """``connected`` when messages can flow; the kind's own words otherwise."""
 
     def start(self) -> None:
         """Begin connecting (in a task of its own)."""
