@@ -26,8 +26,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from veylor.config import load_config
+from veylor.control import Controller
 from veylor.graph import build_graph
-from veylor.observe.admin import admin_endpoint
 from veylor.runtime import Runtime
 
 _PR_CAPBSET_DROP = 24
@@ -172,12 +172,13 @@ async def veylor_inprocess(tmp_path: Path, config: str, name: str = "config.yaml
     path = tmp_path / name
     path.write_text(textwrap.dedent(config))
     graph = build_graph(load_config(path, env={}))
-    runtime = Runtime(admin_endpoint=admin_endpoint)
-    await runtime.start(graph)
+    runtime = Runtime()
+    controller = Controller(runtime)  # (the admin endpoint, if the config has one)
+    await controller.start(graph)
     try:
         yield runtime
     finally:
-        await runtime.stop()
+        await controller.stop()
 
 
 class VeylorProcess:

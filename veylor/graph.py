@@ -181,6 +181,9 @@ class Op(StrEnum):
 STEPS = tuple(Op)
 _ORDER = {op: i for i, op in enumerate(STEPS)}
 UNDOABLE = frozenset((Op.CREATE_ENDPOINT, Op.BIND, Op.BIND_ADMIN))  # the steps a failed bind takes back
+# The admin endpoint's steps: the control plane's, which owns that endpoint (the runtime
+# runs the others).
+CONTROL = frozenset((Op.BIND_ADMIN, Op.UPDATE_ADMIN, Op.UNBIND_ADMIN))
 # What a retired endpoint's clients are told (WebSocket close code and reason).
 MOVED = (1001, "endpoint moved")
 REMOVED = (1001, "endpoint removed")

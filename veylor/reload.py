@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +31,13 @@ from .heap import settle_heap
 from .observe.logs import remember
 from .report import plural
 from .runtime import Runtime, StartupError
+from .runtime.supervisor import Applied
 from .watchscope import WatchScope
 
 log = logging.getLogger("veylor.reload")
+
+# (the new graph, its plan, the graph the plan was made from) -> what the apply did
+Apply = Callable[[Graph, Plan | None, Graph | None], Awaitable[Applied]]
 
 
 @dataclass(frozen=True)
@@ -107,11 +111,16 @@ class Reloader:
         watch: str = "auto",
         env: Mapping[str, str] | None = None,
         cache: FileCache | None = None,
+        apply: Apply | None = None,
     ) -> None:
         """``config``: the running configuration, as the loader returned it (its include
-        patterns say what to watch); ``cache``: the files that load already parsed."""
+        patterns say what to watch); ``cache``: the files that load already parsed;
+        ``apply``: what applies a new graph (the control plane's
+        :meth:`veylor.control.Controller.apply`, which runs the admin endpoint's steps
+        too; by default the runtime's own)."""
         self.config_path = config_path
         self.runtime = runtime
+        self.apply: Apply = apply if apply is not None else runtime.apply
         self.watch_mode = watch
         self.env = env
         self.include = config.include if config is not None else ()
@@ -337,7 +346,7 @@ class Reloader:
                 log.log(logging.DEBUG if quiet else logging.INFO, "reload (%s): no changes", reason)
             return self._outcome(reason)
         try:
-            applied = await self.runtime.apply(graph, plan, base=running)
+            applied = await self.apply(graph, plan, running)
         except StartupError as exc:
             process.reloads_failed += 1
             self._failing = True
@@ -507,7 +516,7 @@ class Reloader:
     async def _retry_watch(self) -> None:
         """Wait for the next try at watching: a reload's request, or WATCH_RETRY_S."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(WATCH_RETRY_S):  # (not wait_for: see natsio's StreamOutbox)
+            async with asyncio.timeout(WATCH_RETRY_S):  # (not wait_for: see nats.outbox.StreamOutbox)
                 await self._rewatch.wait()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import Config, load_config
 from .config.loader import FileCache
+from .control import Controller
 from .graph import build_graph
 from .heap import settle_heap, tune_collector
 from .observe.logs import remember
@@ -119,6 +120,7 @@ class Server:
         self.watch = watch
         self.cache = cache
         self.runtime: Runtime | None = None
+        self.controller: Controller | None = None  # applies graphs, owns the admin endpoint
         self.reloader: Reloader | None = None
         self.stopping = asyncio.Event()
         self.notifier = Notifier()
@@ -151,10 +153,12 @@ class Server:
         raise_fd_limit(sum(e.max_clients for e in graph.endpoints.values()) + 64)
         settle_heap(collect=True)
         tune_collector()
-        runtime = self.runtime = Runtime(admin_endpoint=_admin_endpoint)
-        runtime.control = self  # the admin endpoint reads and drives this Server
+        runtime = self.runtime = Runtime()
+        controller = self.controller = Controller(
+            runtime, control=self
+        )  # (the admin endpoint drives this Server)
         try:
-            await runtime.start(graph)
+            await controller.start(graph)
         except StartupError as exc:
             log.error("%s", exc)
             return False
@@ -163,7 +167,9 @@ class Server:
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
         notifier = self.notifier
         if self.config_path is not None:
-            self.reloader = Reloader(self.config_path, runtime, self.config, self.watch, cache=self.cache)
+            self.reloader = Reloader(
+                self.config_path, runtime, self.config, self.watch, cache=self.cache, apply=controller.apply
+            )
             self.reloader.on_start = notifier.reloading
             self.reloader.on_done = lambda: notifier.ready(self.status_line())
             loop.add_signal_handler(signal.SIGHUP, self.reloader.request, "SIGHUP")
@@ -225,15 +231,7 @@ class Server:
             loop.remove_signal_handler(signum)
         if self.reloader is not None:
             await self.reloader.stop()
-        if self.runtime is not None:
-            await self.runtime.stop()
+        if self.controller is not None:
+            await self.controller.stop()
         self.notifier.stop()
         log.info("stopped")
-
-
-def _admin_endpoint(spec: Any, runtime: Runtime) -> Any:
-    """:func:`veylor.observe.admin.admin_endpoint`, imported when a configuration first
-    asks for an admin endpoint (aiohttp takes a while to import)."""
-    from .observe.admin import admin_endpoint
-
-    return admin_endpoint(spec, runtime)

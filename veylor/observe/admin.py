@@ -341,14 +341,6 @@ def _clip(text: str, limit: int = 100) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def admin_endpoint(spec: AdminSpec, runtime: Runtime) -> Admin:
-    """The admin endpoint a configuration asks for, for ``runtime`` (see
-    :class:`veylor.runtime.Runtime`): it drives ``runtime.control`` (the Server), or, for
-    a runtime run without one, :class:`Standalone`."""
-    control = runtime.control if runtime.control is not None else Standalone(runtime)
-    return Admin(spec, control, runtime.stats.admin)
-
-
 class Standalone:
     """The admin endpoint's view of a runtime run without a :class:`~veylor.server.Server`
     (embedded, tests): state, but no configuration file to reload."""

@@ -87,25 +87,3 @@ class BudgetedEndpoint(Protocol):
 
     def stalled(self, client: Any, idle: float, held: int, why: str) -> None:
         """``client`` read nothing for ``idle`` seconds while holding ``held`` bytes: close it."""
-
-
-class AdminEndpoint(Protocol):
-    """The admin endpoint as the runtime's plan steps handle it (bind, change its access
-    rules, close); what it serves is the control plane's (:mod:`veylor.observe.admin`)."""
-
-    spec: Any
-
-    async def start(self) -> None:
-        """Bind; :class:`~veylor.runtime.endpoints.StartupError` if it cannot."""
-
-    def set_mode(self, mode: int) -> None:
-        """A Unix socket's file mode, changed in place."""
-
-    async def close(self) -> None:
-        """Stop serving, bounded in time."""
-
-
-# (the admin settings, the runtime) -> a new admin endpoint, not yet started: given to
-# the Runtime by whoever runs it (the Server), so that the runtime never imports the
-# control plane it is driven by.
-AdminFactory = Callable[[Any, Any], AdminEndpoint]

@@ -5,7 +5,10 @@ never reads files and decides nothing: :func:`veylor.graph.diff` decides every s
 executes them in order, one method per kind of step.
 
 Components are made through :mod:`veylor.runtime.kinds` and driven through its
-interfaces: nothing here names a kind. Unchanged components keep their objects (same
+interfaces: nothing here names a kind. The admin endpoint's steps
+(:data:`veylor.graph.CONTROL`) are the control plane's: it owns that endpoint and runs
+them between :meth:`Runtime.bind` and :meth:`Runtime.commit`
+(:class:`veylor.control.Controller`); the runtime skips them. Unchanged components keep their objects (same
 sockets, same clients); every component keeps its counters by name
 (:class:`~veylor.runtime.stats.Stats`), across restarts and rebinds.
 """
@@ -19,11 +22,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ..graph import REMOVED, UNDOABLE, Graph, Op, Plan, Step, diff
+from ..graph import CONTROL, REMOVED, UNDOABLE, Graph, Op, Plan, Step, diff
 from .budget import Budget
 from .endpoints import Endpoint, StartupError
 from .fanout import Router, build_table
-from .interfaces import AdminEndpoint, AdminFactory, Listener, ListenerKey, SourceKind
+from .interfaces import Listener, ListenerKey, SourceKind
 from .kinds import make_endpoint, make_listener, make_source
 from .stats import Stats
 from .tap import IDLE, LEASE, MAX_TAPS, Tap
@@ -43,14 +46,9 @@ class Applied:
 
 
 class Runtime:
-    """Running sources, endpoints and listeners for one :class:`Graph` at a time.
+    """Running sources, endpoints and listeners for one :class:`Graph` at a time."""
 
-    ``admin_endpoint`` makes the admin endpoint a configuration asks for
-    (:func:`veylor.observe.admin.admin_endpoint`); without it, a configuration with
-    ``admin`` cannot be applied (:class:`StartupError`)."""
-
-    def __init__(self, admin_endpoint: AdminFactory | None = None) -> None:
-        self.admin_endpoint = admin_endpoint
+    def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.router = Router(self.loop)
         self.graph = Graph.empty()
@@ -61,8 +59,6 @@ class Runtime:
         self.budget = Budget()  # limits.buffered: bytes queued for all clients together
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.TimerHandle | None = None
-        self.admin: AdminEndpoint | None = None  # if configured
-        self.control: Any = None  # what the admin endpoint drives: the Server, when there is one
         self.taps: dict[str, Tap] = {}  # routes an operator is watching (runtime/tap.py)
 
     @property
@@ -111,6 +107,10 @@ class Runtime:
         """Bind every listener, then start every source; :class:`StartupError` if a
         listener cannot be bound (after closing what was bound)."""
         await self.apply(graph)
+        self.begin()
+
+    def begin(self) -> None:
+        """The first graph is applied: start the once-a-second look, say where it listens."""
         self._ticker = self.loop.call_later(TICK, self._tick)
         for listener in self.listeners.values():
             log.info("listening on %s", listener.describe())
@@ -118,29 +118,47 @@ class Runtime:
     # ------------------------------------------------------------------ apply
 
     async def apply(self, new: Graph, plan: Plan | None = None, base: Graph | None = None) -> Applied:
-        """Turn the running graph into ``new``: execute the plan's steps in order.
+        """Turn the running graph into ``new``: :meth:`bind`, then :meth:`commit`.
 
         ``plan`` may come precomputed (off the event loop) as ``diff(base, new)``; it is
         used only if ``base`` is still the running graph. A bind that fails closes what
         this apply bound and raises :class:`StartupError`: nothing else has changed.
         """
+        return await self.commit(await self.bind(new, plan, base))
+
+    async def bind(self, new: Graph, plan: Plan | None = None, base: Graph | None = None) -> Binding:
+        """The first part of an apply: the plan's steps that can fail (new endpoint
+        objects, new listeners bound). If one fails, what they did is taken back and the
+        error raised: nothing has changed. Nothing serves differently until
+        :meth:`commit` (or :meth:`Binding.undo`, when the caller's own bind fails)."""
         if plan is None or base is not self.graph:
             plan = diff(self.graph, new)
-        run = _Execution(self, new)
+        run = _Execution(self, new, plan)
         try:
             for step in plan.steps:
-                run.committed = run.committed or step.op not in UNDOABLE
-                await _STEP[step.op](run, step)
+                if step.op not in UNDOABLE:
+                    break
+                if step.op not in CONTROL:
+                    await _STEP[step.op](run, step)
         except BaseException:  # (cancelled too: Veylor stops during a reload's binds)
-            if not run.committed:  # failed while binding: as if nothing happened
-                await run.undo()
+            await run.undo()
             raise
+        return Binding(run)
+
+    async def commit(self, binding: Binding) -> Applied:
+        """The rest of the plan, in order: from here on nothing fails and nothing waits
+        between two steps (see :data:`veylor.graph.STEPS`)."""
+        run = binding.run
+        for step in run.plan.steps:
+            if step.op not in UNDOABLE and step.op not in CONTROL:
+                await _STEP[step.op](run, step)
+        new = run.new
         self.graph = new
         self.stats.retain(new)
         self.stats.process.generation += 1
         if run.waits:
             await asyncio.gather(*run.waits)
-        return Applied(plan, run.closed)
+        return Applied(run.plan, run.closed)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background; shutdown waits for it (bounded)."""
@@ -197,9 +215,6 @@ class Runtime:
         waits = [asyncio.ensure_future(s.stop()) for s in self.sources.values()]
         waits += [asyncio.ensure_future(listener.close()) for listener in self.listeners.values()]
         waits += [asyncio.ensure_future(ep.wait_empty()) for ep in self.endpoints.values()]
-        if self.admin is not None:
-            waits.append(asyncio.ensure_future(self.admin.close()))
-            self.admin = None
         waits += list(self._background)
         done, pending = await asyncio.wait(waits, timeout=SHUTDOWN_TIMEOUT) if waits else (set(), set())
         if pending:
@@ -218,20 +233,34 @@ class Runtime:
         self.sources.clear()
 
 
+class Binding:
+    """An apply between :meth:`Runtime.bind` and :meth:`Runtime.commit`: its new
+    listeners are bound, nothing serves differently yet."""
+
+    def __init__(self, run: _Execution) -> None:
+        self.run = run
+
+    @property
+    def plan(self) -> Plan:
+        return self.run.plan
+
+    async def undo(self) -> None:
+        """Take back what :meth:`Runtime.bind` did (the caller's own bind failed)."""
+        await self.run.undo()
+
+
 class _Execution:
     """The steps of one apply, one method per kind of step (named as the step)."""
 
-    def __init__(self, runtime: Runtime, new: Graph) -> None:
+    def __init__(self, runtime: Runtime, new: Graph, plan: Plan) -> None:
         self.rt = runtime
         self.new = new
+        self.plan = plan
         self.fresh: dict[str, Endpoint[Any]] = {}  # made by create_endpoint, until start_endpoint
         self.replaced: dict[str, Endpoint[Any]] = {}  # old objects of rebound endpoints
         self.bound: list[Listener] = []
         self.waits: list[Coroutine[Any, Any, None]] = []  # source stops and restarts
         self.closed: dict[str, int] = {}
-        self.committed = False  # a step past the binds ran: there is no going back
-        self.bound_admin: AdminEndpoint | None = None  # the admin endpoint this apply bound,
-        self.old_admin: AdminEndpoint | None = None  # and the one before
 
     def endpoint(self, name: str) -> Endpoint[Any]:
         return self.fresh.get(name) or self.rt.endpoints[name]
@@ -260,41 +289,11 @@ class _Execution:
         self.bound.append(listener)
         self.rt.listeners[step.key] = listener
 
-    async def bind_admin(self, step: Step) -> None:
-        rt = self.rt
-        if self.new.admin is None:
-            raise RuntimeError("invariant broken: self.new.admin is not None")
-        if rt.admin_endpoint is None:
-            raise StartupError(
-                "admin: this runtime was made without an admin endpoint (Runtime(admin_endpoint=))"
-            )
-        admin = rt.admin_endpoint(self.new.admin, rt)
-        await admin.start()
-        self.old_admin, rt.admin = rt.admin, admin
-        self.bound_admin = admin
-
-    async def update_admin(self, step: Step) -> None:
-        if self.new.admin is None or self.rt.admin is None:
-            raise RuntimeError("invariant broken: self.new.admin is not None and self.rt.admin is not None")
-        self.rt.admin.spec = self.new.admin
-        self.rt.admin.set_mode(self.new.admin.mode)
-
-    async def unbind_admin(self, step: Step) -> None:
-        rt = self.rt
-        old = self.old_admin if self.bound_admin is not None else rt.admin
-        if old is rt.admin:
-            rt.admin = None
-        if old is not None:
-            rt.spawn(old.close())
-
     async def undo(self) -> None:
         """A bind failed: close the listeners this apply bound, and drop what the new
         endpoints had (clients that connected to a listener bound meanwhile, counters):
         the running graph is as it was."""
         rt = self.rt
-        if self.bound_admin is not None:
-            rt.admin = self.old_admin
-            await self.bound_admin.close()
         for ep in self.fresh.values():
             ep.abort_all()
         for listener in self.bound:
@@ -360,11 +359,11 @@ class _Execution:
 
 
 # The method of _Execution that runs each kind of step: a plan's steps are dispatched by
-# their Op, and a kind of step without a method is found when this module loads.
+# their Op, and a kind of step without a method is found when this module loads (the
+# control plane's own steps excepted).
 _STEP: dict[Op, Callable[[_Execution, Step], Coroutine[Any, Any, None]]] = {
     Op.CREATE_ENDPOINT: _Execution.create_endpoint,
     Op.BIND: _Execution.bind,
-    Op.BIND_ADMIN: _Execution.bind_admin,
     Op.ATTACH: _Execution.attach,
     Op.START_ENDPOINT: _Execution.start_endpoint,
     Op.UPDATE_ENDPOINT: _Execution.update_endpoint,
@@ -375,8 +374,6 @@ _STEP: dict[Op, Callable[[_Execution, Step], Coroutine[Any, Any, None]]] = {
     Op.SET_LIMITS: _Execution.set_limits,
     Op.RETIRE_ENDPOINT: _Execution.retire_endpoint,
     Op.UNBIND: _Execution.unbind,
-    Op.UPDATE_ADMIN: _Execution.update_admin,
-    Op.UNBIND_ADMIN: _Execution.unbind_admin,
 }
-if set(_STEP) != set(Op):
-    raise RuntimeError(f"runtime: no method for the steps {sorted(set(Op) - set(_STEP))}")
+if set(_STEP) != set(Op) - CONTROL:
+    raise RuntimeError(f"runtime: no method for the steps {sorted(set(Op) - CONTROL - set(_STEP))}")
