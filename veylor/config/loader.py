@@ -17,10 +17,12 @@ from typing import Any
 
 from ..filters import FilterError, compile_filter
 from .access import Collected
+from .adminspec import AdminSpec
 from .common import parse_size
+from .contract import EndpointAccess
 from .kinds import ENDPOINT_KINDS, SOURCE_KINDS, Kind, build_source, endpoint_from
 from .legacy import legacy_shape, translate
-from .model import AdminSpec, Config, EndpointSpec, Limits, RouteSpec, Shape, route_from
+from .model import Config, EndpointSpec, Limits, RouteSpec, Shape, route_from
 from .problems import ConfigError, Location, PathT, Problem, did_you_mean
 from .schema import (
     FAST_VALIDATION_FILES,
@@ -760,7 +762,8 @@ def _check_addresses(load: _Load, endpoints: Mapping[str, EndpointSpec]) -> None
         d = load.defined["endpoints"][name]
         listen = spec.listen
         # What endpoints sharing a listener must agree on (a port's TLS certificate).
-        mine = getattr(spec.access, "shared", None)
+        access: EndpointAccess | None = spec.access
+        mine = access.shared if access is not None else None
         theirs, first_d = shared.setdefault(listen.listener, (mine, d))
         if theirs != mine:
             load.error(
