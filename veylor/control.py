@@ -19,7 +19,7 @@ from .runtime import Runtime
 from .runtime.supervisor import Applied
 
 if TYPE_CHECKING:
-    from .config.model import AdminSpec
+    from .config.adminspec import AdminSpec
     from .observe.admin import Admin, Control
 
 SHUTDOWN_TIMEOUT = 4.0  # seconds the admin endpoint gets to close at shutdown (as the runtime's parts)

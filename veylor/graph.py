@@ -19,8 +19,10 @@ from types import MappingProxyType
 from typing import Any
 
 from .config.access import UpstreamPolicy
+from .config.adminspec import AdminSpec
 from .config.common import format_size
-from .config.model import AdminSpec, Config, EndpointSpec, Limits, RouteSpec, SourceSpec
+from .config.contract import SourceKindSpec
+from .config.model import Config, EndpointSpec, Limits, RouteSpec
 from .filters import CompiledFilter, compile_filter
 
 ListenerKey = tuple[Any, ...]  # (kind, address...): ("websocket", host, port), ("unix", path)
@@ -54,7 +56,7 @@ class Route:
 class Graph:
     """Sources, endpoints and routes, plus the derived lookup tables the runtime uses."""
 
-    sources: Mapping[str, SourceSpec]
+    sources: Mapping[str, SourceKindSpec]
     endpoints: Mapping[str, EndpointSpec]
     routes: Mapping[str, Route]
     routes_by_source: Mapping[str, tuple[Route, ...]]

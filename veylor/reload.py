@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Config, ConfigError, load_config
-from .config.loader import FileCache
+from .config.files import FileCache
 from .config.problems import Location, Problem
 from .config.yamlfile import RESPONSIVE
 from .graph import Graph, Plan, Step, build_graph, diff

@@ -1,6 +1,7 @@
 """Renderings of a configuration for people (``veylor check``) and for tools (``--json``).
 
-Each component renders itself (``describe()``, ``as_json()`` in :mod:`veylor.config.model`):
+Each component renders itself (``describe()``, ``as_json()``: the kind contract,
+:mod:`veylor.config.contract`):
 header values are never rendered; URLs are shown with secrets redacted.
 """
 
@@ -96,9 +97,8 @@ def access_lines(config: Config) -> list[str]:
                 sends.setdefault(ep, []).append(f"{r.source}{limits} via route {r.name}")
     for name, spec in config.endpoints.items():
         where = exposure(spec)
-        auth = getattr(spec.access, "auth", False)
         flag = ""
-        if where == "network" and auth is None:
+        if spec.open_to_network():
             flag = "  OPEN: reachable from the network and no auth (anyone who reaches this port)"
         lines.append(f"  {name.ljust(width)}  {spec.listen.describe()} [{where}]{flag}")
         lines.append(f"  {'':{width}}  {spec.access_summary()}")

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .config import Config, load_config
-from .config.loader import FileCache
+from .config.files import FileCache
 from .control import Controller
 from .graph import build_graph
 from .heap import settle_heap, tune_collector

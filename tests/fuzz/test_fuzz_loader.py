@@ -77,7 +77,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from veylor.config import Config, ConfigError, Problem, format_path, load_config, schema_path, yamlfile
-from veylor.config.loader import MAX_FILE_SIZE
+from veylor.config.files import MAX_FILE_SIZE
 from veylor.config.yamlfile import C_PARSER_MAX, MAX_VALUES, RESPONSIVE
 from veylor.demo import DEMO_CONFIG
 

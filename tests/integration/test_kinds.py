@@ -22,7 +22,8 @@ from websockets.exceptions import ConnectionClosed
 
 from veylor.config import load_config
 from veylor.config.kinds import ENDPOINT_KINDS, Kind, endpoint_from
-from veylor.config.model import Config, EndpointSpec, RouteSpec, SourceSpec
+from veylor.config.model import Config, EndpointSpec, RouteSpec
+from veylor.config.websocketspec import SourceSpec
 from veylor.graph import Step, build_graph
 from veylor.observe.state import snapshot as state_view
 from veylor.reload import Reloader
@@ -386,8 +387,8 @@ ENDPOINT_DEFAULTS = {
 
 
 def load_config_source(url: str) -> SourceSpec:
-    from veylor.config.model import source_from
     from veylor.config.schema import definition, with_defaults
+    from veylor.config.websocketspec import source_from
 
     return source_from("up", with_defaults(definition("source"), {"url": url}), None)
 

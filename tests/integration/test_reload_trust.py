@@ -29,8 +29,10 @@ from helpers import (
 )
 
 from veylor import reload as reload_module
+from veylor.config import files as files_module
 from veylor.config import loader as loader_module
-from veylor.config.loader import FileCache, load_config
+from veylor.config.files import FileCache
+from veylor.config.loader import load_config
 from veylor.reload import Reloader
 
 pytestmark = pytest.mark.timeout(90)
@@ -163,13 +165,13 @@ def test_a_watcher_reload_reads_only_reported_files_and_files_whose_stat_changed
     cache = FileCache()
     first = load_config("config.yaml", env={}, cache=cache)
     reads: list[str] = []
-    real = loader_module._read_blob
+    real = files_module._read_blob
 
     def counting(label, load):
         reads.append(os.path.basename(label))
         return real(label, load)
 
-    monkeypatch.setattr(loader_module, "_read_blob", counting)
+    monkeypatch.setattr(files_module, "_read_blob", counting)
     reported = str(tmp_path / "routes.d" / "03.yaml")
     same = load_config("config.yaml", env={}, cache=cache, changed=frozenset({reported}))
     assert reads == ["03.yaml"] and same.digest == first.digest

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from veylor.config import ConfigError, load_config
-from veylor.config.loader import FileCache
+from veylor.config.files import FileCache
 from veylor.config.problems import format_path
 
 GOOD_TOKEN = "0123456789abcdef-good"

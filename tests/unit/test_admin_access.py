@@ -10,8 +10,9 @@ import os
 import pytest
 
 from veylor.config import ConfigError, load_config
-from veylor.config.loader import FileCache, admin_address
-from veylor.config.model import AdminSpec
+from veylor.config.adminspec import AdminSpec
+from veylor.config.files import FileCache
+from veylor.config.loader import admin_address
 from veylor.config.problems import format_path
 from veylor.graph import build_graph, diff
 from veylor.observe.logs import secrets_of

@@ -193,7 +193,7 @@ def test_a_rebuilt_graph_keeps_the_objects_of_what_did_not_change(tmp_path):
     """With the loader's cache, an unchanged route keeps its spec object; build_graph then
     keeps its Route and its source's tuple, so that the runtime (and the garbage
     collector) see few new objects after a reload."""
-    from veylor.config.loader import FileCache
+    from veylor.config.files import FileCache
 
     path = tmp_path / "config.yaml"
     cache = FileCache()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from veylor.config import load_config
+from veylor.config.contract import EndpointAccess, Listen, SourceKindSpec
 from veylor.config.kinds import ENDPOINT_KINDS, SOURCE_KINDS
-from veylor.config.model import Listen, SourceKindSpec
 
 EVERY_KIND = """
 sources:
@@ -56,3 +56,17 @@ def test_the_hooks_say_what_each_kind_is(tree):
     assert srcs["feed"].upstream_problem() is None and srcs["feed"].state_file() is None
     assert "wildcard subject" in (srcs["edge"].upstream_problem() or "")
     assert srcs["edge"].state_file() == (("nats", "position_file"), "/tmp/veylor-t.pos")
+
+
+def test_every_access_implements_the_access_contract(tree):
+    tree({"config.yaml": EVERY_KIND})
+    config = load_config("config.yaml", env={})
+    eps = config.endpoints
+    for name, ep in eps.items():
+        if ep.access is None:
+            continue
+        missing = sorted(m for m in members(EndpointAccess) if not hasattr(ep.access, m))
+        assert missing == [], f"the access of endpoint kind {ep.kind} ({name}) lacks {missing}"
+    assert eps["cluster"].access is None  # (a NATS endpoint takes no clients)
+    assert [eps[n].access.authenticated for n in ("ws", "ipc")] == [False, False]
+    assert not any(ep.open_to_network() for ep in eps.values())  # (loopback, local, NATS)

@@ -329,7 +329,7 @@ def test_a_fifo_or_device_as_the_main_file_is_refused_not_waited_on(tree, tmp_pa
 
 
 def test_a_file_over_the_size_limit_is_refused_unread(tree, tmp_path):
-    from veylor.config.loader import MAX_FILE_SIZE
+    from veylor.config.files import MAX_FILE_SIZE
 
     tree({"config.yaml": "sources: {}\n" + "#" * MAX_FILE_SIZE + "\n"})
     with pytest.raises(ConfigError) as exc:

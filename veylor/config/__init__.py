@@ -12,34 +12,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .common import Reconnect, format_size, parse_size
     from .loader import load_config
-    from .model import (
-        Config,
-        EndpointSpec,
-        Limits,
-        OutboundMessage,
-        RouteSpec,
-        SourceSpec,
-        UnixListen,
-        WebSocketListen,
-    )
+    from .model import Config, EndpointSpec, Limits, RouteSpec
     from .problems import ConfigError, Location, Problem, format_path
     from .schema import schema, schema_path
+    from .unixspec import UnixListen
+    from .websocketspec import OutboundMessage, SourceSpec, WebSocketListen
 
 _WHERE = {
     "load_config": "loader",
-    **dict.fromkeys(
-        (
-            "Config",
-            "EndpointSpec",
-            "Limits",
-            "OutboundMessage",
-            "RouteSpec",
-            "SourceSpec",
-            "UnixListen",
-            "WebSocketListen",
-        ),
-        "model",
-    ),
+    **dict.fromkeys(("Config", "EndpointSpec", "Limits", "RouteSpec"), "model"),
+    **dict.fromkeys(("OutboundMessage", "SourceSpec", "WebSocketListen"), "websocketspec"),
+    "UnixListen": "unixspec",
     **dict.fromkeys(("Reconnect", "format_size", "parse_size"), "common"),
     **dict.fromkeys(("ConfigError", "Location", "Problem", "format_path"), "problems"),
     **dict.fromkeys(("schema", "schema_path"), "schema"),

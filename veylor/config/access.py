@@ -162,6 +162,11 @@ class WebSocketAccess:
         """What every endpoint of one listener (host and port) must have alike."""
         return (self.tls.cert, self.tls.key) if self.tls is not None else None
 
+    @property
+    def authenticated(self) -> bool:
+        """Whether a client must present a token."""
+        return self.auth is not None
+
     def origin_ok(self, origin: str | None) -> bool:
         """Whether a request with this ``Origin`` header (None: it has none) may connect."""
         if origin is None:
@@ -208,8 +213,15 @@ class UnixAccess:
     allowed_uids: frozenset[int] = frozenset()
     allowed_gids: frozenset[int] = frozenset()
 
+    shared = None  # (no two Unix endpoints share a socket)
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether a peer's uid or gid is checked (not only the socket file's mode)."""
+        return bool(self.allowed_uids or self.allowed_gids)
+
     def admits(self, uid: int, gid: int) -> bool:
-        if not self.allowed_uids and not self.allowed_gids:
+        if not self.authenticated:
             return True
         return uid in self.allowed_uids or gid in self.allowed_gids
 

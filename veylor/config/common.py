@@ -1,8 +1,10 @@
-"""What every kind's configuration shares: sizes, URLs and their secrets, a spec as plain
-data, the reconnection policy, and where a component's relative paths start.
+"""What every kind's configuration shares: sizes, URLs and their secrets, addresses, a
+spec as plain data, the reconnection policy, and where a component's relative paths
+start.
 
-The bottom of :mod:`veylor.config`: the model (:mod:`veylor.config.model`) and each
-kind's specs (:mod:`veylor.config.natsspec`) build on it, and the kind registry
+The bottom of :mod:`veylor.config`: each kind's specs (:mod:`veylor.config.websocketspec`,
+:mod:`veylor.config.unixspec`, :mod:`veylor.config.natsspec`), the admin endpoint's and
+the model (:mod:`veylor.config.model`) build on it, and the kind registry
 (:mod:`veylor.config.kinds`) on them.
 """
 
@@ -201,6 +203,10 @@ def base_dir(origin: Location) -> str:
     return (
         os.path.dirname(os.path.abspath(origin.file)) if origin is not None and origin.file else os.getcwd()
     )
+
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "", "*"})  # a listener on every interface
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
 
 
 def host_exposure(host: str | None) -> str:

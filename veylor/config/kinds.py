@@ -1,8 +1,9 @@
 """The kind registry: which kinds of sources and endpoints there are, how the
 configuration names each, builds its spec, and which module of :mod:`veylor.runtime`
-runs it. The top of :mod:`veylor.config`: it imports every kind's specs
-(:mod:`veylor.config.model` for WebSocket and Unix, :mod:`veylor.config.natsspec` for
-NATS), which import only :mod:`veylor.config.common` and below.
+runs it. The top of the specs: it imports every kind's
+(:mod:`veylor.config.websocketspec`, :mod:`veylor.config.unixspec`,
+:mod:`veylor.config.natsspec`) and the model that holds them
+(:mod:`veylor.config.model`), none of which imports another.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Any
 
 from .access import Collected, unix_access, websocket_access
 from .common import base_dir, parse_size
-from .model import EndpointSpec, SourceSpec, UnixListen, WebSocketListen, source_from
+from .contract import SourceKindSpec
+from .model import EndpointSpec
 from .natsspec import NatsListen, nats_source
 from .problems import Location
+from .unixspec import UnixListen
+from .websocketspec import WebSocketListen, source_from
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class Kind:
     Adding a kind is: its schema, its spec module (on :mod:`veylor.config.common`) and a
     row in a table below, one runtime module, and its docs. The loader, graph, diff,
     supervisor and fan-out read kinds only through these tables, the kind contract
-    (:class:`~veylor.config.model.Listen`, :class:`~veylor.config.model.SourceKindSpec`)
+    (:mod:`veylor.config.contract`: ``Listen``, ``EndpointAccess``, ``SourceKindSpec``)
     and the interfaces of :mod:`veylor.runtime.interfaces`.
     """
 
@@ -98,7 +102,7 @@ def endpoint_from(
 
 def build_source(
     name: str, raw: Mapping[str, Any], origin: Location, collected: Collected | None = None
-) -> SourceSpec:
+) -> SourceKindSpec:
     """The spec of a source of whichever kind ``raw`` (schema-valid, with defaults) names."""
     kind = next(k for k in SOURCE_KINDS.values() if k.key in raw)
     return kind.spec(name, raw, origin, collected)  # type: ignore[no-any-return]

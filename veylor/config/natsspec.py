@@ -13,8 +13,9 @@ Client messages from edges go to the endpoint's *upstream subject* (by default
 ``_VEYLOR.up.`` + its subject), which the core's NATS endpoint subscribes to; they reach
 the real upstream through the core's routes with ``upstream: true``.
 
-Imported by :mod:`veylor.config.model` at its end (the kinds table): this module uses
-the model's helpers.
+Built through the kind registry (:mod:`veylor.config.kinds`); like every kind's specs,
+on the shared helpers of :mod:`veylor.config.common` and the kind contract
+(:mod:`veylor.config.contract`).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from ..config.access import token_digest
-from ..config.model import AdminSpec
+from ..config.adminspec import AdminSpec
 from ..printable import printable
 from ..reload import Outcome, no_reload
 from ..runtime.endpoints import StartupError, os_reason

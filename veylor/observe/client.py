@@ -21,8 +21,8 @@ from typing import Any
 import aiohttp
 
 from ..config import ConfigError
+from ..config.adminspec import AdminSpec
 from ..config.loader import admin_address
-from ..config.model import AdminSpec
 
 RELOAD_TIMEOUT = 300.0  # seconds: a reload of thousands of files, under load, is answered well within
 STATUS_TIMEOUT = 10.0

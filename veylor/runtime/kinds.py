@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..config.contract import SourceKindSpec
 from ..config.kinds import ENDPOINT_KINDS, SOURCE_KINDS, Kind
-from ..config.model import EndpointSpec, SourceSpec
+from ..config.model import EndpointSpec
 from .interfaces import Dispatch, Listener, ListenerKey, SourceKind
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def make_listener(key: ListenerKey) -> Listener:
 
 
 def make_source(
-    spec: SourceSpec, dispatch: Dispatch, dropped: Callable[[Any], None], stats: SourceStats
+    spec: SourceKindSpec, dispatch: Dispatch, dropped: Callable[[Any], None], stats: SourceStats
 ) -> SourceKind:
     """A new, not yet started source for ``spec``."""
     factory = _implementation(SOURCE_KINDS, spec.kind).source

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, W
 
 from ..backoff import backoff_delay
 from ..config.access import SourceTLS
-from ..config.model import SourceSpec
+from ..config.websocketspec import SourceSpec
 from ..observe.logs import MASK, SECRETS, TRACE_LOGGER, UPSTREAM_LOGGER, preview, tracing
 from ..report import plural
 from .frames import valid_utf8

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config.access import UnixAccess
-from ..config.model import EndpointSpec, UnixListen
+from ..config.model import EndpointSpec
+from ..config.unixspec import UnixListen
 from .budget import Budget
 from .endpoints import (
     BACKLOG,

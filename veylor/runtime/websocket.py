@@ -9,7 +9,8 @@ import logging
 
 from ..config.access import WebSocketAccess
 from ..config.common import format_size
-from ..config.model import EndpointSpec, WebSocketListen
+from ..config.model import EndpointSpec
+from ..config.websocketspec import WebSocketListen
 from .budget import Budget
 from .downstream import MAX_CONTROL_FRAMES, DownstreamConnection, close_websocket
 from .endpoints import Endpoint

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from ..observe.client import AdminClient, Unreachable
 
 if TYPE_CHECKING:
-    from ..config.model import AdminSpec
+    from ..config.adminspec import AdminSpec
     from ..reload import Outcome
     from ..server import Server
 
