@@ -271,7 +271,7 @@ async def test_in_process_logs_go_to_the_log_pane_coloured_by_level(tmp_path, up
 
     from textual.widgets import RichLog
 
-    from veylor.tui.app import LogBuffer
+    from veylor.tui.logpane import LogBuffer
 
     port = free_port()
     main = tmp_path / "config.yaml"

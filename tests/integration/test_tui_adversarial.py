@@ -35,7 +35,8 @@ from veylor.observe.client import target
 from veylor.runtime import supervisor
 from veylor.runtime.tap import KEEP, LINE, MAX_TAPS
 from veylor.server import Server
-from veylor.tui.app import LogBuffer, VeylorApp
+from veylor.tui.app import VeylorApp
+from veylor.tui.logpane import LogBuffer
 from veylor.tui.reader import InProcess, OverHttp
 from veylor.tui.table import Table
 
@@ -753,7 +754,8 @@ async def test_the_table_at_its_edges():
 def test_the_help_says_how_many_rows_a_table_shows():
     """Was a finding: Help (and docs/observability.md's "Large graphs") say a table shows its
     first 200 rows; it shows ROWS = 100."""
-    from veylor.tui.app import ROWS, Help
+    from veylor.tui.help import Help
+    from veylor.tui.pane import ROWS
 
     assert f"first {ROWS} rows" in Help.TEXT, "Help says: " + next(
         line for line in Help.TEXT.splitlines() if "rows" in line
