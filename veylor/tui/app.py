@@ -135,12 +135,8 @@ class VeylorApp(App[None]):
             self.reading = False
         if self.paused:
             return
-        try:
-            for _ in self.rates.updating(view):
-                await asyncio.sleep(0)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self.stale(f"{self.reader.where} did not answer with Veylor's state view ({exc!r})")
-            return
+        for _ in self.rates.updating(view):
+            await asyncio.sleep(0)
         self.last_read = time.monotonic()
         self.stale_since = None
         self.view = view
@@ -165,9 +161,6 @@ class VeylorApp(App[None]):
                 await asyncio.sleep(0)
         except NoMatches:
             return  # the app is closing (its screen is gone): nothing to draw on
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self.stale(f"{self.reader.where} did not answer with Veylor's state view ({exc!r})")
-            return
         for _ in self.drain_logs():
             await asyncio.sleep(0)
 
