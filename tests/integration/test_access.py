@@ -110,7 +110,7 @@ async def test_tokens_no_token_401_wrong_401_right_101(tmp_path: Path) -> None:
             assert (stats.refused_no_token, stats.refused_token, stats.accepted) == (2, 2, 2)
             refused = _metric(rt, "veylor_endpoint_refused_total")
             assert (refused["no_token"], refused["token"], refused["origin"]) == (2, 2, 0)
-            from veylor.tui.app import refused as shown_refused  # the TUI's "refused" column
+            from veylor.tui.endpoints import refused as shown_refused  # the TUI's "refused" column
 
             assert shown_refused(state_view(rt)["endpoints"]["ep"]) == 4
             await by_header.close()

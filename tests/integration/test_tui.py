@@ -271,7 +271,7 @@ async def test_in_process_logs_go_to_the_log_pane_coloured_by_level(tmp_path, up
 
     from textual.widgets import RichLog
 
-    from veylor.tui.app import LogBuffer
+    from veylor.tui.logpane import LogBuffer
 
     port = free_port()
     main = tmp_path / "config.yaml"
@@ -297,4 +297,57 @@ async def test_in_process_logs_go_to_the_log_pane_coloured_by_level(tmp_path, up
             await pilot.press("q")
     finally:
         logging.getLogger().removeHandler(buffer)
+        await server.shutdown()
+
+
+async def test_the_views_and_outcomes_veylor_makes_pass_the_check_top_makes_of_them(tmp_path, upstream):
+    """``veylor top`` refuses a view over HTTP with a field its panes could not read
+    (veylor/tui/shape.py); the views a real relay makes pass that check, with clients
+    listed, a tap (and one of no route), after a reload, and after a refused one."""
+    from veylor.tui.shape import check_outcome, check_view
+
+    port = free_port()
+    (tmp_path / "routes.d").mkdir()
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        textwrap.dedent(
+            f"""
+            sources: {{feed: {{url: "{upstream.url}"}}}}
+            endpoints:
+              ws: {{websocket: {{port: {port}, path: /ws}}}}
+              ipc: {{unix: {{path: "{tmp_path / "ipc.sock"}"}}}}
+            routes:
+              all: {{from: feed, to: [ws, ipc], upstream: true}}
+              some: {{from: feed, to: ws, filter: {{type: text}}}}
+            """
+        )
+    )
+    server = Server.load(str(main), watch="off")
+    assert await server.startup()
+    try:
+        await upstream.wait_connected()
+        client = await ws_client(f"ws://127.0.0.1:{port}/ws")
+        await server.snapshot_async(tap="all")  # (the tap starts)
+        for i in range(5):
+            await upstream.send(f"m{i}")
+        for _ in range(5):
+            await asyncio.wait_for(client.recv(), 5)
+        view = await server.snapshot_async(clients="ws", tap="all")
+        assert view["endpoints"]["ws"]["client_list"] and view["tap"]["messages"]
+        check_view(view)
+        check_view(await server.snapshot_async(clients=True, tap="no-such-route"))
+        (tmp_path / "routes.d" / "more.yaml").write_text("routes: {more: {from: feed, to: ipc}}\n")
+        outcome = (await server.reload("test")).as_dict()
+        assert outcome["steps"]
+        check_outcome(outcome)
+        check_view(await server.snapshot_async())
+        (tmp_path / "routes.d" / "bad.yaml").write_text("routes:\n  x: {from: feed, to: nowhere}\n")
+        outcome = (await server.reload("test")).as_dict()
+        assert outcome["problems"]
+        check_outcome(outcome)
+        view = await server.snapshot_async()
+        assert view["reloads"]["last"]["problems"]
+        check_view(view)
+        await client.close()
+    finally:
         await server.shutdown()

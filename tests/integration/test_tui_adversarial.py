@@ -18,6 +18,7 @@ import os
 import signal
 import textwrap
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -35,7 +36,8 @@ from veylor.observe.client import target
 from veylor.runtime import supervisor
 from veylor.runtime.tap import KEEP, LINE, MAX_TAPS
 from veylor.server import Server
-from veylor.tui.app import LogBuffer, VeylorApp
+from veylor.tui.app import VeylorApp
+from veylor.tui.logpane import LogBuffer
 from veylor.tui.reader import InProcess, OverHttp
 from veylor.tui.table import Table
 
@@ -364,6 +366,56 @@ async def test_top_says_stale_on_garbage_and_keeps_answering_keys():
             _, shown = await top_until_stale(address)
             assert "STALE" in shown, (now, shown)
             assert ESC not in shown
+
+
+async def test_top_says_stale_naming_a_field_it_cannot_read_and_keeps_answering_keys():
+    """A schema-1 state view in which a field the TUI reads is not what it reads there
+    (a count as text, NaN, an edge without its count): STALE, naming the field, and the
+    keys still work. What comes over HTTP is checked as it arrives (veylor/tui/shape.py):
+    the drawing itself catches nothing, so that a mistake of the TUI's own shows."""
+    good = {
+        "schema": 1,
+        "pid": 1,
+        "time": 1_790_000_000.0,
+        "config": {"generation": 1, "digest": "0" * 24},
+        "reloads": {"last": None},
+        "sources": {"feed": {"state": "connected", "messages_in": 1, "bytes_in": 1, "connects": 1}},
+        "routes": {"all": {"filter": "everything", "filtered": 0}},
+        "edges": [{"source": "feed", "route": "all", "endpoint": "ws", "messages": 1}],
+        "endpoints": {
+            "ws": {"address": "ws://127.0.0.1:1/ws", "clients": 0, "messages_out": 1, "received": 0}
+        },
+    }
+    bad = {
+        "sources['feed'].messages_in is not a number": ("sources", "feed", "messages_in", "many"),
+        "endpoints['ws'].received is not a number": ("endpoints", "ws", "received", float("nan")),
+        "edges[0].messages is missing": ("edges", 0, "messages", None),
+    }
+    mode: dict[str, Any] = {"now": None}
+
+    async def handler(request):
+        view = json.loads(json.dumps(good))
+        if mode["now"] is not None:
+            *path, key, value = bad[mode["now"]]
+            entry = view
+            for step in path:
+                entry = entry[step]
+            if value is None:
+                del entry[key]
+            else:
+                entry[key] = value
+        return web.json_response(view)
+
+    async with odd_admin(handler) as address:
+        reader = OverHttp(target(None, address))
+        try:
+            assert (await reader.read())["sources"]["feed"]["messages_in"] == 1  # the good one passes
+        finally:
+            await reader.close()
+        for said in bad:
+            mode["now"] = said
+            _, shown = await top_until_stale(address)
+            assert "STALE" in shown and said in shown, (said, shown)
 
 
 async def test_top_says_stale_when_the_admin_endpoint_does_not_answer():
@@ -753,7 +805,8 @@ async def test_the_table_at_its_edges():
 def test_the_help_says_how_many_rows_a_table_shows():
     """Was a finding: Help (and docs/observability.md's "Large graphs") say a table shows its
     first 200 rows; it shows ROWS = 100."""
-    from veylor.tui.app import ROWS, Help
+    from veylor.tui.help import Help
+    from veylor.tui.pane import ROWS
 
     assert f"first {ROWS} rows" in Help.TEXT, "Help says: " + next(
         line for line in Help.TEXT.splitlines() if "rows" in line

@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("textual")
 
-from veylor.tui.app import CHUNK, ROWS, VeylorApp
+from veylor.tui.app import VeylorApp
+from veylor.tui.pane import CHUNK, ROWS
 from veylor.tui.rates import Rates
 
 from .fixed_view import T0

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from ..observe.client import AdminClient, Unreachable
+from .shape import Misshapen, check_outcome, check_view
 
 if TYPE_CHECKING:
     from ..config.adminspec import AdminSpec
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
 
 TIMEOUT = 2.0  # seconds; a reader that takes longer is marked stale
 SCHEMA = 1  # the state view's version this TUI reads
-VIEW_KEYS = frozenset({"pid", "time", "config", "reloads", "sources", "routes", "edges", "endpoints"})
 
 
 class Unavailable(Exception):
@@ -57,7 +57,9 @@ class InProcess:
 
 
 class OverHttp:
-    """A running Veylor's admin endpoint (``/graph``, ``POST /reload``)."""
+    """A running Veylor's admin endpoint (``/graph``, ``POST /reload``). What it answers
+    is checked for what the TUI reads (:mod:`veylor.tui.shape`): whatever answers at
+    that address may not be the Veylor this TUI knows."""
 
     def __init__(self, spec: AdminSpec, token: str | None = None) -> None:
         self.spec = spec
@@ -78,12 +80,21 @@ class OverHttp:
     async def read(self) -> dict[str, Any]:
         query = f"?clients={quote(self.clients_of or '')}" + (f"&tap={quote(self.tap)}" if self.tap else "")
         view = await self._call("GET", "/graph" + query, TIMEOUT, (200,))
-        if view.get("schema") != SCHEMA or not view.keys() >= VIEW_KEYS:
+        if view.get("schema") != SCHEMA:
             raise Unavailable(f"{self.where}: not Veylor's state view (schema {SCHEMA})")
+        try:
+            check_view(view)
+        except Misshapen as exc:
+            raise Unavailable(f"{self.where}: not Veylor's state view ({exc})") from None
         return view
 
     async def reload(self) -> dict[str, Any]:
-        return await self._call("POST", "/reload", 300.0, (200, 422, 500))
+        outcome = await self._call("POST", "/reload", 300.0, (200, 422, 500))
+        try:
+            check_outcome(outcome)
+        except Misshapen as exc:
+            raise Unavailable(f"{self.where}: not Veylor's reload outcome ({exc})") from None
+        return outcome
 
     async def close(self) -> None:
         await self.client.close()

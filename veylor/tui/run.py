@@ -25,7 +25,8 @@ def unavailable() -> str | None:
 
 async def in_process(server) -> None:  # type: ignore[no-untyped-def]
     """Run the TUI on the relay's event loop until the user quits or Veylor is stopped."""
-    from .app import LogBuffer, VeylorApp
+    from .app import VeylorApp
+    from .logpane import LogBuffer
     from .reader import InProcess
 
     root = logging.getLogger()

@@ -1,0 +1,69 @@
+"""The graph: one row per edge source → route → endpoint, with the source's state, the
+route's filter and the endpoint's clients, and per edge its messages, what its route
+filtered out and what its endpoint dropped for slow clients."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from rich.text import Text
+
+from .pane import CHUNK, Columns, Look, Pane, Row
+from .rates import drops
+from .text import state
+
+
+class EdgesTable(Pane):
+    """The routing graph, an edge a row (its key: ``source|route|endpoint``); sorted by
+    source, a source's name is on its first row only."""
+
+    COLUMNS = Columns(
+        ("source", "route", "filter", "endpoint", "msgs/s", "filtered/s", "drops/s"),
+        ("source", "route", "filter", "endpoint", "msgs", "filtered", "drops"),
+        (False, False, False, False, True, True, True),
+    )
+    NOUN = "edge"
+
+    def draw(self, view: dict[str, Any], look: Look) -> Generator[None, None, str | None]:
+        """Draw ``view``'s edges in pieces; the key of the edge under the cursor after."""
+        routes, endpoints, sources = view["routes"], view["endpoints"], view["sources"]
+        rows = []
+        for i, edge in enumerate(view["edges"], 1):
+            if i % CHUNK == 0:
+                yield
+            source, route, endpoint = edge["source"], edge["route"], edge["endpoint"]
+            r, ep = routes.get(route, {}), endpoints.get(endpoint, {})
+            msgs = look.number(("edge", source, route, endpoint), edge["messages"])
+            filtered = look.number(("filtered", route), r.get("filtered", 0))
+            dropped = look.number(("drops", endpoint), drops(ep))
+            rows.append(
+                Row(
+                    f"{source}|{route}|{endpoint}",
+                    f"{source} {route} {endpoint}",
+                    (source, route, r.get("filter", ""), endpoint, msgs[1], filtered[1], dropped[1]),
+                    (edge, r, ep, sources.get(source, {}), msgs[0], filtered[0], dropped[0]),
+                )
+            )
+        shown = self.fill(rows, look)
+        yield
+        by_source = self.sort_column == 0  # a source's name on its first row only
+        cells = []
+        previous = None
+        for row in shown:
+            edge, r, ep, source, msgs, filtered, dropped = row.data
+            mark, _, colour = state(source)
+            name = edge["source"]
+            cells.append(
+                (
+                    Text("") if by_source and name == previous else Text.assemble((mark, colour), " ", name),
+                    Text("→ " + edge["route"] + (" ⇅" if r.get("upstream") else "")),
+                    Text(r.get("filter", "")),
+                    Text(f"→ {edge['endpoint']} ({ep.get('clients', 0):,})"),
+                    Text(msgs),
+                    Text(filtered),
+                    Text(dropped),
+                )
+            )
+            previous = name
+        return self.sync(shown, cells)

@@ -1,0 +1,46 @@
+"""The help screen (``?``): the keys, and what the screen shows."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from .pane import ROWS
+
+
+class Help(ModalScreen[None]):
+    """The keys, and what the screen shows."""
+
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        Binding("escape,question_mark,q", "dismiss", "Close")
+    ]
+    TEXT = """[b]Veylor: the routing graph, live[/b]
+
+[b]graph[/b]      one row per edge source → route → endpoint: the source's state, the
+           route's filter, ⇅ where clients may send upstream, the endpoint's
+           clients; messages, filtered out (the route) and slow-client drops (the
+           endpoint) per second, smoothed over a few seconds. Under it, the
+           selected edge's last minute
+[b]sources[/b]    state (backing off: seconds to the next try), rates, reconnects, the
+           last message's age (yellow after 10 s of silence), uptime, ping
+[b]endpoints[/b]  clients, deliveries, drops, refused, messages from clients; select
+           one to list its clients below
+A table shows its first {ROWS} rows: [b]/[/b] finds the others.
+
+[b]r[/b]  reload the configuration (the steps, or the problem with its file and line)
+[b]/[/b]  filter the tables by name (enter keeps it, escape clears it)
+[b]s[/b]  sort the focused table by its next column (▼ marks it)
+[b]t[/b]  totals instead of rates, and back
+[b]m[/b]  tap: the last messages that passed the selected edge's route (off: free)
+[b]p[/b]  pause the display      [b]d[/b]  dark or light
+[b]tab[/b]  move between tables   [b]?[/b]  this help      [b]q[/b]  quit
+""".replace("{ROWS}", str(ROWS))
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static(self.TEXT)

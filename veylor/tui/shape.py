@@ -1,0 +1,156 @@
+"""What the TUI reads of a state view (and of a reload's outcome) that came over HTTP,
+checked before anything is computed or drawn from it.
+
+``veylor top`` shows what answers at an admin address: a Veylor of another version, a
+proxy, a service that is not Veylor at all. Each field the panes and the rates read is
+checked for what they do with it (a name is a string, a counter a finite number, a list
+a list), so that a view they could not draw is refused whole, saying which field is
+wrong (the screen says STALE, and why), instead of failing halfway through a drawing.
+The view of the relay the TUI runs in (``veylor --tui``) is not checked: Veylor made it,
+and a mistake there is a bug to see, not to hide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Misshapen", "check_outcome", "check_view"]
+
+Check = Callable[[Any, str], None]  # raises Misshapen, saying where
+LARGEST = 2**53  # a number's largest size: what JSON's numbers hold exactly
+
+
+class Misshapen(Exception):
+    """A field the TUI reads is missing or is not what it reads there."""
+
+
+def number(value: Any, where: str) -> None:
+    """A finite number, not too large (NaN and the infinities compare false)."""
+    if not (isinstance(value, int | float) and -LARGEST <= value <= LARGEST):
+        raise Misshapen(f"{where} is not a number")
+
+
+def clock(value: Any, where: str) -> None:
+    """Seconds since 1970. (From a clock near zero, two views could be a denormal apart,
+    and a rate computed from them infinite.)"""
+    number(value, where)
+    if value < 1:
+        raise Misshapen(f"{where} is not a time")
+
+
+def text(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        raise Misshapen(f"{where} is not a string")
+
+
+def anything(value: Any, where: str) -> None:
+    """Any value at all (the TUI only formats it)."""
+
+
+def maybe(check: Check) -> Check:
+    """``check``, or null."""
+
+    def checked(value: Any, where: str) -> None:
+        if value is not None:
+            check(value, where)
+
+    return checked
+
+
+def items(check: Check) -> Check:
+    """A list of what ``check`` accepts."""
+
+    def checked(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            raise Misshapen(f"{where} is not a list")
+        for i, item in enumerate(value):
+            check(item, f"{where}[{i}]")
+
+    return checked
+
+
+def entries(check: Check) -> Check:
+    """An object of what ``check`` accepts, by name."""
+
+    def checked(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise Misshapen(f"{where} is not an object")
+        for name, entry in value.items():
+            check(entry, f"{where}[{name!r}]")
+
+    return checked
+
+
+def record(required: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
+    """An object with the fields of ``required``, and maybe those of ``optional``."""
+
+    def checked(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise Misshapen(f"{where or 'the answer'} is not an object")
+        for key, check in required.items():
+            if key not in value:
+                raise Misshapen(f"{_at(where, key)} is missing")
+            check(value[key], _at(where, key))
+        for key, check in (optional or {}).items():
+            if key in value:
+                check(value[key], _at(where, key))
+
+    return checked
+
+
+PROBLEMS = items(record(dict.fromkeys(("file", "line", "path", "message"), anything)))
+CHANGES = items(text)
+STEPS = maybe(items(record({"op": anything, "name": anything})))
+LAST = record({"problems": PROBLEMS, "error": anything, "changes": CHANGES}, {"steps": STEPS})
+OUTCOME = record({}, {"problems": PROBLEMS, "error": anything, "changes": CHANGES, "steps": STEPS})
+SOURCE = record(
+    {"state": text, "messages_in": number, "bytes_in": number, "connects": number},
+    {"url": text, "ping_rtt": maybe(number), "failures": anything}
+    | dict.fromkeys(("last_message_at", "connected_since", "next_attempt_at"), maybe(number)),
+)
+ROUTE = record({}, {"filter": text, "filtered": number, "upstream": anything})
+EDGE = record({"source": text, "route": text, "endpoint": text, "messages": number})
+CLIENT = record({"client": text, "connected_since": number, "messages": number, "buffered": number})
+ENDPOINT = record(
+    {"messages_out": number, "clients": number, "received": number, "address": text},
+    {"dropped": number, "lost_slow": number, "client_list": items(CLIENT), "clients_not_listed": number},
+)
+CAUGHT = record({"route": anything}, {"error": maybe(text)})  # a tap that failed says so
+TAPPED = record({"seen": number, "messages": items(text)})  # what a tap caught
+
+
+def tap(value: Any, where: str) -> None:
+    if value is not None:
+        CAUGHT(value, where)
+        if not value.get("error"):
+            TAPPED(value, where)
+
+
+VIEW = record(
+    {
+        "pid": anything,
+        "time": clock,
+        "config": record({"generation": anything, "digest": text}),
+        "reloads": record({"last": maybe(LAST)}),
+        "sources": entries(SOURCE),
+        "routes": entries(ROUTE),
+        "edges": items(EDGE),
+        "endpoints": entries(ENDPOINT),
+    },
+    {"tap": tap},
+)
+
+
+def check_view(view: Any) -> None:
+    """Raise :class:`Misshapen` if the TUI cannot read ``view`` as a state view."""
+    VIEW(view, "")
+
+
+def check_outcome(outcome: Any) -> None:
+    """Raise :class:`Misshapen` if the TUI cannot read ``outcome`` as a reload's outcome."""
+    OUTCOME(outcome, "")
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

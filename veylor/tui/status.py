@@ -1,0 +1,63 @@
+"""The status line under the header: the configuration's generation and what the last
+reload did (its changes and steps, or the problem that refused it); STALE, and why,
+when the state cannot be read; PAUSED while ``p`` holds the screen."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from rich.text import Text
+from textual.widgets import Static
+
+from ..printable import printable
+from .text import problem, step
+
+
+class StatusLine(Static):
+    """One line: the generation and the last reload, or why the state is stale."""
+
+    def show(self, view: dict[str, Any], paused: bool) -> None:
+        """The generation and the last reload of ``view``."""
+        config = view["config"]
+        status = Text(f"generation {config['generation']} (config {config['digest'][:12]}) · ")
+        last = view["reloads"]["last"]
+        if last is None:
+            status.append("no reload yet")
+        elif last["problems"]:
+            status.append("last reload refused", "bold red")
+            status.append(printable(": " + problem(last["problems"][0])))
+        elif last["error"]:
+            status.append("last reload not applied", "bold red")
+            status.append(printable(f": {last['error']}"))
+        else:
+            steps = last.get("steps") or []
+            status.append(printable("last reload: " + ("; ".join(last["changes"][:3]) or "no changes")))
+            if steps:
+                status.append(
+                    printable(
+                        f" ({len(steps)} steps: "
+                        + ", ".join(step(s) for s in steps[:4])
+                        + ("…)" if len(steps) > 4 else ")")
+                    )
+                )
+        if paused:
+            status = Text.assemble(("PAUSED ", "bold yellow"), status)
+        self.update(status, layout=False)
+
+    def stale(self, why: str) -> None:
+        """The state cannot be read (``why``): the last one stays on the screen."""
+        self.update(Text.assemble(("STALE", "bold red"), " ", printable(why)), layout=False)
+
+
+def reload_note(outcome: dict[str, Any]) -> tuple[str, Literal["information", "error"]]:
+    """What a reload asked for with ``r`` did, as a notification: its changes and steps,
+    or its first problem (an error)."""
+    if outcome.get("problems"):
+        return printable(problem(outcome["problems"][0])), "error"
+    if outcome.get("error"):
+        return printable(str(outcome["error"])), "error"
+    steps = outcome.get("steps") or []
+    text = "; ".join(outcome.get("changes", [])) or "no changes"
+    if steps:
+        text += "\nsteps: " + ", ".join(step(s) for s in steps)
+    return printable(text, lines=True), "information"

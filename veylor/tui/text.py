@@ -1,0 +1,57 @@
+"""How the dashboard words what the state view says: a source's state as a mark, a word
+and a colour, a duration, a reload's step and problem, a border title. Plain functions
+of plain data, shared by the panes and the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.content import Content
+
+from ..printable import printable
+
+STATE = {  # a source's state: mark, word and colour
+    "connected": ("●", "connected", "green"),
+    "connecting": ("◐", "connecting", "yellow"),
+    "backoff": ("○", "backing off", "yellow"),
+    "reconnecting": ("◐", "reconnecting", "yellow"),  # NATS: the client library fails over
+    "subscribing": ("◐", "subscribing", "yellow"),  # NATS JetStream: connected, the stream not there yet
+    "stalled": ("○", "stalled", "red"),  # NATS: the connection stopped reading; made again
+    "stopped": ("✕", "stopped", "bright_black"),
+    "failed": ("✕", "failed", "red"),
+}
+
+
+def state(source: dict[str, Any]) -> tuple[str, str, str]:
+    """A source's state as (mark, word, colour): a source stopped after failing is failed."""
+    name = source.get("state", "stopped")
+    if name == "stopped" and source.get("failures"):
+        name = "failed"
+    return STATE.get(name, ("?", name, ""))
+
+
+def title(text: str) -> Content:
+    """A border title shown as it is: never markup, no control character."""
+    return Content(printable(text))
+
+
+def step(entry: dict[str, Any]) -> str:
+    """One step of a reload's plan: its operation and the component's name."""
+    return f"{entry['op']} {entry['name']}".strip()
+
+
+def problem(entry: dict[str, Any]) -> str:
+    """One problem of a refused reload, where it is first: ``FILE:LINE PATH: MESSAGE``."""
+    return f"{entry['file']}:{entry['line']} {entry['path']}: {entry['message']}"
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``3m12s``, ``2h05m``, ``3d04h``."""
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
