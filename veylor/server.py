@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from .config import Config, load_config
 from .config.files import FileCache
@@ -19,6 +18,7 @@ from .heap import settle_heap, tune_collector
 from .observe.logs import remember
 from .observe.notify import Notifier
 from .observe.state import snapshot, snapshot_async
+from .observe.view import StateView
 from .reload import Outcome, Reloader, no_reload
 from .report import counts
 from .runtime import Runtime, StartupError
@@ -207,11 +207,11 @@ class Server:
             raise RuntimeError("the Server's runtime is asked for before startup made it")
         return self.runtime
 
-    def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
+    def snapshot(self, clients: bool | str = False) -> StateView:
         """The state view (:func:`veylor.observe.state.snapshot`)."""
         return snapshot(self._running(), self.reloader, clients=clients)
 
-    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]:
+    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> StateView:
         """The state view, built in pieces between which clients are served (``tap``: and
         the tapped messages of that route, see :mod:`veylor.runtime.tap`)."""
         return await snapshot_async(self._running(), self.reloader, clients=clients, tap=tap)

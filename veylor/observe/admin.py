@@ -67,6 +67,7 @@ from ..runtime.unix import SocketFile
 from ..runtime.util import Throttled
 from .metrics import CONTENT_TYPE, render
 from .state import snapshot, snapshot_async
+from .view import StateView
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -79,9 +80,9 @@ SHUTDOWN = 2.0  # seconds requests in progress get when the admin endpoint close
 class Control(Protocol):
     """What the admin endpoint drives: the :class:`veylor.server.Server`."""
 
-    def snapshot(self, clients: bool | str = False) -> dict[str, Any]: ...
+    def snapshot(self, clients: bool | str = False) -> StateView: ...
 
-    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]: ...
+    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> StateView: ...
 
     def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Outcome]: ...
 
@@ -348,10 +349,10 @@ class Standalone:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def snapshot(self, clients: bool | str = False) -> dict[str, Any]:
+    def snapshot(self, clients: bool | str = False) -> StateView:
         return snapshot(self.runtime, clients=clients)
 
-    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> dict[str, Any]:
+    async def snapshot_async(self, clients: bool | str = False, tap: str | None = None) -> StateView:
         return await snapshot_async(self.runtime, clients=clients, tap=tap)
 
     def reload(self, reason: str, dry_run: bool = False) -> asyncio.Future[Outcome]:

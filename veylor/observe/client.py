@@ -16,13 +16,15 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import aiohttp
 
 from ..config import ConfigError
 from ..config.adminspec import AdminSpec
 from ..config.loader import admin_address
+from .view import SCHEMA, StateView, is_state_view
 
 RELOAD_TIMEOUT = 300.0  # seconds: a reload of thousands of files, under load, is answered well within
 STATUS_TIMEOUT = 10.0
@@ -176,6 +178,15 @@ class AdminClient:
             raise Unreachable(f"{spec.url} answered, but not as Veylor's admin endpoint does (HTTP {status})")
         return status, body
 
+    async def view(self, path: str, timeout: float) -> StateView:
+        """The state view at ``path`` (``/graph`` and its parameters): :class:`Unreachable`
+        unless what answered is a state view of the schema this Veylor reads."""
+        status, body = await self.call("GET", path, timeout)
+        if status != 200 or not is_state_view(body):
+            raise Unreachable(f"{self.spec.url}: not Veylor's state view (HTTP {status}, schema {SCHEMA})")
+        view: object = body
+        return cast(StateView, view)
+
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
@@ -253,7 +264,7 @@ def _print_plan(body: dict[str, Any], dry_run: bool) -> None:
         print(f"  {line}")
 
 
-def _problem_text(p: dict[str, Any]) -> str:
+def _problem_text(p: Mapping[str, Any]) -> str:
     where = f"{p['file']}:{p['line']}" if p.get("line") else str(p.get("file"))
     key = f" {p['path']}" if p.get("path") else ""
     return f"{where}{key}: {p['message']}"
@@ -297,12 +308,12 @@ def status(config: str | None, admin: str | None, as_json: bool, token_file: str
     try:
         spec = target(config, admin)
         token = admin_token(spec, token_file)
-        first = asyncio.run(call(spec, "GET", "/graph", STATUS_TIMEOUT, token))[1]
+        first = asyncio.run(AdminClient(spec, token).view("/graph", STATUS_TIMEOUT))
         if as_json:
             print(json.dumps(first, indent=2))
             return 0
         time.sleep(1.0)
-        second = asyncio.run(call(spec, "GET", "/graph", STATUS_TIMEOUT, token))[1]
+        second = asyncio.run(AdminClient(spec, token).view("/graph", STATUS_TIMEOUT))
     except Unreachable as exc:
         print(f"veylor status: {exc}", file=sys.stderr)
         return 2
@@ -310,11 +321,11 @@ def status(config: str | None, admin: str | None, as_json: bool, token_file: str
     return 0
 
 
-def status_text(a: dict[str, Any], b: dict[str, Any]) -> str:
+def status_text(a: StateView, b: StateView) -> str:
     """The state of ``b``, with rates from ``a`` to ``b``."""
     dt = max(b["time"] - a["time"], 1e-3)
 
-    def rate(before: dict[str, Any] | None, after: dict[str, Any], key: str) -> str:
+    def rate(before: Mapping[str, Any] | None, after: Mapping[str, Any], key: str) -> str:
         if before is None:
             return "-"
         return f"{(after[key] - before[key]) / dt:,.0f}/s"

@@ -12,8 +12,10 @@ Labels are bounded by the configuration: ``source``, ``route``, ``endpoint``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from .view import StateView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -40,12 +42,14 @@ class _Table:
     """Families over one table of the view (sources, endpoints, routes), with each
     entry's label written once: most of the text is these series."""
 
-    def __init__(self, out: list[str], label: str, table: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, out: list[str], label: str, table: Mapping[str, Mapping[str, Any]]) -> None:
         self.out = out
         self.table = table
         self.labels = {name: f'{label}="{_escape(name)}"' for name in table}
 
-    def family(self, name: str, kind: str, text: str, value: Callable[[dict[str, Any]], Any] | str) -> None:
+    def family(
+        self, name: str, kind: str, text: str, value: Callable[[Mapping[str, Any]], Any] | str
+    ) -> None:
         out, labels = self.out, self.labels
         out.append(f"# HELP {name} {text}")
         out.append(f"# TYPE {name} {kind}")
@@ -55,7 +59,7 @@ class _Table:
             out.extend([f"{name}{{{labels[n]}}} {value(e)}" for n, e in self.table.items()])
 
     def split(
-        self, name: str, text: str, label: str, parts: dict[str, Callable[[dict[str, Any]], Any] | str]
+        self, name: str, text: str, label: str, parts: dict[str, Callable[[Mapping[str, Any]], Any] | str]
     ) -> None:
         """A counter split by ``label`` (a reason, an action): one series per entry per part."""
         out, labels = self.out, self.labels
@@ -69,7 +73,7 @@ class _Table:
                 out.extend([f"{name}{{{labels[n]}{tail}{value(e)}" for n, e in self.table.items()])
 
 
-def render(view: dict[str, Any]) -> str:
+def render(view: StateView) -> str:
     """The exposition text of one snapshot."""
     out: list[str] = []
     sources = _Table(out, "source", view["sources"])
@@ -147,7 +151,7 @@ def render(view: dict[str, Any]) -> str:
         "veylor_source_ping_rtt_seconds",
         "gauge",
         "Round trip of the last keepalive ping to the upstream",
-        [({"source": n}, s["ping_rtt"]) for n, s in view["sources"].items() if s.get("ping_rtt") is not None],
+        [({"source": n}, rtt) for n, s in view["sources"].items() if (rtt := s.get("ping_rtt")) is not None],
     )
 
     out.append(
@@ -290,7 +294,7 @@ def render(view: dict[str, Any]) -> str:
         "Reloads that applied a configuration (ok) or were rejected or aborted (failed)",
         [({"result": "ok"}, reloads["ok"]), ({"result": "failed"}, reloads["failed"])],
     )
-    admin = view.get("admin") or {}
+    admin: Mapping[str, Any] = view.get("admin") or {}
     _family(
         out,
         "veylor_admin_refused_total",

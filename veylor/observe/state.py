@@ -18,23 +18,32 @@ import itertools
 import os
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import __version__
 from ..filters import describe
+from .view import (
+    SCHEMA,
+    AdminCounters,
+    ClientView,
+    EndpointView,
+    MemoryView,
+    ReloadView,
+    RouteView,
+    SourceView,
+    StateView,
+    TapView,
+)
 
 if TYPE_CHECKING:
     from ..reload import Reloader
     from ..runtime import Runtime
 
-SCHEMA = 1
 CLIENTS_LISTED = 1000  # per endpoint in /graph; more are counted, not listed
 CHUNK = 100  # components between two turns of the event loop (snapshot_async)
 
 
-def snapshot(
-    runtime: Runtime, reloader: Reloader | None = None, clients: bool | str = False
-) -> dict[str, Any]:
+def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool | str = False) -> StateView:
     """Everything an operator sees, as plain data (see the module docstring)."""
     out = _head(runtime, reloader)
     for part in _parts(runtime, out, clients):
@@ -45,7 +54,7 @@ def snapshot(
 
 async def snapshot_async(
     runtime: Runtime, reloader: Reloader | None = None, clients: bool | str = False, tap: str | None = None
-) -> dict[str, Any]:
+) -> StateView:
     """:func:`snapshot`, letting the event loop run every ``CHUNK`` components: a large
     configuration (thousands of sources and endpoints) costs tens of milliseconds, which
     the clients must not wait for in one piece. Counters may move between chunks, as
@@ -60,17 +69,17 @@ async def snapshot_async(
     return out
 
 
-def _tap(runtime: Runtime, route: str) -> dict[str, Any]:
+def _tap(runtime: Runtime, route: str) -> TapView:
     """Start or renew the tap of ``route``; what it caught so far."""
     try:
-        return runtime.tap(route).as_dict()
+        return cast(TapView, runtime.tap(route).as_dict())
     except KeyError:
         return {"route": route, "error": "no such route"}
     except OverflowError as exc:
         return {"route": route, "error": str(exc)}
 
 
-def _head(runtime: Runtime, reloader: Reloader | None) -> dict[str, Any]:
+def _head(runtime: Runtime, reloader: Reloader | None) -> StateView:
     stats = runtime.stats
     now = time.time()
     process = stats.process
@@ -86,24 +95,24 @@ def _head(runtime: Runtime, reloader: Reloader | None) -> dict[str, Any]:
         "reloads": {
             "ok": process.reloads_ok,
             "failed": process.reloads_failed,
-            "last": last.as_dict() if last is not None else None,
+            "last": cast(ReloadView, last.as_dict()) if last is not None else None,
         },
         "sources": {},
         "routes": {},
         "edges": [],
         "endpoints": {},
         "memory": _memory(runtime),
-        "admin": stats.admin.as_dict(),  # requests the admin endpoint refused, by reason
+        "admin": cast(AdminCounters, stats.admin.as_dict()),  # requests the admin endpoint refused, by reason
         "tasks": len(asyncio.all_tasks(runtime.loop)),  # (a leak of tasks shows here: the soak watches it)
     }
 
 
-def _parts(runtime: Runtime, out: dict[str, Any], clients: bool | str) -> list[Iterator[None]]:
+def _parts(runtime: Runtime, out: StateView, clients: bool | str) -> list[Iterator[None]]:
     """The body of the view, as generators that fill ``out`` one component per step."""
     return [_sources(runtime, out), _routes(runtime, out), _endpoints(runtime, out, clients)]
 
 
-def _sources(runtime: Runtime, out: dict[str, Any]) -> Iterator[None]:
+def _sources(runtime: Runtime, out: StateView) -> Iterator[None]:
     stats = runtime.stats
     for name, spec in runtime.graph.sources.items():
         source = runtime.sources.get(name)
@@ -112,21 +121,25 @@ def _sources(runtime: Runtime, out: dict[str, Any]) -> Iterator[None]:
         entry.update(stats.source(name).as_dict())
         clock = stats.clocks.get(name)
         entry["last_message_at"] = clock.last_message_at if clock is not None else None
-        out["sources"][name] = entry
+        out["sources"][name] = cast(SourceView, entry)
         yield
 
 
-def _routes(runtime: Runtime, out: dict[str, Any]) -> Iterator[None]:
+def _routes(runtime: Runtime, out: StateView) -> Iterator[None]:
     stats = runtime.stats
     edges = out["edges"]
     for name, route in runtime.graph.routes.items():
-        out["routes"][name] = {
-            "from": route.source,
-            "to": list(route.endpoints),
-            "filter": describe(route.spec.filter),
-            "upstream": route.upstream,
-            **stats.route(name).as_dict(),
-        }
+        counted = stats.route(name)
+        out["routes"][name] = RouteView(
+            {
+                "from": route.source,
+                "to": list(route.endpoints),
+                "filter": describe(route.spec.filter),
+                "upstream": route.upstream,
+                "filtered": counted.filtered,
+                "messages": counted.messages,
+            }
+        )
         for endpoint in route.endpoints:
             edges.append(
                 {
@@ -139,30 +152,31 @@ def _routes(runtime: Runtime, out: dict[str, Any]) -> Iterator[None]:
         yield
 
 
-def _endpoints(runtime: Runtime, out: dict[str, Any], clients: bool | str) -> Iterator[None]:
+def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterator[None]:
     stats = runtime.stats
     for name, spec in runtime.graph.endpoints.items():
         ep = runtime.endpoints.get(name)
-        entry = {
+        entry: dict[str, Any] = {
             "kind": spec.kind,
             "address": spec.listen.describe(),
             "clients": len(ep.clients) if ep is not None else 0,
             **stats.endpoint(name).as_dict(),
             **(ep.status() if ep is not None else {}),
         }
-        out["endpoints"][name] = entry
+        view = out["endpoints"][name] = cast(EndpointView, entry)
         if ep is not None and (clients is True or clients == name):
             listed = list(itertools.islice(ep.clients, CLIENTS_LISTED))
-            entry["clients_not_listed"] = len(ep.clients) - len(listed)
-            client_list = entry["client_list"] = []
+            view["clients_not_listed"] = len(ep.clients) - len(listed)
+            client_list: list[ClientView] = []
+            view["client_list"] = client_list
             for i, client in enumerate(listed, 1):
-                client_list.append(ep.client_status(client))
+                client_list.append(cast(ClientView, ep.client_status(client)))
                 if i % CHUNK == 0:
                     yield  # thousands of clients: the loop is served between chunks too
         yield
 
 
-def _memory(runtime: Runtime) -> dict[str, int]:
+def _memory(runtime: Runtime) -> MemoryView:
     budget = runtime.budget
     return {
         "limit": budget.limit,

@@ -27,6 +27,7 @@ from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, Input
 
+from ..observe.view import StateView
 from ..printable import printable
 from .clients import ClientsTable
 from .edges import EdgesTable
@@ -76,7 +77,7 @@ class VeylorApp(App[None]):
         self.reader = reader
         self.logs = logs
         self.rates = Rates()
-        self.view: dict[str, Any] | None = None
+        self.view: StateView | None = None
         self.stale_since: float | None = None
         self.reading = False  # a read of the state view is out
         self.terminal_ok = True  # False: at exit, the terminal had gone or was not reading
@@ -151,7 +152,7 @@ class VeylorApp(App[None]):
     # ------------------------------------------------------------------ drawing
 
     @work(exclusive=True, group="draw")
-    async def draw(self, view: dict[str, Any]) -> None:
+    async def draw(self, view: StateView) -> None:
         """Draw ``view`` in pieces, the relay's clients served between two (a key that
         redraws, or a new view, cancels a drawing under way: typing is not queued)."""
         try:
@@ -169,7 +170,7 @@ class VeylorApp(App[None]):
         if self.logs is not None:
             yield from self.query_one("#logs", LogPane).drain()
 
-    def _parts(self) -> list[Callable[[dict[str, Any]], Iterator[None] | None]]:
+    def _parts(self) -> list[Callable[[StateView], Iterator[None] | None]]:
         return [
             self.show_status,
             self.show_graph,
@@ -184,18 +185,18 @@ class VeylorApp(App[None]):
         """What the keys chose for every table now."""
         return Look(self.rates, self.totals, self.find)
 
-    def show_status(self, view: dict[str, Any]) -> None:
+    def show_status(self, view: StateView) -> None:
         self.query_one("#status", StatusLine).show(view, self.paused)
 
-    def show_graph(self, view: dict[str, Any]) -> Iterator[None]:
+    def show_graph(self, view: StateView) -> Iterator[None]:
         at = yield from self.query_one("#graph", EdgesTable).draw(view, self.look())
         if at is not None:
             self.selected_edge = tuple(at.split("|"))
 
-    def show_sources(self, view: dict[str, Any]) -> Iterator[None]:
+    def show_sources(self, view: StateView) -> Iterator[None]:
         return self.query_one("#sources", SourcesTable).draw(view, self.look())
 
-    def show_endpoints(self, view: dict[str, Any]) -> Iterator[None]:
+    def show_endpoints(self, view: StateView) -> Iterator[None]:
         at = yield from self.query_one("#endpoints", EndpointsTable).draw(view, self.look())
         if at is not None:
             self.selected_endpoint = at
@@ -203,14 +204,14 @@ class VeylorApp(App[None]):
             self.selected_endpoint = None  # (at is None: no endpoint is shown)
         self.reader.clients_of = self.selected_endpoint
 
-    def show_clients(self, view: dict[str, Any]) -> None:
+    def show_clients(self, view: StateView) -> None:
         self.query_one("#clients", ClientsTable).draw(view, self.look(), self.selected_endpoint)
 
     def show_sparkline(self) -> None:
         history = self.rates.history.get(("edge", *self.selected_edge)) if self.selected_edge else None
         self.query_one("#sparkline", Spark).show(list(history) if history else [])
 
-    def show_tap(self, view: dict[str, Any]) -> None:
+    def show_tap(self, view: StateView) -> None:
         self.query_one("#tap", TapPane).show(view, self.tapping, self.selected_edge)
 
     # ------------------------------------------------------------------ selection

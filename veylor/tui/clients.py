@@ -4,10 +4,12 @@ has yet to read. The state view lists a bounded number of them; the rest are cou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.text import Text
 
+from ..observe.view import StateView
 from .pane import Columns, Look, Pane, Row
 from .text import duration
 
@@ -22,9 +24,9 @@ class ClientsTable(Pane):
     )
     NOUN = "client"
 
-    def draw(self, view: dict[str, Any], look: Look, endpoint: str | None) -> None:
+    def draw(self, view: StateView, look: Look, endpoint: str | None) -> None:
         """Draw the clients of ``endpoint`` (None: no endpoint selected) in ``view``."""
-        ep = view["endpoints"].get(endpoint or "", {})
+        ep: Mapping[str, Any] = view["endpoints"].get(endpoint or "") or {}
         now = view["time"]
         rows = [
             Row(

@@ -4,11 +4,12 @@ filtered out and what its endpoint dropped for slow clients."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from rich.text import Text
 
+from ..observe.view import StateView
 from .pane import CHUNK, Columns, Look, Pane, Row
 from .rates import drops
 from .text import state
@@ -25,7 +26,7 @@ class EdgesTable(Pane):
     )
     NOUN = "edge"
 
-    def draw(self, view: dict[str, Any], look: Look) -> Generator[None, None, str | None]:
+    def draw(self, view: StateView, look: Look) -> Generator[None, None, str | None]:
         """Draw ``view``'s edges in pieces; the key of the edge under the cursor after."""
         routes, endpoints, sources = view["routes"], view["endpoints"], view["sources"]
         rows = []
@@ -33,7 +34,9 @@ class EdgesTable(Pane):
             if i % CHUNK == 0:
                 yield
             source, route, endpoint = edge["source"], edge["route"], edge["endpoint"]
-            r, ep = routes.get(route, {}), endpoints.get(endpoint, {})
+            # (a route or endpoint not in the view, as of a view cut between reloads: empty)
+            r: Mapping[str, Any] = routes.get(route) or {}
+            ep: Mapping[str, Any] = endpoints.get(endpoint) or {}
             msgs = look.number(("edge", source, route, endpoint), edge["messages"])
             filtered = look.number(("filtered", route), r.get("filtered", 0))
             dropped = look.number(("drops", endpoint), drops(ep))

@@ -5,15 +5,15 @@ its address. The one selected lists its clients below (:mod:`veylor.tui.clients`
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
 
 from rich.text import Text
 
+from ..observe.view import EndpointView, StateView
 from .pane import CHUNK, Columns, Look, Pane, Row
 from .rates import drops
 
 
-def refused(endpoint: dict[str, Any]) -> int:
+def refused(endpoint: EndpointView) -> int:
     """Clients an endpoint refused, for every reason (max_clients, origin, token, peer,
     pending handshakes)."""
     return sum(v for k, v in endpoint.items() if k.startswith("refused") and isinstance(v, int))
@@ -29,7 +29,7 @@ class EndpointsTable(Pane):
     )
     NOUN = "endpoint"
 
-    def draw(self, view: dict[str, Any], look: Look) -> Generator[None, None, str | None]:
+    def draw(self, view: StateView, look: Look) -> Generator[None, None, str | None]:
         """Draw ``view``'s endpoints in pieces; the key of the endpoint under the cursor
         after (None: no endpoint shown)."""
         rows = []

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+from ..observe.view import StateView
 
 HORIZON = 3.0  # seconds over which a rate is smoothed
 HISTORY = 120  # points kept per edge (a minute at 2 Hz)
@@ -21,16 +23,16 @@ class Rates:
     """Smoothed per-second rates of the counters the TUI shows, by key."""
 
     def __init__(self) -> None:
-        self.previous: dict[str, Any] | None = None
+        self.previous: StateView | None = None
         self.rates: dict[tuple[str, ...], float] = {}
         self.history: dict[tuple[str, ...], deque[float]] = {}
 
-    def update(self, view: dict[str, Any]) -> None:
+    def update(self, view: StateView) -> None:
         """Take a new snapshot; rates move towards what happened since the last one."""
         for _ in self.updating(view):
             pass
 
-    def updating(self, view: dict[str, Any], chunk: int = 500) -> Iterator[None]:
+    def updating(self, view: StateView, chunk: int = 500) -> Iterator[None]:
         """:meth:`update`, yielding every ``chunk`` counters (thousands of components:
         the event loop it shares with the relay runs between two chunks)."""
         before, self.previous = self.previous, view
@@ -57,7 +59,7 @@ class Rates:
         return self.rates.get(key)
 
 
-def _pairs(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[tuple[str, ...], float, float]]:
+def _pairs(a: StateView, b: StateView) -> list[tuple[tuple[str, ...], float, float]]:
     out: list[tuple[tuple[str, ...], float, float]] = []
     for name, s in b["sources"].items():
         old = a["sources"].get(name)
@@ -65,14 +67,14 @@ def _pairs(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[tuple[str, ...], 
             out.append((("source", name), s["messages_in"], old["messages_in"]))
             out.append((("source_bytes", name), s["bytes_in"], old["bytes_in"]))
     for name, e in b["endpoints"].items():
-        old = a["endpoints"].get(name)
-        if old is not None:
-            out.append((("endpoint", name), e["messages_out"], old["messages_out"]))
-            out.append((("drops", name), drops(e), drops(old)))
+        was = a["endpoints"].get(name)
+        if was is not None:
+            out.append((("endpoint", name), e["messages_out"], was["messages_out"]))
+            out.append((("drops", name), drops(e), drops(was)))
     for name, r in b["routes"].items():
-        old = a["routes"].get(name)
-        if old is not None:
-            out.append((("filtered", name), r.get("filtered", 0), old.get("filtered", 0)))
+        before = a["routes"].get(name)
+        if before is not None:
+            out.append((("filtered", name), r["filtered"], before["filtered"]))
     edges = {(x["source"], x["route"], x["endpoint"]): x["messages"] for x in a["edges"]}
     for x in b["edges"]:
         key = (x["source"], x["route"], x["endpoint"])
@@ -91,6 +93,6 @@ def human_rate(rate: float | None, unit: str = "") -> str:
     return f"{rate:.0f}{unit}/s"
 
 
-def drops(endpoint: dict[str, Any]) -> int:
+def drops(endpoint: Mapping[str, Any]) -> int:
     """Deliveries an endpoint did not make for its slow clients."""
     return int(endpoint.get("dropped", 0)) + int(endpoint.get("lost_slow", 0))

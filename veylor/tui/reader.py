@@ -3,10 +3,11 @@ running Veylor's admin endpoint (``veylor top``). Both give the same snapshot.""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import quote
 
 from ..observe.client import AdminClient, Unreachable
+from ..observe.view import SCHEMA, ReloadView, StateView
 from .shape import Misshapen, check_outcome, check_view
 
 if TYPE_CHECKING:
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from ..server import Server
 
 TIMEOUT = 2.0  # seconds; a reader that takes longer is marked stale
-SCHEMA = 1  # the state view's version this TUI reads
 
 
 class Unavailable(Exception):
@@ -27,9 +27,9 @@ class StateReader(Protocol):
     clients_of: str | None  # the endpoint whose clients to read (the one the user selected)
     tap: str | None  # the route whose last messages to read (a tap: see veylor.runtime.tap)
 
-    async def read(self) -> dict[str, Any]: ...
+    async def read(self) -> StateView: ...
 
-    async def reload(self) -> dict[str, Any]: ...
+    async def reload(self) -> ReloadView: ...
 
     async def close(self) -> None: ...
 
@@ -44,13 +44,13 @@ class InProcess:
         self.clients_of: str | None = None
         self.tap: str | None = None
 
-    async def read(self) -> dict[str, Any]:
+    async def read(self) -> StateView:
         # One endpoint's clients, not every client of every endpoint twice a second.
         return await self.server.snapshot_async(clients=self.clients_of or False, tap=self.tap)
 
-    async def reload(self) -> dict[str, Any]:
+    async def reload(self) -> ReloadView:
         outcome: Outcome = await self.server.reload("TUI (r)")
-        return outcome.as_dict()
+        return cast(ReloadView, outcome.as_dict())
 
     async def close(self) -> None:
         pass
@@ -77,7 +77,7 @@ class OverHttp:
             raise Unavailable(f"{self.where}{path.split('?')[0]}: HTTP {status}")
         return body
 
-    async def read(self) -> dict[str, Any]:
+    async def read(self) -> StateView:
         query = f"?clients={quote(self.clients_of or '')}" + (f"&tap={quote(self.tap)}" if self.tap else "")
         view = await self._call("GET", "/graph" + query, TIMEOUT, (200,))
         if view.get("schema") != SCHEMA:
@@ -86,15 +86,15 @@ class OverHttp:
             check_view(view)
         except Misshapen as exc:
             raise Unavailable(f"{self.where}: not Veylor's state view ({exc})") from None
-        return view
+        return cast(StateView, view)  # (checked: the shape the TUI reads)
 
-    async def reload(self) -> dict[str, Any]:
+    async def reload(self) -> ReloadView:
         outcome = await self._call("POST", "/reload", 300.0, (200, 422, 500))
         try:
             check_outcome(outcome)
         except Misshapen as exc:
             raise Unavailable(f"{self.where}: not Veylor's reload outcome ({exc})") from None
-        return outcome
+        return cast(ReloadView, outcome)
 
     async def close(self) -> None:
         await self.client.close()

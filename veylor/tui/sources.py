@@ -5,10 +5,10 @@ and URL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from rich.text import Text
 
+from ..observe.view import StateView
 from .pane import CHUNK, Columns, Look, Pane, Row
 from .text import duration, state
 
@@ -25,7 +25,7 @@ class SourcesTable(Pane):
     )
     NOUN = "source"
 
-    def draw(self, view: dict[str, Any], look: Look) -> Iterator[None]:
+    def draw(self, view: StateView, look: Look) -> Iterator[None]:
         """Draw ``view``'s sources in pieces."""
         now = view["time"]
         rows = []

@@ -4,11 +4,12 @@ when the state cannot be read; PAUSED while ``p`` holds the screen."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from rich.text import Text
 from textual.widgets import Static
 
+from ..observe.view import ReloadView, StateView
 from ..printable import printable
 from .text import problem, step
 
@@ -16,7 +17,7 @@ from .text import problem, step
 class StatusLine(Static):
     """One line: the generation and the last reload, or why the state is stale."""
 
-    def show(self, view: dict[str, Any], paused: bool) -> None:
+    def show(self, view: StateView, paused: bool) -> None:
         """The generation and the last reload of ``view``."""
         config = view["config"]
         status = Text(f"generation {config['generation']} (config {config['digest'][:12]}) · ")
@@ -49,7 +50,7 @@ class StatusLine(Static):
         self.update(Text.assemble(("STALE", "bold red"), " ", printable(why)), layout=False)
 
 
-def reload_note(outcome: dict[str, Any]) -> tuple[str, Literal["information", "error"]]:
+def reload_note(outcome: ReloadView) -> tuple[str, Literal["information", "error"]]:
     """What a reload asked for with ``r`` did, as a notification: its changes and steps,
     or its first problem (an error)."""
     if outcome.get("problems"):

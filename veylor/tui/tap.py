@@ -3,11 +3,10 @@ first, as Veylor escaped them (see :mod:`veylor.runtime.tap`); hidden while off.
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.widgets import Static
 
+from ..observe.view import StateView
 from ..printable import printable
 from .text import title
 
@@ -15,7 +14,7 @@ from .text import title
 class TapPane(Static):
     """What the tap of the selected edge's route caught (the state view's ``tap``)."""
 
-    def show(self, view: dict[str, Any], tapping: bool, edge: tuple[str, ...] | None) -> None:
+    def show(self, view: StateView, tapping: bool, edge: tuple[str, ...] | None) -> None:
         """Show or hide the pane; while ``tapping``, what the tap of ``edge``'s route
         caught in ``view``."""
         if self.display != tapping:

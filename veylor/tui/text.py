@@ -4,10 +4,9 @@ of plain data, shared by the panes and the app."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.content import Content
 
+from ..observe.view import ProblemView, SourceView, StepView
 from ..printable import printable
 
 STATE = {  # a source's state: mark, word and colour
@@ -22,7 +21,7 @@ STATE = {  # a source's state: mark, word and colour
 }
 
 
-def state(source: dict[str, Any]) -> tuple[str, str, str]:
+def state(source: SourceView) -> tuple[str, str, str]:
     """A source's state as (mark, word, colour): a source stopped after failing is failed."""
     name = source.get("state", "stopped")
     if name == "stopped" and source.get("failures"):
@@ -35,12 +34,12 @@ def title(text: str) -> Content:
     return Content(printable(text))
 
 
-def step(entry: dict[str, Any]) -> str:
+def step(entry: StepView) -> str:
     """One step of a reload's plan: its operation and the component's name."""
     return f"{entry['op']} {entry['name']}".strip()
 
 
-def problem(entry: dict[str, Any]) -> str:
+def problem(entry: ProblemView) -> str:
     """One problem of a refused reload, where it is first: ``FILE:LINE PATH: MESSAGE``."""
     return f"{entry['file']}:{entry['line']} {entry['path']}: {entry['message']}"
 
