@@ -84,7 +84,7 @@ class DownstreamConnection(ClientState, WebSocketConnection):
         if self.raw is None:  # (through TLS, its handshake is pending since the TCP accept)
             self.owner.conns.add(self)
             self.label = peer_label(transport)
-            if not self.owner.opening(self, transport):
+            if not self.owner.handshakes.opening(self, transport):
                 transport.abort()
                 return
 
@@ -180,7 +180,7 @@ class DownstreamConnection(ClientState, WebSocketConnection):
         listener = self.listener
         if listener is not None:
             self.listener = None
-            listener.unpend(self)
+            listener.handshakes.unpend(self)
             if self.handshake_timer is not None:
                 self.handshake_timer.cancel()
                 self.handshake_timer = None
