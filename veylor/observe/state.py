@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..filters import describe
+from ..runtime.clients import ClientEndpoint
 
 if TYPE_CHECKING:
     from ..reload import Reloader
@@ -156,7 +157,8 @@ def _endpoints(runtime: Runtime, out: dict[str, Any], clients: bool | str) -> It
             entry["clients_not_listed"] = len(ep.clients) - len(listed)
             client_list = entry["client_list"] = []
             for i, client in enumerate(listed, 1):
-                client_list.append(ep.client_status(client))
+                if isinstance(ep, ClientEndpoint):  # (only a kind with clients of its own lists any)
+                    client_list.append(ep.client_status(client))
                 if i % CHUNK == 0:
                     yield  # thousands of clients: the loop is served between chunks too
         yield
