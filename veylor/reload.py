@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import functools
 import gc
 import logging
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,13 +23,13 @@ from .config import Config, ConfigError, load_config
 from .config.files import FileCache
 from .config.problems import Location, Problem
 from .config.yamlfile import RESPONSIVE
+from .filewatch import FileWatch
 from .graph import Graph, Plan, Step, build_graph, diff
 from .heap import settle_heap
 from .observe.logs import remember
 from .report import plural
 from .runtime import Runtime, StartupError
 from .runtime.supervisor import Applied
-from .watchscope import WatchScope
 
 log = logging.getLogger("veylor.reload")
 
@@ -95,8 +92,78 @@ def no_reload(reason: str, runtime: Runtime) -> asyncio.Future[Outcome]:
     return done
 
 
+class DryRun:
+    """What a reload now would do, without doing it: the outcome's ``changes`` and
+    ``steps``, or the problems. Reads every file; the running configuration and the
+    reload cache are untouched. Dry runs asked for while one runs share it (a flood of
+    them costs one load at a time), on a thread of their own (real reloads and /metrics
+    never queue behind them)."""
+
+    def __init__(self, config_path: str, runtime: Runtime, env: Mapping[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.runtime = runtime
+        self.env = env
+        self._planning: asyncio.Future[Outcome] | None = None  # the dry run in progress
+        self._planner: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def __call__(self, reason: str) -> asyncio.Future[Outcome]:
+        if self._planning is None or self._planning.done():
+            self._planning = asyncio.ensure_future(self._plan(reason))
+        return asyncio.shield(self._planning)
+
+    def stop(self) -> None:
+        """A dry run in progress does not hold the exit."""
+        if self._planner is not None:
+            self._planner.shutdown(wait=False, cancel_futures=True)
+        if self._planning is not None:
+            self._planning.cancel()
+
+    async def _plan(self, reason: str) -> Outcome:
+        running = self.runtime.graph
+
+        def load() -> Plan:
+            responsive = RESPONSIVE.set(True)
+            try:
+                config = load_config(self.config_path, env=self.env)
+            finally:
+                RESPONSIVE.reset(responsive)
+            return diff(running, build_graph(config, previous=running))
+
+        if self._planner is None:
+            self._planner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="veylor-dry-run")
+        try:
+            plan = await asyncio.get_running_loop().run_in_executor(self._planner, load)
+        except ConfigError as exc:
+            return Outcome(
+                reason,
+                False,
+                self.runtime.generation,
+                running.digest,
+                problems=tuple(exc.problems) or (_invalid(self.config_path),),
+            )
+        except Exception as exc:
+            log.exception("reload (dry run): unexpected error")
+            return Outcome(
+                reason,
+                False,
+                self.runtime.generation,
+                running.digest,
+                error=f"unexpected error ({type(exc).__name__}); see the log",
+            )
+        return Outcome(
+            reason,
+            False,
+            self.runtime.generation,
+            running.digest,
+            changes=tuple(plan.describe()) if not plan.empty else (),
+            steps=plan.steps,
+        )
+
+
 class Reloader:
-    """Owns the reload loop and its triggers for one running :class:`Runtime`.
+    """Owns the reload loop and its triggers for one running :class:`Runtime`: requests
+    (SIGHUP, the admin endpoint, its :class:`FileWatch`) queue and share one reload;
+    dry runs go to its :class:`DryRun`.
 
     Loading (reading, parsing, validating) runs in a worker thread with a per-file cache,
     so that a reload never stalls the event loop that serves every client: with a
@@ -121,37 +188,37 @@ class Reloader:
         self.config_path = config_path
         self.runtime = runtime
         self.apply: Apply = apply if apply is not None else runtime.apply
-        self.watch_mode = watch
         self.env = env
-        self.include = config.include if config is not None else ()
-        self.referenced = config.referenced if config is not None else ()  # tokens files, certificates
+        self.watch = FileWatch(
+            config_path,
+            config.include if config is not None else (),
+            config.referenced if config is not None else (),
+            watch,
+            self.request,
+        )
+        self.dry_run = DryRun(config_path, runtime, env)
         self.cache = cache if cache is not None else FileCache()
         self.last: Outcome | None = None  # the last reload's outcome
-        self.watch_error: str | None = None  # why the file watch is not running, if it is not
         self._failing = False  # the last reload was rejected: say so when it recovers
         self._requested = asyncio.Event()
         self._reasons: list[str] = []
         self._waiters: list[asyncio.Future[Outcome]] = []
         self._changed: set[str] | None = set()  # None: read every file
         self._stop = asyncio.Event()
-        self._rewatch = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._scope: WatchScope | None = None
-        self._planning: asyncio.Future[Outcome] | None = None  # the dry run in progress
-        self._planner: concurrent.futures.ThreadPoolExecutor | None = None
         self.on_start: Callable[[], None] = _nothing  # a reload begins (systemd: RELOADING=1)
         self.on_done: Callable[[], None] = _nothing  # ... and is over, applied or not (READY=1)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._loop(), name="veylor-reload"))
-        if self.watch_mode != "off":
-            self._tasks.append(loop.create_task(self._watch(), name="veylor-watch"))
+        if self.watch.mode != "off":
+            self._tasks.append(loop.create_task(self.watch.run(), name="veylor-watch"))
 
     async def stop(self) -> None:
         """Stop watching and reloading; requests not yet served are answered (not applied)."""
         self._stop.set()
-        self._rewatch.set()
+        self.watch.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -165,10 +232,7 @@ class Reloader:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(self._outcome("stop", error="Veylor stopped before this reload ran"))
-        if self._planner is not None:  # a dry run in progress does not hold the exit
-            self._planner.shutdown(wait=False, cancel_futures=True)
-        if self._planning is not None:
-            self._planning.cancel()
+        self.dry_run.stop()
 
     def request(self, reason: str, paths: set[str] | None = None) -> asyncio.Future[Outcome]:
         """Ask for a reload (from a signal handler, the file watcher, :meth:`Server.reload`); the
@@ -218,55 +282,8 @@ class Reloader:
                         waiter.set_result(outcome)
 
     def plan(self, reason: str) -> asyncio.Future[Outcome]:
-        """What a reload now would do, without doing it (a dry run): the outcome's
-        ``changes`` and ``steps``, or the problems. Reads every file; the running
-        configuration and the reload cache are untouched. Dry runs asked for while one
-        runs share it (a flood of them costs one load at a time), on a thread of their
-        own (real reloads and /metrics never queue behind them)."""
-        if self._planning is None or self._planning.done():
-            self._planning = asyncio.ensure_future(self._plan(reason))
-        return asyncio.shield(self._planning)
-
-    async def _plan(self, reason: str) -> Outcome:
-        running = self.runtime.graph
-
-        def load() -> Plan:
-            responsive = RESPONSIVE.set(True)
-            try:
-                config = load_config(self.config_path, env=self.env)
-            finally:
-                RESPONSIVE.reset(responsive)
-            return diff(running, build_graph(config, previous=running))
-
-        if self._planner is None:
-            self._planner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="veylor-dry-run")
-        try:
-            plan = await asyncio.get_running_loop().run_in_executor(self._planner, load)
-        except ConfigError as exc:
-            return Outcome(
-                reason,
-                False,
-                self.runtime.generation,
-                running.digest,
-                problems=tuple(exc.problems) or (_invalid(self.config_path),),
-            )
-        except Exception as exc:
-            log.exception("reload (dry run): unexpected error")
-            return Outcome(
-                reason,
-                False,
-                self.runtime.generation,
-                running.digest,
-                error=f"unexpected error ({type(exc).__name__}); see the log",
-            )
-        return Outcome(
-            reason,
-            False,
-            self.runtime.generation,
-            running.digest,
-            changes=tuple(plan.describe()) if not plan.empty else (),
-            steps=plan.steps,
-        )
+        """What a reload now would do, without doing it: see :class:`DryRun`."""
+        return self.dry_run(reason)
 
     def _outcome(self, reason: str, **how: Any) -> Outcome:
         rt = self.runtime
@@ -329,9 +346,9 @@ class Reloader:
             )
             for problem in exc.problems:
                 log.error("  %s", problem)
-            self._watch_again()
+            self.watch.rescope()
             return self._outcome(reason, problems=tuple(exc.problems) or (_invalid(self.config_path),))
-        self._watch_again(config.include, config.referenced)
+        self.watch.rescope(config.include, config.referenced)
         if config.digest == running.digest:
             if self._failing:
                 self._failing = False
@@ -405,179 +422,6 @@ class Reloader:
         count = sum(len(endpoints[e].clients) for e in names if e in endpoints)
         return f"{line} ({plural(count, 'client')} on its endpoints)" if count else line
 
-    # ------------------------------------------------------------------ file watching
-
-    def _watch_again(
-        self, include: tuple[str, ...] | None = None, referenced: tuple[str, ...] | None = None
-    ) -> None:
-        """After a reload: re-derive what to watch (the include patterns may have changed,
-        a pattern's directory may have appeared, files the configuration refers to may be
-        others) and retry a watch that failed."""
-        if include is not None:
-            self.include = include
-        if referenced is not None:
-            self.referenced = referenced
-        if self.watch_mode == "off":
-            return
-        scope = WatchScope.of(self.config_path, self.include, self.referenced)
-        if scope != self._scope or self.watch_error is not None:
-            self._rewatch.set()
-
-    async def _watch(self) -> None:
-        """Watch the scope's directories until stopped; start again whenever the scope
-        changes or a watched directory is replaced; when a watch fails, say so once
-        (SIGHUP still works) and retry every WATCH_RETRY_S and at each reload."""
-        from watchfiles import awatch
-
-        poll = self.watch_mode == "poll"
-        while not self._stop.is_set():
-            self._rewatch.clear()
-            scope = self._scope = WatchScope.of(self.config_path, self.include, self.referenced)
-            problem = _unwatchable(scope.roots)
-            if problem is not None:
-                self._watch_failed(problem)
-                await self._retry_watch()
-                continue
-            stop = asyncio.Event()
-            relay = asyncio.ensure_future(self._rewatch.wait())
-            relay.add_done_callback(functools.partial(_set, stop))
-            if self.watch_error is not None:
-                log.info("file watch restored")
-            self.watch_error = None
-            log.info(
-                "watching %s for changes%s%s",
-                ", ".join(scope.roots),
-                " (polling)" if poll else "",
-                " (with subdirectories)" if scope.recursive else "",
-            )
-            started = False
-            identity = _identities(scope.roots)
-            try:
-                async with contextlib.aclosing(
-                    awatch(
-                        *scope.roots,
-                        watch_filter=functools.partial(_matters, scope),
-                        debounce=WATCH_DEBOUNCE_MS,
-                        step=WATCH_STEP_MS,
-                        stop_event=stop,
-                        rust_timeout=WATCH_TIMEOUT_MS,
-                        yield_on_timeout=True,
-                        force_polling=poll,
-                        poll_delay_ms=300,
-                        recursive=scope.recursive,
-                        ignore_permission_denied=False,
-                    )
-                ) as watch:
-                    async for changes in watch:
-                        if not started:
-                            # The watch is in place: a change made while it was starting (since
-                            # the configuration was loaded) would be missed; look once (cheap:
-                            # unchanged files come from the cache; quiet when nothing changed).
-                            started = True
-                            self.request("file change: catching up after the watch started")
-                        if _identities(scope.roots) != identity:
-                            # A watched directory was removed (and maybe made again), replaced or
-                            # renamed: the kernel's watch is on what is gone. Watch anew; the new
-                            # watch's catch-up look applies what changed meanwhile.
-                            log.info("a watched directory was removed or replaced: watching anew")
-                            break
-                        if not changes:
-                            continue
-                        paths = {path for _, path in changes}
-                        await settled(paths)
-                        names = sorted({os.path.basename(path) for path in paths})
-                        more = " ..." if len(names) > 3 else ""
-                        self.request("file change: " + ", ".join(names[:3]) + more, paths)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._watch_failed(f"{type(exc).__name__}: {exc}")
-                await self._retry_watch()
-            finally:
-                relay.cancel()
-            if not (self._stop.is_set() or self._rewatch.is_set() or started):
-                # The watch ended before it was ever in place (a directory that vanished or
-                # turned unreadable as it started): try again, not in a busy loop.
-                await self._retry_watch()
-
-    def _watch_failed(self, why: str) -> None:
-        """Say once why the watch is down (again only when the reason changes); it is
-        retried every WATCH_RETRY_S and at each reload, and its return is said too."""
-        if why != self.watch_error:
-            log.warning(
-                "cannot watch the configuration files: %s; file changes will not reload Veylor until "
-                "this is fixed (SIGHUP, systemctl reload, still reloads; the watch is retried every "
-                "%.0f s and at each reload)",
-                why,
-                WATCH_RETRY_S,
-            )
-        self.watch_error = why
-
-    async def _retry_watch(self) -> None:
-        """Wait for the next try at watching: a reload's request, or WATCH_RETRY_S."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(WATCH_RETRY_S):  # (not wait_for: see nats.outbox.StreamOutbox)
-                await self._rewatch.wait()
-
-
-WATCH_STEP_MS = 30  # a change is picked up once its files have been quiet this long (the settle time)
-WATCH_DEBOUNCE_MS = 500  # ... or after this long, under a stream of changes
-WATCH_RETRY_S = 3.0  # a watch that failed (a directory unreadable or gone) is tried again this often
-WATCH_TIMEOUT_MS = 1000  # the watcher wakes this often when nothing changes (its first wake-up
-# tells the watch is in place)
-
-
-async def settled(paths: set[str], settle: float | None = None, give_up: float = 10.0) -> None:
-    """Return once none of ``paths`` was modified in the last ``settle`` seconds (or after
-    ``give_up`` seconds): a file still being written is not loaded half-way. Usually at
-    once: the watcher itself waits for a quiet spell first."""
-    settle = WATCH_STEP_MS / 1000 if settle is None else settle
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + give_up
-    while loop.time() < deadline:
-        now = time.time()
-        newest = 0.0
-        for path in paths:
-            try:
-                newest = max(newest, os.stat(path).st_mtime)
-            except OSError:
-                pass  # removed: nothing to wait for
-        wait = newest + settle - now
-        if wait <= 0:
-            return
-        await asyncio.sleep(min(wait, settle))
-    log.warning(
-        "file change: %s still being written after %.0fs; loading it anyway",
-        ", ".join(sorted(paths)),
-        give_up,
-    )
-
-
-def _identities(roots: tuple[str, ...]) -> tuple[tuple[int, int] | None, ...]:
-    """Which directories ``roots`` are now (device and inode; None: gone)."""
-    out: list[tuple[int, int] | None] = []
-    for root in roots:
-        try:
-            st = os.stat(root)
-        except OSError:
-            out.append(None)
-        else:
-            out.append((st.st_dev, st.st_ino))
-    return tuple(out)
-
-
-def _unwatchable(roots: tuple[str, ...]) -> str | None:
-    """Why one of ``roots`` cannot be watched (an unreadable directory), or None."""
-    for root in roots:
-        try:
-            with os.scandir(root):
-                pass
-        except PermissionError:
-            return f"permission denied on {root} (uid {os.geteuid()})"
-        except OSError as exc:
-            return f"{root}: {exc.strerror or exc}"
-    return None
-
 
 def _nothing() -> None:
     pass
@@ -585,13 +429,3 @@ def _nothing() -> None:
 
 def _invalid(path: str) -> Problem:
     return Problem(Location(path), (), "invalid configuration")
-
-
-def _set(event: asyncio.Event, _done: object) -> None:
-    """A done callback that sets ``event``."""
-    event.set()
-
-
-def _matters(scope: WatchScope, _change: object, path: str) -> bool:
-    """watchfiles' filter: whether a change at ``path`` matters to ``scope``."""
-    return scope.matters(path)

@@ -14,7 +14,7 @@ import pytest
 from helpers import eventually, free_port, raw_handshake, stalled_ws_client, veylor_inprocess
 from websockets.asyncio.client import connect
 
-from veylor.runtime import endpoints
+from veylor.runtime import clients as runtime_clients
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,7 +103,7 @@ async def test_dropped_messages_for_a_slow_client_are_counted_and_logged_with_th
     tmp_path, upstream, caplog, monkeypatch
 ):
     """slow_client: drop used to lose messages without a word."""
-    monkeypatch.setattr(endpoints, "LOSS_LOG_INTERVAL", 0.3)
+    monkeypatch.setattr(runtime_clients, "LOSS_LOG_INTERVAL", 0.3)
     caplog.set_level(logging.INFO, "veylor.endpoint")
     port = free_port()
     config = f"""
@@ -184,7 +184,7 @@ endpoints:
 routes:
   r: {{from: up, to: lines}}
 """
-    monkeypatch.setattr(endpoints, "LOSS_LOG_INTERVAL", 0.5)
+    monkeypatch.setattr(runtime_clients, "LOSS_LOG_INTERVAL", 0.5)
     async with veylor_inprocess(tmp_path, config) as rt:
         await upstream.wait_connected()
         _reader, writer = await asyncio.open_unix_connection(sock)

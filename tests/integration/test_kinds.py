@@ -28,7 +28,7 @@ from veylor.graph import Step, build_graph
 from veylor.observe.state import snapshot as state_view
 from veylor.reload import Reloader
 from veylor.runtime import Runtime
-from veylor.runtime.endpoints import Endpoint
+from veylor.runtime.clients import ClientEndpoint
 from veylor.runtime.kinds import RuntimeKind
 from veylor.runtime.wire import Wire
 
@@ -294,7 +294,7 @@ class Recorder:
 SHOUT = Wire("shout", lambda payload, is_text: payload.upper() + b"!")
 
 
-class MemoryEndpoint(Endpoint):
+class MemoryEndpoint(ClientEndpoint):
     wire = SHOUT
 
     @staticmethod
@@ -310,7 +310,7 @@ class MemoryListener:
 
     def __init__(self, key: tuple[Any, ...]) -> None:
         self.key = key
-        self.endpoints: list[Endpoint] = []
+        self.endpoints: list[ClientEndpoint] = []
 
     def attach(self, endpoints):
         self.endpoints = list(endpoints)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .. import __version__
 from ..filters import describe
+from ..runtime.clients import ClientEndpoint
 from .view import (
     SCHEMA,
     AdminCounters,
@@ -170,7 +171,8 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
             client_list: list[ClientView] = []
             view["client_list"] = client_list
             for i, client in enumerate(listed, 1):
-                client_list.append(cast(ClientView, ep.client_status(client)))
+                if isinstance(ep, ClientEndpoint):  # (only a kind with clients of its own lists any)
+                    client_list.append(cast(ClientView, ep.client_status(client)))
                 if i % CHUNK == 0:
                     yield  # thousands of clients: the loop is served between chunks too
         yield

@@ -26,7 +26,8 @@ from websockets.http11 import MAX_LINE_LENGTH, Request
 from websockets.server import ServerProtocol
 
 from ..observe.logs import DOWNSTREAM_LOGGER
-from .endpoints import CLOSE_GRACE, ClientState, release
+from .clients import CLOSE_GRACE, release
+from .endpoints import ClientState
 from .frames import is_data, valid_utf8
 from .wsconn import CONNECTING, OPEN, PING, PONG, WebSocketConnection
 
@@ -84,7 +85,7 @@ class DownstreamConnection(ClientState, WebSocketConnection):
         if self.raw is None:  # (through TLS, its handshake is pending since the TCP accept)
             self.owner.conns.add(self)
             self.label = peer_label(transport)
-            if not self.owner.opening(self, transport):
+            if not self.owner.handshakes.opening(self, transport):
                 transport.abort()
                 return
 
@@ -180,14 +181,14 @@ class DownstreamConnection(ClientState, WebSocketConnection):
         listener = self.listener
         if listener is not None:
             self.listener = None
-            listener.unpend(self)
+            listener.handshakes.unpend(self)
             if self.handshake_timer is not None:
                 self.handshake_timer.cancel()
                 self.handshake_timer = None
 
     def resume_writing(self) -> None:
         self.paused = False
-        # What Veylor held while the transport was paused (Endpoint.hold) goes now, unless
+        # What Veylor held while the transport was paused (ClientEndpoint.hold) goes now, unless
         # the connection is closing (a close frame went: nothing may follow).
         release(self, self.protocol is not None and self.protocol.state is OPEN)
 

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..filters import CompiledFilter
 from ..graph import Graph, Route
@@ -37,13 +37,13 @@ from .wire import Wire
 if TYPE_CHECKING:
     from .endpoints import Endpoint
 
-Groups = tuple[tuple[Wire, tuple["Endpoint[Any]", ...]], ...]  # target endpoints by wire
+Groups = tuple[tuple[Wire, tuple["Endpoint", ...]], ...]  # target endpoints by wire
 GROUPINGS_KEPT = 256  # combinations of filtered routes whose grouping a source remembers
 
 
-def by_wire(endpoints: Iterable[Endpoint[Any]]) -> Groups:
+def by_wire(endpoints: Iterable[Endpoint]) -> Groups:
     """The endpoints (each once, in order) grouped by their wire."""
-    groups: dict[Wire, list[Endpoint[Any]]] = {}
+    groups: dict[Wire, list[Endpoint]] = {}
     for ep in dict.fromkeys(endpoints):
         groups.setdefault(ep.wire, []).append(ep)
     return tuple((wire, tuple(eps)) for wire, eps in groups.items())
@@ -55,20 +55,20 @@ class SourceFanout:
 
     always: Groups  # reached by an unfiltered route
     always_stats: tuple[RouteStats, ...]
-    filtered: tuple[tuple[CompiledFilter | Tap, tuple[Endpoint[Any], ...], RouteStats], ...]
+    filtered: tuple[tuple[CompiledFilter | Tap, tuple[Endpoint, ...], RouteStats], ...]
     # What it was built from, to reuse it when a reload changed none of it.
     routes: tuple[Route, ...] = ()
-    targets: tuple[Endpoint[Any], ...] = ()
+    targets: tuple[Endpoint, ...] = ()
     taps: tuple[Tap, ...] = ()  # routes tapped (runtime/tap.py): dispatched as filtered
     # The groups for each combination of filtered routes' endpoints seen so far.
-    groupings: dict[tuple[Endpoint[Any], ...], Groups] = field(default_factory=dict)
+    groupings: dict[tuple[Endpoint, ...], Groups] = field(default_factory=dict)
 
     def matched(self, data: bytes, is_text: bool) -> Groups:
         """The target groups of one message: the unfiltered routes' and those of the
         filtered routes that pass it (each filter evaluated once, JSON decoded at most
         once, and counted)."""
         msg = Message(data, is_text)
-        extra: tuple[Endpoint[Any], ...] = ()
+        extra: tuple[Endpoint, ...] = ()
         for match, endpoints, st in self.filtered:
             if match.match(msg):
                 st.messages += 1
@@ -77,7 +77,7 @@ class SourceFanout:
                 st.filtered += 1
         return self.with_extra(extra) if extra else self.always
 
-    def with_extra(self, extra: tuple[Endpoint[Any], ...]) -> Groups:
+    def with_extra(self, extra: tuple[Endpoint, ...]) -> Groups:
         """The groups of the unfiltered targets plus ``extra`` (remembered: a source's
         filters select few distinct combinations)."""
         groups = self.groupings.get(extra)
@@ -93,7 +93,7 @@ RoutingTable = Mapping[str, SourceFanout]
 
 def build_table(
     graph: Graph,
-    endpoints: Mapping[str, Endpoint[Any]],
+    endpoints: Mapping[str, Endpoint],
     stats: Mapping[str, RouteStats],
     previous: RoutingTable | None = None,
     taps: Mapping[str, Tap] | None = None,
@@ -114,7 +114,7 @@ def build_table(
         ):
             table[source] = before
             continue
-        always: list[Endpoint[Any]] = []
+        always: list[Endpoint] = []
         always_stats: list[RouteStats] = []
         filtered = []
         for route in routes:
@@ -143,7 +143,7 @@ class Router:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.table: RoutingTable = {}
-        self._dirty: list[Endpoint[Any]] = []
+        self._dirty: list[Endpoint] = []
         self._flush_scheduled = False
         self._bug_logged_at = -BUG_LOG_INTERVAL
 
@@ -178,7 +178,7 @@ class Router:
             try:
                 ep.flush()
             except Exception:  # a bug: it must not stop the flushes of the other endpoints
-                ep.pending, ep.pending_bytes = [], 0
+                ep.drop_pending()
                 now = time.monotonic()
                 if now - self._bug_logged_at >= BUG_LOG_INTERVAL:
                     self._bug_logged_at = now

@@ -38,7 +38,7 @@ class RuntimeKind:
     """What a kind's module provides (as ``KIND``); a kind has sources, or endpoints
     and their listeners, or both."""
 
-    endpoint: type[Endpoint[Any]] | None = None
+    endpoint: type[Endpoint] | None = None
     listener: Callable[[ListenerKey], Listener] | None = None
     source: Callable[[Any, Dispatch, Callable[[Any], None], SourceStats], SourceKind] | None = None
 
@@ -50,7 +50,7 @@ def _implementation(table: Mapping[str, Kind], kind: str) -> RuntimeKind:
 
 def make_endpoint(
     spec: EndpointSpec, stats: EndpointStats | None = None, budget: Budget | None = None
-) -> Endpoint[Any]:
+) -> Endpoint:
     """A new endpoint object for ``spec`` (serving nothing until a listener attaches it)."""
     cls = _implementation(ENDPOINT_KINDS, spec.kind).endpoint
     if cls is None:

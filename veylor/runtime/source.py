@@ -66,10 +66,7 @@ class Source:
         self.failures = 0  # consecutive failed attempts (drives the backoff)
         self._drop_log = Throttled(log)
         self._invalid_log = Throttled(log)
-        self._bug_logged_at = -SUMMARY_INTERVAL  # when an unexpected error's traceback was last logged
-        self._streak_since: float | None = None  # wall clock of the first failure of a streak
-        self._streak_failures = 0
-        self._summary_at = 0.0
+        self._attempts = AttemptLog(self)
 
     @property
     def url(self) -> str:
@@ -217,7 +214,7 @@ class Source:
                     else:
                         self.last_error = _describe(exc, secure=self.spec.url.startswith("wss:"))
                         if not _expected(exc):
-                            self._unexpected(exc)
+                            self._attempts.unexpected()
                 finally:
                     self.conn = None
                     self.connected_since = None
@@ -242,76 +239,10 @@ class Source:
                 delay = backoff_delay(spec.reconnect, self.failures)
                 self.next_attempt_at = time.time() + delay
                 self.state = "backoff"
-                self._log_failure(connected, delay)
+                self._attempts.failed(connected, delay)
                 await asyncio.sleep(delay)
         finally:
             self.next_attempt_at = None
-
-    def _unexpected(self, exc: BaseException) -> None:
-        """An error nobody foresaw (in Veylor or in a library, e.g. an upstream that
-        speaks before the handshake): with its traceback at most once a minute per
-        source, otherwise in one line at DEBUG, so that a flapping upstream cannot flood
-        the log."""
-        now = time.monotonic()
-        if now - self._bug_logged_at < SUMMARY_INTERVAL:
-            log.debug("source %s: unexpected error again: %s", self.name, self.last_error)
-            return
-        self._bug_logged_at = now
-        log.error(
-            "source %s: unexpected error (please report it, with this traceback); reconnecting",
-            self.name,
-            exc_info=True,
-        )
-
-    def _log_failure(self, connected: bool, delay: float) -> None:
-        """A lost connection and the first failure of a streak at WARNING; later failures
-        at DEBUG, with a summary at INFO at most every ``SUMMARY_INTERVAL`` seconds."""
-        now = time.monotonic()
-        if connected:
-            log.warning(
-                "source %s: connection to %s %s; reconnecting in %.2fs",
-                self.name,
-                self.url,
-                self.last_error,
-                delay,
-            )
-            self._streak_since = None
-            return
-        if self._streak_since is None:
-            self._streak_since = time.time()
-            self._streak_failures = 1
-            self._summary_at = now
-            log.warning(
-                "source %s: cannot connect to %s: %s; retrying in %.2fs "
-                "(further failures are summarized every %.0fs; -v shows each)",
-                self.name,
-                self.url,
-                self.last_error,
-                delay,
-                SUMMARY_INTERVAL,
-            )
-            return
-        self._streak_failures += 1
-        log.debug(
-            "source %s: attempt %d to %s failed: %s; retrying in %.2fs",
-            self.name,
-            self.stats.attempts,
-            self.url,
-            self.last_error,
-            delay,
-        )
-        if now - self._summary_at >= SUMMARY_INTERVAL:
-            self._summary_at = now
-            log.info(
-                "source %s: still cannot connect to %s: %d attempts failed since %s; last error: %s; "
-                "next attempt in %.1fs",
-                self.name,
-                self.url,
-                self._streak_failures,
-                time.strftime("%H:%M:%S", time.localtime(self._streak_since)),
-                self.last_error,
-                delay,
-            )
 
     async def _connect(self) -> UpstreamConnection:
         spec = self.spec
@@ -345,14 +276,12 @@ class Source:
         self.stats.connects += 1
         self.connected_since = time.time()
         self.state = "connected"
-        after = f" after {plural(self.failures, 'failed attempt')}" if self._streak_since is not None else ""
-        self._streak_since = None
         log.info(
             "source %s: connected to %s%s%s",
             self.name,
             self.url,
             f" (subprotocol {conn.subprotocol})" if conn.subprotocol else "",
-            after,
+            self._attempts.connected(),
         )
         try:
             trace = tracing()
@@ -394,6 +323,96 @@ class Source:
             preview(data),
         )
         self._on_message(data, is_text)
+
+
+class AttemptLog:
+    """How one source's connection attempts are told in the log: a lost connection and
+    the first failure of a streak at WARNING, later failures at DEBUG with a summary at
+    INFO every ``SUMMARY_INTERVAL`` seconds, an unexpected error's traceback at most as
+    often, and the recovery with the number of attempts it took. (A source whose upstream
+    is down tries every few seconds for hours: a line each would bury everything else.)"""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._bug_logged_at = -SUMMARY_INTERVAL  # when an unexpected error's traceback was last logged
+        self._streak_since: float | None = None  # wall clock of the first failure of a streak
+        self._streak_failures = 0
+        self._summary_at = 0.0
+
+    def connected(self) -> str:
+        """The end of a streak: what the "connected" line adds (the attempts it took)."""
+        failures = self.source.failures
+        after = f" after {plural(failures, 'failed attempt')}" if self._streak_since is not None else ""
+        self._streak_since = None
+        return after
+
+    def unexpected(self) -> None:
+        """An error nobody foresaw (in Veylor or in a library, e.g. an upstream that
+        speaks before the handshake): with its traceback at most once a minute per
+        source, otherwise in one line at DEBUG, so that a flapping upstream cannot flood
+        the log."""
+        source = self.source
+        now = time.monotonic()
+        if now - self._bug_logged_at < SUMMARY_INTERVAL:
+            log.debug("source %s: unexpected error again: %s", source.name, source.last_error)
+            return
+        self._bug_logged_at = now
+        log.error(
+            "source %s: unexpected error (please report it, with this traceback); reconnecting",
+            source.name,
+            exc_info=True,
+        )
+
+    def failed(self, connected: bool, delay: float) -> None:
+        """A lost connection and the first failure of a streak at WARNING; later failures
+        at DEBUG, with a summary at INFO at most every ``SUMMARY_INTERVAL`` seconds."""
+        source = self.source
+        now = time.monotonic()
+        if connected:
+            log.warning(
+                "source %s: connection to %s %s; reconnecting in %.2fs",
+                source.name,
+                source.url,
+                source.last_error,
+                delay,
+            )
+            self._streak_since = None
+            return
+        if self._streak_since is None:
+            self._streak_since = time.time()
+            self._streak_failures = 1
+            self._summary_at = now
+            log.warning(
+                "source %s: cannot connect to %s: %s; retrying in %.2fs "
+                "(further failures are summarized every %.0fs; -v shows each)",
+                source.name,
+                source.url,
+                source.last_error,
+                delay,
+                SUMMARY_INTERVAL,
+            )
+            return
+        self._streak_failures += 1
+        log.debug(
+            "source %s: attempt %d to %s failed: %s; retrying in %.2fs",
+            source.name,
+            source.stats.attempts,
+            source.url,
+            source.last_error,
+            delay,
+        )
+        if now - self._summary_at >= SUMMARY_INTERVAL:
+            self._summary_at = now
+            log.info(
+                "source %s: still cannot connect to %s: %d attempts failed since %s; last error: %s; "
+                "next attempt in %.1fs",
+                source.name,
+                source.url,
+                self._streak_failures,
+                time.strftime("%H:%M:%S", time.localtime(self._streak_since)),
+                source.last_error,
+                delay,
+            )
 
 
 async def _close_bounded(conn: UpstreamConnection) -> None:

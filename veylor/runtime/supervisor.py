@@ -24,6 +24,7 @@ from typing import Any
 
 from ..graph import CONTROL, REMOVED, UNDOABLE, Graph, Op, Plan, Step, diff
 from .budget import Budget
+from .clients import ClientEndpoint, with_clients
 from .endpoints import Endpoint, StartupError
 from .fanout import Router, build_table
 from .interfaces import Listener, ListenerKey, SourceKind
@@ -53,7 +54,7 @@ class Runtime:
         self.router = Router(self.loop)
         self.graph = Graph.empty()
         self.sources: dict[str, SourceKind] = {}
-        self.endpoints: dict[str, Endpoint[Any]] = {}
+        self.endpoints: dict[str, Endpoint] = {}
         self.listeners: dict[ListenerKey, Listener] = {}
         self.stats = Stats()
         self.budget = Budget()  # limits.buffered: bytes queued for all clients together
@@ -188,7 +189,7 @@ class Runtime:
             return
         for name in self.graph.endpoints_of_source(source.name):
             ep = self.endpoints.get(name)
-            if ep is not None and ep.clients:
+            if isinstance(ep, ClientEndpoint) and ep.clients:
                 log.info(
                     "endpoint %s: closing %d clients: source %s disconnected (on_disconnect: close_clients)",
                     ep.name,
@@ -211,18 +212,19 @@ class Runtime:
         self.router.flush()  # what was dispatched before the signal still goes out
         for ep in self.endpoints.values():
             ep.stop()
-            ep.close_clients(1001, "Veylor is shutting down")
+            if isinstance(ep, ClientEndpoint):
+                ep.close_clients(1001, "Veylor is shutting down")
         waits = [asyncio.ensure_future(s.stop()) for s in self.sources.values()]
         waits += [asyncio.ensure_future(listener.close()) for listener in self.listeners.values()]
-        waits += [asyncio.ensure_future(ep.wait_empty()) for ep in self.endpoints.values()]
+        waits += [asyncio.ensure_future(ep.wait_empty()) for ep in with_clients(self.endpoints.values())]
         waits += list(self._background)
         done, pending = await asyncio.wait(waits, timeout=SHUTDOWN_TIMEOUT) if waits else (set(), set())
         if pending:
             log.warning(
                 "shutdown: %d parts did not stop in %.0fs: aborting them", len(pending), SHUTDOWN_TIMEOUT
             )
-            for ep in self.endpoints.values():
-                ep.abort_all()
+            for served in with_clients(self.endpoints.values()):
+                served.abort_all()
             for task in pending:
                 task.cancel()
             await asyncio.wait(pending, timeout=1.0)
@@ -256,13 +258,13 @@ class _Execution:
         self.rt = runtime
         self.new = new
         self.plan = plan
-        self.fresh: dict[str, Endpoint[Any]] = {}  # made by create_endpoint, until start_endpoint
-        self.replaced: dict[str, Endpoint[Any]] = {}  # old objects of rebound endpoints
+        self.fresh: dict[str, Endpoint] = {}  # made by create_endpoint, until start_endpoint
+        self.replaced: dict[str, Endpoint] = {}  # old objects of rebound endpoints
         self.bound: list[Listener] = []
         self.waits: list[Coroutine[Any, Any, None]] = []  # source stops and restarts
         self.closed: dict[str, int] = {}
 
-    def endpoint(self, name: str) -> Endpoint[Any]:
+    def endpoint(self, name: str) -> Endpoint:
         return self.fresh.get(name) or self.rt.endpoints[name]
 
     async def create_endpoint(self, step: Step) -> None:
@@ -294,7 +296,7 @@ class _Execution:
         endpoints had (clients that connected to a listener bound meanwhile, counters):
         the running graph is as it was."""
         rt = self.rt
-        for ep in self.fresh.values():
+        for ep in with_clients(self.fresh.values()):
             ep.abort_all()
         for listener in self.bound:
             del rt.listeners[listener.key]
@@ -347,8 +349,9 @@ class _Execution:
         ep = self.replaced.pop(step.name, None) or self.rt.endpoints.pop(step.name)
         ep.stop()
         self.closed[step.name] = len(ep.clients)
-        code, reason = step.close or REMOVED
-        ep.close_clients(code, reason)
+        if isinstance(ep, ClientEndpoint):
+            code, reason = step.close or REMOVED
+            ep.close_clients(code, reason)
 
     async def unbind(self, step: Step) -> None:
         if step.key is None:

@@ -18,16 +18,8 @@ from ..config.access import UnixAccess
 from ..config.model import EndpointSpec
 from ..config.unixspec import UnixListen
 from .budget import Budget
-from .endpoints import (
-    BACKLOG,
-    CLOSE_GRACE,
-    ClientState,
-    Endpoint,
-    StartupError,
-    os_reason,
-    release,
-    set_send_buffer,
-)
+from .clients import CLOSE_GRACE, ClientEndpoint, release
+from .endpoints import BACKLOG, ClientState, StartupError, os_reason, set_send_buffer
 from .frames import valid_utf8
 from .kinds import RuntimeKind
 from .stats import EndpointStats
@@ -113,7 +105,7 @@ class UnixClient(ClientState, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        release(self, not self.closing)  # what Veylor held meanwhile (Endpoint.hold)
+        release(self, not self.closing)  # what Veylor held meanwhile (ClientEndpoint.hold)
 
     def connection_lost(self, exc: Exception | None) -> None:
         release(self, write=False)
@@ -144,7 +136,7 @@ def _listen(spec: EndpointSpec) -> UnixListen:
     return spec.listen
 
 
-class UnixEndpoint(Endpoint[UnixClient]):
+class UnixEndpoint(ClientEndpoint[UnixClient]):
     """A Unix domain socket endpoint; its :class:`UnixListener` owns the socket file."""
 
     def __init__(

@@ -12,8 +12,8 @@ from ..config.common import format_size
 from ..config.model import EndpointSpec
 from ..config.websocketspec import WebSocketListen
 from .budget import Budget
+from .clients import ClientEndpoint
 from .downstream import MAX_CONTROL_FRAMES, DownstreamConnection, close_websocket
-from .endpoints import Endpoint
 from .kinds import RuntimeKind
 from .stats import EndpointStats
 from .wire import WS
@@ -24,7 +24,7 @@ log = logging.getLogger("veylor.endpoint")
 PING_FRAME = b"\x89\x00"  # an empty ping, built once
 
 
-class WebSocketEndpoint(Endpoint[DownstreamConnection]):
+class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
     """An endpoint served at one path (or ``*``) of a :class:`WebSocketListener`.
 
     Keepalive is one timer per endpoint, not a task per client (websockets' own

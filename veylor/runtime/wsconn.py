@@ -39,7 +39,7 @@ class WebSocketConnection(DataFrames, asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         # Paused at 32 KiB, resumed at 8 KiB (websockets' own connections' limits): what
-        # a client cannot take at once waits in Veylor (Endpoint.hold), whole frames.
+        # a client cannot take at once waits in Veylor (ClientEndpoint.hold), whole frames.
         transport.set_write_buffer_limits(WRITE_LIMIT)
 
     def send_data(self) -> int:

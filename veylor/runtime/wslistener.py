@@ -58,7 +58,8 @@ class TLSAccept:
                 lambda: conn,
                 sock,
                 ssl=listener.context,
-                ssl_handshake_timeout=listener.handshake_timeout + 1,  # (the listener's timer comes first)
+                # (the listener's timer comes first)
+                ssl_handshake_timeout=listener.handshakes.handshake_timeout + 1,
             )
         except asyncio.CancelledError:  # its handshake_timeout, or evicted, or the listener closed
             conn.request_read()
@@ -77,10 +78,10 @@ class WebSocketListener:
 
     During the handshake, in this order: an unknown path gets HTTP 404; an ``Origin``
     not allowed, 403; a missing or wrong token, 401; a full endpoint, 503. Before that,
-    a connection is one of the listener's pending handshakes: at ``max_pending``, a new
-    one closes the oldest, or is closed at once if its source has ``max_pending_per_ip``
-    pending already (see :meth:`opening`); one that has not sent its request within
-    ``handshake_timeout`` is dropped. With TLS (wss://) the context is the listener's:
+    a connection is one of the listener's pending handshakes (its
+    :class:`PendingHandshakes`): at ``max_pending``, a new one closes the oldest, or is
+    closed at once if its source has ``max_pending_per_ip`` pending already; one that has
+    not sent its request within ``handshake_timeout`` is dropped. With TLS (wss://) the context is the listener's:
     a reload that renews the certificate loads a new context, for new connections; no
     connection is closed.
     """
@@ -97,23 +98,15 @@ class WebSocketListener:
         self._accept_log = Throttled(log)
         self.conns: set[DownstreamConnection] = set()  # every connection it accepted, until it is gone
         self._idle: asyncio.Event | None = None  # set when the last one is gone (close)
-        # Connections whose handshake request has not been read yet, oldest first; how
-        # many of them each source has.
-        self.pending_conns: dict[DownstreamConnection, None] = {}
-        self.sources: dict[Any, int] = {}
-        self.max_pending = 256
-        self.max_pending_per_ip = 16
-        self.handshake_timeout = 10.0
+        self.handshakes = PendingHandshakes(self)
         self.tls: ServerTLS | None = None  # what the context holds
         self.context: ssl.SSLContext | None = None
-        self._refused_log = Throttled(log)
-        self._per_ip_log = Throttled(log)
-        self._evicted_log = Throttled(log)
+        self.refused_log = Throttled(log)
 
     @property
     def pending(self) -> int:
         """Connections whose handshake request has not been read yet."""
-        return len(self.pending_conns)
+        return len(self.handshakes.conns)
 
     def describe(self) -> str:
         served = ", ".join(f"{ep.name} ({ep.path})" for ep in self.paths.values())
@@ -138,9 +131,10 @@ class WebSocketListener:
         accesses: list[WebSocketAccess] = [ep.spec.access for ep in self.paths.values()]
         if not accesses:
             return
-        self.max_pending = max(a.max_pending for a in accesses)
-        self.max_pending_per_ip = max(a.max_pending_per_ip for a in accesses)
-        self.handshake_timeout = max(a.handshake_timeout for a in accesses)
+        handshakes = self.handshakes
+        handshakes.max_pending = max(a.max_pending for a in accesses)
+        handshakes.max_pending_per_ip = max(a.max_pending_per_ip for a in accesses)
+        handshakes.handshake_timeout = max(a.handshake_timeout for a in accesses)
         tls = accesses[0].tls
         if self.context is not None and tls is not None and tls != self.tls:
             try:
@@ -164,7 +158,7 @@ class WebSocketListener:
     def lookup(self, path: str) -> WebSocketEndpoint | None:
         return self.paths.get(path) or self.paths.get("*")
 
-    def _count(self, counter: str) -> None:
+    def count(self, counter: str) -> None:
         """One more of what happened before a request named an endpoint (``counter``),
         counted by the listener's first endpoint."""
         ep = self._first()
@@ -183,94 +177,11 @@ class WebSocketListener:
             return server_protocol(DEFAULT_MAX_SIZE, False)
         return server_protocol(ep.spec.max_message_size, ep.spec.compression)
 
-    def opening(self, conn: DownstreamConnection, transport: asyncio.BaseTransport) -> bool:
-        """A new TCP connection: one more pending handshake (True), or False if it must be
-        closed at once, before anything is read (counted, logged).
-
-        At ``max_pending``, the oldest pending handshake is closed to make room (counted,
-        logged) rather than the newcomer refused: otherwise a few hundred connections that
-        never finish their request (a slowloris) would lock every new client out for as
-        long as they keep coming. The oldest, not the one that sent the fewest bytes:
-        bytes are what an attacker controls (it can send a large half request at once,
-        while a real client's request is one round trip away), and a handshake takes a
-        round trip or two, so the one pending longest has had the most time to finish.
-
-        But a newcomer whose source already has ``max_pending_per_ip`` pending closes
-        nobody's: it is refused. A source may take free slots (a burst of clients behind
-        one address, a load test), never another's: to evict a real client, attackers
-        must open ``max_pending`` connections within that client's handshake, from at
-        least ``max_pending / max_pending_per_ip`` sources."""
-        source = source_of(transport)
-        held = self.sources.get(source, 0)
-        if len(self.pending_conns) >= self.max_pending:
-            if held >= self.max_pending_per_ip:
-                self._count("refused_pending")
-                self._per_ip_log(
-                    "listener %s: closed a new connection from %s at once: %d handshakes are pending "
-                    "(max_pending), %d of them from its address (max_pending_per_ip)",
-                    self.address,
-                    conn.label,
-                    len(self.pending_conns),
-                    held,
-                )
-                return False
-            while len(self.pending_conns) >= self.max_pending:
-                self.evict(next(iter(self.pending_conns)))
-        self.pending_conns[conn] = None
-        self.sources[source] = held + 1
-        conn.source = source
-        conn.listener = self
-        conn.pending_since = conn.loop.time()
-        conn.handshake_timer = conn.loop.call_later(self.handshake_timeout, self.expired, conn)
-        return True
-
-    def unpend(self, conn: DownstreamConnection) -> None:
-        """``conn`` is no longer pending (its request arrived, or it is gone)."""
-        del self.pending_conns[conn]
-        left = self.sources[conn.source] - 1
-        if left:
-            self.sources[conn.source] = left
-        else:
-            del self.sources[conn.source]
-
-    def evict(self, conn: DownstreamConnection) -> None:
-        """Close the oldest pending handshake to make room for a new connection."""
-        self._count("pending_evicted")
-        self._evicted_log(
-            "listener %s: closed the oldest pending handshake (%s, pending for %.1fs) to make room for a "
-            "new connection: %d handshakes are pending (max_pending)",
-            self.address,
-            conn.label,
-            conn.loop.time() - conn.pending_since,
-            self.pending,
-        )
-        conn.request_read()
-        (conn.transport if conn.made else conn.raw).abort()
-
-    def timed_out(self, label: str) -> None:
-        """A connection did not complete its handshake in time: counted and logged."""
-        self._count("handshake_timeouts")
-        self._refused_log(
-            "listener %s: dropped %s: no complete handshake within %gs (handshake_timeout)",
-            self.address,
-            label,
-            self.handshake_timeout,
-        )
-
     def tls_failed(self, label: str, exc: BaseException) -> None:
         """A TLS handshake failed (a plain ws:// client, an old TLS version, garbage)."""
-        self._count("tls_failed")
+        self.count("tls_failed")
         reason = getattr(exc, "reason", None) or type(exc).__name__
-        self._refused_log("listener %s: TLS handshake with %s failed: %s", self.address, label, reason)
-
-    def expired(self, conn: DownstreamConnection) -> None:
-        """A connection's handshake_timeout: it is dropped (TLS included)."""
-        conn.handshake_timer = None
-        if conn.listener is None:
-            return
-        self.timed_out(conn.label)
-        conn.request_read()
-        (conn.transport if conn.made else conn.raw).abort()
+        self.refused_log("listener %s: TLS handshake with %s failed: %s", self.address, label, reason)
 
     def handshake(self, conn: DownstreamConnection, request: Request) -> None:
         """Answer a connection's handshake request: refused (404, 403, 401, 503, or what
@@ -300,8 +211,8 @@ class WebSocketListener:
         path, _, query = request.path.partition("?")
         ep = self.lookup(path)
         if ep is None:
-            self._count("refused_path")
-            self._refused_log(
+            self.count("refused_path")
+            self.refused_log(
                 "listener %s: refused client %s: no endpoint at path %s (404)",
                 self.address,
                 conn.label,
@@ -356,7 +267,7 @@ class WebSocketListener:
             self.conns.add(conn)
             conn.label = peer_label(pending)  # type: ignore[arg-type]
             conn.raw = pending
-            if self.context is None or not self.opening(conn, pending):  # type: ignore[arg-type]
+            if self.context is None or not self.handshakes.opening(conn, pending):  # type: ignore[arg-type]
                 self.untrack(conn)
                 sock.close()
                 continue
@@ -391,6 +302,107 @@ class WebSocketListener:
         self.conns.discard(conn)
         if not self.conns and self._idle is not None:
             self._idle.set()
+
+
+class PendingHandshakes:
+    """A listener's connections whose handshake request has not been read yet, oldest
+    first, and how many of them each source (client address) has: bounded in number
+    (``max_pending``, ``max_pending_per_ip``: see :meth:`opening`) and in time
+    (``handshake_timeout``, TLS included). The listener takes the limits from its
+    endpoints' settings."""
+
+    def __init__(self, listener: WebSocketListener) -> None:
+        self.listener = listener
+        self.conns: dict[DownstreamConnection, None] = {}
+        self.sources: dict[Any, int] = {}
+        self.max_pending = 256
+        self.max_pending_per_ip = 16
+        self.handshake_timeout = 10.0
+        self._per_ip_log = Throttled(log)
+        self._evicted_log = Throttled(log)
+
+    def opening(self, conn: DownstreamConnection, transport: asyncio.BaseTransport) -> bool:
+        """A new TCP connection: one more pending handshake (True), or False if it must be
+        closed at once, before anything is read (counted, logged).
+
+        At ``max_pending``, the oldest pending handshake is closed to make room (counted,
+        logged) rather than the newcomer refused: otherwise a few hundred connections that
+        never finish their request (a slowloris) would lock every new client out for as
+        long as they keep coming. The oldest, not the one that sent the fewest bytes:
+        bytes are what an attacker controls (it can send a large half request at once,
+        while a real client's request is one round trip away), and a handshake takes a
+        round trip or two, so the one pending longest has had the most time to finish.
+
+        But a newcomer whose source already has ``max_pending_per_ip`` pending closes
+        nobody's: it is refused. A source may take free slots (a burst of clients behind
+        one address, a load test), never another's: to evict a real client, attackers
+        must open ``max_pending`` connections within that client's handshake, from at
+        least ``max_pending / max_pending_per_ip`` sources."""
+        source = source_of(transport)
+        held = self.sources.get(source, 0)
+        if len(self.conns) >= self.max_pending:
+            if held >= self.max_pending_per_ip:
+                self.listener.count("refused_pending")
+                self._per_ip_log(
+                    "listener %s: closed a new connection from %s at once: %d handshakes are pending "
+                    "(max_pending), %d of them from its address (max_pending_per_ip)",
+                    self.listener.address,
+                    conn.label,
+                    len(self.conns),
+                    held,
+                )
+                return False
+            while len(self.conns) >= self.max_pending:
+                self.evict(next(iter(self.conns)))
+        self.conns[conn] = None
+        self.sources[source] = held + 1
+        conn.source = source
+        conn.listener = self.listener
+        conn.pending_since = conn.loop.time()
+        conn.handshake_timer = conn.loop.call_later(self.handshake_timeout, self.expired, conn)
+        return True
+
+    def unpend(self, conn: DownstreamConnection) -> None:
+        """``conn`` is no longer pending (its request arrived, or it is gone)."""
+        del self.conns[conn]
+        left = self.sources[conn.source] - 1
+        if left:
+            self.sources[conn.source] = left
+        else:
+            del self.sources[conn.source]
+
+    def evict(self, conn: DownstreamConnection) -> None:
+        """Close the oldest pending handshake to make room for a new connection."""
+        self.listener.count("pending_evicted")
+        self._evicted_log(
+            "listener %s: closed the oldest pending handshake (%s, pending for %.1fs) to make room for a "
+            "new connection: %d handshakes are pending (max_pending)",
+            self.listener.address,
+            conn.label,
+            conn.loop.time() - conn.pending_since,
+            len(self.conns),
+        )
+        conn.request_read()
+        (conn.transport if conn.made else conn.raw).abort()
+
+    def expired(self, conn: DownstreamConnection) -> None:
+        """A connection's handshake_timeout: it is dropped (TLS included)."""
+        conn.handshake_timer = None
+        if conn.listener is None:
+            return
+        self.timed_out(conn.label)
+        conn.request_read()
+        (conn.transport if conn.made else conn.raw).abort()
+
+    def timed_out(self, label: str) -> None:
+        """A connection did not complete its handshake in time: counted and logged."""
+        self.listener.count("handshake_timeouts")
+        self.listener.refused_log(
+            "listener %s: dropped %s: no complete handshake within %gs (handshake_timeout)",
+            self.listener.address,
+            label,
+            self.handshake_timeout,
+        )
 
 
 ACCEPT_RETRY = 0.1  # seconds before accepting again after accept() failed

@@ -89,7 +89,7 @@ class _Edges(ClientState):
         self.transport = None
 
 
-class NatsEndpoint(Endpoint[_Edges]):
+class NatsEndpoint(Endpoint):
     """Publishes each message routed to it to its subject, once, with the frame type, its
     node id and a sequence number in headers; takes client messages from edges on its
     upstream subject. It has no clients of its own."""
@@ -177,20 +177,6 @@ class NatsEndpoint(Endpoint[_Edges]):
     def stop(self) -> None:
         self._full_log.flush()
 
-    # An endpoint without clients of its own: nothing to close or disconnect.
-    @staticmethod
-    def is_open(client: Any) -> bool:
-        return True
-
-    def disconnect_slow(self, client: Any) -> None:  # pragma: no cover - it has no clients
-        pass
-
-    def close_client(self, client: Any, code: int, reason: str) -> None:
-        pass
-
-    def close_clients(self, code: int, reason: str) -> None:
-        pass
-
     async def from_edges(self, msg: Msg) -> None:
         """A client message from an edge (its upstream subject): to the sources of this
         endpoint's routes with ``upstream: true``, as from one client."""
@@ -229,7 +215,7 @@ class NatsLinkListener:
         self.stream_task: asyncio.Task[None] | None = None
         self.generation = 0  # of the connection's client that self.sub belongs to
 
-    def attach(self, endpoints: Sequence[Endpoint[Any]]) -> None:
+    def attach(self, endpoints: Sequence[Endpoint]) -> None:
         (endpoint,) = endpoints  # (one endpoint per subject: the loader sees to it)
         if not isinstance(endpoint, NatsEndpoint):
             raise TypeError(f"endpoint {endpoint.name} is not a NATS endpoint")
