@@ -11,6 +11,7 @@ the same length (``FRAME``), so a client can account for a whole read at once.
 
 from __future__ import annotations
 
+import os
 import struct
 
 SIZE = 200  # payload bytes, as in the performance issue (200-byte JSON text messages)
@@ -46,3 +47,38 @@ def seq_of(payload: bytes | memoryview, at: int = 0) -> int:
 
 def ts_of(payload: bytes | memoryview, at: int = 0) -> int:
     return int(payload[at + TS_AT : at + TS_AT + TS_LEN])
+
+
+def frame_head(buf: bytes, pos: int, ws: bool) -> tuple[int, int, int] | None:
+    """The header of the frame at ``pos`` in ``buf`` as (opcode, payload start, payload
+    length): a WebSocket frame from a server (unmasked) with ``ws``, else a Unix one (a
+    4-byte length; text). None while the header is incomplete."""
+    end = len(buf)
+    if not ws:
+        if end - pos < 4:
+            return None
+        (length,) = struct.unpack_from("!I", buf, pos)
+        return 1, pos + 4, length
+    if end - pos < 2:
+        return None
+    b0, b1 = buf[pos], buf[pos + 1]
+    opcode, length, start = b0 & 0x0F, b1 & 0x7F, pos + 2
+    if length == 126:
+        if end - pos < 4:
+            return None
+        (length,) = struct.unpack_from("!H", buf, pos + 2)
+        start = pos + 4
+    elif length == 127:
+        if end - pos < 10:
+            return None
+        (length,) = struct.unpack_from("!Q", buf, pos + 2)
+        start = pos + 10
+    return opcode, start, length
+
+
+def masked(opcode: int, body: bytes) -> bytes:
+    """A client-to-server frame (masked), for pongs and close frames (< 126 bytes)."""
+    mask = os.urandom(4)
+    return (
+        bytes((0x80 | opcode, 0x80 | len(body))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+    )

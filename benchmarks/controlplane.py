@@ -43,11 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
-import json
-import math
 import os
-import platform
 import re
 import shutil
 import signal
@@ -56,13 +52,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import SYMBOLS, message, seq_of, ts_of
-from harness import free_port
-from websockets.asyncio.client import connect
+from common import SYMBOLS, message
+from controlplanelib.deliveries import ControlClient, delivery_stats, gaps_in, sequence_stats
+from controlplanelib.results import CheckResult, Edit, LiveResult, markdown, targets
+from harness import LOAD_CPU, RELAY_CPU, free_port, pin, raise_nofile
+from harness.process import Process
+from harness.report import finite, log_path, machine, percentile, write_json
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -73,61 +72,15 @@ except ImportError:  # pragma: no cover
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "results"
-LOGS = RESULTS / "logs"
-CPUS = os.cpu_count() or 1
-RELAY_CPU = {0}
-LOAD_CPU = {1} if CPUS > 1 else {0}
 FEED_PATH = "/feed"
 CONTROL_PATH = "/control"
 BASE_SYMBOLS = ("BTCUSDT", "ETHUSDT")
-
-# Targets of the control-plane work.
-TARGET_GAP_MS = 20.0
-TARGET_RELOAD_P50_MS = 100.0
-TARGET_CHECK_S = 1.0
 
 RELOAD_APPLIED = re.compile(r"reload #(\d+)\b.*applied in ([0-9.]+) ?ms")
 RELOAD_FAILED = re.compile(r"reload\b.*\b(rejected|aborted|unexpected error)")
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Pin a process to ``cpus`` where the system allows it."""
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(pid, cpus)
-
-
-def raise_nofile() -> None:
-    """Raise this process's soft open-file limit to the hard one (1000+ connections)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of ``values`` (NaN when empty)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
-    return ordered[rank - 1]
-
-
-def finite(obj: Any) -> Any:
-    """``obj`` with every NaN or infinity replaced by None (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    return obj
 
 
 def run_loop(main: Callable[[], Any]) -> Any:
@@ -253,14 +206,6 @@ def write_file(path: Path, text: str, mode: str) -> None:
 # ---------------------------------------------------------------------------- cold check
 
 
-@dataclass
-class CheckResult:
-    runs_s: list[float] = field(default_factory=list)
-    median_s: float = float("nan")
-    returncode: int | None = None
-    output_tail: str = ""
-
-
 def time_check(python: str, cwd: Path, config: Path, runs: int, timeout: float) -> CheckResult:
     """Time ``python -m veylor check -c config`` as new processes; the median of ``runs``."""
     result = CheckResult()
@@ -295,187 +240,9 @@ def time_check(python: str, cwd: Path, config: Path, runs: int, timeout: float) 
 # ---------------------------------------------------------------------------- the live run
 
 
-class LogReader:
-    """Lines of a child's output, each with the monotonic time it was read."""
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self.stream = stream
-        self.lines: list[tuple[float, str]] = []
-        self.eof = False
-        self._changed = asyncio.Event()
-
-    async def run(self) -> None:
-        try:
-            while line := await self.stream.readline():
-                self.lines.append((time.monotonic(), line.decode(errors="replace").rstrip("\n")))
-                self._changed.set()
-        finally:
-            self.eof = True
-            self._changed.set()
-
-    async def wait_for(
-        self, predicate: Callable[[str], bool], start: int, timeout: float
-    ) -> tuple[int, float, str] | None:
-        """The first line from index ``start`` on that matches: (index, time, line), or None
-        on timeout or end of output."""
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            self._changed.clear()
-            while i < len(self.lines):
-                t, line = self.lines[i]
-                if predicate(line):
-                    return i, t, line
-                i += 1
-            if self.eof:
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                return None
-
-
-class ControlClient:
-    """One WebSocket client of the control endpoint that stamps every delivery."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.times: list[float] = []  # time.monotonic() at receipt
-        self.seqs: list[int] = []
-        self.latency_ms: list[float] = []  # receipt minus send time (wall clocks, same machine)
-        self.connected = asyncio.Event()
-        self.first = asyncio.Event()
-        self.closed: str | None = None  # why the connection ended, if it did before we stopped
-
-    async def run(self) -> None:
-        try:
-            async with connect(
-                self.url,
-                compression=None,
-                max_size=2**20,
-                ping_interval=None,  # Veylor pings its clients; the client answers
-                open_timeout=10,
-                close_timeout=2,
-            ) as ws:
-                self.connected.set()
-                async for msg in ws:
-                    t = time.monotonic()
-                    now_ns = time.time_ns()
-                    data = msg.encode() if isinstance(msg, str) else msg
-                    self.times.append(t)
-                    self.seqs.append(seq_of(data))
-                    self.latency_ms.append((now_ns - ts_of(data)) / 1e6)
-                    self.first.set()
-                self.closed = f"closed by Veylor: {ws.close_code} {ws.close_reason!r}"
-        except (OSError, ConnectionClosed, TimeoutError, ValueError) as exc:
-            self.closed = f"{type(exc).__name__}: {exc}"
-
-
-def gaps_in(times: Sequence[float], lo: float, hi: float) -> list[float]:
-    """Gaps (s) between consecutive deliveries overlapping [lo, hi]: from the last delivery
-    before ``lo`` to the first after ``hi``; a delivery still awaited at ``hi`` ends at ``hi``."""
-    import bisect
-
-    a = max(0, bisect.bisect_left(times, lo) - 1)
-    b = bisect.bisect_right(times, hi)
-    window = list(times[a : b + 1])
-    if b >= len(times):  # nothing after hi: an open gap counts up to hi
-        window.append(hi)
-    return [y - x for x, y in itertools.pairwise(window)]
-
-
-def delivery_stats(client: ControlClient, lo: float, hi: float) -> dict[str, Any]:
-    """Gap and latency statistics of the control client's deliveries in [lo, hi]."""
-    import bisect
-
-    gaps = gaps_in(client.times, lo, hi)
-    a, b = bisect.bisect_left(client.times, lo), bisect.bisect_right(client.times, hi)
-    latency = client.latency_ms[a:b]
-    worst_at = float("nan")
-    if gaps:
-        k = max(range(len(gaps)), key=gaps.__getitem__)
-        start = max(0, bisect.bisect_left(client.times, lo) - 1)
-        worst_at = client.times[start + k] - lo if start + k < len(client.times) else float("nan")
-    return {
-        "seconds": hi - lo,
-        "messages": b - a,
-        "msgs_per_s": (b - a) / max(hi - lo, 1e-9),
-        "max_gap_ms": max(gaps, default=float("nan")) * 1000,
-        "max_gap_starts_at_s": worst_at,
-        "p99_gap_ms": percentile(gaps, 99) * 1000,
-        "p50_gap_ms": percentile(gaps, 50) * 1000,
-        "gaps_over_20ms": sum(1 for g in gaps if g > TARGET_GAP_MS / 1000),
-        "latency_p50_ms": percentile(latency, 50),
-        "latency_p99_ms": percentile(latency, 99),
-        "latency_max_ms": max(latency, default=float("nan")),
-    }
-
-
-def sequence_stats(seqs: Sequence[int]) -> dict[str, int]:
-    """Lost (never received), duplicated and reordered sequence numbers, first to last received."""
-    if not seqs:
-        return {"received": 0, "first": 0, "last": 0, "lost": 0, "duplicates": 0, "reorders": 0}
-    unique = set(seqs)
-    reorders = sum(1 for x, y in itertools.pairwise(seqs) if y < x)
-    lo, hi = min(unique), max(unique)
-    return {
-        "received": len(seqs),
-        "first": lo,
-        "last": hi,
-        "lost": (hi - lo + 1) - len(unique),
-        "duplicates": len(seqs) - len(unique),
-        "reorders": reorders,
-    }
-
-
 def applied_or_failed(line: str) -> bool:
     """Is this Veylor's line for an applied, or a rejected or aborted, reload?"""
     return bool(RELOAD_APPLIED.search(line) or RELOAD_FAILED.search(line))
-
-
-@dataclass
-class Edit:
-    edit: int
-    latency_ms: float | None = None  # rename -> "reload #... applied" line read
-    veylor_applied_ms: float | None = None  # what Veylor says in that line
-    generation: int | None = None
-    max_gap_ms: float = float("nan")  # the control client's largest gap from this edit to the next
-    failures: list[str] = field(default_factory=list)  # rejected/aborted reload lines meanwhile
-    line: str = ""
-
-
-@dataclass
-class LiveResult:
-    ready_s: float = float("nan")  # Veylor started -> "ready:" line
-    sources_connected: int = 0
-    all_connected_s: float = float("nan")  # Veylor started -> every source connected upstream
-    feed_connections: int = 0
-    edits: list[Edit] = field(default_factory=list)
-    baseline: dict[str, Any] = field(default_factory=dict)
-    editing: dict[str, Any] = field(default_factory=dict)
-    sequence: dict[str, int] = field(default_factory=dict)
-    control_closed: str | None = None
-    veylor_exit: int | None = None
-    shutdown_s: float = float("nan")
-    error: str = ""
-
-
-async def stop_process(proc: asyncio.subprocess.Process, grace: float) -> float:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; the seconds it took to exit."""
-    started = time.monotonic()
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.wait_for(proc.wait(), 5)
-    return time.monotonic() - started
 
 
 async def live_run(
@@ -485,44 +252,32 @@ async def live_run(
     width: int,
     up_port: int,
     port: int,
-    up_lines: LogReader,
+    upstream: Process,
 ) -> LiveResult:
-    """Start Veylor, wait until it serves, edit one drop-in K times, measure; stop Veylor."""
+    """Start Veylor, wait until it serves, edit one drop-in K times, measure; stop Veylor.
+    Its standard error is read line by line, each line stamped on arrival."""
     res = LiveResult()
     tasks: list[asyncio.Task[None]] = []
     started = time.monotonic()
-    veylor = await asyncio.create_subprocess_exec(
-        args.veylor_python,
-        "-m",
-        "veylor",
-        "-c",
-        str(config),
-        cwd=args.cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        limit=2**20,
+    veylor = Process(
+        [args.veylor_python, "-m", "veylor", "-c", str(config)], cpus=RELAY_CPU, cwd=args.cwd, read="stderr"
     )
-    pin(veylor.pid, RELAY_CPU)
-    assert veylor.stderr is not None
-    log = LogReader(veylor.stderr)
-    tasks.append(asyncio.create_task(log.run()))
     client = ControlClient(f"ws://127.0.0.1:{port}{CONTROL_PATH}")
     try:
-        ready = await log.wait_for(lambda line: "ready:" in line, 0, args.start_timeout)
+        ready = await veylor.until(lambda line: "ready:" in line, 0, args.start_timeout)
         if ready is None:
-            tail = "\n".join(line for _, line in log.lines[-15:])
+            tail = "\n".join(line for _, line in veylor.lines[-15:])
             res.error = f"Veylor did not log 'ready:' within {args.start_timeout:g} s:\n{tail}"
             return res
         res.ready_s = ready[1] - started
         print(f"Veylor ready in {res.ready_s:.2f} s: {ready[2].split('ready:', 1)[1].strip()}", flush=True)
 
         def connected() -> list[str]:
-            return [line for _, line in up_lines.lines if line.startswith("connected ")]
+            return [line for _, line in upstream.lines if line.startswith("connected ")]
 
         wanted = args.dropins + 1
         deadline = time.monotonic() + args.start_timeout
-        while len(connected()) < wanted and time.monotonic() < deadline and veylor.returncode is None:
+        while len(connected()) < wanted and time.monotonic() < deadline and veylor.popen.poll() is None:
             await asyncio.sleep(0.05)
         conns = connected()
         res.sources_connected = len({line.split()[1] for line in conns})
@@ -540,7 +295,7 @@ async def live_run(
             res.error = f"the control client received nothing within 10 s ({client.closed or 'connected'})"
             return res
         # Let the file watcher start and deliveries settle, then measure a quiet baseline.
-        await log.wait_for(lambda line: "watching" in line, 0, 5)
+        await veylor.until(lambda line: "watching" in line, 0, 5)
         base_lo = time.monotonic()
         await asyncio.sleep(args.baseline)
         base_hi = time.monotonic()
@@ -559,7 +314,7 @@ async def live_run(
             edit = Edit(k)
             res.edits.append(edit)
             symbols = [*BASE_SYMBOLS, f"EDIT{k:03d}USDT"]
-            mark = len(log.lines)
+            mark = len(veylor.lines)
             write_file(edited, dropin_text(index, width, up_port, port, symbols), args.write)
             t_write = time.monotonic()
             write_times.append(t_write)
@@ -567,7 +322,7 @@ async def live_run(
             got = None
             while True:
                 left = args.reload_timeout - (time.monotonic() - t_write)
-                got = await log.wait_for(applied_or_failed, mark, max(left, 0))
+                got = await veylor.until(applied_or_failed, mark, max(left, 0))
                 if got is None:
                     break
                 mark = got[0] + 1
@@ -575,7 +330,7 @@ async def live_run(
                     break
                 edit.failures.append(got[2])
             if got is None:
-                why = "Veylor exited" if log.eof else f"no applied reload within {args.reload_timeout:g} s"
+                why = "Veylor exited" if veylor.eof else f"no applied reload within {args.reload_timeout:g} s"
                 edit.failures.append(why)
                 print(f"edit {k}: {why}; stopping the edits", flush=True)
                 break
@@ -600,21 +355,17 @@ async def live_run(
             edit.max_gap_ms = max(gaps_in(client.times, lo, hi), default=float("nan")) * 1000
         res.sequence = sequence_stats(client.seqs)
         res.control_closed = client.closed
-        res.feed_connections = sum(1 for _, line in up_lines.lines if line == f"connected {FEED_PATH}")
+        res.feed_connections = sum(1 for _, line in upstream.lines if line == f"connected {FEED_PATH}")
         return res
     finally:
-        for task in tasks[1:]:
-            task.cancel()
-        res.shutdown_s = await stop_process(veylor, 5.0)
-        res.veylor_exit = veylor.returncode
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(tasks[0], 5)
         for task in tasks:
             task.cancel()
+        _, res.shutdown_s = await asyncio.to_thread(veylor.terminate, 5.0)
+        res.veylor_exit = veylor.popen.returncode
+        await asyncio.to_thread(veylor.wait_output, 5)
         await asyncio.gather(*tasks, return_exceptions=True)
-        LOGS.mkdir(parents=True, exist_ok=True)
-        (LOGS / "controlplane-veylor.log").write_text(
-            "".join(f"{t - started:9.3f} {line}\n" for t, line in log.lines)
+        log_path("controlplane-veylor.log").write_text(
+            "".join(f"{t - started:9.3f} {line}\n" for t, line in veylor.lines)
         )
 
 
@@ -625,25 +376,15 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> tuple[LiveResult, 
     # SIGTERM, like Ctrl-C, cancels the run: the finally clauses stop what was started.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     pin(0, LOAD_CPU)
-    LOGS.mkdir(parents=True, exist_ok=True)
-    with open(LOGS / "controlplane-upstream.log", "w") as up_err:
-        upstream = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--serve-upstream",
-            "--rate",
-            str(args.rate),
-            cwd=HERE,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=up_err,
-        )
-    pin(upstream.pid, LOAD_CPU)
-    assert upstream.stdout is not None
-    up_lines = LogReader(upstream.stdout)
-    up_task = asyncio.create_task(up_lines.run())
+    upstream = Process(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-upstream", "--rate", str(args.rate)],
+        cpus=LOAD_CPU,
+        cwd=HERE,
+        read="stdout",
+        log=log_path("controlplane-upstream.log"),
+    )
     try:
-        got = await up_lines.wait_for(lambda line: line.startswith("listening "), 0, 20)
+        got = await upstream.until(lambda line: line.startswith("listening "), 0, 20)
         if got is None:
             raise RuntimeError("the upstream server did not start")
         up_port = int(got[2].split()[1])
@@ -662,129 +403,17 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> tuple[LiveResult, 
             raise RuntimeError(f"veylor check failed ({check.returncode}):\n{check.output_tail}")
         runs = ", ".join(f"{s:.2f}" for s in check.runs_s)
         print(f"cold veylor check: median {check.median_s:.2f} s ({runs})", flush=True)
-        live = await live_run(args, config, edited, width, up_port, port, up_lines)
+        live = await live_run(args, config, edited, width, up_port, port, upstream)
         return live, check
     finally:
-        if upstream.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                upstream.kill()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(upstream.wait(), 5)
-        up_task.cancel()
-        await asyncio.gather(up_task, return_exceptions=True)
+        await asyncio.to_thread(upstream.kill, signal.SIGKILL, 5)
 
 
 # ---------------------------------------------------------------------------- report
 
 
-def targets(live: LiveResult, check: CheckResult, edits: int) -> list[str]:
-    """PASS/FAIL lines against the control-plane targets."""
-    out: list[str] = []
-
-    def verdict(ok: bool, text: str) -> None:
-        out.append(f"- {'PASS' if ok else 'FAIL'}: {text}")
-
-    e = live.editing
-    gap = e.get("max_gap_ms", float("nan"))
-    seq = live.sequence
-    verdict(
-        gap < TARGET_GAP_MS and seq.get("lost", 1) == 0 and live.control_closed is None,
-        f"control client during {edits} reloads: largest gap {gap:.1f} ms (< {TARGET_GAP_MS:g} ms), "
-        f"p99 gap {e.get('p99_gap_ms', float('nan')):.2f} ms, max latency "
-        f"{e.get('latency_max_ms', float('nan')):.1f} ms, lost {seq.get('lost', '?')}, "
-        f"duplicates {seq.get('duplicates', '?')}, reorders {seq.get('reorders', '?')}"
-        + (f"; connection ended: {live.control_closed}" if live.control_closed else ""),
-    )
-    lat = [x.latency_ms for x in live.edits if x.latency_ms is not None]
-    own = [x.veylor_applied_ms for x in live.edits if x.veylor_applied_ms is not None]
-    p50 = percentile(lat, 50)
-    verdict(
-        len(lat) == edits and p50 < TARGET_RELOAD_P50_MS,
-        f"one-file reload: write -> applied p50 {p50:.0f} ms (< {TARGET_RELOAD_P50_MS:g} ms), "
-        f"max {max(lat, default=float('nan')):.0f} ms; Veylor's 'applied in' p50 "
-        f"{percentile(own, 50):.0f} ms, max {max(own, default=float('nan')):.0f} ms; "
-        f"{len(lat)}/{edits} edits applied",
-    )
-    verdict(
-        check.median_s < TARGET_CHECK_S,
-        f"cold `veylor check`: median {check.median_s:.2f} s of {len(check.runs_s)} (< {TARGET_CHECK_S:g} s)",
-    )
-    return out
-
-
-def markdown(args: argparse.Namespace, meta: dict[str, str], live: LiveResult, check: CheckResult) -> str:
-    """A Markdown report of one run."""
-    b, e = live.baseline, live.editing
-
-    def row(name: str, d: dict[str, Any]) -> str:
-        return (
-            f"| {name} | {d.get('seconds', float('nan')):.1f} | {d.get('msgs_per_s', float('nan')):.0f} "
-            f"| {d.get('max_gap_ms', float('nan')):.1f} | {d.get('p99_gap_ms', float('nan')):.2f} "
-            f"| {d.get('gaps_over_20ms', 0)} | {d.get('latency_p99_ms', float('nan')):.1f} "
-            f"| {d.get('latency_max_ms', float('nan')):.1f} |"
-        )
-
-    def num(x: float | None, f: str = ".0f") -> str:
-        return "-" if x is None else format(x, f)
-
-    lines = [
-        f"Run on {meta['date']} with `benchmarks/controlplane.py --dropins {args.dropins} --edits {args.edits}` "
-        f"(Veylor from `{meta['veylor']}`, {meta['veylor_commit']}).",
-        "",
-        f"Machine: {meta['cpu']}, {meta['cpus']} CPUs, {meta['kernel']}; Python {meta['python']}, "
-        f"websockets {meta['websockets']}, uvloop {meta['uvloop']}.",
-        "",
-        f"{args.dropins} drop-ins ({args.dropins + 1} sources, {args.dropins + 1} endpoints on one listener, "
-        f"{args.dropins + 1} routes); feed at {args.rate:g} msg/s to the control client; edits written by "
-        f"{'temporary file + rename' if args.write == 'rename' else 'rewriting in place'}. "
-        f"Veylor ready {live.ready_s:.2f} s after start; every source connected after "
-        f"{live.all_connected_s:.2f} s; SIGTERM to exit {live.shutdown_s:.2f} s.",
-        "",
-        "### Control client deliveries",
-        "",
-        "| phase | seconds | msg/s | largest gap ms | p99 gap ms | gaps > 20 ms | p99 latency ms | max latency ms |",
-        "|---|---|---|---|---|---|---|---|",
-        row("baseline (no edits)", b),
-        row(f"editing ({len(live.edits)} reloads)", e),
-        "",
-        f"Sequence numbers: {live.sequence.get('received', 0)} received, lost {live.sequence.get('lost', '?')}, "
-        f"duplicates {live.sequence.get('duplicates', '?')}, reorders {live.sequence.get('reorders', '?')}; "
-        f"feed connections to the upstream: {live.feed_connections}"
-        + (f"; control connection ended: {live.control_closed}" if live.control_closed else "")
-        + ".",
-        "",
-        "### Reloads (one drop-in edited)",
-        "",
-        "| edit | write -> applied ms | Veylor 'applied in' ms | largest delivery gap ms | notes |",
-        "|---|---|---|---|---|",
-    ]
-    for x in live.edits:
-        notes = "; ".join(x.failures).replace("|", "\\|")
-        lines.append(
-            f"| {x.edit} | {num(x.latency_ms)} | {num(x.veylor_applied_ms)} | {x.max_gap_ms:.1f} | {notes} |"
-        )
-    runs = ", ".join(f"{s:.2f}" for s in check.runs_s)
-    lines += [
-        "",
-        f"### Cold `veylor check`\n\nMedian {check.median_s:.2f} s ({runs}).",
-        "",
-        "### Targets",
-        "",
-        *targets(live, check, args.edits),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def machine(args: argparse.Namespace) -> dict[str, str]:
+def machine_and_veylor(args: argparse.Namespace) -> dict[str, str]:
     """The machine, the versions, and which Veylor was measured."""
-    import websockets
-
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     veylor = "?"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         veylor = subprocess.run(
@@ -810,17 +439,7 @@ def machine(args: argparse.Namespace) -> dict[str, str]:
         ).stdout.strip()
         if head:
             commit = f"commit {head}" + (" with uncommitted changes" if dirty else "")
-    return {
-        "cpu": cpu,
-        "cpus": str(CPUS),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "websockets": websockets.__version__,
-        "uvloop": uvloop.__version__ if uvloop is not None else "-",
-        "date": time.strftime("%Y-%m-%d"),
-        "veylor": veylor,
-        "veylor_commit": commit,
-    }
+    return {**machine(), "veylor": veylor, "veylor_commit": commit}
 
 
 # ---------------------------------------------------------------------------- main
@@ -897,8 +516,7 @@ def main() -> int:
     print("\n## Targets\n")
     for line in verdicts:
         print(line)
-    meta = machine(args)
-    RESULTS.mkdir(exist_ok=True)
+    meta = machine_and_veylor(args)
     lat = [x.latency_ms for x in live.edits if x.latency_ms is not None]
     own = [x.veylor_applied_ms for x in live.edits if x.veylor_applied_ms is not None]
     summary = {
@@ -913,20 +531,18 @@ def main() -> int:
     }
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("port",)}
     params.pop("serve_upstream", None)
-    (RESULTS / "controlplane.json").write_text(
-        json.dumps(
-            finite(
-                {
-                    "machine": meta,
-                    "params": params,
-                    "summary": summary,
-                    "live": asdict(live),
-                    "check": asdict(check),
-                    "targets": verdicts,
-                }
-            ),
-            indent=2,
-        )
+    write_json(
+        "controlplane.json",
+        finite(
+            {
+                "machine": meta,
+                "params": params,
+                "summary": summary,
+                "live": asdict(live),
+                "check": asdict(check),
+                "targets": verdicts,
+            }
+        ),
     )
     if args.markdown:
         Path(args.markdown).write_text(markdown(args, meta, live, check))

@@ -22,12 +22,11 @@ import base64
 import json
 import os
 import random
-import resource
-import struct
 import sys
 import time
 
-from common import FRAME, HEADER, SIZE, UNIX_HEADER, WS_HEADER, seq_of, ts_of
+from common import FRAME, HEADER, SIZE, UNIX_HEADER, WS_HEADER, frame_head, masked, seq_of, ts_of
+from harness import raise_nofile
 
 try:
     import uvloop
@@ -152,29 +151,10 @@ class Client(asyncio.Protocol):
         """Parse frame by frame (pings, unexpected sizes, gaps, reorders)."""
         self.stats.slow_paths += 1
         pos, end = 0, len(buf)
-        unix = self.header == UNIX_HEADER
+        ws = self.header != UNIX_HEADER
         last_ts = 0
-        while True:
-            if unix:
-                if end - pos < 4:
-                    break
-                (length,) = struct.unpack_from("!I", buf, pos)
-                start, opcode = pos + 4, 1
-            else:
-                if end - pos < 2:
-                    break
-                b0, b1 = buf[pos], buf[pos + 1]
-                opcode, length, start = b0 & 0x0F, b1 & 0x7F, pos + 2
-                if length == 126:
-                    if end - pos < 4:
-                        break
-                    (length,) = struct.unpack_from("!H", buf, pos + 2)
-                    start = pos + 4
-                elif length == 127:
-                    if end - pos < 10:
-                        break
-                    (length,) = struct.unpack_from("!Q", buf, pos + 2)
-                    start = pos + 10
+        while (head := frame_head(buf, pos, ws)) is not None:
+            opcode, start, length = head
             if end - start < length:
                 break
             payload = buf[start : start + length]
@@ -192,9 +172,7 @@ class Client(asyncio.Protocol):
                     last_ts = ts_of(payload)
             elif opcode == 9:  # ping: answer with a masked pong
                 self.stats.pings += 1
-                mask = os.urandom(4)
-                masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-                self.transport.write(bytes((0x8A, 0x80 | length)) + mask + masked)
+                self.transport.write(masked(0xA, payload))
             elif opcode == 8:
                 self.closed = True
             else:
@@ -223,8 +201,7 @@ def percentile(sorted_values: list[int], p: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     loop = asyncio.get_running_loop()
     stats = Stats()
     clients: list[Client] = []

@@ -13,23 +13,15 @@ registry (``generate_latest`` over a custom collector) in this process, for comp
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from harness import free_port
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+from harness import cpu_seconds, free_port
+from harness.process import Process
 
 
 def config(n: int, port: int, admin: int, dead: int) -> str:
@@ -61,11 +53,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "config.yaml"
         path.write_text(config(args.n, port, admin, dead))
-        log = Path(d) / "veylor.log"
-        with log.open("w") as out:  # a file, not a pipe nobody reads: logging would block
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "veylor", "-c", str(path), "--no-watch"], stderr=out
-            )
+        log = Path(d) / "veylor.log"  # a file, not a pipe nobody reads: logging would block
+        proc = Process([sys.executable, "-m", "veylor", "-c", str(path), "--no-watch"], log=log)
         try:
             deadline = time.monotonic() + 60
             while "ready:" not in log.read_text() and time.monotonic() < deadline:
@@ -74,20 +63,19 @@ def main() -> int:
             for path_name in ("/metrics", "/graph"):
                 url = f"http://127.0.0.1:{admin}{path_name}"
                 fetch(url)
-                before = cpu(proc.pid)
+                before = cpu_seconds(proc.pid)
                 walls, size = [], 0
                 for _ in range(args.scrapes):
                     wall, size = fetch(url)
                     walls.append(wall)
-                used = (cpu(proc.pid) - before) / args.scrapes
+                used = (cpu_seconds(proc.pid) - before) / args.scrapes
                 print(
                     f"{path_name}: {args.n} sources, endpoints and routes: {size / 1024:.0f} KiB; "
                     f"request {statistics.median(walls) * 1000:.1f} ms (median of {args.scrapes}), "
                     f"relay CPU {used * 1000:.1f} ms per scrape: {used:.1%} of one CPU at one scrape a second"
                 )
         finally:
-            proc.terminate()
-            proc.wait(10)
+            proc.terminate(10)
     reference(args.n)
     return 0
 

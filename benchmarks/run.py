@@ -23,30 +23,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import free_port
+from harness import LOAD_CPU, RELAY_CPU, free_port
+from harness.process import Process, wait_listening
+from harness.report import log_path, machine, verdict, write_json
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-TICK = os.sysconf("SC_CLK_TCK")
-CPUS = os.cpu_count() or 1
-LOGS = HERE / "results" / "logs"  # each relay's standard error, for when a number looks wrong
-RELAY_CPU = {0}
 BASELINE: Path | None = None  # --baseline: the checkout that "veylor-base" runs
 BASE = "-base"
-LOAD_CPU = {1} if CPUS > 1 else {0}
 
 
 @dataclass
@@ -74,92 +66,6 @@ class Result:
     closed: int = 0  # clients the relay disconnected during the run (slow-client policy)
     note: str = ""
     extra: dict = field(default_factory=dict)
-
-
-class Proc:
-    """A child process with line-oriented stdout."""
-
-    def __init__(
-        self,
-        args: list[str],
-        cpus: set[int],
-        stdin: bool = False,
-        cwd: Path = HERE,
-        log: Path | None = None,
-        quiet: bool = False,
-    ) -> None:
-        self.p = subprocess.Popen(
-            args,
-            cwd=cwd,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,  # quiet: a TUI's screen
-            start_new_session=True,  # killed as a group: script(1) and the Veylor under it
-            stderr=open(log, "w") if log else subprocess.DEVNULL,  # noqa: SIM115
-            text=True,
-            bufsize=1,
-        )
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(self.p.pid, cpus)
-
-    def line(self, timeout: float = 60.0) -> str:
-        import select
-
-        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError(f"no output from {self.p.args[:3]} in {timeout}s")
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.p.args[:3]} exited ({self.p.poll()})")
-        return line.strip()
-
-    def expect(self, prefix: str, timeout: float = 60.0) -> str:
-        while True:
-            line = self.line(timeout)
-            if line.startswith(prefix):
-                return line
-
-    def send(self, command: str) -> None:
-        self.p.stdin.write(command + "\n")
-        self.p.stdin.flush()
-
-    def measured(self) -> int:
-        """The relay's pid: under script(1) (the TUI relays), script's child."""
-        pid = self.p.pid
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "script":
-                return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
-        return pid
-
-    def cpu(self) -> tuple[float, float]:
-        fields = Path(f"/proc/{self.measured()}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) / TICK, int(fields[12]) / TICK
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.measured()}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):  # the group: what it started too
-            os.killpg(self.p.pid, signal.SIGKILL)
-        self.p.wait()
-
-
-def wait_listening(port: int | None, unix: str | None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if unix:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(unix)
-            else:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    pass
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError("relay did not start listening")
 
 
 VEYLOR_CONFIG = """
@@ -221,42 +127,43 @@ def run_one(
 ) -> Result:
     result = Result(scenario, relay, clients, rate, stall=stall)
     workdir = Path(tempfile.mkdtemp(prefix="veylor-bench-"))
-    procs: list[Proc] = []
+    procs: list[Process] = []
     try:
-        upstream = Proc([PY, str(HERE / "upstream.py")], LOAD_CPU, stdin=True)
+        upstream = Process([PY, str(HERE / "upstream.py")], cpus=LOAD_CPU, stdin=True, read="stdout")
         procs.append(upstream)
         up_port = int(upstream.expect("listening").split()[1])
         port = free_port()
         admin = free_port() if "scraped" in relay else None
         sock = str(workdir / "relay.sock") if unix else None
-        LOGS.mkdir(parents=True, exist_ok=True)
-        relay_proc = Proc(
+        relay_proc = Process(  # (a TUI relay's screen goes nowhere)
             relay_command(relay, f"ws://127.0.0.1:{up_port}/", port, sock, workdir, filtered, admin),
-            RELAY_CPU,
+            cpus=RELAY_CPU,
             cwd=BASELINE if relay.endswith(BASE) and BASELINE is not None else HERE,
-            log=LOGS / f"{scenario}-{relay}-{clients}.log",
-            quiet="tui" in relay,
+            log=log_path(f"{scenario}-{relay}-{clients}.log"),
         )
         procs.append(relay_proc)
         upstream.expect("relay connected", 30)
         wait_listening(port, sock)
         if admin is not None:  # Prometheus, once a second, on the load's CPU
-            procs.append(Proc([PY, str(HERE / "scraper.py"), f"http://127.0.0.1:{admin}/metrics"], LOAD_CPU))
+            procs.append(
+                Process([PY, str(HERE / "scraper.py"), f"http://127.0.0.1:{admin}/metrics"], cpus=LOAD_CPU)
+            )
         time.sleep(0.3)
-        rss_before = relay_proc.rss_kib()
+        rss_before = relay_proc.rss_mib()
         target = ["--unix", sock] if unix else ["--url", f"ws://127.0.0.1:{port}/"]
-        load = Proc(
+        load = Process(
             [PY, str(HERE / "loadclient.py"), *target, "-n", str(clients), "--stall", str(stall)],
-            LOAD_CPU,
+            cpus=LOAD_CPU,
             stdin=True,
+            read="stdout",
         )
         procs.append(load)
         load.expect("ready", 120)
         if idle:
             time.sleep(2)
-            rss = relay_proc.rss_kib()
-            result.rss_mib = rss / 1024
-            result.rss_per_client_kib = (rss - rss_before) / clients
+            rss = relay_proc.rss_mib()
+            result.rss_mib = rss
+            result.rss_per_client_kib = (rss - rss_before) * 1024 / clients
             return result
         if rate > 0:  # warm-up at a rate the relay is meant to sustain
             upstream.send(f"go 1 {rate}")
@@ -299,7 +206,7 @@ def run_one(
         result.p99_ms = report["p99_ms"]
         result.cpu_user_s = user1 - user0
         result.cpu_sys_s = sys1 - sys0
-        result.rss_mib = relay_proc.rss_kib() / 1024
+        result.rss_mib = relay_proc.rss_mib()
         result.stalled_open = report["stalled_open"]
         result.closed = report["clients"] - report["open"]
         result.extra = {"span_s": span, "open": report["open"], "slow_paths": report["slow_paths"]}
@@ -309,7 +216,7 @@ def run_one(
         return result
     finally:
         for p in reversed(procs):
-            if p is procs[-1] and p.p.args[1:2] == [str(HERE / "loadclient.py")]:
+            if p is procs[-1] and p.popen.args[1:2] == [str(HERE / "loadclient.py")]:
                 with contextlib.suppress(Exception):
                     p.send("quit")
             p.kill()
@@ -503,12 +410,8 @@ def main() -> int:
     if compared:
         print(f"\n## Before ({BASELINE}) and after, in this run\n")
         print("\n".join(compared))
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
     meta = machine()
-    (out_dir / "latest.json").write_text(
-        json.dumps({"machine": meta, "results": [asdict(r) for r in results], "targets": verdicts}, indent=2)
-    )
+    write_json("latest.json", {"machine": meta, "results": [asdict(r) for r in results], "targets": verdicts})
     if args.markdown:
         md = [
             f"Machine: {meta['cpu']}, {meta['cpus']} CPUs, {meta['kernel']}; Python {meta['python']}, "
@@ -540,7 +443,7 @@ def targets(results: list[Result]) -> list[str]:
     out = []
 
     def check(ok: bool, text: str) -> None:
-        out.append(f"- {'PASS' if ok else 'FAIL'}: {text}")
+        out.append(verdict(ok, text))
 
     v, b, lim = (_pick(results, "ws_max_1000", r) for r in ("veylor", "broadcast", "limit"))
     if v and b and lim:
@@ -665,32 +568,6 @@ def before_after(results: list[Result]) -> list[str]:
             f"{change:+.1%}{flag} |"
         )
     return rows if len(rows) > 2 else []
-
-
-def machine() -> dict[str, str]:
-    import websockets
-
-    try:
-        import uvloop
-
-        uv = uvloop.__version__
-    except ImportError:
-        uv = "-"
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "cpus": str(CPUS),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "websockets": websockets.__version__,
-        "uvloop": uv,
-        "date": time.strftime("%Y-%m-%d"),
-    }
 
 
 if __name__ == "__main__":

@@ -31,10 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import HERE, LOAD_CPU, LOGS, PY, RELAY_CPU, Proc, free_port, run_one, wait_listening
+from harness import LOAD_CPU, RELAY_CPU, free_port
+from harness.process import Process, wait_listening
+from harness.report import log_path, write_json
+from run import HERE, PY, run_one
 
 
-def nats_cluster(workdir: Path, jetstream: bool = False) -> tuple[list[Proc], list[int]]:
+def nats_cluster(workdir: Path, jetstream: bool = False) -> tuple[list[Process], list[int]]:
     server = shutil.which("nats-server")
     if server is None:
         sys.exit("nats-server is not installed (apt-get install nats-server)")
@@ -47,18 +50,22 @@ def nats_cluster(workdir: Path, jetstream: bool = False) -> tuple[list[Proc], li
         args += ["--cluster", f"nats://127.0.0.1:{routes[i]}", "--routes", others]
         if jetstream:
             args += ["-js", "-sd", str(workdir / f"js{i + 1}")]
-        procs.append(Proc(args, LOAD_CPU, log=workdir / f"nats{i + 1}.log"))
+        procs.append(Process(args, cpus=LOAD_CPU, log=workdir / f"nats{i + 1}.log"))
     for port in ports:
         wait_listening(port, None)
     time.sleep(1.5)  # (the routes between the nodes form)
     return procs, ports
 
 
-def veylor(workdir: Path, name: str, config: str, cpus: set[int]) -> Proc:
+def veylor(workdir: Path, name: str, config: str, cpus: set[int]) -> Process:
     path = workdir / f"{name}.yaml"
     path.write_text(config)
-    LOGS.mkdir(parents=True, exist_ok=True)  # (kept: for when a number looks wrong)
-    return Proc([PY, "-m", "veylor", "-c", str(path), "--no-watch"], cpus, log=LOGS / f"scaleout-{name}.log")
+    return Process(  # (its log kept: for when a number looks wrong)
+        [PY, "-m", "veylor", "-c", str(path), "--no-watch"],
+        cpus=cpus,
+        cwd=HERE,
+        log=log_path(f"scaleout-{name}.log"),
+    )
 
 
 def _source_view(admin: int) -> dict:
@@ -71,7 +78,7 @@ def _source_view(admin: int) -> dict:
 
 def run_nats(clients: int, rate: float, seconds: float, edges: int = 2, stream: bool = False) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="veylor-scaleout-"))
-    procs: list[Proc] = []
+    procs: list[Process] = []
     try:
         cluster, ports = nats_cluster(workdir, stream)
         if stream:
@@ -79,7 +86,7 @@ def run_nats(clients: int, rate: float, seconds: float, edges: int = 2, stream: 
         core_js = ", stream: BENCH, replicas: 3" if stream else ""
         edge_js = ", stream: BENCH" if stream else ""
         procs += cluster
-        upstream = Proc([PY, str(HERE / "upstream.py")], LOAD_CPU, stdin=True)
+        upstream = Process([PY, str(HERE / "upstream.py")], cpus=LOAD_CPU, stdin=True, read="stdout")
         procs.append(upstream)
         up_port = int(upstream.expect("listening").split()[1])
         core = f"""
@@ -113,10 +120,11 @@ routes:
             wait_listening(port, None)
         loads = []
         for port in edge_ports:
-            load = Proc(
+            load = Process(
                 [PY, str(HERE / "loadclient.py"), "--url", f"ws://127.0.0.1:{port}/", "-n", str(clients)],
-                LOAD_CPU,
+                cpus=LOAD_CPU,
                 stdin=True,
+                read="stdout",
             )
             procs.append(load)
             loads.append(load)
@@ -202,9 +210,7 @@ def main() -> int:
         f"| upstream -> Veylor -> clients (one machine) | {single.delivered:,} / {single.expected:,} "
         f"| {single.loss:,} | {single.reorders} | {single.p50_ms:.1f} | {single.p99_ms:.1f} |"
     )
-    out = HERE / "results" / "scaleout.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "nats": nats, "single": single.__dict__}, indent=2))
+    write_json("scaleout.json", {"args": vars(args), "nats": nats, "single": single.__dict__})
     return 0
 
 

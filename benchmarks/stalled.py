@@ -29,12 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import os
 import re
-import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +40,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness import free_port, rss_mib
+from harness import RELAY_CPU, free_port, raise_nofile, rss_mib
+from harness.process import Process
+from harness.report import log_path
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
@@ -111,7 +110,6 @@ async def run(tree: Path, stalled: int, rate: float, seconds: float, size: int, 
         feeds.discard(conn)
 
     workdir = Path(tempfile.mkdtemp(prefix="veylor-stalled-"))
-    (HERE / "results" / "logs").mkdir(parents=True, exist_ok=True)
     port, admin = free_port(), free_port()
     async with serve(handler, "127.0.0.1", 0, compression=None) as upstream:
         up_port = next(iter(upstream.sockets)).getsockname()[1]
@@ -123,18 +121,12 @@ async def run(tree: Path, stalled: int, rate: float, seconds: float, size: int, 
             "routes: {r: {from: up, to: ws}}\n"
             f'admin: {{listen: "127.0.0.1:{admin}"}}\n'
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "veylor",
-            "-c",
-            str(config),
-            "--no-watch",
+        proc = Process(
+            [sys.executable, "-m", "veylor", "-c", str(config), "--no-watch"],
+            cpus=RELAY_CPU,
             cwd=tree,
-            stderr=open(HERE / "results" / "logs" / f"stalled-{tree.name}-{policy}.log", "wb"),  # noqa: SIM115
+            log=log_path(f"stalled-{tree.name}-{policy}.log"),
         )
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(proc.pid, {0})
         socks: list[socket.socket] = []
         try:
             deadline = time.monotonic() + 15
@@ -202,13 +194,7 @@ async def run(tree: Path, stalled: int, rate: float, seconds: float, size: int, 
         finally:
             for sock in socks:
                 sock.close()
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await asyncio.to_thread(proc.terminate, 10)  # (its upstream is served meanwhile)
             for f in workdir.iterdir():
                 f.unlink()
             workdir.rmdir()
@@ -223,8 +209,7 @@ def main() -> int:
     parser.add_argument("--policy", choices=["disconnect", "drop", "both"], default="both")
     parser.add_argument("--baseline", metavar="DIR", help="also run the Veylor of this checkout")
     args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     policies = ["disconnect", "drop"] if args.policy == "both" else [args.policy]
     runs = [("after", ROOT)]
     if args.baseline:

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import free_port
+from harness.process import Process
+from harness.report import log_path
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -228,7 +230,7 @@ def timed(slices: dict[str, list[float]], beat: list[Any]) -> None:
 
 def run(n: int, seconds: float, tui: bool, why: bool = False) -> dict[str, Any]:
     up, port = free_port(), free_port()
-    feeder = subprocess.Popen([PY, __file__, "--upstream", str(up)])
+    feeder = Process([PY, __file__, "--upstream", str(up)], log=log_path("tui_lag-upstream.log"))
     time.sleep(1.0)
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         command = [PY, __file__, "--inner", str(n), "--seconds", str(seconds), "--up", str(up)]
@@ -248,7 +250,6 @@ def run(n: int, seconds: float, tui: bool, why: bool = False) -> dict[str, Any]:
             return json.loads(Path(f.name).read_text())
         finally:
             feeder.kill()
-            feeder.wait()
 
 
 def main() -> None:
