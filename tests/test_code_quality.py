@@ -140,3 +140,22 @@ def _library_object(node) -> bool:
 
     name = node.attr if isinstance(node, ast.Attribute) else node.id
     return name in LIBRARY_NAMES
+
+
+def test_no_module_over_600_lines_and_no_class_over_300():
+    """Small modules named for one concept (issue 24): a module that grows past 600
+    lines, or a class past 300, is split by concern before it lands."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / "veylor").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        text = path.read_text()
+        if text.count("\n") > 600:
+            found.append(f"{rel}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 300:
+                found.append(
+                    f"{rel}:{node.lineno}: class {node.name}, {node.end_lineno - node.lineno + 1} lines"
+                )
+    assert not found, "\n".join(found)
