@@ -26,13 +26,21 @@ nats-py (2.x):
 - :func:`ordered_consumer`: the JetStream ordered consumer behind a subscription, whose
   reset Veylor guards (:meth:`veylor.runtime.nats.stream.StreamReader._guard_resets`) with
   :func:`guard_resets`.
+
+Textual (8.x, its Linux driver): the TUI's driver writes the screen through a writer of
+its own that never blocks the relay's event loop (:mod:`veylor.tui.terminal`). Textual
+has no public way to give a driver its writer: :func:`terminal_writer`,
+:func:`set_terminal_writer` and :func:`terminal_file` reach the driver's
+``_writer_thread`` and ``_file``. (This module imports no Textual: the relay never loads
+it.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 
 def release_protocol(protocol: Any) -> None:
@@ -88,4 +96,34 @@ def guard_resets(jsi: Any, reset_at: Callable[[int | None], int | None]) -> None
     jsi.reset_ordered_consumer = reset
 
 
-__all__ = ["guard_resets", "ordered_consumer", "reader_ended"]
+def terminal_writer(driver: Any) -> Any:
+    """The writer thread a Textual driver writes the screen through (None: not in
+    application mode)."""
+    return getattr(driver, "_writer_thread", None)
+
+
+def set_terminal_writer(driver: Any, writer: Any) -> None:
+    """Make ``writer`` the one a Textual driver writes the screen through."""
+    driver._writer_thread = writer
+
+
+def terminal_file(driver: Any) -> IO[str]:
+    """The file a Textual driver draws on (its terminal: standard error, as Textual's
+    Linux driver chooses)."""
+    file = getattr(driver, "_file", None)
+    if file is None:
+        file = sys.__stderr__
+    if file is None:
+        raise RuntimeError("the terminal driver has no file to draw on")
+    return file
+
+
+__all__ = [
+    "guard_resets",
+    "ordered_consumer",
+    "reader_ended",
+    "release_protocol",
+    "set_terminal_writer",
+    "terminal_file",
+    "terminal_writer",
+]

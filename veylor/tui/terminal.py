@@ -21,25 +21,28 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import threading
 from collections.abc import Callable
-from typing import IO, Any, cast
+from typing import IO, Any
 
-from textual.drivers._writer_thread import WriterThread
 from textual.drivers.linux_driver import LinuxDriver
+
+from ..runtime import compat
 
 QUEUED = 30  # frames waiting for the terminal before new ones are dropped (as Textual's)
 STOP_WAIT = 1.0  # seconds to wait at exit for a terminal that does not read
 
 
-class Writer(WriterThread):
+class Writer(threading.Thread):
     """Writes frames to the terminal in a thread; never blocks the caller (see the
     module docstring). ``gone`` is set when the terminal went away, ``dropped`` counts
-    frames not written because it was not reading."""
+    frames not written because it was not reading. (What Textual's driver calls on its
+    writer: ``write``, ``flush``, ``fileno``, ``isatty``, ``start``, ``stop``.)"""
 
     def __init__(
         self, file: IO[str], on_gone: Callable[[], object], on_caught_up: Callable[[], object]
     ) -> None:
-        super().__init__(file)
+        super().__init__(daemon=True, name="veylor-terminal")
         self.frames: queue.Queue[str | None] = queue.Queue(QUEUED)
         self.fd = file.fileno()
         self.encoding = getattr(file, "encoding", None) or "utf-8"
@@ -48,6 +51,15 @@ class Writer(WriterThread):
         self.gone = False
         self.dropped = 0
         self._behind = False  # frames were dropped: repaint whole when caught up
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def flush(self) -> None:
+        """(Each frame is written whole by the thread: nothing to flush here.)"""
 
     def write(self, text: str) -> None:
         if self.gone:
@@ -88,30 +100,36 @@ class Writer(WriterThread):
 
 
 class Driver(LinuxDriver):
-    """Textual's terminal driver with :class:`Writer` as its writer; the App is told
-    when the terminal goes away (``terminal_gone``)."""
+    """Textual's terminal driver with :class:`Writer` as its writer (put in its place
+    through :mod:`veylor.runtime.compat`: Textual has no public way to give a driver
+    its writer); the App is told when the terminal goes away (``terminal_gone``)."""
+
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        self.veylor_app = app
 
     def start_application_mode(self) -> None:
         super().start_application_mode()  # type: ignore[no-untyped-call]  # (Textual's own, untyped)
-        textual_writer = self._writer_thread
+        textual_writer = compat.terminal_writer(self)
         if textual_writer is None:  # the terminal refused application mode
             return
         textual_writer.stop()  # writes what it has queued (the mode's set-up), then ends
-        app: Any = self._app
+        app = self.veylor_app
         loop = asyncio.get_running_loop()
         gone = getattr(app, "terminal_gone", app.exit)
-        self._writer_thread = writer = Writer(
-            cast("IO[str]", self._file),  # (the driver's file: set while it runs)
+        writer = Writer(
+            compat.terminal_file(self),
             on_gone=lambda: loop.call_soon_threadsafe(gone),
             on_caught_up=lambda: loop.call_soon_threadsafe(app.refresh),
         )
+        compat.set_terminal_writer(self, writer)
         writer.start()
 
     def close(self) -> None:
         super().close()
-        writer = self._writer_thread
+        writer = compat.terminal_writer(self)
         if isinstance(writer, Writer):
             # Gone, or still stuck writing after STOP_WAIT: the terminal takes nothing
             # more (in-process, the stderr log handler must not be put back on it).
-            app: Any = self._app
+            app = self.veylor_app
             app.terminal_ok = not writer.gone and not writer.is_alive()
