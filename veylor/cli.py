@@ -543,6 +543,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` asks for; its exit status. A reader that stops reading what
+    a command writes (``veylor status | head -1``) ends it quietly, with 0: it had what
+    it wanted."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # (here, not at exit: a pipe closed meanwhile is caught)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # (the interpreter's own flush at exit: quiet too)
+        os.close(devnull)
+        return 0
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.trace_frames, args.log_format)
