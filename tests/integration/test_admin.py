@@ -30,6 +30,7 @@ class Admin:
         self.upstream = Upstream()
         self.port, self.admin = free_port(), free_port()
         self.veylor: VeylorProcess | None = None
+        self.admin_settings = ""  # more of admin's settings, as YAML flow-mapping entries
 
     @property
     def main(self):
@@ -42,7 +43,7 @@ class Admin:
     def config(self, extra: str = "") -> str:
         return textwrap.dedent(
             f"""
-            admin: {{listen: "127.0.0.1:{self.admin}"}}
+            admin: {{listen: "127.0.0.1:{self.admin}"{", " + self.admin_settings if self.admin_settings else ""}}}
             sources:
               up:
                 url: "{self.upstream.url}?token={TOKEN}"
@@ -153,7 +154,8 @@ async def test_metrics_count_what_flowed(admin):
     await f.close()
 
 
-async def test_readyz_follows_the_upstream(admin):
+async def test_readyz_follows_the_upstream_it_requires(admin):
+    admin.admin_settings = "ready_requires: [up]"
     await admin.start()
     status, body = await admin.get("/readyz")
     assert status == 200 and json.loads(body)["ready"] is True
@@ -238,7 +240,10 @@ async def test_veylor_reload_refused_names_file_and_line_and_keeps_running(admin
     assert await asyncio.wait_for(client.recv(), 5) == "still here"
     status, body = await admin.post("/reload")
     assert status == 422 and body["problems"][0]["line"] == 2
-    assert (await admin.get("/readyz"))[0] == 503  # the last reload failed
+    # The refused reload leaves the running configuration serving: still ready (one typo
+    # in a ConfigMap that replicas share must not take them all out of their Service).
+    status, ready = await admin.get("/readyz")
+    assert status == 200 and json.loads(ready)["last_reload_ok"] is False, ready
     broken.unlink()
     status, body = await admin.post("/reload?dry_run=1")
     assert status == 200 and body["dry_run"] and body["changes"] == [] and not body["applied"]
@@ -358,3 +363,35 @@ async def test_a_runtime_run_without_a_configuration_file_refuses_reloads_and_ke
             body = await r.json()
         assert r.status == 500 and body["error"] == "no configuration file to reload", body
         assert body["generation"] == rt.generation == 1 and not body["applied"]
+
+
+async def test_readyz_by_default_is_veylor_itself_not_its_upstreams(admin):
+    """Issue 25: /readyz answered 503 whenever one source was backing off, so one flaky
+    upstream took every replica out of its Service at once. By default, ready means the
+    configuration's listeners are bound; the sources' state is in the body (and in the
+    metrics)."""
+    await admin.start()
+    status, body = await admin.get("/readyz")
+    assert status == 200, body
+    ready = json.loads(body)
+    assert ready["ready"] is True and ready["why"] == [] and ready["ready_requires"] == []
+    assert ready["listeners"]["bound"] == ready["listeners"]["configured"] > 0
+    await admin.upstream.stop(abort=True)
+    for _ in range(100):
+        status, body = await admin.get("/readyz")
+        if json.loads(body)["sources_not_connected"]:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200 and json.loads(body)["sources_not_connected"].keys() == {"up"}, body
+    text = (await admin.get("/metrics"))[1]
+    assert 'veylor_source_up{source="up"} 0' in text
+
+
+async def test_ready_requires_names_only_sources_that_exist(admin, tmp_path):
+    admin.admin_settings = "ready_requires: [up, upp]"
+    admin.main.write_text(admin.config())
+    result = await asyncio.to_thread(run_veylor, "-c", str(admin.main), "check")
+    assert result.returncode == 1
+    assert (
+        "config.yaml:2 admin.ready_requires[1]: no source is named 'upp' (the sources: up)" in result.stderr
+    ), result.stderr

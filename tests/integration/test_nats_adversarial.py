@@ -414,7 +414,9 @@ class Proc:
         self.proc = VeylorProcess(*flags, "-c", str(self.path), "--no-watch", cwd=self.dir)
 
     def write(self, config: str) -> None:
-        self.path.write_text(f'admin: {{listen: "127.0.0.1:{self.admin}"}}\n' + textwrap.dedent(config))
+        # (ready only while every source and NATS endpoint is connected: what these tests watch)
+        admin = f'admin: {{listen: "127.0.0.1:{self.admin}", ready_requires: all}}\n'
+        self.path.write_text(admin + textwrap.dedent(config))
 
     async def start(self, timeout: float = 15.0) -> Proc:
         await self.proc.start(timeout=timeout)

@@ -245,6 +245,20 @@ def test_admin_endpoint_binds_moves_and_changes_mode_by_steps(tmp_path):
     assert "- admin unix:/tmp/veylor-admin.sock" in diff(c, graph(tmp_path, BASE, "d.yaml")).describe()
 
 
+def test_what_readyz_requires_changes_in_place(tmp_path):
+    """admin.ready_requires changes the next /readyz, on the same endpoint: no rebind."""
+    a, b = copy.deepcopy(BASE), copy.deepcopy(BASE)
+    a["admin"] = {"listen": "127.0.0.1:9900"}
+    b["admin"] = {"listen": "127.0.0.1:9900", "ready_requires": "all"}
+    old, new = graph(tmp_path, a, "a.yaml"), graph(tmp_path, b, "b.yaml")
+    assert diff(old, new).steps == (Step("update_admin", "http://127.0.0.1:9900", ("ready_requires all",)),)
+    assert new.admin is not None and new.admin.ready_requires == "all"
+    source = next(iter(BASE["sources"]))
+    b["admin"]["ready_requires"] = [source]
+    named = graph(tmp_path, b, "c.yaml")
+    assert diff(new, named).steps[0].detail == (f"ready_requires {source}",)
+
+
 def test_a_plan_out_of_order_is_refused_even_under_python_O(tmp_path):
     """The order of steps is an invariant diff checks with an exception, not an assert
     (``python -O`` drops asserts): a diff that put a step before one it must follow

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .access import Collected, Subpath, Tokens, read_tokens
 from .common import UNIX_PATH_MAX, WILDCARD_HOSTS
@@ -34,6 +34,9 @@ class AdminSpec:
     allowed_hosts: tuple[str, ...] = ()  # as written (host_key() of each is compared)
     auth: Tokens | None = None
     read_only: bool = False
+    # What /readyz waits for beside Veylor itself: these sources connected, or "all":
+    # every source and every NATS endpoint's connection (none: only Veylor's listeners).
+    ready_requires: tuple[str, ...] | Literal["all"] = ()
 
     @classmethod
     def from_raw(
@@ -47,6 +50,7 @@ class AdminSpec:
             "mode": mode,
             "allowed_hosts": tuple(str(h) for h in raw.get("allowed_hosts") or ()),
             "read_only": bool(raw.get("read_only", False)),
+            "ready_requires": _ready_requires(raw.get("ready_requires")),
         }
         if raw.get("auth") is not None and out is not None:
             common["auth"] = read_tokens(raw["auth"], base if base is not None else os.getcwd(), out)
@@ -139,7 +143,15 @@ class AdminSpec:
             parts.append(f"auth {self.auth.describe()}" if self.auth is not None else "auth off")
         if self.read_only != old.read_only:
             parts.append("read_only" if self.read_only else "read_only off")
+        if self.ready_requires != old.ready_requires:
+            parts.append(f"ready_requires {self.requires_text()}")
         return ", ".join(parts)
+
+    def requires_text(self) -> str:
+        """What /readyz waits for beside Veylor itself, for people."""
+        if self.ready_requires == "all":
+            return "all"
+        return ", ".join(self.ready_requires) or "none"
 
     def as_json(self) -> dict[str, Any]:
         """The settings as plain data (tokens never shown)."""
@@ -149,6 +161,9 @@ class AdminSpec:
             "allowed_hosts": list(self.allowed_hosts),
             "auth": None if self.auth is None else {"tokens": len(self.auth), "tokens_file": self.auth.file},
             "read_only": self.read_only,
+            "ready_requires": self.ready_requires
+            if self.ready_requires == "all"
+            else list(self.ready_requires),
         }
 
     @property
@@ -161,6 +176,12 @@ class AdminSpec:
 
     def __str__(self) -> str:
         return self.url
+
+
+def _ready_requires(raw: Any) -> tuple[str, ...] | Literal["all"]:
+    if raw == "all":
+        return "all"
+    return tuple(str(name) for name in raw or ())
 
 
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")

@@ -143,12 +143,18 @@ def warn_unused(load: Load, routes: Mapping[str, RouteSpec], main: str) -> None:
 
 
 def check_admin(
-    load: Load, admin: AdminSpec, where: SourceMap, endpoints: Mapping[str, EndpointSpec]
+    load: Load,
+    admin: AdminSpec,
+    where: SourceMap,
+    endpoints: Mapping[str, EndpointSpec],
+    sources: Mapping[str, Any] | None = None,
 ) -> None:
     """The admin endpoint and an endpoint cannot share an address (the second bind would
     fail; on a Unix path, the stale-socket check would first connect to Veylor's own).
     ``endpoints``: the specs the load built (not built again: an endpoint's access reads
-    its tokens file and loads its certificate)."""
+    its tokens file and loads its certificate). ``sources``: the sources defined, which
+    ``ready_requires`` may name (a source it names that is not there: a problem, at its
+    place in the list)."""
     for name, spec in endpoints.items():
         d = load.defined["endpoints"][name]
         if admin.clashes(spec.listen.binds):
@@ -158,4 +164,14 @@ def check_admin(
                 at,
                 f"{admin.url} is also where endpoint '{name}' ({d.origin}) listens: give the admin "
                 "endpoint an address of its own",
+            )
+    if sources is None or admin.ready_requires == "all":
+        return
+    for i, name in enumerate(admin.ready_requires):
+        if name not in sources:
+            known = ", ".join(sorted(sources)) or "none"
+            load.error(
+                where,
+                ("admin", "ready_requires", i),
+                f"no source is named {name!r} (the sources: {known}): name a source, or write all",
             )

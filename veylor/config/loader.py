@@ -93,7 +93,7 @@ def load_config(
             admin = build_admin(load, read.data["admin"], read.where, main)
     config = dataclasses.replace(_config(load, shape, main, tuple(include), limits), admin=admin)
     if admin is not None and read is not None:
-        check_admin(load, admin, read.where, config.endpoints)
+        check_admin(load, admin, read.where, config.endpoints, config.sources)
     if any(not p.warning for p in load.problems):
         raise ConfigError(_ordered(load))
     return config

@@ -2,9 +2,10 @@
 
     GET  /metrics            the state view in the Prometheus text format
     GET  /healthz            200 while the process serves
-    GET  /readyz             200 when every source (and every NATS endpoint) is
-                             connected and the last reload succeeded; else 503 with
-                             what is not ready (JSON)
+    GET  /readyz             200 when every listener of the running configuration is
+                             bound (and the sources admin.ready_requires names are
+                             connected); else 503. Its body (JSON) says why, and which
+                             sources are down, either way
     GET  /graph              the state view (JSON), with each endpoint's clients
                              (?clients=NAME: one endpoint's; ?tap=ROUTE: and the last
                              messages that passed ROUTE, see veylor.runtime.tap)
@@ -247,25 +248,14 @@ class Admin:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
+        """Ready: every listener of the running configuration bound (and one served),
+        and what ``ready_requires`` names connected. Sources down, NATS endpoints away
+        and a refused reload are in the body either way (see :func:`readiness`)."""
         view = await self.control.snapshot_async()
-        down = {n: s["state"] for n, s in view["sources"].items() if s["state"] != "connected"}
-        # Endpoints with a connection of their own (NATS) say its state; the others have none.
-        away = {
-            n: e["state"] for n, e in view["endpoints"].items() if e.get("state", "connected") != "connected"
-        }
-        last = view["reloads"]["last"]
-        failed = last is not None and not last["ok"]
-        ready = not down and not away and not failed
+        ready, body = readiness(view, self.spec.ready_requires)
         if self.spec.auth is not None and _bearer(request.headers.getall("Authorization", [])) is None:
             # A probe without a token (a wrong one was refused): the verdict, not the state.
             return _json({"ready": ready}, 200 if ready else 503)
-        body = {
-            "ready": ready,
-            "sources_not_connected": down,
-            "endpoints_not_connected": away,
-            "last_reload": last,
-            "generation": view["config"]["generation"],
-        }
         return _json(body, 200 if ready else 503)
 
     async def graph(self, request: web.Request) -> web.Response:
@@ -316,6 +306,44 @@ class _Malformed(logging.Filter):
 REPORT_EVERY = 60.0
 _HTTP_LOG = logging.getLogger("veylor.admin.http")
 _HTTP_LOG.addFilter(_Malformed())
+
+
+def readiness(view: StateView, requires: tuple[str, ...] | str) -> tuple[bool, dict[str, Any]]:
+    """Whether the Veylor of ``view`` is ready, and why not. By default it is while every
+    listener of its running configuration is bound: an upstream that is down, or a
+    refused reload while the running configuration serves, do not make a replica leave
+    its Service (one flaky upstream, or one typo in a ConfigMap they share, would take
+    every replica out at once). ``requires`` (``admin.ready_requires``) opts into more:
+    those sources connected, or ``all`` of them and every NATS endpoint's connection."""
+    down = {n: s["state"] for n, s in view["sources"].items() if s["state"] != "connected"}
+    # Endpoints with a connection of their own (NATS) say its state; the others have none.
+    away = {n: e["state"] for n, e in view["endpoints"].items() if e.get("state", "connected") != "connected"}
+    listeners = view["listeners"]
+    why: list[str] = []
+    if view["config"]["generation"] < 1:
+        why.append("no configuration is served yet")
+    if listeners["bound"] < listeners["configured"]:
+        why.append(
+            f"{listeners['configured'] - listeners['bound']} of {listeners['configured']} listeners not bound"
+        )
+    if requires == "all":
+        why += [f"source {n} is {state}" for n, state in down.items()]
+        why += [f"endpoint {n} is {state}" for n, state in away.items()]
+    else:
+        why += [f"source {n} is {down[n]}" for n in requires if n in down]
+    last = view["reloads"]["last"]
+    body = {
+        "ready": not why,
+        "why": why,
+        "ready_requires": requires if requires == "all" else list(requires),
+        "listeners": listeners,
+        "sources_not_connected": down,
+        "endpoints_not_connected": away,
+        "last_reload": last,
+        "last_reload_ok": last is None or last["ok"],
+        "generation": view["config"]["generation"],
+    }
+    return not why, body
 
 
 def _json(body: dict[str, Any], status: int) -> web.Response:

@@ -93,6 +93,7 @@ def _head(runtime: Runtime, reloader: Reloader | None) -> StateView:
         "started": stats.started,
         "uptime": now - stats.started,
         "config": {"generation": process.generation, "digest": runtime.graph.digest},
+        "listeners": {"configured": len(runtime.graph.listeners), "bound": len(runtime.listeners)},
         "reloads": {
             "ok": process.reloads_ok,
             "failed": process.reloads_failed,

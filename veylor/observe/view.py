@@ -194,6 +194,14 @@ class ConfigView(TypedDict):
     digest: str
 
 
+class ListenersView(TypedDict):
+    """The listeners the running configuration has, and how many are bound (what /readyz
+    asks of Veylor itself)."""
+
+    configured: int
+    bound: int
+
+
 class MemoryView(TypedDict):
     """``limits.buffered`` and what it did (:class:`veylor.runtime.budget.Budget`)."""
 
@@ -235,6 +243,7 @@ class StateView(TypedDict):
     started: float
     uptime: float
     config: ConfigView
+    listeners: ListenersView
     reloads: ReloadsView
     sources: dict[str, SourceView]
     routes: dict[str, RouteView]
