@@ -395,3 +395,62 @@ async def test_ready_requires_names_only_sources_that_exist(admin, tmp_path):
     assert (
         "config.yaml:2 admin.ready_requires[1]: no source is named 'upp' (the sources: up)" in result.stderr
     ), result.stderr
+
+
+async def test_metrics_an_operator_alerts_on(admin):
+    """Issue 25, point 9: the process (process_*, as Prometheus' client libraries name
+    them), the last reload's outcome and time, clients behind now, and a source's failed
+    attempts in a row."""
+    import socket
+    import time
+
+    from helpers import raw_handshake
+
+    await admin.start()
+    got = await admin.metrics()
+    started = got[m("process_start_time_seconds")]
+    assert abs(started - time.time()) < 60
+    assert got[m("process_resident_memory_bytes")] > 10 * 2**20
+    assert 3 < got[m("process_open_fds")] <= got[m("process_max_fds")]
+    assert got[m("process_cpu_seconds_total")] > 0
+    assert got[m("veylor_config_last_reload_successful")] == 1
+    assert got[m("veylor_config_last_reload_timestamp_seconds")] == started  # (none yet)
+    assert got[m("veylor_endpoint_slow_clients", endpoint="e")] == 0
+    assert got[m("veylor_source_consecutive_failures", source="up")] == 0
+
+    # A client that reads nothing, with a small receive buffer: behind once the feed
+    # fills its socket, long before client_buffer (4 MiB) closes it.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", admin.port))
+    await loop.sock_sendall(sock, raw_handshake("/e"))
+    try:
+        for _ in range(100):
+            for _ in range(20):
+                await admin.upstream.send("x" * 5000)
+            if (await admin.metrics())[m("veylor_endpoint_slow_clients", endpoint="e")] >= 1:
+                break
+        assert (await admin.metrics())[m("veylor_endpoint_slow_clients", endpoint="e")] == 1
+    finally:
+        sock.close()
+
+    broken = admin.dir / "routes.d" / "broken.yaml"
+    broken.write_text("routes:\n  x: {from: up, to: nowhere}\n")
+    assert (await admin.post("/reload"))[0] == 422
+    got = await admin.metrics()
+    assert got[m("veylor_config_last_reload_successful")] == 0
+    assert got[m("veylor_config_last_reload_timestamp_seconds")] > started
+    broken.unlink()
+    assert (await admin.post("/reload"))[0] == 200
+    assert (await admin.metrics())[m("veylor_config_last_reload_successful")] == 1
+
+    await admin.upstream.stop(abort=True)
+    for _ in range(100):
+        failures = (await admin.metrics())[m("veylor_source_consecutive_failures", source="up")]
+        if failures >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert failures >= 2
+    assert (await admin.metrics())[m("veylor_source_up", source="up")] == 0

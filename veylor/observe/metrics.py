@@ -95,6 +95,12 @@ def render(view: StateView) -> str:
     )
     sources.family("veylor_source_attempts_total", "counter", "Connection attempts", "attempts")
     sources.family(
+        "veylor_source_consecutive_failures",
+        "gauge",
+        "Connection attempts that failed in a row (0 once connected)",
+        lambda s: s.get("failures", 0),
+    )
+    sources.family(
         "veylor_source_upstream_messages_total", "counter", "Client messages sent to the upstream", "sent_up"
     )
     sources.split(
@@ -172,6 +178,12 @@ def render(view: StateView) -> str:
 
     endpoints = _Table(out, "endpoint", view["endpoints"])
     endpoints.family("veylor_endpoint_clients", "gauge", "Clients connected now", "clients")
+    endpoints.family(
+        "veylor_endpoint_slow_clients",
+        "gauge",
+        "Clients behind now: Veylor holds bytes for them that their socket does not take",
+        "slow_clients",
+    )
     endpoints.family("veylor_endpoint_accepted_total", "counter", "Clients accepted", "accepted")
     endpoints.split(
         "veylor_endpoint_refused_total",
@@ -311,6 +323,22 @@ def render(view: StateView) -> str:
         "Configurations applied since start",
         [({}, config["generation"])],
     )
+    last = reloads["last"]
+    _family(
+        out,
+        "veylor_config_last_reload_successful",
+        "gauge",
+        "1 if the last reload was applied or found nothing to change (or none was tried), 0 if it was "
+        "refused or aborted (the configuration before it serves on)",
+        [({}, int(last is None or last["ok"]))],
+    )
+    _family(
+        out,
+        "veylor_config_last_reload_timestamp_seconds",
+        "gauge",
+        "When the last reload was tried (the process's start if none was)",
+        [({}, last["at"] if last is not None else view["started"])],
+    )
     _family(out, "veylor_build_info", "gauge", "Veylor's version", [({"version": view["version"]}, 1)])
     _family(out, "veylor_start_time_seconds", "gauge", "When the process started", [({}, view["started"])])
     _family(
@@ -322,5 +350,31 @@ def render(view: StateView) -> str:
         [({}, memory["laggard_bytes"])],
     )
     _family(out, "veylor_buffered_limit_bytes", "gauge", "limits.buffered", [({}, memory["limit"])])
+    process = view["process"]
+    _family(
+        out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes",
+        [({}, process["rss_bytes"])],
+    )
+    _family(
+        out,
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds",
+        [({}, round(process["cpu_seconds"], 3))],
+    )
+    _family(out, "process_open_fds", "gauge", "Number of open file descriptors", [({}, process["open_fds"])])
+    _family(
+        out, "process_max_fds", "gauge", "Maximum number of open file descriptors", [({}, process["max_fds"])]
+    )
+    _family(
+        out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the epoch",
+        [({}, view["started"])],
+    )
     out.append("")
     return "\n".join(out)

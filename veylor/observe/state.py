@@ -14,8 +14,10 @@ per endpoint. ``tap=ROUTE`` starts or renews that route's tap and adds what it c
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
+import resource
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -29,6 +31,7 @@ from .view import (
     ClientView,
     EndpointView,
     MemoryView,
+    ProcessView,
     ReloadView,
     RouteView,
     SourceView,
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 
 CLIENTS_LISTED = 1000  # per endpoint in /graph; more are counted, not listed
 CHUNK = 100  # components between two turns of the event loop (snapshot_async)
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool | str = False) -> StateView:
@@ -104,6 +108,7 @@ def _head(runtime: Runtime, reloader: Reloader | None) -> StateView:
         "edges": [],
         "endpoints": {},
         "memory": _memory(runtime),
+        "process": _process(),
         "admin": cast(AdminCounters, stats.admin.as_dict()),  # requests the admin endpoint refused, by reason
         "tasks": len(asyncio.all_tasks(runtime.loop)),  # (a leak of tasks shows here: the soak watches it)
     }
@@ -156,12 +161,16 @@ def _routes(runtime: Runtime, out: StateView) -> Iterator[None]:
 
 def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterator[None]:
     stats = runtime.stats
+    # Clients behind now: those the budget watches (Veylor holds bytes for them that
+    # their socket does not take); a few, however many clients there are.
+    slow = collections.Counter(w.ep.name for w in runtime.budget.watched.values())
     for name, spec in runtime.graph.endpoints.items():
         ep = runtime.endpoints.get(name)
         entry: dict[str, Any] = {
             "kind": spec.kind,
             "address": spec.listen.describe(),
             "clients": len(ep.clients) if ep is not None else 0,
+            "slow_clients": slow.get(name, 0),
             **stats.endpoint(name).as_dict(),
             **(ep.status() if ep is not None else {}),
         }
@@ -177,6 +186,26 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
                 if i % CHUNK == 0:
                     yield  # thousands of clients: the loop is served between chunks too
         yield
+
+
+def _process() -> ProcessView:
+    """The process's memory, CPU time and file descriptors (from /proc: where there is
+    none, 0)."""
+    times = os.times()
+    rss = fds = 0
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            rss = int(fh.read().split()[1]) * PAGE_SIZE
+        fds = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError, IndexError):
+        pass
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return {
+        "rss_bytes": rss,
+        "cpu_seconds": times.user + times.system,
+        "open_fds": fds,
+        "max_fds": soft if soft != resource.RLIM_INFINITY else 0,
+    }
 
 
 def _memory(runtime: Runtime) -> MemoryView:

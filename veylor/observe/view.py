@@ -135,6 +135,7 @@ class EndpointView(EndpointCounters):
     kind: str
     address: str
     clients: int
+    slow_clients: int  # behind now: Veylor holds bytes for them that their socket does not take
     client_list: NotRequired[list[ClientView]]
     clients_not_listed: NotRequired[int]
     # NATS: its connection and what waits to be published
@@ -202,6 +203,15 @@ class ListenersView(TypedDict):
     bound: int
 
 
+class ProcessView(TypedDict):
+    """The process, as Prometheus' client libraries export it (``process_*``)."""
+
+    rss_bytes: int
+    cpu_seconds: float  # user and system
+    open_fds: int
+    max_fds: int  # the soft limit (0: none)
+
+
 class MemoryView(TypedDict):
     """``limits.buffered`` and what it did (:class:`veylor.runtime.budget.Budget`)."""
 
@@ -250,6 +260,7 @@ class StateView(TypedDict):
     edges: list[EdgeView]
     endpoints: dict[str, EndpointView]
     memory: MemoryView
+    process: ProcessView
     admin: AdminCounters
     tasks: int
     tap: NotRequired[TapView]
