@@ -572,7 +572,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if command == "top":
         from .tui.run import attached, unavailable
 
-        why = unavailable()
+        why = unavailable("top")
         if why is not None:
             print(f"veylor top: {why}", file=sys.stderr)
             return 2

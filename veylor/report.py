@@ -16,9 +16,9 @@ from .config.problems import Problem
 from .filters import describe
 
 SHAPE_TEXT = {
-    "v1": "Veylor v1 format",
-    "1.1": "Veylor 1.1 format (translated to v1)",
-    "1.0": "Veylor 1.0 format (translated to v1)",
+    "v1": "the current format",
+    "1.1": "the Veylor 1.1 format (translated to the current one)",
+    "1.0": "the Veylor 1.0 format (translated to the current one)",
 }
 
 

@@ -38,7 +38,7 @@ def test_check_good_file_prints_graph_and_exits_0(tmp_path):
     result = run_veylor("check", "-c", "config.yaml", cwd=tmp_path, env={"BINANCE_KEY": "supersecret"})
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "Veylor v1 format" in out
+    assert "config.yaml: the current format;" in out and "v1 format" not in out
     assert "files read: config.yaml, routes.d/10-ipc.yaml" in out
     assert "binance  wss://stream.example.com/ws?token=***" in out
     assert "X-MBX-APIKEY=<redacted>" in out
@@ -117,7 +117,10 @@ def test_missing_config_file(tmp_path):
 
 def test_default_config_is_dot_config_yaml_and_options_go_before_or_after_the_command(tmp_path):
     write_tree(tmp_path, {"config.yaml": GOOD, "other.yaml": GOOD.replace("8765", "8766")})
-    assert "config.yaml: Veylor v1" in run_veylor("check", cwd=tmp_path, env={"BINANCE_KEY": "k"}).stdout
+    assert (
+        "config.yaml: the current format"
+        in run_veylor("check", cwd=tmp_path, env={"BINANCE_KEY": "k"}).stdout
+    )
     before = run_veylor("-c", "other.yaml", "check", cwd=tmp_path, env={"BINANCE_KEY": "k"})
     after = run_veylor("check", "-c", "other.yaml", cwd=tmp_path, env={"BINANCE_KEY": "k"})
     assert before.returncode == after.returncode == 0
@@ -128,7 +131,7 @@ def test_legacy_file_says_which_shape_it_read(tmp_path):
     write_tree(tmp_path, {"config.yaml": "sources:\n  - url: wss://a.example/ws\n    websocket_port: 9000\n"})
     result = run_veylor("check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Veylor 1.1 format (translated to v1)" in result.stdout
+    assert "the Veylor 1.1 format (translated to the current one)" in result.stdout
     assert "ws://0.0.0.0:9000/*" in result.stdout
 
 

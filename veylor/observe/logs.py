@@ -311,6 +311,9 @@ def setup_logging(
         if not any(isinstance(f, WebsocketsRedactor) for f in lg.filters):
             lg.addFilter(redactor)
     logging.getLogger("veylor.demo.upstream").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+    # watchfiles says "1 change detected" at INFO for every change it sees; Veylor's own
+    # reload lines say what changed and what it did.
+    logging.getLogger("watchfiles").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     logging.getLogger(TRACE_LOGGER).setLevel(logging.DEBUG if trace_frames else logging.WARNING)
     return handler
 

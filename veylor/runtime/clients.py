@@ -72,6 +72,7 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         self.written = 0  # bytes written to every client that could take them (each pass once)
         self._empty: asyncio.Event | None = None  # set when the last client leaves (wait_empty)
         self.losses = LossLog(self)
+        self.closing_all = False  # every client is being closed: one line said so, not one each
 
     # ------------------------------------------------------------------ clients
 
@@ -327,6 +328,25 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
     def close_clients(self, code: int, reason: str) -> None:
         """Close every client (``code`` and ``reason`` where the kind has a close message)."""
         raise NotImplementedError
+
+    def closing_every_client(self, code: int, reason: str) -> None:
+        """Every client is about to be closed (shutdown, a removed or moved endpoint):
+        one line for all of them, at INFO; each client's own line goes to DEBUG
+        (:meth:`departure_level`)."""
+        self.closing_all = True
+        if self.clients:
+            log.info(
+                "endpoint %s: closing %s (%s, %s)",
+                self.name,
+                plural(len(self.clients), "client"),
+                code,
+                reason,
+            )
+
+    def departure_level(self) -> int:
+        """The level of a departing client's line: DEBUG while every client is being
+        closed (:meth:`closing_every_client` said it once), else INFO."""
+        return logging.DEBUG if self.closing_all else logging.INFO
 
 
 class LossLog:

@@ -26,6 +26,7 @@ from websockets.http11 import MAX_LINE_LENGTH, Request
 from websockets.server import ServerProtocol
 
 from ..observe.logs import DOWNSTREAM_LOGGER
+from ..report import plural
 from .clients import CLOSE_GRACE, release
 from .endpoints import ClientState
 from .frames import is_data, valid_utf8
@@ -207,12 +208,13 @@ class DownstreamConnection(ClientState, WebSocketConnection):
             if breach is not None:
                 ep.malformed(self.label, breach)  # (closed by the protocol: 1002, 1007, 1009)
             ep.remove(self)
-            log.info(
-                "endpoint %s: client %s disconnected (code %s, %d clients%s)",
+            log.log(
+                ep.departure_level(),
+                "endpoint %s: client %s disconnected (code %s, %s%s)",
                 ep.name,
                 self.label,
                 self.close_code,
-                len(ep.clients),
+                plural(len(ep.clients), "client"),
                 ep.departed(self),
             )
 

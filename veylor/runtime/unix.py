@@ -17,6 +17,7 @@ from typing import Any
 from ..config.access import UnixAccess
 from ..config.model import EndpointSpec
 from ..config.unixspec import UnixListen
+from ..report import plural
 from .budget import Budget
 from .clients import CLOSE_GRACE, ClientEndpoint, release
 from .endpoints import BACKLOG, ClientState, StartupError, os_reason, set_send_buffer
@@ -71,7 +72,9 @@ class UnixClient(ClientState, asyncio.Protocol):
         ep.add(self)
         ep.stats.accepted += 1
         self.sndbuf = set_send_buffer(transport, ep.spec.socket_buffer)
-        log.info("endpoint %s: client %s connected (%d clients)", ep.name, self.label, len(ep.clients))
+        log.info(
+            "endpoint %s: client %s connected (%s)", ep.name, self.label, plural(len(ep.clients), "client")
+        )
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -112,11 +115,12 @@ class UnixClient(ClientState, asyncio.Protocol):
         ep = self.endpoint
         if self in ep.clients:
             ep.remove(self)
-            log.info(
-                "endpoint %s: client %s disconnected (%d clients%s)",
+            log.log(
+                ep.departure_level(),
+                "endpoint %s: client %s disconnected (%s%s)",
                 ep.name,
                 self.label,
-                len(ep.clients),
+                plural(len(ep.clients), "client"),
                 ep.departed(self),
             )
 
@@ -182,6 +186,7 @@ class UnixEndpoint(ClientEndpoint[UnixClient]):
             )
 
     def close_clients(self, code: int, reason: str) -> None:
+        self.closing_every_client(code, reason)
         for client in list(self.clients):
             client.close()
 

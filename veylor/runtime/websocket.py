@@ -243,6 +243,7 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         close_websocket(client, 1008, "client too slow")
 
     def close_clients(self, code: int, reason: str) -> None:
+        self.closing_every_client(code, reason)
         for conn in list(self.clients):
             close_websocket(conn, code, reason)
 

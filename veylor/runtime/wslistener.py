@@ -15,6 +15,7 @@ from websockets.http11 import Request, Response
 
 from ..config.access import ServerTLS, WebSocketAccess, token_digest
 from ..printable import printable
+from ..report import plural
 from .downstream import DEFAULT_MAX_SIZE, DownstreamConnection, peer_label, server_protocol, source_of
 from .endpoints import BACKLOG, StartupError, os_reason, set_send_buffer
 from .util import Throttled
@@ -201,7 +202,9 @@ class WebSocketListener:
         conn.sndbuf = set_send_buffer(conn.transport, ep.spec.socket_buffer)
         conn.send_data()
         ep.stats.accepted += 1
-        log.info("endpoint %s: client %s connected (%d clients)", ep.name, conn.label, len(ep.clients))
+        log.info(
+            "endpoint %s: client %s connected (%s)", ep.name, conn.label, plural(len(ep.clients), "client")
+        )
         ep.joined(conn)
 
     def _answer(

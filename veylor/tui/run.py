@@ -14,11 +14,14 @@ import sys
 INSTALL = "the terminal UI needs Textual, which is not installed: reinstall Veylor (pip install veylor)"
 
 
-def unavailable() -> str | None:
-    """Why the TUI cannot run here, or None."""
+def unavailable(command: str = "--tui") -> str | None:
+    """Why the TUI cannot run here, or None. ``command``: how it was asked for
+    (``--tui`` or ``top``), whose way around it the answer gives."""
     if importlib.util.find_spec("textual") is None:
         return INSTALL
     if not sys.stdout.isatty() or not sys.stdin.isatty():
+        if command == "top":
+            return "veylor top needs a terminal (stdin and stdout are not one); veylor status prints the same state as text"
         return "the terminal UI needs a terminal (stdin and stdout are not one); run without --tui"
     return None
 

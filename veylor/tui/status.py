@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from ..observe.view import ReloadView, StateView
 from ..printable import printable
+from ..report import plural
 from .text import problem, step
 
 
@@ -36,7 +37,7 @@ class StatusLine(Static):
             if steps:
                 status.append(
                     printable(
-                        f" ({len(steps)} steps: "
+                        f" ({plural(len(steps), 'step')}: "
                         + ", ".join(step(s) for s in steps[:4])
                         + ("…)" if len(steps) > 4 else ")")
                     )
