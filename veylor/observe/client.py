@@ -24,7 +24,8 @@ import aiohttp
 from ..config import ConfigError
 from ..config.adminspec import AdminSpec
 from ..config.loader import admin_address
-from .view import SCHEMA, StateView, is_state_view
+from ..report import plural
+from .view import SCHEMA, EndpointView, SourceView, StateView, is_state_view, undelivered
 
 RELOAD_TIMEOUT = 300.0  # seconds: a reload of thousands of files, under load, is answered well within
 STATUS_TIMEOUT = 10.0
@@ -303,70 +304,142 @@ def health(config: str | None, admin: str | None, token_file: str | None = None)
 
 
 def status(config: str | None, admin: str | None, as_json: bool, token_file: str | None = None) -> int:
-    """``veylor status``: one screen of text (or the snapshot as JSON), with rates over
-    one second from two snapshots."""
+    """``veylor status``: one screen of text (or the state view as JSON, with ``rates``),
+    with rates over one second from two snapshots."""
     try:
         spec = target(config, admin)
         token = admin_token(spec, token_file)
         first = asyncio.run(AdminClient(spec, token).view("/graph", STATUS_TIMEOUT))
-        if as_json:
-            print(json.dumps(first, indent=2))
-            return 0
         time.sleep(1.0)
         second = asyncio.run(AdminClient(spec, token).view("/graph", STATUS_TIMEOUT))
     except Unreachable as exc:
         print(f"veylor status: {exc}", file=sys.stderr)
         return 2
+    if as_json:
+        print(json.dumps({**second, "rates": rates(first, second)}, indent=2))
+        return 0
     print(status_text(first, second))
     return 0
 
 
-def status_text(a: StateView, b: StateView) -> str:
-    """The state of ``b``, with rates from ``a`` to ``b``."""
+def rates(a: StateView, b: StateView) -> dict[str, Any]:
+    """Per second from ``a`` to ``b``: each source's messages and bytes in, each endpoint's
+    deliveries and undelivered messages, each edge's messages (None: not in ``a``)."""
     dt = max(b["time"] - a["time"], 1e-3)
 
-    def rate(before: Mapping[str, Any] | None, after: Mapping[str, Any], key: str) -> str:
-        if before is None:
-            return "-"
-        return f"{(after[key] - before[key]) / dt:,.0f}/s"
+    def per_s(before: Mapping[str, Any] | None, now: float, key: str) -> float | None:
+        return None if before is None else round((now - before[key]) / dt, 1)
 
+    edges = {(x["route"], x["endpoint"]): x for x in a["edges"]}
+    return {
+        "interval": round(dt, 3),
+        "sources": {
+            n: {
+                "messages_in": per_s(a["sources"].get(n), s["messages_in"], "messages_in"),
+                "bytes_in": per_s(a["sources"].get(n), s["bytes_in"], "bytes_in"),
+            }
+            for n, s in b["sources"].items()
+        },
+        "endpoints": {
+            n: {
+                "messages_out": per_s(a["endpoints"].get(n), e["messages_out"], "messages_out"),
+                "undelivered": _undelivered_rate(a["endpoints"].get(n), e, dt),
+            }
+            for n, e in b["endpoints"].items()
+        },
+        "edges": [
+            {
+                "source": x["source"],
+                "route": x["route"],
+                "endpoint": x["endpoint"],
+                "messages": per_s(edges.get((x["route"], x["endpoint"])), x["messages"], "messages"),
+            }
+            for x in b["edges"]
+        ],
+    }
+
+
+def _undelivered_rate(before: EndpointView | None, now: EndpointView, dt: float) -> float | None:
+    return None if before is None else round((undelivered(now) - undelivered(before)) / dt, 1)
+
+
+def status_text(a: StateView, b: StateView) -> str:
+    """The state of ``b``, with rates from ``a`` to ``b``: a header line (sources up,
+    clients, deliveries and drops per second, slow clients now), the last reload, then
+    each source (why it is down), endpoint (its drops and slow clients) and edge."""
+    r = rates(a, b)
+    now = b["time"]
+
+    def per_s(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.0f}/s"
+
+    sources, endpoints = b["sources"], b["endpoints"]
+    up = sum(1 for s in sources.values() if s["state"] == "connected")
+    clients = sum(e["clients"] for e in endpoints.values())
+    slow = sum(e["slow_clients"] for e in endpoints.values())
+    deliveries = sum(x["messages_out"] or 0 for x in r["endpoints"].values())
+    drops = sum(x["undelivered"] or 0 for x in r["endpoints"].values())
     lines = [
         f"veylor {b['version']} (pid {b['pid']}), up {_duration(b['uptime'])}, "
         f"generation {b['config']['generation']} (config {b['config']['digest'][:12]})",
+        f"sources {up}/{len(sources)} up, {plural(clients, 'client')}, {deliveries:,.0f} deliveries/s, "
+        f"{drops:,.0f} drops/s, {plural(slow, 'slow client')} now",
     ]
     last = b["reloads"]["last"]
     if last is not None:
-        result = "applied" if last["applied"] else "no changes" if last["ok"] else "FAILED"
-        lines.append(f"last reload: {result} ({last['reason']})")
+        result = "applied" if last["applied"] else "no changes" if last["ok"] else "REFUSED"
+        lines.append(
+            f"last reload: {result}, {_duration(now - last['at'])} ago ({last['reason']}); "
+            f"{plural(len(last['changes']), 'change')}, {plural(len(last['problems']), 'problem')}"
+        )
+        lines += [f"  {line}" for line in last["changes"]]
         lines += [f"  {_problem_text(p)}" for p in last["problems"]]
         if last.get("error"):
             lines.append(f"  {last['error']}")
-    lines.append("")
-    lines.append("sources")
-    for name, s in b["sources"].items():
-        state = s["state"]
-        extra = f"; last error: {s['last_error']}" if state != "connected" and s.get("last_error") else ""
+    lines += ["", "sources"]
+    for name, s in sources.items():
         lines.append(
-            f"  {name:<20} {state:<10} {rate(a['sources'].get(name), s, 'messages_in'):>10} "
-            f"{s['messages_in']:>12,} msgs  {s['url']}{extra}"
+            f"  {name:<20} {s['state']:<10} {per_s(r['sources'][name]['messages_in']):>10} "
+            f"{s['messages_in']:>12,} msgs  {s.get('url', '')}"
         )
-    lines.append("")
-    lines.append("endpoints")
-    for name, e in b["endpoints"].items():
+        why = _why_down(s, now)
+        if why:
+            lines.append(f"  {'':<20} {why}")
+    lines += ["", "endpoints"]
+    for name, e in endpoints.items():
+        rate = r["endpoints"][name]
         lines.append(
-            f"  {name:<20} {e['clients']:>6} clients {rate(a['endpoints'].get(name), e, 'messages_out'):>12} "
-            f"deliveries  {e['address']}"
+            f"  {name:<20} {plural(e['clients'], 'client'):>11} {per_s(rate['messages_out']):>12} deliveries  "
+            f"{undelivered(e):,} dropped ({per_s(rate['undelivered'])}), {e['slow_clients']} slow now  {e['address']}"
         )
-    lines.append("")
-    lines.append("edges")
-    before = {(x["route"], x["endpoint"]): x for x in a["edges"]}
-    for edge in b["edges"]:
-        old = before.get((edge["route"], edge["endpoint"]))
+    lines += ["", "edges"]
+    for edge, rate in zip(b["edges"], r["edges"], strict=True):
         lines.append(
             f"  {edge['source']} -> {edge['route']} -> {edge['endpoint']}: "
-            f"{rate(old, edge, 'messages')} ({edge['messages']:,} total)"
+            f"{per_s(rate['messages'])} ({edge['messages']:,} total)"
         )
     return "\n".join(lines)
+
+
+def _why_down(s: SourceView, now: float) -> str:
+    """Why a source is not connected, and when it tries again (empty while connected
+    without an error to tell)."""
+    parts = []
+    if s.get("last_error") and s["state"] != "connected":
+        parts.append(f"last error: {s.get('last_error')}")
+    failures = s.get("failures") or 0
+    if failures:
+        parts.append(f"{plural(failures, 'failed attempt')} in a row")
+    since = s.get("connected_since")
+    if since is not None and s["state"] == "connected":
+        return ""
+    heard = s.get("last_message_at")
+    if heard is not None:
+        parts.append(f"last message {_duration(now - heard)} ago")
+    retry = s.get("next_attempt_at")
+    if retry is not None and retry >= now:
+        parts.append(f"next try in {_duration(retry - now)}")
+    return "; ".join(parts)
 
 
 def _duration(seconds: float) -> str:

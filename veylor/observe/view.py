@@ -266,6 +266,13 @@ class StateView(TypedDict):
     tap: NotRequired[TapView]
 
 
+def undelivered(endpoint: EndpointView) -> int:
+    """Deliveries an endpoint did not make (``veylor_endpoint_undelivered_total``, all
+    reasons): over a slow client's buffer, its messages while it was being disconnected,
+    messages its framing cannot carry."""
+    return endpoint["dropped"] + endpoint["lost_slow"] + endpoint["unframeable"]
+
+
 def is_state_view(data: object) -> bool:
     """Whether JSON from an admin endpoint is a state view this Veylor reads (its schema,
     and the parts every reader walks)."""
