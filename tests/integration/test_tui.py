@@ -351,3 +351,75 @@ async def test_the_views_and_outcomes_veylor_makes_pass_the_check_top_makes_of_t
         await client.close()
     finally:
         await server.shutdown()
+
+
+async def test_drops_are_counted_once_where_they_happen(tmp_path, upstream):
+    """Issue 25, point 2: three routes into one endpoint with one slow client showed the
+    endpoint's drops on each of the three edges (three times the real figure). Drops are
+    the endpoint's: on its row once, equal to what /metrics says; the edges show none."""
+    import socket
+
+    from helpers import raw_handshake
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from veylor.observe.metrics import render
+
+    port = free_port()
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        textwrap.dedent(
+            f"""
+            sources: {{feed: {{url: "{upstream.url}"}}}}
+            endpoints:
+              ws: {{websocket: {{port: {port}, path: /ws}}, socket_buffer: 4KiB, client_buffer: 64KiB, slow_client: drop}}
+            routes:
+              a: {{from: feed, to: ws}}
+              b: {{from: feed, to: ws, filter: {{text: {{contains: x}}}}}}
+              c: {{from: feed, to: ws, filter: {{text: {{contains: y}}}}}}
+            """
+        )
+    )
+    server = Server.load(str(main), watch="off")
+    assert await server.startup()
+    slow = socket.socket()
+    try:
+        await upstream.wait_connected()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(slow, ("127.0.0.1", port))
+        await loop.sock_sendall(slow, raw_handshake("/ws"))  # (and never reads)
+        app = VeylorApp(InProcess(server))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(pilot, lambda: len(cells(app, "graph")) == 3, "three edges")
+            assert "drops" not in " ".join(app.tables["graph"].labels)
+            ep = server.runtime.endpoints["ws"]
+            for _ in range(200):
+                for _ in range(20):
+                    await upstream.send("xy" * 1000)
+                if ep.stats.dropped > 100:
+                    break
+                await pilot.pause(0.01)
+            await pilot.press("t")
+            await pilot.pause(1.5)  # (two refreshes: the counts are still)
+
+            def undelivered() -> int:
+                total = 0
+                for family in text_string_to_metric_families(render(server.snapshot())):
+                    for sample in family.samples:
+                        if (
+                            sample.name == "veylor_endpoint_undelivered_total"
+                            and sample.labels["endpoint"] == "ws"
+                        ):
+                            total += int(sample.value)
+                return total
+
+            await until(
+                pilot,
+                lambda: cells(app, "endpoints")["ws"][3] == f"{undelivered():,}",
+                "the endpoint's drops as /metrics counts them",
+            )
+            assert undelivered() > 100
+    finally:
+        slow.close()
+        await server.shutdown()

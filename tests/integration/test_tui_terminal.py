@@ -72,7 +72,7 @@ def edge_total(screen: str) -> int:
     it shows "-" (not known yet: the screen was drawn before the first sample)."""
     for line in screen.splitlines():
         if "→ all" in line and "→ ws" in line:
-            total = line.split("│")[1].split()[-3]
+            total = line.split("│")[1].split()[-2]  # (msgs, then filtered: the last two columns)
             return -1 if total == "-" else int(total.replace(",", ""))
     raise AssertionError(f"no edge line on the screen:\n{screen}")
 

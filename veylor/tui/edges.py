@@ -1,6 +1,8 @@
 """The graph: one row per edge source → route → endpoint, with the source's state, the
-route's filter and the endpoint's clients, and per edge its messages, what its route
-filtered out and what its endpoint dropped for slow clients."""
+route's filter and the endpoint's clients, and per edge its messages and what its route
+filtered out. What an endpoint drops for a slow client is the endpoint's, not one
+edge's (the same messages come by every route into it): it is on the endpoint's row
+(:mod:`.endpoints`), counted once, where the numbers add up to ``/metrics``."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from rich.text import Text
 
 from ..observe.view import StateView
 from .pane import CHUNK, Columns, Look, Pane, Row
-from .rates import drops
 from .text import state
 
 
@@ -20,9 +21,9 @@ class EdgesTable(Pane):
     source, a source's name is on its first row only."""
 
     COLUMNS = Columns(
-        ("source", "route", "filter", "endpoint", "msgs/s", "filtered/s", "drops/s"),
-        ("source", "route", "filter", "endpoint", "msgs", "filtered", "drops"),
-        (False, False, False, False, True, True, True),
+        ("source", "route", "filter", "endpoint", "msgs/s", "filtered/s"),
+        ("source", "route", "filter", "endpoint", "msgs", "filtered"),
+        (False, False, False, False, True, True),
     )
     NOUN = "edge"
 
@@ -39,13 +40,12 @@ class EdgesTable(Pane):
             ep: Mapping[str, Any] = endpoints.get(endpoint) or {}
             msgs = look.number(("edge", source, route, endpoint), edge["messages"])
             filtered = look.number(("filtered", route), r.get("filtered", 0))
-            dropped = look.number(("drops", endpoint), drops(ep))
             rows.append(
                 Row(
                     f"{source}|{route}|{endpoint}",
                     f"{source} {route} {endpoint}",
-                    (source, route, r.get("filter", ""), endpoint, msgs[1], filtered[1], dropped[1]),
-                    (edge, r, ep, sources.get(source, {}), msgs[0], filtered[0], dropped[0]),
+                    (source, route, r.get("filter", ""), endpoint, msgs[1], filtered[1]),
+                    (edge, r, ep, sources.get(source, {}), msgs[0], filtered[0]),
                 )
             )
         shown = self.fill(rows, look)
@@ -54,7 +54,7 @@ class EdgesTable(Pane):
         cells = []
         previous = None
         for row in shown:
-            edge, r, ep, source, msgs, filtered, dropped = row.data
+            edge, r, ep, source, msgs, filtered = row.data
             mark, _, colour = state(source)
             name = edge["source"]
             cells.append(
@@ -65,7 +65,6 @@ class EdgesTable(Pane):
                     Text(f"→ {edge['endpoint']} ({ep.get('clients', 0):,})"),
                     Text(msgs),
                     Text(filtered),
-                    Text(dropped),
                 )
             )
             previous = name

@@ -94,5 +94,6 @@ def human_rate(rate: float | None, unit: str = "") -> str:
 
 
 def drops(endpoint: Mapping[str, Any]) -> int:
-    """Deliveries an endpoint did not make for its slow clients."""
-    return int(endpoint.get("dropped", 0)) + int(endpoint.get("lost_slow", 0))
+    """Deliveries an endpoint did not make, for every reason (its slow clients, its
+    framing): ``veylor_endpoint_undelivered_total``, as :func:`veylor.observe.view.undelivered`."""
+    return sum(int(endpoint.get(key, 0)) for key in ("dropped", "lost_slow", "unframeable"))
