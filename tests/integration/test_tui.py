@@ -38,6 +38,15 @@ async def until(pilot, predicate, what: str, timeout: float = 10.0) -> None:
         await pilot.pause(0.05)
 
 
+async def started(tmp_path, yaml: str) -> Server:
+    """A Veylor Server in this process for ``yaml`` (dedented), started."""
+    main = tmp_path / "config.yaml"
+    main.write_text(textwrap.dedent(yaml))
+    server = Server.load(str(main), watch="off")
+    assert await server.startup()
+    return server
+
+
 async def test_tui_shows_the_live_graph_and_drives_reloads(tmp_path, upstream):
     port = free_port()
     (tmp_path / "routes.d").mkdir()
@@ -149,20 +158,16 @@ async def test_tui_keys_filter_sort_totals_pause_theme_and_tap(tmp_path, upstrea
     shows totals, p freezes the display, d switches dark and light, and m taps the
     selected edge's route: its last messages, one line each, newest first, escaped."""
     port = free_port()
-    main = tmp_path / "config.yaml"
-    main.write_text(
-        textwrap.dedent(
-            f"""
-            sources: {{feed: {{url: "{upstream.url}"}}}}
-            endpoints: {{ws: {{websocket: {{port: {port}, path: /ws}}}}}}
-            routes:
-              all: {{from: feed, to: ws}}
-              majors: {{from: feed, to: ws, filter: {{text: {{contains: BTC}}}}}}
-            """
-        )
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{ws: {{websocket: {{port: {port}, path: /ws}}}}}}
+        routes:
+          all: {{from: feed, to: ws}}
+          majors: {{from: feed, to: ws, filter: {{text: {{contains: BTC}}}}}}
+        """,
     )
-    server = Server.load(str(main), watch="off")
-    assert await server.startup()
     try:
         await upstream.wait_connected()
         app = VeylorApp(InProcess(server))
@@ -365,22 +370,18 @@ async def test_drops_are_counted_once_where_they_happen(tmp_path, upstream):
     from veylor.observe.metrics import render
 
     port = free_port()
-    main = tmp_path / "config.yaml"
-    main.write_text(
-        textwrap.dedent(
-            f"""
-            sources: {{feed: {{url: "{upstream.url}"}}}}
-            endpoints:
-              ws: {{websocket: {{port: {port}, path: /ws}}, socket_buffer: 4KiB, client_buffer: 64KiB, slow_client: drop}}
-            routes:
-              a: {{from: feed, to: ws}}
-              b: {{from: feed, to: ws, filter: {{text: {{contains: x}}}}}}
-              c: {{from: feed, to: ws, filter: {{text: {{contains: y}}}}}}
-            """
-        )
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints:
+          ws: {{websocket: {{port: {port}, path: /ws}}, socket_buffer: 4KiB, client_buffer: 64KiB, slow_client: drop}}
+        routes:
+          a: {{from: feed, to: ws}}
+          b: {{from: feed, to: ws, filter: {{text: {{contains: x}}}}}}
+          c: {{from: feed, to: ws, filter: {{text: {{contains: y}}}}}}
+        """,
     )
-    server = Server.load(str(main), watch="off")
-    assert await server.startup()
     slow = socket.socket()
     try:
         await upstream.wait_connected()
