@@ -19,6 +19,10 @@ from collections.abc import Callable
 from .watchscope import WatchScope
 
 log = logging.getLogger("veylor.reload")
+# The look the watcher takes once its watch is in place (a change made while it was
+# starting would be missed): a reload like any other when it finds a change, and not
+# one (not recorded, not logged above DEBUG) when it finds none.
+CATCH_UP = "file change: catching up after the watch started"
 
 WATCH_STEP_MS = 30  # a change is picked up once its files have been quiet this long (the settle time)
 WATCH_DEBOUNCE_MS = 500  # ... or after this long, under a stream of changes
@@ -125,7 +129,7 @@ class FileWatch:
                             # the configuration was loaded) would be missed; look once (cheap:
                             # unchanged files come from the cache; quiet when nothing changed).
                             started = True
-                            self._request("file change: catching up after the watch started", None)
+                            self._request(CATCH_UP, None)
                         if _identities(scope.roots) != identity:
                             # A watched directory was removed (and maybe made again), replaced or
                             # renamed: the kernel's watch is on what is gone. Watch anew; the new

@@ -23,7 +23,7 @@ from .config import Config, ConfigError, load_config
 from .config.files import FileCache
 from .config.problems import Location, Problem
 from .config.yamlfile import RESPONSIVE
-from .filewatch import FileWatch
+from .filewatch import CATCH_UP, FileWatch
 from .graph import Graph, Plan, Step, build_graph, diff
 from .heap import settle_heap
 from .observe.logs import remember
@@ -199,6 +199,7 @@ class Reloader:
         self.dry_run = DryRun(config_path, runtime, env)
         self.cache = cache if cache is not None else FileCache()
         self.last: Outcome | None = None  # the last reload's outcome
+        self.last_change: Outcome | None = None  # the last one that changed something
         self._failing = False  # the last reload was rejected: say so when it recovers
         self._requested = asyncio.Event()
         self._reasons: list[str] = []
@@ -290,6 +291,8 @@ class Reloader:
         self.last = Outcome(
             reason, generation=rt.generation, digest=rt.graph.digest, **{"applied": False, **how}
         )
+        if self.last.applied and self.last.changes:
+            self.last_change = self.last
         return self.last
 
     def _load(self, running: Graph, changed: frozenset[str] | None) -> tuple[Config, Graph, Plan]:
@@ -361,6 +364,9 @@ class Reloader:
                 )
             else:
                 log.log(logging.DEBUG if quiet else logging.INFO, "reload (%s): no changes", reason)
+            if reason == CATCH_UP:  # (the watcher's own look at startup: no reload anyone asked for)
+                rt = self.runtime
+                return Outcome(reason, generation=rt.generation, digest=rt.graph.digest, applied=False)
             return self._outcome(reason)
         try:
             applied = await self.apply(graph, plan, running)

@@ -23,25 +23,29 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_status_says_why_a_source_is_down_and_where_messages_are_dropped(tmp_path: Path, upstream):
-    port, admin = free_port(), free_port()
+def _main(tmp_path: Path, body: str) -> Path:
+    """config.yaml with an admin endpoint and drop-ins in routes.d/, then ``body``."""
     (tmp_path / "routes.d").mkdir()
     main = tmp_path / "config.yaml"
-    main.write_text(
-        textwrap.dedent(
-            f"""
-            admin: {{listen: "127.0.0.1:{admin}"}}
-            include: [routes.d/*.yaml]
-            sources:
-              feed: {{url: "{upstream.url}"}}
-              gone: {{url: "ws://127.0.0.1:{_closed_port()}/", reconnect: {{initial_delay: 30, max_delay: 60}}}}
-            endpoints:
-              ws: {{websocket: {{host: 127.0.0.1, port: {port}, path: /}}}}
-            routes:
-              r: {{from: feed, to: ws}}
-              g: {{from: gone, to: ws}}
-            """
-        )
+    admin = f'admin: {{listen: "127.0.0.1:{free_port()}"}}\ninclude: [routes.d/*.yaml]\n'
+    main.write_text(admin + textwrap.dedent(body))
+    return main
+
+
+async def test_status_says_why_a_source_is_down_and_where_messages_are_dropped(tmp_path: Path, upstream):
+    port = free_port()
+    main = _main(
+        tmp_path,
+        f"""
+        sources:
+          feed: {{url: "{upstream.url}"}}
+          gone: {{url: "ws://127.0.0.1:{_closed_port()}/", reconnect: {{initial_delay: 30, max_delay: 60}}}}
+        endpoints:
+          ws: {{websocket: {{host: 127.0.0.1, port: {port}, path: /}}}}
+        routes:
+          r: {{from: feed, to: ws}}
+          g: {{from: gone, to: ws}}
+        """,
     )
     proc = await VeylorProcess("-c", str(main), "--no-watch").start()
     try:
@@ -80,5 +84,39 @@ async def test_status_says_why_a_source_is_down_and_where_messages_are_dropped(t
         assert [(e["route"], e["endpoint"]) for e in rates["edges"]] == [("r", "ws"), ("g", "ws")]
         assert view["sources"]["gone"]["failures"] == 1
         await client.close()
+    finally:
+        await proc.stop()
+
+
+async def test_a_check_that_changes_nothing_does_not_hide_the_last_change(tmp_path: Path, upstream):
+    """Issue 25, point 5: a reload that changes nothing (a SIGHUP, a file touched) hid the
+    last real change; the watcher's own look at startup showed as a reload. Now the view
+    keeps ``last_change`` beside ``last``, and status shows both; the catch-up look that
+    finds nothing is no reload at all."""
+    port = free_port()
+    main = _main(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{ws: {{websocket: {{host: 127.0.0.1, port: {port}, path: /}}}}}}
+        routes: {{r: {{from: feed, to: ws}}}}
+        """,
+    )
+    proc = await VeylorProcess("-c", str(main)).start()  # (watching its files)
+    try:
+        await proc.wait_for("watching")
+        await asyncio.sleep(0.5)  # (the watcher's catch-up look)
+        view = json.loads((await asyncio.to_thread(run_veylor, "status", "--json", "-c", str(main))).stdout)
+        assert view["reloads"]["last"] is None and view["reloads"]["last_change"] is None, view["reloads"]
+        (tmp_path / "routes.d" / "more.yaml").write_text("routes: {s: {from: feed, to: ws}}\n")
+        await proc.wait_for("more.yaml", 15)
+        checked = await asyncio.to_thread(run_veylor, "reload", "-c", str(main))
+        assert checked.returncode == 0, checked.stderr
+        out = (await asyncio.to_thread(run_veylor, "status", "-c", str(main))).stdout
+        assert re.search(r"^last reload: checked, no change, \d+s ago \(admin API .*\)$", out, re.M), out
+        assert re.search(
+            r"^last change: applied, \d+s ago \(file change: more.yaml\); 1 change, 0 problems$", out, re.M
+        ), out
+        assert "  + route s" in out
     finally:
         await proc.stop()

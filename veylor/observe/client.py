@@ -386,10 +386,22 @@ def status_text(a: StateView, b: StateView) -> str:
         f"{drops:,.0f} drops/s, {plural(slow, 'slow client')} now",
     ]
     last = b["reloads"]["last"]
+    change = b["reloads"].get("last_change")
+    label = "last reload"
+    if (
+        last is not None
+        and last["ok"]
+        and not last["changes"]
+        and change is not None
+        and change["at"] < last["at"]
+    ):
+        # a later check that changed nothing does not hide the last real change
+        lines.append(f"last reload: checked, no change, {_duration(now - last['at'])} ago ({last['reason']})")
+        last, label = change, "last change"
     if last is not None:
         result = "applied" if last["applied"] else "no changes" if last["ok"] else "REFUSED"
         lines.append(
-            f"last reload: {result}, {_duration(now - last['at'])} ago ({last['reason']}); "
+            f"{label}: {result}, {_duration(now - last['at'])} ago ({last['reason']}); "
             f"{plural(len(last['changes']), 'change')}, {plural(len(last['problems']), 'problem')}"
         )
         lines += [f"  {line}" for line in last["changes"]]

@@ -89,6 +89,7 @@ def _head(runtime: Runtime, reloader: Reloader | None) -> StateView:
     now = time.time()
     process = stats.process
     last = reloader.last if reloader is not None else None
+    change = reloader.last_change if reloader is not None else None
     return {
         "schema": SCHEMA,
         "version": __version__,
@@ -102,6 +103,7 @@ def _head(runtime: Runtime, reloader: Reloader | None) -> StateView:
             "ok": process.reloads_ok,
             "failed": process.reloads_failed,
             "last": cast(ReloadView, last.as_dict()) if last is not None else None,
+            "last_change": cast(ReloadView, change.as_dict()) if change is not None else None,
         },
         "sources": {},
         "routes": {},

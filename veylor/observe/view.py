@@ -187,7 +187,8 @@ class ReloadView(TypedDict):
 class ReloadsView(TypedDict):
     ok: int
     failed: int
-    last: ReloadView | None
+    last: ReloadView | None  # the last reload, whatever it did
+    last_change: ReloadView | None  # the last that changed something (a later check does not hide it)
 
 
 class ConfigView(TypedDict):

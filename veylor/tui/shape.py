@@ -132,7 +132,7 @@ VIEW = record(
         "pid": anything,
         "time": clock,
         "config": record({"generation": anything, "digest": text}),
-        "reloads": record({"last": maybe(LAST)}),
+        "reloads": record({"last": maybe(LAST)}, {"last_change": maybe(LAST)}),
         "sources": entries(SOURCE),
         "routes": entries(ROUTE),
         "edges": items(EDGE),

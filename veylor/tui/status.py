@@ -12,7 +12,7 @@ from textual.widgets import Static
 from ..observe.view import ReloadView, StateView
 from ..printable import printable
 from ..report import plural
-from .text import problem, step
+from .text import duration, problem, step
 
 
 class StatusLine(Static):
@@ -32,8 +32,18 @@ class StatusLine(Static):
             status.append("last reload not applied", "bold red")
             status.append(printable(f": {last['error']}"))
         else:
+            change = view["reloads"].get("last_change")
+            if not last["changes"] and change is not None and change["at"] < last["at"]:
+                # a later check that changed nothing does not hide the last real change
+                status.append(printable(f"checked, no change {ago(view, last['at'])} · "))
+                last = change
             steps = last.get("steps") or []
-            status.append(printable("last reload: " + ("; ".join(last["changes"][:3]) or "no changes")))
+            status.append(
+                printable(
+                    f"last reload ({ago(view, last['at'])}): "
+                    + ("; ".join(last["changes"][:3]) or "no changes")
+                )
+            )
             if steps:
                 status.append(
                     printable(
@@ -49,6 +59,11 @@ class StatusLine(Static):
     def stale(self, why: str) -> None:
         """The state cannot be read (``why``): the last one stays on the screen."""
         self.update(Text.assemble(("STALE", "bold red"), " ", printable(why)), layout=False)
+
+
+def ago(view: StateView, at: float) -> str:
+    """How long before ``view`` a reload was: ``3m12s ago``."""
+    return f"{duration(view['time'] - at)} ago"
 
 
 def reload_note(outcome: ReloadView) -> tuple[str, Literal["information", "error"]]:

@@ -40,8 +40,11 @@ def step(entry: StepView) -> str:
 
 
 def problem(entry: ProblemView) -> str:
-    """One problem of a refused reload, where it is first: ``FILE:LINE PATH: MESSAGE``."""
-    return f"{entry['file']}:{entry['line']} {entry['path']}: {entry['message']}"
+    """One problem of a refused reload, where it is first: ``FILE:LINE PATH: MESSAGE``
+    (without a line or a key path where it has none: ``FILE:6: YAML syntax error``)."""
+    where = f"{entry['file']}:{entry['line']}" if entry["line"] else str(entry["file"])
+    key = f" {entry['path']}" if entry["path"] else ""
+    return f"{where}{key}: {entry['message']}"
 
 
 def duration(seconds: float) -> str:
