@@ -80,7 +80,7 @@ class Source:
             "url": self.url,
             "connected_since": self.connected_since,
             "next_attempt_at": self.next_attempt_at,
-            "ping_rtt": latency or None,  # seconds, from the last keepalive ping (0: none yet)
+            "ping_rtt": latency,  # seconds, from the last keepalive ping (None: none yet)
             "failures": self.failures,
             "last_error": self._masked(self.last_error) if self.last_error else None,
         }

@@ -41,7 +41,9 @@ class UpstreamConnection(WebSocketConnection):
     on_message: Callable[[bytes, bool], None] | None = None
     _early: list[tuple[bytes, bool]] | None = None
     _closing = False  # its abort is scheduled, should the server not close in time
-    latency = 0.0  # seconds: the round trip of the last keepalive ping (0: none answered yet)
+    # seconds: the round trip of the last keepalive ping (None: none answered yet; 0.0 is a
+    # round trip shorter than the event loop's clock tells: uvloop's counts milliseconds)
+    latency: float | None = None
 
     def __init__(
         self,

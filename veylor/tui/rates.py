@@ -16,6 +16,9 @@ from typing import Any
 from ..observe.view import StateView
 
 HORIZON = 3.0  # seconds over which a rate is smoothed
+# A counter that has not moved for this long reads 0 at once, not what the smoothing
+# remembers (a dead feed's rate fell over HORIZON seconds: still 8/s five seconds later).
+STILL_AFTER = 1.5
 HISTORY = 120  # points kept per edge (a minute at 2 Hz)
 
 
@@ -26,6 +29,7 @@ class Rates:
         self.previous: StateView | None = None
         self.rates: dict[tuple[str, ...], float] = {}
         self.history: dict[tuple[str, ...], deque[float]] = {}
+        self.moved_at: dict[tuple[str, ...], float] = {}  # when each counter last moved (view time)
 
     def update(self, view: StateView) -> None:
         """Take a new snapshot; rates move towards what happened since the last one."""
@@ -46,12 +50,21 @@ class Rates:
             self.previous = before
             return
         weight = 1 - math.exp(-dt / HORIZON)
+        at = view["time"]
+        moved_at = self.moved_at
         for i, (key, now, then) in enumerate(_pairs(before, view), 1):
             if i % chunk == 0:
                 yield
             rate = max(0.0, (now - then) / dt)
+            if rate:
+                moved_at[key] = at
             old = self.rates.get(key)
-            self.rates[key] = rate if old is None else old + weight * (rate - old)
+            if old is None:
+                self.rates[key] = rate
+            elif not rate and at - moved_at.get(key, before["time"]) >= STILL_AFTER:
+                self.rates[key] = 0.0  # still for a while: none now, whatever came before
+            else:
+                self.rates[key] = old + weight * (rate - old)
             if key[0] == "edge":
                 self.history.setdefault(key, deque(maxlen=HISTORY)).append(self.rates[key])
 

@@ -79,7 +79,7 @@ class SourcesTable(Pane):
                     Text(f"{reconnects:,}"),
                     age,
                     Text("-" if up is None else duration(up)),
-                    Text("-" if not rtt else f"{rtt * 1000:.1f} ms"),
+                    Text("-" if rtt is None else f"{rtt * 1000:.1f} ms"),
                     Text(s.get("url", "")),
                 )
             )
