@@ -16,6 +16,15 @@ def view(at: float, messages: int, pid: int = 1) -> dict:
     return {"pid": pid, "time": at, "sources": {"feed": source}, "endpoints": {}, "routes": {}, "edges": []}
 
 
+def seen(rates: Rates, views: list[dict]) -> list[float | None]:
+    """The feed's rate after each view."""
+    out = []
+    for v in views:
+        rates.update(v)
+        out.append(rates.get("source", "feed"))
+    return out
+
+
 def test_a_dead_feed_reads_0_within_2_s():
     rates = Rates()
     t, n = 1000.0, 0
@@ -33,27 +42,17 @@ def test_a_dead_feed_reads_0_within_2_s():
 def test_a_steady_feed_is_smooth():
     """Views that land unevenly (a refresh late, the next one early) do not make a steady
     feed's rate jump: it is smoothed, and never reads 0 while messages come."""
-    rates = Rates()
-    t, n = 1000.0, 0
-    seen = []
+    views, t, n = [], 1000.0, 0
     for i in range(40):
-        rates.update(view(t, n))
-        seen.append(rates.get("source", "feed"))
+        views.append(view(t, n))
         step = 0.3 if i % 2 else 0.7
         t, n = t + step, n + int(100 * step)
-    steady = [r for r in seen[10:] if r is not None]
+    steady = [r for r in seen(Rates(), views)[10:] if r is not None]
     assert min(steady) > 80 and max(steady) < 120
 
 
 def test_a_slow_feed_is_not_called_dead_between_two_messages():
     """A message every second: its rate stays about 1/s, not 0 between messages."""
-    rates = Rates()
-    t, n = 1000.0, 0
-    seen = []
-    for i in range(40):
-        rates.update(view(t, n))
-        seen.append(rates.get("source", "feed"))
-        t += 0.5
-        if i % 2:
-            n += 1
-    assert all(r for r in seen[10:]), seen
+    views = [view(1000.0 + i * 0.5, i // 2) for i in range(40)]
+    rates = seen(Rates(), views)
+    assert all(r for r in rates[10:]), rates
