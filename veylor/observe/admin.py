@@ -241,7 +241,8 @@ class Admin:
 
     async def metrics(self, request: web.Request) -> web.Response:
         view = await self.control.snapshot_async()
-        text = await asyncio.to_thread(render, view)
+        ready, _ = readiness(view, self.spec.ready_requires)
+        text = await asyncio.to_thread(render, view, ready)
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(self, request: web.Request) -> web.Response:

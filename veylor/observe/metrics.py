@@ -73,9 +73,18 @@ class _Table:
                 out.extend([f"{name}{{{labels[n]}{tail}{value(e)}" for n, e in self.table.items()])
 
 
-def render(view: StateView) -> str:
-    """The exposition text of one snapshot."""
+def render(view: StateView, ready: bool | None = None) -> str:
+    """The exposition text of one snapshot (``ready``: what ``/readyz`` says, as
+    ``veylor_ready``; None: not exported)."""
     out: list[str] = []
+    if ready is not None:
+        _family(
+            out,
+            "veylor_ready",
+            "gauge",
+            "1 while /readyz answers 200: the listeners bound (and what admin.ready_requires names connected)",
+            [({}, int(ready))],
+        )
     sources = _Table(out, "source", view["sources"])
     sources.family(
         "veylor_source_up",
