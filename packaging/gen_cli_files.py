@@ -1,4 +1,4 @@
-"""Write the files generated from Veylor's command line (veylor/cli.py's parser): the man
+"""Write the files generated from Veylor's command line (veylor/cliparser.py's parser): the man
 page, the shell completions and docs/commands.md.
 
 They are committed, so that building the wheel (which ships the man page and the
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this tree's veylor, installed or not
 
 from veylor import completion, manpage  # noqa: E402
-from veylor.cli import build_parser  # noqa: E402
+from veylor.cliparser import build_parser  # noqa: E402
 from veylor.clispec import Command, read  # noqa: E402
 
 FILES: dict[str, Callable[[Command], str]] = {
@@ -52,7 +52,7 @@ def main() -> int:
     if args.check:
         names = stale()
         for name in names:
-            print(f"{name}: out of date with veylor/cli.py; run: python packaging/gen_cli_files.py")
+            print(f"{name}: out of date with veylor/cliparser.py; run: python packaging/gen_cli_files.py")
         return 1 if names else 0
     program = read(build_parser())
     for name, render in FILES.items():

@@ -1,6 +1,6 @@
 """Veylor's command line as plain data, read from its argparse parser.
 
-The parser (:func:`veylor.cli.build_parser`) is the one source of ``veylor --help``,
+The parser (:func:`veylor.cliparser.build_parser`) is the one source of ``veylor --help``,
 the shell completions (:mod:`veylor.completion`), the man page and
 ``docs/commands.md`` (:mod:`veylor.manpage`). What argparse has no place for, cli.py
 puts on the parser as attributes, read here: an action's ``completes`` (``"file"``: its

@@ -1,7 +1,7 @@
 """The manual of the ``veylor`` command, written from its parser: ``veylor.1`` (roff)
 and ``docs/commands.md`` (Markdown).
 
-Everything comes from :func:`veylor.clispec.read` of :func:`veylor.cli.build_parser`:
+Everything comes from :func:`veylor.clispec.read` of :func:`veylor.cliparser.build_parser`:
 the commands, their options and help texts, exit codes, and the sections the parser
 carries (FILES, ENVIRONMENT, SIGNALS). Change a help text there, then run
 ``python packaging/gen_cli_files.py``, which writes these and the shell completions;
@@ -146,7 +146,7 @@ def markdown(program: Command) -> str:
     out = [
         "# Command reference",
         "",
-        "<!-- Generated from veylor/cli.py's parser by packaging/gen_cli_files.py: edit the help",
+        "<!-- Generated from veylor/cliparser.py's parser by packaging/gen_cli_files.py: edit the help",
         "texts there, then run `python packaging/gen_cli_files.py`. -->",
         "",
         _md(program.description),
@@ -215,7 +215,7 @@ def _md_code(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import build_parser
+    from .cliparser import build_parser
 
     parser = argparse.ArgumentParser(prog="python -m veylor.manpage", description=__doc__.split("\n\n")[0])
     parser.add_argument("--markdown", action="store_true", help="docs/commands.md instead of the man page")

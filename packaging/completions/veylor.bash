@@ -21,7 +21,7 @@ _veylor_options()
         "run") REPLY="-h --help -c --config -v --verbose --tui --watch --no-watch --trace-frames --log-format" ;;
         "check") REPLY="-h --help -c --config -v --verbose --json --against" ;;
         "reload") REPLY="-h --help -c --config -v --verbose --admin --token-file --dry-run --json" ;;
-        "top") REPLY="-h --help -c --config -v --verbose --admin --token-file" ;;
+        "top") REPLY="-h --help -c --config -v --verbose --admin --token-file --read-only" ;;
         "status") REPLY="-h --help -c --config -v --verbose --admin --token-file --json" ;;
         "health") REPLY="-h --help -c --config -v --verbose --admin --token-file" ;;
         "demo") REPLY="-h --help -v --verbose --trace-frames --tui --port --rate" ;;

@@ -43,6 +43,7 @@ complete -c veylor -n '__fish_seen_subcommand_from top' -s c -l config -r -F -d 
 complete -c veylor -n '__fish_seen_subcommand_from top' -s v -l verbose -d 'log more'
 complete -c veylor -n '__fish_seen_subcommand_from top' -l admin -x -d 'the admin endpoint to ask'
 complete -c veylor -n '__fish_seen_subcommand_from top' -l token-file -r -F -d 'read the token to send from PATH for an admin endpoint with auth'
+complete -c veylor -n '__fish_seen_subcommand_from top' -l read-only -d 'look only'
 complete -c veylor -n '__fish_seen_subcommand_from status' -s h -l help -d 'show this help message and exit'
 complete -c veylor -n '__fish_seen_subcommand_from status' -s c -l config -r -F -d 'the main configuration file'
 complete -c veylor -n '__fish_seen_subcommand_from status' -s v -l verbose -d 'log more'

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import run_veylor
 
-from veylor.cli import build_parser
+from veylor.cliparser import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 NEEDS_ZSH = pytest.mark.skipif(

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from helpers import docs_generator
 
-from veylor.cli import build_parser
+from veylor.cliparser import build_parser
 from veylor.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from veylor.cli import build_parser
+from veylor.cliparser import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "packaging" / "man" / "veylor.1"

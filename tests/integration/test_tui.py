@@ -424,3 +424,51 @@ async def test_drops_are_counted_once_where_they_happen(tmp_path, upstream):
     finally:
         slow.close()
         await server.shutdown()
+
+
+async def one_edge(tmp_path, upstream) -> Server:
+    """A started Server with one edge: feed -> all -> ws."""
+    return await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{ws: {{websocket: {{port: {free_port()}, path: /ws}}}}}}
+        routes: {{all: {{from: feed, to: ws}}}}
+        """,
+    )
+
+
+async def test_top_read_only_neither_reloads_nor_taps(tmp_path, upstream):
+    """Issue 25, point 6: `veylor top --read-only` only looks: r and m do nothing, and
+    the footer does not offer them."""
+    server = await one_edge(tmp_path, upstream)
+    try:
+        app = VeylorApp(InProcess(server), read_only=True)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(pilot, lambda: len(cells(app, "graph")) == 1, "the edge")
+            await pilot.press("r", "m")
+            await pilot.pause(0.5)
+            assert server.reloader is not None and server.reloader.last is None  # no reload
+            assert not app.tapping
+            shown = {binding.action for (_, binding, enabled, _) in app.active_bindings.values() if enabled}
+            assert "reload" not in shown and "tap" not in shown and "quit" in shown
+    finally:
+        await server.shutdown()
+
+
+async def test_the_in_process_tui_asks_before_q_stops_veylor(tmp_path, upstream):
+    """Issue 25, point 6: in `veylor --tui`, q stops the relay and disconnects every
+    client: the first q asks, a second one within 3 s quits."""
+    server = await one_edge(tmp_path, upstream)
+    try:
+        app = VeylorApp(InProcess(server), confirm_quit=True)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(pilot, lambda: len(cells(app, "graph")) == 1, "the edge")
+            await pilot.press("q")
+            await pilot.pause(0.3)
+            assert app.is_running, "one q quit the in-process TUI"
+            await pilot.press("q")
+            await pilot.pause(0.3)
+            assert not app.is_running
+    finally:
+        await server.shutdown()

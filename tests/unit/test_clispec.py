@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from veylor.cli import build_parser
+from veylor.cliparser import build_parser
 from veylor.clispec import read, short
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_the_relays_start_does_not_import_the_generators():
     """cli.py builds the parser without clispec, completion or manpage (dataclasses made
     at import: about 4 ms of every start); `veylor completion` imports them."""
     code = (
-        "import sys, veylor.cli; veylor.cli.build_parser(); "
+        "import sys, veylor.cliparser; veylor.cliparser.build_parser(); "
         "print(sorted(m for m in sys.modules if m in ('veylor.clispec', 'veylor.completion', 'veylor.manpage')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -50,6 +50,9 @@ TABLES = ("graph", "sources", "endpoints", "clients")  # the panes that are tabl
 LIGHT, DARK = "textual-light", "textual-dark"
 
 
+QUIT_WINDOW = 3.0  # seconds in which a second q quits an in-process TUI (it stops Veylor)
+
+
 class VeylorApp(App[None]):
     """The live routing graph with per-edge rates."""
 
@@ -72,10 +75,22 @@ class VeylorApp(App[None]):
         Binding("question_mark", "help", "Help"),
     ]
 
-    def __init__(self, reader: StateReader, logs: LogBuffer | None = None) -> None:
+    def __init__(
+        self,
+        reader: StateReader,
+        logs: LogBuffer | None = None,
+        read_only: bool = False,
+        confirm_quit: bool = False,
+    ) -> None:
+        """``read_only`` (``veylor top --read-only``): no reload (``r``), no tap (``m``).
+        ``confirm_quit`` (``veylor --tui``, where quitting stops the relay and closes every
+        client): ``q`` asks, a second ``q`` within ``QUIT_WINDOW`` seconds quits."""
         super().__init__(driver_class=Driver)
         self.reader = reader
         self.logs = logs
+        self.read_only = read_only
+        self.confirm_quit = confirm_quit
+        self.quit_asked_at: float | None = None
         self.rates = Rates()
         self.view: StateView | None = None
         self.stale_since: float | None = None
@@ -300,6 +315,24 @@ class VeylorApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(Help())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Read-only: no reload and no tap (their keys do nothing, and leave the footer)."""
+        return not (self.read_only and action in ("reload", "tap"))
+
+    async def action_quit(self) -> None:
+        """Quit; in-process (``--tui``), where that stops Veylor, only on a second ``q``."""
+        now = time.monotonic()
+        if self.confirm_quit and (self.quit_asked_at is None or now - self.quit_asked_at > QUIT_WINDOW):
+            self.quit_asked_at = now
+            self.notify(
+                "q again to stop Veylor (its clients are disconnected); anything else to stay",
+                title="Quit?",
+                severity="warning",
+                timeout=QUIT_WINDOW,
+            )
+            return
+        self.exit()
 
     @work(exclusive=True, group="reload")
     async def action_reload(self) -> None:

@@ -39,7 +39,7 @@ async def in_process(server) -> None:  # type: ignore[no-untyped-def]
     for handler in saved:
         root.removeHandler(handler)
     root.addHandler(buffer)
-    app = VeylorApp(InProcess(server), logs=buffer)
+    app = VeylorApp(InProcess(server), logs=buffer, confirm_quit=True)  # (q stops the relay: asked twice)
     # While the TUI owns the terminal, SIGHUP means the terminal went away (an ssh session
     # closed): Veylor should stop in order, not draw for no one (reload with r). Known
     # gap: after a hang-up it does not always exit yet (see the session notes).
@@ -69,8 +69,11 @@ def _hung_up(server) -> None:  # type: ignore[no-untyped-def]
     server.stop()
 
 
-def attached(config: str | None, admin: str | None, token_file: str | None = None) -> int:
-    """``veylor top``: the TUI of a running Veylor, until the user quits (it keeps running)."""
+def attached(
+    config: str | None, admin: str | None, token_file: str | None = None, read_only: bool = False
+) -> int:
+    """``veylor top``: the TUI of a running Veylor, until the user quits (it keeps running).
+    ``read_only``: no reload, no tap."""
     from ..observe.client import Unreachable, admin_token, target
     from .app import VeylorApp
     from .reader import OverHttp
@@ -81,5 +84,5 @@ def attached(config: str | None, admin: str | None, token_file: str | None = Non
     except Unreachable as exc:
         print(f"veylor top: {exc}", file=sys.stderr)
         return 2
-    VeylorApp(OverHttp(spec, token)).run()
+    VeylorApp(OverHttp(spec, token), read_only=read_only).run()
     return 0
