@@ -595,7 +595,11 @@ async def test_a_dry_run_changes_nothing(tmp_path, upstream):
         status, body = await post(admin, "/reload?dry_run=1")
         assert status == 200 and "+ route x" in body["changes"], body
         graph = json.loads((await get(admin, "/graph"))[1])
-        assert graph["reloads"] == graph_before["reloads"] == {"ok": 0, "failed": 0, "last": None}
+        assert (
+            graph["reloads"]
+            == graph_before["reloads"]
+            == {"ok": 0, "failed": 0, "last": None, "last_change": None}
+        )
         assert graph["config"] == graph_before["config"]
         assert set(graph["routes"]) == {"r"}
         assert (await get(admin, "/readyz"))[0] == 200

@@ -124,6 +124,8 @@ async def test_tui_in_a_terminal_shows_the_graph_counts_and_quits_cleanly(tmp_pa
         )
         await term.until(lambda s: edge_total(s) > first, "the edge's total to move")
         assert sock.exists()
+        term.press("q")  # (--tui asks first: quitting stops Veylor)
+        await asyncio.sleep(0.3)
         term.press("q")
         assert await term.exit_code() == 0
         assert not sock.exists()  # shut down in order: the socket file is gone
