@@ -54,6 +54,7 @@ def snapshot(runtime: Runtime, reloader: Reloader | None = None, clients: bool |
     for part in _parts(runtime, out, clients):
         for _ in part:
             pass
+    out["process"]["open_fds"] = open_fds()
     return out
 
 
@@ -69,6 +70,8 @@ async def snapshot_async(
         for i, _ in enumerate(part, 1):
             if i % CHUNK == 0:
                 await asyncio.sleep(0)
+    # (counted in a thread: with 10,000 clients, listing /proc/self/fd takes about 20 ms)
+    out["process"]["open_fds"] = await asyncio.to_thread(open_fds)
     if tap is not None:
         out["tap"] = _tap(runtime, tap)
     return out
@@ -190,15 +193,24 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
         yield
 
 
+def open_fds() -> int:
+    """The file descriptors the process has open (0 without /proc). One per client: a
+    listing of thousands, not for the event loop (:func:`snapshot_async` runs it in a
+    thread)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
 def _process() -> ProcessView:
-    """The process's memory, CPU time and file descriptors (from /proc: where there is
-    none, 0)."""
+    """The process's memory and CPU time (from /proc: where there is none, 0); its open
+    file descriptors are counted after (:func:`open_fds`)."""
     times = os.times()
     rss = fds = 0
     try:
         with open("/proc/self/statm", "rb") as fh:
             rss = int(fh.read().split()[1]) * PAGE_SIZE
-        fds = len(os.listdir("/proc/self/fd"))
     except (OSError, ValueError, IndexError):
         pass
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
