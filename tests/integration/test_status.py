@@ -102,10 +102,10 @@ async def test_a_check_that_changes_nothing_does_not_hide_the_last_change(tmp_pa
         routes: {{r: {{from: feed, to: ws}}}}
         """,
     )
-    proc = await VeylorProcess("-c", str(main)).start()  # (watching its files)
+    # (watching its files; -v: the catch-up look says it found nothing, at DEBUG)
+    proc = await VeylorProcess("-v", "-c", str(main)).start()
     try:
-        await proc.wait_for("watching")
-        await asyncio.sleep(0.5)  # (the watcher's catch-up look)
+        await proc.wait_for("catching up after the watch started): no changes", 15)
         view = json.loads((await asyncio.to_thread(run_veylor, "status", "--json", "-c", str(main))).stdout)
         assert view["reloads"]["last"] is None and view["reloads"]["last_change"] is None, view["reloads"]
         (tmp_path / "routes.d" / "more.yaml").write_text("routes: {s: {from: feed, to: ws}}\n")
