@@ -23,13 +23,13 @@ class Help(ModalScreen[None]):
 
 [b]graph[/b]      one row per edge source → route → endpoint: the source's state, the
            route's filter, ⇅ where clients may send upstream, the endpoint's
-           clients; messages, filtered out (the route) and slow-client drops (the
-           endpoint) per second, smoothed over a few seconds. Under it, the
-           selected edge's last minute
+           clients; messages and those filtered out (the route) per second,
+           smoothed over a few seconds. Under it, the selected edge's last minute
 [b]sources[/b]    state (backing off: seconds to the next try), rates, reconnects, the
            last message's age (yellow after 10 s of silence), uptime, ping
-[b]endpoints[/b]  clients, deliveries, drops, refused, messages from clients; select
-           one to list its clients below
+[b]endpoints[/b]  clients, deliveries, drops (every reason, counted once: an edge has
+           none of its own), refused, messages from clients; select one to list
+           its clients below
 A table shows its first {ROWS} rows: [b]/[/b] finds the others.
 
 [b]r[/b]  reload the configuration (the steps, or the problem with its file and line)
@@ -38,7 +38,10 @@ A table shows its first {ROWS} rows: [b]/[/b] finds the others.
 [b]t[/b]  totals instead of rates, and back
 [b]m[/b]  tap: the last messages that passed the selected edge's route (off: free)
 [b]p[/b]  pause the display      [b]d[/b]  dark or light
-[b]tab[/b]  move between tables   [b]?[/b]  this help      [b]q[/b]  quit
+[b]tab[/b] [b]shift+tab[/b]  move between tables    [b]↑ ↓[/b] [b]page up/down[/b] [b]home end[/b]  select a row
+[b]enter[/b]  keep the filter (in /)   [b]escape[/b]  clear it, close this help
+[b]?[/b]  this help   [b]q[/b]  quit (veylor --tui: Veylor stops; q twice. veylor top: only the view)
+[b]veylor top --read-only[/b]: no r, no m
 """.replace("{ROWS}", str(ROWS))
 
     def compose(self) -> ComposeResult:
