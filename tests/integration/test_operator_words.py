@@ -75,3 +75,40 @@ def test_top_without_a_terminal_points_to_status(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "veylor top needs a terminal" in result.stderr and "veylor status" in result.stderr
     assert "--tui" not in result.stderr
+
+
+async def test_after_on_disconnect_closes_everyone_later_clients_are_told_again(
+    tmp_path: Path, upstream
+) -> None:
+    """on_disconnect: close_clients closes every client of a live endpoint: one line for
+    all of them, and the clients that come after are each told again at INFO (the
+    one-line mode ends with the last client it closed)."""
+    port = free_port()
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        textwrap.dedent(
+            f"""
+            sources: {{up: {{url: "{upstream.url}", on_disconnect: close_clients, reconnect: {{initial_delay: 0.1, max_delay: 0.2}}}}}}
+            endpoints: {{e: {{websocket: {{host: 127.0.0.1, port: {port}, path: /}}}}}}
+            routes: {{r: {{from: up, to: e}}}}
+            """
+        )
+    )
+    veylor = await VeylorProcess("-c", str(main), "--no-watch").start()
+    try:
+        await upstream.wait_connected()
+        first = [await ws_client(f"ws://127.0.0.1:{port}/") for _ in range(2)]
+        await veylor.wait_for("connected (2 clients)")
+        await upstream.stop(abort=True)
+        await veylor.wait_for("endpoint e: closing 2 clients (1011, upstream up disconnected)")
+        await upstream.start()
+        await upstream.wait_connected()
+        late = await ws_client(f"ws://127.0.0.1:{port}/")
+        await veylor.wait_for("connected (1 client)")
+        await late.close()
+        await veylor.wait_for("disconnected (code 1000, 0 clients)")
+        for client in first:
+            await client.close()
+    finally:
+        await veylor.stop()
+    assert veylor.log.count("closing 2 clients") == 1, veylor.log

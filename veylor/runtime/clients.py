@@ -110,8 +110,10 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
 
     def remove(self, client: ClientT) -> None:
         self.clients.discard(client)
-        if not self.clients and self._empty is not None:
-            self._empty.set()
+        if not self.clients:
+            self.closing_all = False  # (all gone: the next clients' departures are told again)
+            if self._empty is not None:
+                self._empty.set()
 
     async def wait_empty(self) -> None:
         """Return once the endpoint has no client left."""

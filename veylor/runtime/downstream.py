@@ -207,9 +207,10 @@ class DownstreamConnection(ClientState, WebSocketConnection):
         if ep is not None and self in ep.clients:
             if breach is not None:
                 ep.malformed(self.label, breach)  # (closed by the protocol: 1002, 1007, 1009)
+            level = ep.departure_level()  # (before the last one's removal ends the one-line mode)
             ep.remove(self)
             log.log(
-                ep.departure_level(),
+                level,
                 "endpoint %s: client %s disconnected (code %s, %s%s)",
                 ep.name,
                 self.label,

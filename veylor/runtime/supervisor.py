@@ -190,13 +190,7 @@ class Runtime:
         for name in self.graph.endpoints_of_source(source.name):
             ep = self.endpoints.get(name)
             if isinstance(ep, ClientEndpoint) and ep.clients:
-                log.info(
-                    "endpoint %s: closing %d clients: source %s disconnected (on_disconnect: close_clients)",
-                    ep.name,
-                    len(ep.clients),
-                    source.name,
-                )
-                ep.close_clients(1011, f"upstream {source.name} disconnected")
+                ep.close_clients(1011, f"upstream {source.name} disconnected")  # (one line says so)
 
     # ------------------------------------------------------------------ stop
 

@@ -114,9 +114,10 @@ class UnixClient(ClientState, asyncio.Protocol):
         release(self, write=False)
         ep = self.endpoint
         if self in ep.clients:
+            level = ep.departure_level()  # (before the last one's removal ends the one-line mode)
             ep.remove(self)
             log.log(
-                ep.departure_level(),
+                level,
                 "endpoint %s: client %s disconnected (%s%s)",
                 ep.name,
                 self.label,
