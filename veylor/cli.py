@@ -75,6 +75,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _check_against(old_path: str, new_path: str, as_json: bool) -> int:
     from .config import ConfigError, load_config
     from .graph import build_graph, diff
+    from .report import plural
 
     configs = []
     for path in (old_path, new_path):
@@ -83,7 +84,7 @@ def _check_against(old_path: str, new_path: str, as_json: bool) -> int:
         except ConfigError as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
-            print(f"{path}: {len(exc.problems)} problem(s); no plan", file=sys.stderr)
+            print(f"{path}: {plural(len(exc.problems), 'problem')}; no plan", file=sys.stderr)
             return 1
     plan = diff(build_graph(configs[0]), build_graph(configs[1]))
     if as_json:
@@ -110,7 +111,7 @@ def _tui_refused(args: argparse.Namespace) -> int | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import ConfigError
-    from .report import SHAPE_TEXT
+    from .report import SHAPE_TEXT, plural
     from .server import Server, run_loop
 
     refused = _tui_refused(args)
@@ -126,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
-        log.error("%s: %d problem(s) in the configuration; not starting", path, len(exc.problems))
+        log.error("%s: %s in the configuration; not starting", path, plural(len(exc.problems), "problem"))
         return 1
     config = server.config
     for warning in config.warnings:

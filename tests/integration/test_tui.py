@@ -29,6 +29,11 @@ def cells(app: VeylorApp, table: str) -> dict[str, list[str]]:
     return {t.keys[i]: [str(c) for c in t.get_row_at(i)] for i in range(t.row_count)}
 
 
+def first(text: str) -> str:
+    """A number as the first of two side by side (a wide screen: ``25 (3/s)``): ``25``."""
+    return text.split(" (")[0]
+
+
 async def until(pilot, predicate, what: str, timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -79,9 +84,13 @@ async def test_tui_shows_the_live_graph_and_drives_reloads(tmp_path, upstream):
                 await asyncio.wait_for(client.recv(), 5)
             await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] != "-", "a rate")
             await pilot.press("t")  # totals
-            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] == "25", "the edge's total")
+            await until(
+                pilot, lambda: first(cells(app, "graph")["feed|all|ws"][4]) == "25", "the edge's total"
+            )
             await pilot.press("t")  # rates again
-            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4].endswith("/s"), "rates again")
+            await until(
+                pilot, lambda: first(cells(app, "graph")["feed|all|ws"][4]).endswith("/s"), "rates again"
+            )
             app.tables["graph"].focus()
             await until(pilot, lambda: app.selected_edge == ("feed", "all", "ws"), "the edge selected")
             spark = app.query_one("#sparkline")
@@ -185,26 +194,38 @@ async def test_tui_keys_filter_sort_totals_pause_theme_and_tap(tmp_path, upstrea
             for i in range(30):  # all passes 30, majors 10
                 await upstream.send(("BTC" if i % 3 == 0 else "ETH") + f" trade {i}")
             await pilot.press("t")
-            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] == "30", "the totals")
-            assert cells(app, "graph")["feed|majors|ws"][4:6] == ["10", "20"]  # passed, filtered out
+            await until(pilot, lambda: first(cells(app, "graph")["feed|all|ws"][4]) == "30", "the totals")
+            assert [first(c) for c in cells(app, "graph")["feed|majors|ws"][4:6]] == [
+                "10",
+                "20",
+            ]  # passed, filtered out
             graph.focus()
             for _ in range(4):  # source, route, filter, endpoint, msgs: the largest first
                 await pilot.press("s")
-            assert "msgs ▼" in graph.labels
+            assert "msgs (/s) ▼" in graph.labels  # (160 columns: totals, their rates beside)
             await until(
                 pilot, lambda: list(cells(app, "graph")) == ["feed|all|ws", "feed|majors|ws"], "by msgs"
             )
             await pilot.press("s")  # by filtered: majors first
             await until(pilot, lambda: next(iter(cells(app, "graph"))) == "feed|majors|ws", "by filtered")
+            await pilot.press("1")  # a digit: that column (as shown, from the left)
+            assert graph.labels[0] == "source ▼" and "filtered (/s)" in graph.labels
+            await until(pilot, lambda: next(iter(cells(app, "graph"))) == "feed|all|ws", "by source")
+            await pilot.press("1")  # the same digit again: the other way
+            assert graph.labels[0] == "source ▲"
+            await until(pilot, lambda: next(iter(cells(app, "graph"))) == "feed|majors|ws", "reversed")
+            await pilot.press("5", "5")  # msgs, the other way: the smallest first
+            assert "msgs (/s) ▲" in graph.labels
+            await until(pilot, lambda: next(iter(cells(app, "graph"))) == "feed|majors|ws", "smallest first")
 
             await pilot.press("p")
             await pilot.pause(0.7)
             for i in range(5):
                 await upstream.send(f"BTC while paused {i}")
             await pilot.pause(1.2)
-            assert cells(app, "graph")["feed|all|ws"][4] == "30"  # frozen
+            assert first(cells(app, "graph")["feed|all|ws"][4]) == "30"  # frozen
             await pilot.press("p")
-            await until(pilot, lambda: cells(app, "graph")["feed|all|ws"][4] == "35", "resumed")
+            await until(pilot, lambda: first(cells(app, "graph")["feed|all|ws"][4]) == "35", "resumed")
 
             theme = app.theme
             await pilot.press("d")
@@ -358,7 +379,7 @@ async def test_the_views_and_outcomes_veylor_makes_pass_the_check_top_makes_of_t
         await server.shutdown()
 
 
-async def test_drops_are_counted_once_where_they_happen(tmp_path, upstream):
+async def test_drops_are_counted_once_where_they_happen(tmp_path, upstream, monkeypatch):
     """Issue 25, point 2: three routes into one endpoint with one slow client showed the
     endpoint's drops on each of the three edges (three times the real figure). Drops are
     the endpoint's: on its row once, equal to what /metrics says; the edges show none."""
@@ -367,6 +388,7 @@ async def test_drops_are_counted_once_where_they_happen(tmp_path, upstream):
     from helpers import raw_handshake
     from prometheus_client.parser import text_string_to_metric_families
 
+    from veylor.observe import state
     from veylor.observe.metrics import render
 
     port = free_port()
@@ -417,10 +439,30 @@ async def test_drops_are_counted_once_where_they_happen(tmp_path, upstream):
 
             await until(
                 pilot,
-                lambda: cells(app, "endpoints")["ws"][3] == f"{undelivered():,}",
+                lambda: first(cells(app, "endpoints")["ws"][2]) == f"{undelivered():,}",
                 "the endpoint's drops as /metrics counts them",
             )
             assert undelivered() > 100
+
+            # Which client is slow: counted on its endpoint's row and in the summary, and
+            # first among the endpoint's clients (those behind are listed first, whatever
+            # the bound), its bytes and drops in red.
+            others = [await ws_client(f"ws://127.0.0.1:{port}/ws") for _ in range(2)]
+            label = f"127.0.0.1:{slow.getsockname()[1]}"
+            await until(pilot, lambda: len(cells(app, "clients")) == 3, "three clients")
+            assert cells(app, "endpoints")["ws"][3] == "1"  # slow now
+            assert "1 slow client" in str(app.query_one("#summary").render())
+            clients = app.tables["clients"]
+            assert clients.keys[0] == label
+            worst = clients.get_row_at(0)
+            assert "red" in str(worst[1].style) and "red" in str(worst[2].style)
+            assert int(str(worst[2]).replace(",", "")) > 100  # its drops
+            monkeypatch.setattr(state, "CLIENTS_LISTED", 1)
+            listed = server.snapshot(clients="ws")["endpoints"]["ws"]
+            assert [c["client"] for c in listed["client_list"]] == [label]
+            assert listed["clients_not_listed"] == 2 and listed["client_buffer"] == 64 * 1024
+            for other in others:
+                await other.close()
     finally:
         slow.close()
         await server.shutdown()

@@ -142,7 +142,7 @@ async def test_configuration_text_reaches_the_screen_without_escape_sequences(tm
             await until(pilot, lambda: "feed" in cells(app, "sources"), "the source")
             await until(pilot, lambda: "ws" in cells(app, "endpoints"), "the endpoint")
             await pilot.pause(0.2)
-            url, address = cells(app, "sources")["feed"][8], cells(app, "endpoints")["ws"][6]
+            url, address = cells(app, "sources")["feed"][10], cells(app, "endpoints")["ws"][7]
             assert "owned" in url and "BLINK" in address  # shown, somehow
             for name in ("sources", "endpoints"):
                 drawn = screen_text(app.tables[name])

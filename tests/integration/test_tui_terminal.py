@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,13 +23,26 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux
 class Tmux:
     """A detached tmux session of its own (its own server socket) running one command."""
 
-    def __init__(self, tmp_path, command: list[str]) -> None:
+    def __init__(self, tmp_path, command: list[str], size: tuple[int, int] = (160, 45)) -> None:
         self.socket = str(tmp_path / "tmux.sock")
         self.exit_file = tmp_path / "exit-code"
         line = f"{shlex.join(command)}; echo $? > {shlex.quote(str(self.exit_file))}; sleep 30"
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "TMUX")}
         subprocess.run(
-            ["tmux", "-S", self.socket, "new-session", "-d", "-s", "t", "-x", "160", "-y", "45", line],
+            [
+                "tmux",
+                "-S",
+                self.socket,
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                str(size[0]),
+                "-y",
+                str(size[1]),
+                line,
+            ],
             check=True,
             env={**env, "TERM": "xterm-256color"},
             cwd=tmp_path,
@@ -72,7 +86,10 @@ def edge_total(screen: str) -> int:
     it shows "-" (not known yet: the screen was drawn before the first sample)."""
     for line in screen.splitlines():
         if "→ all" in line and "→ ws" in line:
-            total = line.split("│")[1].split()[-2]  # (msgs, then filtered: the last two columns)
+            # msgs, then filtered: the last two columns; 160 columns: each a total with
+            # its rate beside it, "30 (12/s)"
+            cells = re.split(r"\s{2,}", re.split("[│┃]", line)[1].strip())
+            total = cells[-2].split(" (")[0]
             return -1 if total == "-" else int(total.replace(",", ""))
     raise AssertionError(f"no edge line on the screen:\n{screen}")
 
@@ -135,6 +152,56 @@ async def test_tui_in_a_terminal_shows_the_graph_counts_and_quits_cleanly(tmp_pa
         stop.set()
         if feeding is not None:
             await feeding
+        term.kill()
+
+
+async def test_at_80x24_every_source_and_endpoint_is_on_the_screen_and_why_one_is_down(tmp_path, upstream):
+    """Issue 25, point 1: at 80x24 the tables showed their headers and no rows. Three
+    sources (two that cannot connect) and four endpoints: every name is on the screen,
+    with the state, the last error and the drops, and the summary counts the sources up."""
+    dead = [free_port(), free_port()]  # nothing listens there: connection refused
+    ports = [free_port(), free_port()]
+    main = tmp_path / "config.yaml"
+    main.write_text(
+        textwrap.dedent(
+            f"""
+            sources:
+              feed: {{url: "{upstream.url}"}}
+              flaky: {{url: "ws://127.0.0.1:{dead[0]}/", reconnect: {{initial_delay: 1, max_delay: 2}}}}
+              gone: {{url: "ws://127.0.0.1:{dead[1]}/", reconnect: {{initial_delay: 1, max_delay: 2}}}}
+            endpoints:
+              public: {{websocket: {{port: {ports[0]}, path: /ws}}}}
+              mobile: {{websocket: {{port: {ports[1]}, path: /m}}}}
+              ipc: {{unix: {{path: {tmp_path / "ipc.sock"}}}}}
+              audit: {{unix: {{path: {tmp_path / "audit.sock"}}}}}
+            routes:
+              all: {{from: feed, to: [public, ipc]}}
+              phones: {{from: flaky, to: mobile}}
+              log: {{from: gone, to: audit}}
+            """
+        )
+    )
+    term = Tmux(tmp_path, [sys.executable, "-m", "veylor", "--tui", "-c", str(main), "--no-watch"], (80, 24))
+    try:
+        names = ("feed", "flaky", "gone", "public", "mobile", "ipc", "audit")
+        screen = await term.until(
+            lambda s: (
+                all(n in s for n in names) and "connection refused" in s.lower() and "1/3 sources up" in s
+            ),
+            "every name, the error and the count of sources up",
+        )
+        lines = screen.splitlines()
+        assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+        sources = next(i for i, line in enumerate(lines) if line.lstrip("─━ ").startswith("3 sources"))
+        header = lines[sources + 1]
+        assert all(column in header for column in ("state", "msgs/s", "last error"))
+        endpoints = next(i for i, line in enumerate(lines) if line.lstrip("─━ ").startswith("4 endpoints"))
+        assert all(column in lines[endpoints + 1] for column in ("clients", "drops/s", "slow"))
+        term.press("q")
+        await asyncio.sleep(0.3)
+        term.press("q")
+        assert await term.exit_code() == 0
+    finally:
         term.kill()
 
 

@@ -77,6 +77,25 @@ def view(at: float, scale: int) -> dict[str, Any]:
                 "sent_up": 0,
                 "last_message_at": T0 - 95,
             },
+            "coinbase": {
+                "kind": "websocket",
+                "state": "connected",
+                "url": "wss://ws-feed.exchange.coinbase.com",
+                "connected_since": T0 - 240,
+                "next_attempt_at": None,
+                "ping_rtt": 0.0,
+                "failures": 0,
+                "last_error": None,
+                "attempts": 3,
+                "bytes_in": 2_400_000 * n,
+                "connects": 3,
+                "disconnects": 2,
+                "invalid_utf8": 0,
+                "messages_in": 30_000 * n,
+                "queued_dropped": 0,
+                "sent_up": 0,
+                "last_message_at": T0 + at,
+            },
         },
         "routes": {
             "all-trades": {
@@ -103,6 +122,14 @@ def view(at: float, scale: int) -> dict[str, Any]:
                 "messages": 4_100,
                 "filtered": 0,
             },
+            "coinbase-ticks": {
+                "from": "coinbase",
+                "to": ["mobile"],
+                "filter": "everything",
+                "upstream": False,
+                "messages": 30_000 * n,
+                "filtered": 0,
+            },
         },
         "edges": [
             {"source": "binance", "route": "all-trades", "endpoint": "public", "messages": 120_000 * n},
@@ -114,6 +141,7 @@ def view(at: float, scale: int) -> dict[str, Any]:
                 "messages": 40_000 * n,
             },
             {"source": "kraken", "route": "kraken", "endpoint": "public", "messages": 4_100},
+            {"source": "coinbase", "route": "coinbase-ticks", "endpoint": "mobile", "messages": 30_000 * n},
         ],
         "endpoints": {
             "public": _endpoint(
@@ -127,12 +155,30 @@ def view(at: float, scale: int) -> dict[str, Any]:
                 ["unix#1 (pid 812, uid 998)"],
                 n,
             ),
+            "mobile": _endpoint(
+                "ws://0.0.0.0:8767/mobile",
+                40,
+                30_000 * 40 * n,
+                ["10.1.4.20:33010", "10.1.4.31:48822", "10.1.5.2:51002"],
+                n,
+                behind=[(4_300_000, 1_200 * n), (2_600_000, 0)],
+            ),
         },
         "memory": {"limit": 268435456, "laggard_bytes": 0, "peak": 0, "enforced": 0, "trims": 0},
     }
 
 
-def _endpoint(address: str, clients: int, deliveries: int, listed: list[str], n: int) -> dict[str, Any]:
+def _endpoint(
+    address: str,
+    clients: int,
+    deliveries: int,
+    listed: list[str],
+    n: int,
+    behind: list[tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """An endpoint; ``behind``: the (buffered bytes, dropped) of its first listed clients."""
+    behind = behind or []
+    slow = [(b, d) for b, d in behind if b >= 4 * 1024 * 1024]
     return {
         "kind": "unix" if address.startswith("unix:") else "websocket",
         "address": address,
@@ -149,13 +195,15 @@ def _endpoint(address: str, clients: int, deliveries: int, listed: list[str], n:
                 "client": c,
                 "connected_since": T0 - 600 * (i + 1),
                 "messages": 50_000 * n - i,
-                "dropped": 0,
-                "buffered": 0,
+                "dropped": behind[i][1] if i < len(behind) else 0,
+                "buffered": behind[i][0] if i < len(behind) else 0,
             }
             for i, c in enumerate(listed)
         ],
         "clients_not_listed": 0,
-        "dropped": 0 if clients < 100 else 7 * n,
+        "client_buffer": 4 * 1024 * 1024,
+        "slow_clients": len(slow),
+        "dropped": (0 if clients < 100 else 7 * n) + sum(d for _, d in slow),
         "lost_slow": 0,
     }
 

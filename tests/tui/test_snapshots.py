@@ -1,5 +1,7 @@
-"""Pictures of the TUI from a fixed state view: the main screen at 120x40 compared with
-the stored SVG (pytest-textual-snapshot; update with --snapshot-update after a change
+"""Pictures of the TUI from a fixed state view: the main screen at 80x24 (short: no
+header bar nor sparkline, the least important columns left out), 120x40 and 200x60
+(rates and totals side by side), and a terminal below the minimum, compared with the
+stored SVG (pytest-textual-snapshot; update with --snapshot-update after a change
 that is meant to be seen)."""
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
-def test_main_screen(snap_compare):
-    assert snap_compare(VeylorApp(FixedReader()), terminal_size=(120, 40), run_before=settle)
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60), (50, 12)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_screen(snap_compare, size):
+    assert snap_compare(VeylorApp(FixedReader()), terminal_size=size, run_before=settle)
 
 
 def test_help_screen(snap_compare):

@@ -6,7 +6,7 @@ status``, ``veylor top`` and the TUI all read.
 It does no per-message work and computes no rate: readers take two snapshots and
 divide. Per-client detail (``clients=True`` for every endpoint, as ``/graph`` gives it;
 ``clients="name"`` for one, as the TUI asks) is bounded to ``CLIENTS_LISTED`` clients
-per endpoint. ``tap=ROUTE`` starts or renews that route's tap and adds what it caught
+per endpoint, those behind (over their buffer now) first. ``tap=ROUTE`` starts or renews that route's tap and adds what it caught
 (``"tap"``: the last messages that passed, one escaped line each; see
 :mod:`veylor.runtime.tap`).
 """
@@ -179,9 +179,15 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
             **stats.endpoint(name).as_dict(),
             **(ep.status() if ep is not None else {}),
         }
+        if isinstance(ep, ClientEndpoint):
+            entry["client_buffer"] = spec.client_buffer  # each client's bound (the TUI colours by it)
         view = out["endpoints"][name] = cast(EndpointView, entry)
         if ep is not None and (clients is True or clients == name):
-            listed = list(itertools.islice(ep.clients, CLIENTS_LISTED))
+            # the slow ones first (those the budget watches: a few), so that the
+            # worst are listed however many clients there are beyond the bound
+            behind = [c for c, w in runtime.budget.watched.items() if w.ep.name == name and c in ep.clients]
+            rest = (c for c in ep.clients if c not in runtime.budget.watched)
+            listed = list(itertools.islice(itertools.chain(behind, rest), CLIENTS_LISTED))
             view["clients_not_listed"] = len(ep.clients) - len(listed)
             client_list: list[ClientView] = []
             view["client_list"] = client_list

@@ -136,6 +136,7 @@ class EndpointView(EndpointCounters):
     address: str
     clients: int
     slow_clients: int  # behind now: Veylor holds bytes for them that their socket does not take
+    client_buffer: NotRequired[int]  # bytes a client may have waiting (WebSocket, Unix)
     client_list: NotRequired[list[ClientView]]
     clients_not_listed: NotRequired[int]
     # NATS: its connection and what waits to be published

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -25,21 +25,23 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.reactive import reactive
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Footer, Header, Input, Static
 
 from ..observe.view import StateView
 from ..printable import printable
+from . import fitting
 from .clients import ClientsTable
 from .edges import EdgesTable
 from .endpoints import EndpointsTable
 from .help import Help
+from .keys import Keys
 from .logpane import LogBuffer, LogPane
 from .pane import Look, Pane
 from .rates import Rates
 from .reader import TIMEOUT, StateReader, Unavailable
 from .sources import SourcesTable
 from .spark import Spark
-from .status import StatusLine, reload_note
+from .status import StatusLine, Summary, reload_note
 from .table import Table
 from .tap import TapPane
 from .terminal import Driver
@@ -51,9 +53,10 @@ LIGHT, DARK = "textual-light", "textual-dark"
 
 
 QUIT_WINDOW = 3.0  # seconds in which a second q quits an in-process TUI (it stops Veylor)
+WIDE = 160  # columns from which rates and totals are side by side
 
 
-class VeylorApp(App[None]):
+class VeylorApp(Keys, App[None]):
     """The live routing graph with per-edge rates."""
 
     CSS_PATH = "veylor.tcss"
@@ -73,6 +76,7 @@ class VeylorApp(App[None]):
         Binding("p", "pause", "Pause"),
         Binding("d", "dark", "Dark/light"),
         Binding("question_mark", "help", "Help"),
+        *(Binding(str(n), f"sort_column({n})", show=False) for n in range(1, 10)),
     ]
 
     def __init__(
@@ -103,6 +107,7 @@ class VeylorApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Summary("", id="summary")
         yield StatusLine("connecting…", id="status")
         yield EdgesTable(id="graph", zebra=True)
         yield Spark(id="sparkline")
@@ -115,11 +120,13 @@ class VeylorApp(App[None]):
                 yield LogPane(self.logs, id="logs")
         yield Input(placeholder="filter by name (enter: keep, escape: clear)", id="find")
         yield Footer()
+        yield Static("", id="toosmall")
 
     def on_mount(self) -> None:
         self.sub_title = self.reader.where
         self.tables = {name: self.query_one(f"#{name}", Pane) for name in TABLES}
         self._relabel()
+        self.relayout()
         self.set_interval(REFRESH, self.tick)
         self.poll()
 
@@ -179,6 +186,7 @@ class VeylorApp(App[None]):
             return  # the app is closing (its screen is gone): nothing to draw on
         for _ in self.drain_logs():
             await asyncio.sleep(0)
+        self.relayout()
 
     def drain_logs(self) -> Iterator[None]:
         """Lines logged since the last refresh into the log pane (in-process), in pieces."""
@@ -198,9 +206,10 @@ class VeylorApp(App[None]):
 
     def look(self) -> Look:
         """What the keys chose for every table now."""
-        return Look(self.rates, self.totals, self.find)
+        return Look(self.rates, self.totals, self.find, self.size.width >= WIDE)
 
     def show_status(self, view: StateView) -> None:
+        self.query_one("#summary", Summary).show(view, self.rates, self.reader.where)
         self.query_one("#status", StatusLine).show(view, self.paused)
 
     def show_graph(self, view: StateView) -> Iterator[None]:
@@ -223,8 +232,9 @@ class VeylorApp(App[None]):
         self.query_one("#clients", ClientsTable).draw(view, self.look(), self.selected_endpoint)
 
     def show_sparkline(self) -> None:
-        history = self.rates.history.get(("edge", *self.selected_edge)) if self.selected_edge else None
-        self.query_one("#sparkline", Spark).show(list(history) if history else [])
+        edge = self.selected_edge
+        history = self.rates.history.get(("edge", *edge)) if edge else None
+        self.query_one("#sparkline", Spark).show(list(history) if history else [], " → ".join(edge or ()))
 
     def show_tap(self, view: StateView) -> None:
         self.query_one("#tap", TapPane).show(view, self.tapping, self.selected_edge)
@@ -253,15 +263,20 @@ class VeylorApp(App[None]):
             self.draw(self.view)
 
     def _relabel(self) -> None:
+        both = self.size.width >= WIDE
         for pane in self.tables.values():
-            pane.relabel(self.totals)
+            pane.relabel(self.totals, both)
 
-    def action_sort(self) -> None:
-        """Sort the focused table (the graph, if none is) by its next column."""
-        focused = self.focused
-        (focused if isinstance(focused, Pane) else self.tables["graph"]).sort_next()
+    # ------------------------------------------------------------------ layout
+
+    def on_resize(self) -> None:
         self._relabel()
+        self.relayout()
         self._redraw()
+
+    def relayout(self) -> None:
+        """Fit the screen's size (:func:`veylor.tui.fitting.relayout`)."""
+        fitting.relayout(self)
 
     def action_totals(self) -> None:
         self.totals = not self.totals
@@ -287,31 +302,9 @@ class VeylorApp(App[None]):
 
     def watch_tapping(self) -> None:
         self.query_one("#tap", TapPane).starting()
+        self.relayout()
         self._redraw()
         self.poll()
-
-    def action_find(self) -> None:
-        find = self.query_one("#find", Input)
-        find.display = True
-        find.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.find = event.value.strip().lower()
-
-    def watch_find(self) -> None:
-        self._redraw()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.input.display = bool(event.value.strip())
-        self.tables["graph"].focus()
-
-    def on_key(self, event: Any) -> None:
-        find = self.query_one("#find", Input)
-        if event.key == "escape" and find.has_focus:
-            find.value = ""
-            find.display = False
-            self.tables["graph"].focus()
-            event.stop()
 
     def action_help(self) -> None:
         self.push_screen(Help())

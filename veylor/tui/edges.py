@@ -24,6 +24,8 @@ class EdgesTable(Pane):
         ("source", "route", "filter", "endpoint", "msgs/s", "filtered/s"),
         ("source", "route", "filter", "endpoint", "msgs", "filtered"),
         (False, False, False, False, True, True),
+        priority=(0, 1, 5, 2, 3, 4),
+        flexible=(False, False, True, False, False, False),
     )
     NOUN = "edge"
 

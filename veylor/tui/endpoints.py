@@ -1,6 +1,7 @@
 """The endpoints: which clients are there, and are messages dropped? A row an endpoint:
-its clients, deliveries, slow-client drops, refused clients, messages from clients, and
-its address. The one selected lists its clients below (:mod:`veylor.tui.clients`)."""
+its clients, its drops (every reason: counted once, here, not per edge), its slow
+clients now (over their buffer), deliveries, refused clients, messages from clients,
+and its address (the first left out, or cut short, in a narrow terminal). The one selected lists its clients below (:mod:`veylor.tui.clients`)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ class EndpointsTable(Pane):
     """The local endpoints, an endpoint a row (its key: its name)."""
 
     COLUMNS = Columns(
-        ("endpoint", "clients", "deliveries/s", "drops/s", "refused", "from clients", "address"),
-        ("endpoint", "clients", "deliveries", "drops", "refused", "from clients", "address"),
-        (False, True, True, True, True, True, False),
+        ("endpoint", "clients", "drops/s", "slow", "deliveries/s", "refused", "from clients", "address"),
+        ("endpoint", "clients", "drops", "slow", "deliveries", "refused", "from clients", "address"),
+        (False, True, True, True, True, True, True, False),
+        priority=(0, 1, 2, 4, 3, 5, 6, 7),
+        flexible=(False, False, False, False, False, False, False, True),
     )
     NOUN = "endpoint"
 
@@ -42,7 +45,16 @@ class EndpointsTable(Pane):
                 Row(
                     name,
                     f"{name} {e['address']}",
-                    (name, -e["clients"], out[1], dropped[1], -refused(e), -e["received"], e["address"]),
+                    (
+                        name,
+                        -e["clients"],
+                        dropped[1],
+                        -e.get("slow_clients", 0),
+                        out[1],
+                        -refused(e),
+                        -e["received"],
+                        e["address"],
+                    ),
                     (e, out[0], dropped[0]),
                 )
             )
@@ -52,13 +64,15 @@ class EndpointsTable(Pane):
             (
                 Text(row.key),
                 Text(f"{e['clients']:,}"),
+                Text(dropped, style="red" if look.hot(("drops", row.key), drops(e)) else ""),
+                Text(f"{slow:,}", style="yellow" if slow else ""),
                 Text(out),
-                Text(dropped),
                 Text(f"{refused(e):,}"),
                 Text(f"{e['received']:,}"),
                 Text(e["address"]),
             )
             for row in shown
             for e, out, dropped in (row.data,)
+            for slow in (e.get("slow_clients", 0),)
         ]
         return self.sync(shown, cells)

@@ -106,15 +106,18 @@ LAST = record({"problems": PROBLEMS, "error": anything, "changes": CHANGES}, {"s
 OUTCOME = record({}, {"problems": PROBLEMS, "error": anything, "changes": CHANGES, "steps": STEPS})
 SOURCE = record(
     {"state": text, "messages_in": number, "bytes_in": number, "connects": number},
-    {"url": text, "ping_rtt": maybe(number), "failures": anything}
+    {"url": text, "ping_rtt": maybe(number), "failures": number, "last_error": maybe(text)}
     | dict.fromkeys(("last_message_at", "connected_since", "next_attempt_at"), maybe(number)),
 )
 ROUTE = record({}, {"filter": text, "filtered": number, "upstream": anything})
 EDGE = record({"source": text, "route": text, "endpoint": text, "messages": number})
-CLIENT = record({"client": text, "connected_since": number, "messages": number, "buffered": number})
+CLIENT = record(
+    {"client": text, "connected_since": number, "messages": number, "buffered": number}, {"dropped": number}
+)
 ENDPOINT = record(
     {"messages_out": number, "clients": number, "received": number, "address": text},
-    {"dropped": number, "lost_slow": number, "client_list": items(CLIENT), "clients_not_listed": number},
+    dict.fromkeys(("dropped", "lost_slow", "unframeable", "slow_clients", "client_buffer"), number)
+    | {"client_list": items(CLIENT), "clients_not_listed": number},
 )
 CAUGHT = record({"route": anything}, {"error": maybe(text)})  # a tap that failed says so
 TAPPED = record({"seen": number, "messages": items(text)})  # what a tap caught

@@ -1,6 +1,8 @@
 """The sources: is every upstream up, and if not, why? A row a source: its state (backing
-off: seconds to the next try), rates, reconnects, the last message's age, uptime, ping
-and URL."""
+off: seconds to the next try), rates, its failed attempts in a row and the last error
+(while it is not connected), the last message's age, reconnects, uptime, ping and URL.
+In a narrow terminal the columns after the state, the rate and the error are the first
+left out; ``Enter`` shows all a source's detail."""
 
 from __future__ import annotations
 
@@ -19,9 +21,35 @@ class SourcesTable(Pane):
     """The upstreams, a source a row (its key: its name)."""
 
     COLUMNS = Columns(
-        ("source", "state", "msgs/s", "bytes/s", "reconnects", "last msg", "up", "ping", "url"),
-        ("source", "state", "msgs", "bytes", "reconnects", "last msg", "up", "ping", "url"),
-        (False, False, True, True, True, False, True, True, False),
+        (
+            "source",
+            "state",
+            "msgs/s",
+            "fails",
+            "last error",
+            "last msg",
+            "reconnects",
+            "bytes/s",
+            "up",
+            "ping",
+            "url",
+        ),
+        (
+            "source",
+            "state",
+            "msgs",
+            "fails",
+            "last error",
+            "last msg",
+            "reconnects",
+            "bytes",
+            "up",
+            "ping",
+            "url",
+        ),
+        (False, False, True, True, False, True, True, True, True, True, False),
+        priority=(0, 1, 2, 4, 3, 5, 6, 7, 8, 9, 10),
+        flexible=(False, False, False, False, True, False, False, False, False, False, True),
     )
     NOUN = "source"
 
@@ -40,6 +68,8 @@ class SourcesTable(Pane):
             size = look.number(("source_bytes", name), s["bytes_in"], unit="B")
             reconnects = max(0, s["connects"] - 1)
             url = s.get("url", "")
+            fails = s.get("failures") or 0
+            error = (s.get("last_error") or "") if s["state"] != "connected" else ""
             rows.append(
                 Row(
                     name,
@@ -48,21 +78,23 @@ class SourcesTable(Pane):
                         name,
                         state(s)[1],
                         msgs[1],
-                        size[1],
-                        -reconnects,
+                        -fails,
+                        error or "\uffff",  # (the errors first, then the sources without one)
                         -(last or 0),
+                        -reconnects,
+                        size[1],
                         -(up or 0),
                         -(rtt or 0),
                         url,
                     ),
-                    (s, msgs[0], size[0], reconnects, last, up, rtt),
+                    (s, msgs[0], size[0], reconnects, last, up, rtt, fails, error),
                 )
             )
         shown = self.fill(rows, look)
         yield
         cells = []
         for row in shown:
-            s, msgs, size, reconnects, last, up, rtt = row.data
+            s, msgs, size, reconnects, last, up, rtt, fails, error = row.data
             age = Text("-" if last is None else duration(now - last) + " ago")
             if last is not None and now - last > QUIET_AFTER:
                 age.stylize("yellow")
@@ -75,9 +107,11 @@ class SourcesTable(Pane):
                     Text(row.key),
                     shown_state,
                     Text(msgs),
-                    Text(size),
-                    Text(f"{reconnects:,}"),
+                    Text(f"{fails:,}", style="red" if fails else ""),
+                    Text(error or "-", style="red" if error else ""),
                     age,
+                    Text(f"{reconnects:,}"),
+                    Text(size),
                     Text("-" if up is None else duration(up)),
                     Text("-" if rtt is None else f"{rtt * 1000:.1f} ms"),
                     Text(s.get("url", "")),

@@ -1,6 +1,9 @@
-"""The status line under the header: the configuration's generation and what the last
-reload did (its changes and steps, or the problem that refused it); STALE, and why,
-when the state cannot be read; PAUSED while ``p`` holds the screen."""
+"""The two lines on top. The summary, as ``nats top``'s header: are the upstreams up,
+how many clients, how much goes out, is anything dropped, is any client slow now (red
+or yellow when it is). The status line: the configuration's generation and what the
+last reload did (its changes and steps, or the problem that refused it; ``l`` shows
+all of it); STALE, and why, when the state cannot be read; PAUSED while ``p`` holds
+the screen."""
 
 from __future__ import annotations
 
@@ -12,7 +15,34 @@ from textual.widgets import Static
 from ..observe.view import ReloadView, StateView
 from ..printable import printable
 from ..report import plural
+from .rates import Rates, drops, human_rate
 from .text import duration, problem, step
+
+
+class Summary(Static):
+    """One line: sources up of all, clients, deliveries and drops per second, slow
+    clients now, and where the state is read from."""
+
+    def show(self, view: StateView, rates: Rates, where: str) -> None:
+        sources = view["sources"]
+        up = sum(1 for s in sources.values() if s["state"] == "connected")
+        endpoints = view["endpoints"]
+        clients = sum(e["clients"] for e in endpoints.values())
+        out = [rates.get("endpoint", name) for name in endpoints]
+        lost = [rates.get("drops", name) for name in endpoints]
+        slow = sum(e.get("slow_clients", 0) for e in endpoints.values())
+        total_lost = sum(drops(e) for e in endpoints.values())
+        line = Text()
+        line.append(f"{up}/{len(sources)} sources up", "bold red" if up < len(sources) else "green")
+        line.append(f" · {clients:,} client{'s' * (clients != 1)} · ")
+        line.append(human_rate(sum(r or 0.0 for r in out) if any(r is not None for r in out) else None))
+        line.append(" out · ")
+        moving = sum(r or 0.0 for r in lost)
+        line.append(f"{human_rate(moving)} dropped", "bold red" if moving else "yellow" if total_lost else "")
+        line.append(" · ")
+        line.append(f"{slow:,} slow client{'s' * (slow != 1)}", "bold yellow" if slow else "")
+        line.append(printable(f" · {where}"), "dim")
+        self.update(line, layout=False)
 
 
 class StatusLine(Static):

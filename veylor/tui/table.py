@@ -7,7 +7,9 @@ keeps rows by position (row ``i`` is the ``i``-th item in the table's order), dr
 row as one line of text, and keeps each row's drawn line until that row's text
 changes: a frame costs the rows that changed. The header stays on top; the cursor
 follows its item when the order changes; up, down, page up/down, home, end and a
-click move it, and :class:`Table.Highlighted` says which item it is on.
+click move it, and :class:`Table.Highlighted` says which item it is on. A table
+never scrolls sideways: in the width it has it shows its most important columns
+(:func:`veylor.tui.layout.fit`), and fits them again when its size changes.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..printable import CONTROL, printable
-
-GAP = 2  # spaces between two columns
+from .layout import GAP, fit
 
 
 class Table(ScrollView, can_focus=True):
@@ -80,7 +81,11 @@ class Table(ScrollView, can_focus=True):
         self.zebra = zebra
         self.labels: tuple[str, ...] = ()
         self.right: tuple[bool, ...] = ()  # right-aligned columns
-        self.widths: list[int] = []
+        self.priority: tuple[int, ...] = ()  # how much each column matters (0: left out last)
+        self.flexible: tuple[bool, ...] = ()  # which may be cut short rather than left out
+        self.keep: int | None = None  # a column never left out (the one sorted by)
+        self.widths: list[int] = []  # what each column's widest cell needs
+        self.shown: list[tuple[int, int]] = []  # (column, width) as drawn in the width there is
         self.keys: list[str] = []
         self.cells: Sequence[tuple[Text, ...]] = []
         self.cursor_row = 0
@@ -96,14 +101,40 @@ class Table(ScrollView, can_focus=True):
     def get_row_at(self, row: int) -> tuple[Text, ...]:
         return self.cells[row]
 
-    def set_columns(self, labels: tuple[str, ...], right: tuple[bool, ...]) -> None:
-        """New column labels (and which are right-aligned): widths start again."""
+    def set_columns(
+        self,
+        labels: tuple[str, ...],
+        right: tuple[bool, ...],
+        priority: tuple[int, ...] | None = None,
+        flexible: tuple[bool, ...] | None = None,
+        keep: int | None = None,
+    ) -> None:
+        """New column labels, which are right-aligned, how much each matters and which
+        may be cut short (default: in order, none), the one never left out: widths
+        start again."""
         self.labels, self.right = labels, right
+        self.priority = priority or tuple(range(len(labels)))
+        self.flexible = flexible or (False,) * len(labels)
+        self.keep = keep
         self.widths = [len(label) for label in labels]
+        self._refit()
+
+    def _refit(self) -> None:
+        """Choose the columns for the width there is (none known yet: all of them)."""
+        room = self.scrollable_content_region.width
+        widths = self.widths
+        self.shown = (
+            fit(widths, self.priority, self.flexible, room, self.keep)
+            if room > 0
+            else list(enumerate(widths))
+        )
         self._lines.clear()
         self._header = None
         self._resize()
         self.refresh()
+
+    def on_resize(self) -> None:
+        self._refit()
 
     def show(self, keys: list[str], cells: Sequence[tuple[Text, ...]], selected: str | None) -> str | None:
         """Show these rows, in order; the cursor stays on ``selected`` if it is among
@@ -115,13 +146,12 @@ class Table(ScrollView, can_focus=True):
                 if cell.cell_len > widths[i]:
                     widths[i] = cell.cell_len
                     grown = True
-        if grown:
-            self._lines.clear()
-            self._header = None
         count = len(keys) != len(self.keys)
         before = self.cells
         self.keys, self.cells = keys, cells
-        if count or grown:
+        if grown:
+            self._refit()
+        elif count:
             self._resize()
             self.refresh()
         else:  # only the rows on screen whose text changed are drawn again
@@ -144,7 +174,7 @@ class Table(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ drawing
 
     def _resize(self) -> None:
-        width = sum(self.widths) + GAP * len(self.widths)
+        width = sum(w for _, w in self.shown) + GAP * len(self.shown)
         self.virtual_size = Size(width, len(self.keys) + 1)
 
     def render_line(self, y: int) -> Strip:
@@ -175,7 +205,10 @@ class Table(ScrollView, can_focus=True):
 
     def _draw(self, cells: tuple[Any, ...], style: Style, header: bool = False) -> Strip:
         line = Text(" ", no_wrap=True)
-        for i, (cell, width) in enumerate(zip(cells, self.widths, strict=False)):
+        for i, width in self.shown:
+            if i >= len(cells):
+                continue
+            cell = cells[i]
             text = cell.copy() if isinstance(cell, Text) else Text(str(cell))
             if CONTROL.search(text.plain):  # from outside (a name, a URL): no escape sequence
                 text = Text(printable(text.plain), style=text.style)
