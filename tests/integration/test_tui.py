@@ -261,14 +261,14 @@ async def test_veylor_top_marks_stale_data_and_reconnects_when_veylor_restarts(t
     """Attached (veylor top): the daemon stops, the screen says STALE and keeps the last
     state; the daemon comes back, the graph is live again with the new process's
     counters; q detaches and leaves the daemon running."""
-    port, admin = free_port(), free_port()
+    port, port2, admin = free_port(), free_port(), free_port()
     main = tmp_path / "config.yaml"
     main.write_text(
         textwrap.dedent(
             f"""
             admin: {{listen: "127.0.0.1:{admin}"}}
             sources: {{feed: {{url: "{upstream.url}"}}}}
-            endpoints: {{ws: {{websocket: {{port: {port}, path: /ws}}}}}}
+            endpoints: {{ws: {{websocket: {{port: {port}, path: /ws}}}}, b: {{websocket: {{port: {port2}, path: /b}}}}}}
             routes: {{all: {{from: feed, to: ws}}}}
             """
         )
@@ -286,6 +286,20 @@ async def test_veylor_top_marks_stale_data_and_reconnects_when_veylor_restarts(t
             daemon = await VeylorProcess("-c", str(main), "--no-watch").start()
             await until(pilot, lambda: "generation" in str(status.render()), "live again", timeout=20)
             assert app.view["pid"] != first_pid and "feed|all|ws" in cells(app, "graph")
+            # c: the clients of every endpoint, read over HTTP too (each bounded)
+            one, two = (
+                await ws_client(f"ws://127.0.0.1:{port}/ws"),
+                await ws_client(f"ws://127.0.0.1:{port2}/b"),
+            )
+            await pilot.press("c")
+            await until(pilot, lambda: len(cells(app, "clients")) == 2, "the clients of both endpoints")
+            assert {key.split("|")[0] for key in cells(app, "clients")} == {"ws", "b"}
+            assert app.tables["clients"].labels[:3] == ("client", "endpoint", "buffered ▼")
+            await pilot.press("c")  # back to the selected endpoint's
+            await until(pilot, lambda: len(cells(app, "clients")) == 1, "one endpoint's client")
+            assert "|" not in next(iter(cells(app, "clients")))
+            await one.close()
+            await two.close()
             await pilot.press("q")
         assert daemon.proc.returncode is None  # detached: the daemon runs on
     finally:

@@ -219,7 +219,7 @@ class FixedReader:
     """A reader that gives the same two snapshots, a second apart, then the second again."""
 
     where = "fixed (demo data)"
-    clients_of: str | None = None
+    clients_of: str | bool | None = None
     tap: str | None = None
 
     def __init__(self) -> None:

@@ -70,7 +70,7 @@ def large(at: float, scale: int) -> dict[str, Any]:
 
 class LargeReader:
     where = "1,000 of everything"
-    clients_of: str | None = None
+    clients_of: str | bool | None = None
     tap: str | None = None
 
     def __init__(self) -> None:

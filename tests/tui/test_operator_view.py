@@ -153,3 +153,24 @@ async def test_rates_and_totals_are_side_by_side_where_the_width_allows():
     async with VeylorApp(FixedReader()).run_test(size=(120, 40)) as pilot:
         app = await settled(pilot)
         assert "msgs/s" in app.tables["graph"].labels[4] and "(total)" not in app.tables["graph"].labels[4]
+
+
+async def test_c_lists_the_clients_of_every_endpoint_worst_first():
+    async with VeylorApp(FixedReader()).run_test(size=(120, 40)) as pilot:
+        app = await settled(pilot)
+        clients = app.tables["clients"]
+        await pilot.press("c")
+        for _ in range(40):
+            if clients.row_count == 7:
+                break
+            await pilot.pause(0.05)
+        assert clients.keys[:2] == ["mobile|10.1.4.20:33010", "mobile|10.1.4.31:48822"]
+        assert clients.labels[:3] == ("client", "endpoint", "buffered ▼")
+        assert str(clients.border_title).startswith("every endpoint: ")
+        assert app.reader.clients_of is True
+        await pilot.press("c")
+        for _ in range(40):
+            if clients.row_count == 1:
+                break
+            await pilot.pause(0.05)
+        assert clients.keys == ["127.0.0.1:60111"] and app.reader.clients_of == "dashboard"

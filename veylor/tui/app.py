@@ -49,7 +49,6 @@ from .terminal import Driver
 REFRESH = 0.5  # seconds between two reads of the state view
 STALE_AFTER = TIMEOUT + REFRESH  # seconds a read may take before the screen says STALE
 TABLES = ("graph", "sources", "endpoints", "clients")  # the panes that are tables, by id
-LIGHT, DARK = "textual-light", "textual-dark"
 
 
 QUIT_WINDOW = 3.0  # seconds in which a second q quits an in-process TUI (it stops Veylor)
@@ -73,6 +72,7 @@ class VeylorApp(Keys, App[None]):
         Binding("s", "sort", "Sort"),
         Binding("t", "totals", "Rates/totals"),
         Binding("m", "tap", "Tap"),
+        Binding("c", "every_client", "All clients"),
         Binding("p", "pause", "Pause"),
         Binding("d", "dark", "Dark/light"),
         Binding("question_mark", "help", "Help"),
@@ -102,6 +102,7 @@ class VeylorApp(Keys, App[None]):
         self.terminal_ok = True  # False: at exit, the terminal had gone or was not reading
         self.last_read = time.monotonic()  # when the last one came back
         self.selected_endpoint: str | None = None  # whose clients are listed
+        self.every_client = False  # c: the clients of every endpoint are listed
         self.selected_edge: tuple[str, ...] | None = None  # the sparkline's, and the tap's route
         self.tables: dict[str, Pane] = {}
 
@@ -226,7 +227,7 @@ class VeylorApp(Keys, App[None]):
             self.selected_endpoint = at
         elif self.selected_endpoint not in view["endpoints"]:
             self.selected_endpoint = None  # (at is None: no endpoint is shown)
-        self.reader.clients_of = self.selected_endpoint
+        self.reader.clients_of = True if self.every_client else self.selected_endpoint
 
     def show_clients(self, view: StateView) -> None:
         self.query_one("#clients", ClientsTable).draw(view, self.look(), self.selected_endpoint)
@@ -246,7 +247,8 @@ class VeylorApp(Keys, App[None]):
         clients follows the endpoints table, the sparkline and the tap the graph."""
         name, key = event.table.id, event.key
         if name == "endpoints":
-            self.selected_endpoint = self.reader.clients_of = key
+            self.selected_endpoint = key
+            self.reader.clients_of = True if self.every_client else key
             if self.view is not None:
                 self.show_clients(self.view)
         elif name == "graph":
@@ -277,34 +279,6 @@ class VeylorApp(Keys, App[None]):
     def relayout(self) -> None:
         """Fit the screen's size (:func:`veylor.tui.fitting.relayout`)."""
         fitting.relayout(self)
-
-    def action_totals(self) -> None:
-        self.totals = not self.totals
-
-    def watch_totals(self) -> None:
-        self._relabel()
-        self._redraw()
-
-    def action_pause(self) -> None:
-        self.paused = not self.paused
-
-    def watch_paused(self, paused: bool) -> None:
-        self.sub_title = self.reader.where + (" · PAUSED (p resumes)" if paused else "")
-        self._redraw()
-        if not paused:
-            self.poll()
-
-    def action_dark(self) -> None:
-        self.theme = LIGHT if self.theme != LIGHT else DARK
-
-    def action_tap(self) -> None:
-        self.tapping = not self.tapping
-
-    def watch_tapping(self) -> None:
-        self.query_one("#tap", TapPane).starting()
-        self.relayout()
-        self._redraw()
-        self.poll()
 
     def action_help(self) -> None:
         self.push_screen(Help())

@@ -42,6 +42,7 @@ leaves out the least important columns; under {MIN} the screen says so.
 [b]1[/b]-[b]9[/b]  sort the focused table by that column (from the left); again: the other way (▲)
 [b]s[/b]  sort the focused table by its next column (▼ marks it)
 [b]t[/b]  totals instead of rates, and back (160 columns and more: both, t says which is first)
+[b]c[/b]  the clients of every endpoint, the worst first (again: the selected one's)
 [b]m[/b]  tap: the last messages that passed the selected edge's route (off: free)
 [b]p[/b]  pause the display      [b]d[/b]  dark or light
 [b]tab[/b] [b]shift+tab[/b]  move between tables    [b]↑ ↓[/b] [b]page up/down[/b] [b]home end[/b]  select a row

@@ -1,6 +1,8 @@
-"""What the sort and filter keys do, for :class:`~veylor.tui.app.VeylorApp`: ``s`` the
-next column, ``1``-``9`` that column as shown (again: the other way), ``/`` the filter
-by name (enter keeps it, escape clears it)."""
+"""What the keys that change the view do, for :class:`~veylor.tui.app.VeylorApp`: ``s``
+the next column, ``1``-``9`` that column as shown (again: the other way), ``/`` the
+filter by name (enter keeps it, escape clears it), ``t`` totals, ``p`` pause, ``d``
+dark or light, ``c`` the clients of every endpoint, ``m`` the tap. (The app keeps
+those that act on Veylor: reload and quit.)"""
 
 from __future__ import annotations
 
@@ -8,14 +10,18 @@ from typing import TYPE_CHECKING, Any, cast
 
 from textual.widgets import Input
 
+from .clients import ClientsTable
 from .pane import Pane
+from .tap import TapPane
 
 if TYPE_CHECKING:
     from .app import VeylorApp
 
+LIGHT, DARK = "textual-light", "textual-dark"
+
 
 class Keys:
-    """The app's sort and filter keys (a part of the app: ``self`` is the app)."""
+    """The app's keys that change the view (a part of the app: ``self`` is the app)."""
 
     def _sorting(self) -> Pane:
         """The table the sort keys sort: the focused one (the graph, if none is)."""
@@ -68,3 +74,47 @@ class Keys:
             app.tables["graph"].focus()
             app.relayout()
             event.stop()
+
+    def action_totals(self) -> None:
+        app = cast("VeylorApp", self)
+        app.totals = not app.totals
+
+    def watch_totals(self) -> None:
+        app = cast("VeylorApp", self)
+        app._relabel()
+        app._redraw()
+
+    def action_pause(self) -> None:
+        app = cast("VeylorApp", self)
+        app.paused = not app.paused
+
+    def watch_paused(self, paused: bool) -> None:
+        app = cast("VeylorApp", self)
+        app.sub_title = app.reader.where + (" · PAUSED (p resumes)" if paused else "")
+        app._redraw()
+        if not paused:
+            app.poll()
+
+    def action_dark(self) -> None:
+        app = cast("VeylorApp", self)
+        app.theme = LIGHT if app.theme != LIGHT else DARK
+
+    def action_every_client(self) -> None:
+        """c: list the clients of every endpoint (worst first), or of the selected one."""
+        app = cast("VeylorApp", self)
+        app.every_client = not app.every_client
+        app.query_one("#clients", ClientsTable).show_every(app.every_client)
+        app.reader.clients_of = True if app.every_client else app.selected_endpoint
+        app._relabel()
+        app.poll()
+
+    def action_tap(self) -> None:
+        app = cast("VeylorApp", self)
+        app.tapping = not app.tapping
+
+    def watch_tapping(self) -> None:
+        app = cast("VeylorApp", self)
+        app.query_one("#tap", TapPane).starting()
+        app.relayout()
+        app._redraw()
+        app.poll()

@@ -98,6 +98,7 @@ class Pane(Table):
 
     def __init__(self, *, id: str, zebra: bool = False) -> None:
         super().__init__(zebra=zebra, id=id)
+        self.columns = self.COLUMNS  # (a pane may change them: the clients of every endpoint)
         self.sort_column = self.SORT
         self.reverse = False  # sorted the other way (a second press of the column's digit)
         self.chosen: str | None = None
@@ -107,7 +108,7 @@ class Pane(Table):
     def relabel(self, totals: bool, both: bool = False) -> None:
         """The column labels for rates, totals or both; ▼ on the one the rows are
         sorted by (▲: the other way), which is never left out for want of width."""
-        columns = self.COLUMNS
+        columns = self.columns
         mark = " ▲" if self.reverse else " ▼"
         self.set_columns(
             tuple(
@@ -122,13 +123,13 @@ class Pane(Table):
 
     def sort_next(self) -> None:
         """Sort by the next column (the labels say so at the next :meth:`relabel`)."""
-        self.sort_column = (self.sort_column + 1) % len(self.COLUMNS.rates)
+        self.sort_column = (self.sort_column + 1) % len(self.columns.rates)
         self.reverse = False
 
     def sort_by(self, place: int) -> None:
         """Sort by the ``place``-th column shown (1: the first, as the user counts them
         on the screen); the column it is sorted by already: the other way."""
-        shown = [i for i, _ in self.shown] or list(range(len(self.COLUMNS.rates)))
+        shown = [i for i, _ in self.shown] or list(range(len(self.columns.rates)))
         if not 1 <= place <= len(shown):
             return
         column = shown[place - 1]

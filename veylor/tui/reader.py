@@ -4,7 +4,7 @@ running Veylor's admin endpoint (``veylor top``). Both give the same snapshot.""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from ..observe.client import AdminClient, Unreachable
 from ..observe.view import SCHEMA, ReloadView, StateView
@@ -24,7 +24,7 @@ class Unavailable(Exception):
 
 class StateReader(Protocol):
     where: str  # for the title: "in-process", "http://127.0.0.1:9900"
-    clients_of: str | None  # the endpoint whose clients to read (the one the user selected)
+    clients_of: str | bool | None  # the endpoint whose clients to read (the one selected); True: all
     tap: str | None  # the route whose last messages to read (a tap: see veylor.runtime.tap)
 
     async def read(self) -> StateView: ...
@@ -41,11 +41,11 @@ class InProcess:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.clients_of: str | None = None
+        self.clients_of: str | bool | None = None
         self.tap: str | None = None
 
     async def read(self) -> StateView:
-        # One endpoint's clients, not every client of every endpoint twice a second.
+        # One endpoint's clients (or, with c, every endpoint's: each bounded), not every client of every endpoint twice a second.
         return await self.server.snapshot_async(clients=self.clients_of or False, tap=self.tap)
 
     async def reload(self) -> ReloadView:
@@ -65,7 +65,7 @@ class OverHttp:
         self.spec = spec
         self.where = spec.url
         self.client = AdminClient(spec, token, keep=True)  # (the token: for an admin endpoint with auth)
-        self.clients_of: str | None = None
+        self.clients_of: str | bool | None = None
         self.tap: str | None = None
 
     async def _call(self, method: str, path: str, timeout: float, ok: tuple[int, ...]) -> dict[str, Any]:
@@ -78,7 +78,12 @@ class OverHttp:
         return body
 
     async def read(self) -> StateView:
-        query = f"?clients={quote(self.clients_of or '')}" + (f"&tap={quote(self.tap)}" if self.tap else "")
+        params = (
+            {} if self.clients_of is True else {"clients": self.clients_of or ""}
+        )  # (none: every endpoint's)
+        if self.tap:
+            params["tap"] = self.tap
+        query = f"?{urlencode(params, quote_via=quote)}" if params else ""
         view = await self._call("GET", "/graph" + query, TIMEOUT, (200,))
         if view.get("schema") != SCHEMA:
             raise Unavailable(f"{self.where}: not Veylor's state view (schema {SCHEMA})")
