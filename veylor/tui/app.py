@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
@@ -32,8 +32,8 @@ from ..printable import printable
 from .clients import ClientsTable
 from .edges import EdgesTable
 from .endpoints import EndpointsTable
-from .help import Help
 from .logpane import LogBuffer, LogPane
+from .overlays import KEYS, Overlays
 from .pane import Look, Pane
 from .rates import Rates
 from .reader import TIMEOUT, StateReader, Unavailable
@@ -53,7 +53,7 @@ LIGHT, DARK = "textual-light", "textual-dark"
 QUIT_WINDOW = 3.0  # seconds in which a second q quits an in-process TUI (it stops Veylor)
 
 
-class VeylorApp(App[None]):
+class VeylorApp(Overlays):
     """The live routing graph with per-edge rates."""
 
     CSS_PATH = "veylor.tcss"
@@ -73,6 +73,7 @@ class VeylorApp(App[None]):
         Binding("p", "pause", "Pause"),
         Binding("d", "dark", "Dark/light"),
         Binding("question_mark", "help", "Help"),
+        *KEYS,  # enter: the selected row's detail; l: the last reload (last: ? stays in the footer)
     ]
 
     def __init__(
@@ -194,6 +195,7 @@ class VeylorApp(App[None]):
             self.show_sources,
             self.show_endpoints,
             self.show_clients,
+            self.show_live,  # last: the detail (enter) or the last reload (l) on top
         ]
 
     def look(self) -> Look:
@@ -312,9 +314,6 @@ class VeylorApp(App[None]):
             find.display = False
             self.tables["graph"].focus()
             event.stop()
-
-    def action_help(self) -> None:
-        self.push_screen(Help())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only: no reload and no tap (their keys do nothing, and leave the footer)."""

@@ -37,6 +37,8 @@ A table shows its first {ROWS} rows: [b]/[/b] finds the others.
 [b]s[/b]  sort the focused table by its next column (▼ marks it)
 [b]t[/b]  totals instead of rates, and back
 [b]m[/b]  tap: the last messages that passed the selected edge's route (off: free)
+[b]enter[/b]  details of the selected row (escape closes)
+[b]l[/b]  the last reload: every change and problem
 [b]p[/b]  pause the display      [b]d[/b]  dark or light
 [b]tab[/b] [b]shift+tab[/b]  move between tables    [b]↑ ↓[/b] [b]page up/down[/b] [b]home end[/b]  select a row
 [b]enter[/b]  keep the filter (in /)   [b]escape[/b]  clear it, close this help
