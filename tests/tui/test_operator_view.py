@@ -168,6 +168,12 @@ async def test_c_lists_the_clients_of_every_endpoint_worst_first():
         assert clients.labels[:3] == ("client", "endpoint", "buffered ▼")
         assert str(clients.border_title).startswith("every endpoint: ")
         assert app.reader.clients_of is True
+        clients.focus()
+        await pilot.press("enter")  # the worst client's detail, of its own endpoint
+        from veylor.tui.detail import Detail
+
+        assert isinstance(app.screen, Detail) and app.screen.key == "mobile|10.1.4.20:33010"
+        await pilot.press("escape")
         await pilot.press("c")
         for _ in range(40):
             if clients.row_count == 1:

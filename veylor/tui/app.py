@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
@@ -33,9 +33,9 @@ from . import fitting
 from .clients import ClientsTable
 from .edges import EdgesTable
 from .endpoints import EndpointsTable
-from .help import Help
 from .keys import Keys
 from .logpane import LogBuffer, LogPane
+from .overlays import KEYS, Overlays
 from .pane import Look, Pane
 from .rates import Rates
 from .reader import TIMEOUT, StateReader, Unavailable
@@ -55,7 +55,7 @@ QUIT_WINDOW = 3.0  # seconds in which a second q quits an in-process TUI (it sto
 WIDE = 160  # columns from which rates and totals are side by side
 
 
-class VeylorApp(Keys, App[None]):
+class VeylorApp(Keys, Overlays):
     """The live routing graph with per-edge rates."""
 
     CSS_PATH = "veylor.tcss"
@@ -76,6 +76,7 @@ class VeylorApp(Keys, App[None]):
         Binding("p", "pause", "Pause"),
         Binding("d", "dark", "Dark/light"),
         Binding("question_mark", "help", "Help"),
+        *KEYS,  # enter: the selected row's detail; l: the last reload (last: ? stays in the footer)
         *(Binding(str(n), f"sort_column({n})", show=False) for n in range(1, 10)),
     ]
 
@@ -203,6 +204,7 @@ class VeylorApp(Keys, App[None]):
             self.show_sources,
             self.show_endpoints,
             self.show_clients,
+            self.show_live,  # last: the detail (enter) or the last reload (l) on top
         ]
 
     def look(self) -> Look:
@@ -279,9 +281,6 @@ class VeylorApp(Keys, App[None]):
     def relayout(self) -> None:
         """Fit the screen's size (:func:`veylor.tui.fitting.relayout`)."""
         fitting.relayout(self)
-
-    def action_help(self) -> None:
-        self.push_screen(Help())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only: no reload and no tap (their keys do nothing, and leave the footer)."""

@@ -44,6 +44,8 @@ leaves out the least important columns; under {MIN} the screen says so.
 [b]t[/b]  totals instead of rates, and back (160 columns and more: both, t says which is first)
 [b]c[/b]  the clients of every endpoint, the worst first (again: the selected one's)
 [b]m[/b]  tap: the last messages that passed the selected edge's route (off: free)
+[b]enter[/b]  details of the selected row (escape closes)
+[b]l[/b]  the last reload: every change and problem
 [b]p[/b]  pause the display      [b]d[/b]  dark or light
 [b]tab[/b] [b]shift+tab[/b]  move between tables    [b]↑ ↓[/b] [b]page up/down[/b] [b]home end[/b]  select a row
 [b]enter[/b]  keep the filter (in /)   [b]escape[/b]  clear it, close this help

@@ -1,8 +1,10 @@
 """How the dashboard words what the state view says: a source's state as a mark, a word
-and a colour, a duration, a reload's step and problem, a border title. Plain functions
-of plain data, shared by the panes and the app."""
+and a colour, a duration, a moment, a reload's step and problem, a border title. Plain
+functions of plain data, shared by the panes, the app and the screens over it."""
 
 from __future__ import annotations
+
+import time
 
 from textual.content import Content
 
@@ -57,3 +59,19 @@ def duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def clock(at: float, now: float) -> str:
+    """A moment (wall clock) as local clock time, with its date a day or more from ``now``."""
+    return time.strftime("%H:%M:%S" if abs(now - at) < 86400 else "%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def when(at: float, now: float) -> str:
+    """A moment as local clock time and how long before (or after) ``now``, both wall
+    clock: ``14:03:12 (3m12s ago)``, ``14:06:36 (in 12s)``."""
+    delta = now - at
+    return (
+        f"{clock(at, now)} ({duration(delta)} ago)"
+        if delta >= 0
+        else f"{clock(at, now)} (in {duration(-delta)})"
+    )
