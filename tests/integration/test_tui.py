@@ -475,6 +475,9 @@ async def test_drops_are_counted_once_where_they_happen(tmp_path, upstream, monk
             listed = server.snapshot(clients="ws")["endpoints"]["ws"]
             assert [c["client"] for c in listed["client_list"]] == [label]
             assert listed["clients_not_listed"] == 2 and listed["client_buffer"] == 64 * 1024
+            monkeypatch.setattr(state, "CLIENTS_LISTED", 2)  # every endpoint's (c): bounded in all
+            listed = server.snapshot(clients="*")["endpoints"]["ws"]
+            assert len(listed["client_list"]) == 2 and listed["client_list"][0]["client"] == label
             for other in others:
                 await other.close()
     finally:

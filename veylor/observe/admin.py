@@ -7,7 +7,8 @@
                              connected); else 503. Its body (JSON) says why, and which
                              sources are down, either way
     GET  /graph              the state view (JSON), with each endpoint's clients
-                             (?clients=NAME: one endpoint's; ?tap=ROUTE: and the last
+                             (?clients=NAME: one endpoint's; ?clients=*: every
+                             endpoint's, 1,000 in all, those behind first; ?tap=ROUTE: and the last
                              messages that passed ROUTE, see veylor.runtime.tap)
     POST /reload[?dry_run=1] reload now and answer when it is applied: 200 with the
                              plan and steps, 422 with the problems (file, line, key),
@@ -260,7 +261,8 @@ class Admin:
         return _json(body, 200 if ready else 503)
 
     async def graph(self, request: web.Request) -> web.Response:
-        # ?clients=NAME: one endpoint's clients (the TUI); ?clients= none; default: all.
+        # ?clients=NAME: one endpoint's clients (the TUI); ?clients=*: every endpoint's,
+        # bounded in all (the TUI's c); ?clients= none; default: all, bounded per endpoint.
         # ?tap=ROUTE: and the last messages that passed that route (a tap, renewed by
         # each read: see veylor.runtime.tap).
         only = request.query.get("clients")

@@ -6,7 +6,8 @@ status``, ``veylor top`` and the TUI all read.
 It does no per-message work and computes no rate: readers take two snapshots and
 divide. Per-client detail (``clients=True`` for every endpoint, as ``/graph`` gives it;
 ``clients="name"`` for one, as the TUI asks) is bounded to ``CLIENTS_LISTED`` clients
-per endpoint, those behind (over their buffer now) first. ``tap=ROUTE`` starts or renews that route's tap and adds what it caught
+per endpoint (``clients="*"``, as the TUI's ``c`` asks: in all), those behind (over
+their buffer now) first. ``tap=ROUTE`` starts or renews that route's tap and adds what it caught
 (``"tap"``: the last messages that passed, one escaped line each; see
 :mod:`veylor.runtime.tap`).
 """
@@ -26,6 +27,7 @@ from .. import __version__
 from ..filters import describe
 from ..runtime.clients import ClientEndpoint
 from .view import (
+    EVERY,
     SCHEMA,
     AdminCounters,
     ClientView,
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from ..reload import Reloader
     from ..runtime import Runtime
 
-CLIENTS_LISTED = 1000  # per endpoint in /graph; more are counted, not listed
+CLIENTS_LISTED = 1000  # per endpoint in /graph (in all with clients="*"); more are counted, not listed
 CHUNK = 100  # components between two turns of the event loop (snapshot_async)
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -168,7 +170,12 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
     stats = runtime.stats
     # Clients behind now: those the budget watches (Veylor holds bytes for them that
     # their socket does not take); a few, however many clients there are.
-    slow = collections.Counter(w.ep.name for w in runtime.budget.watched.values())
+    watched = runtime.budget.watched
+    slow = collections.Counter(w.ep.name for w in watched.values())
+    # clients="*" (the TUI's c): every endpoint's, CLIENTS_LISTED in all, those behind
+    # first wherever they are, the others in what is left.
+    every = clients == EVERY
+    others_left = max(0, CLIENTS_LISTED - min(len(watched), CLIENTS_LISTED)) if every else 0
     for name, spec in runtime.graph.endpoints.items():
         ep = runtime.endpoints.get(name)
         entry: dict[str, Any] = {
@@ -182,12 +189,17 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
         if isinstance(ep, ClientEndpoint):
             entry["client_buffer"] = spec.client_buffer  # each client's bound (the TUI colours by it)
         view = out["endpoints"][name] = cast(EndpointView, entry)
-        if ep is not None and (clients is True or clients == name):
+        if ep is not None and (clients is True or clients == name or every):
             # the slow ones first (those the budget watches: a few), so that the
             # worst are listed however many clients there are beyond the bound
-            behind = [c for c, w in runtime.budget.watched.items() if w.ep.name == name and c in ep.clients]
-            rest = (c for c in ep.clients if c not in runtime.budget.watched)
-            listed = list(itertools.islice(itertools.chain(behind, rest), CLIENTS_LISTED))
+            behind = [c for c, w in watched.items() if w.ep.name == name and c in ep.clients]
+            rest = (c for c in ep.clients if c not in watched)
+            if every:
+                more = list(itertools.islice(rest, others_left))
+                others_left -= len(more)
+                listed = behind[:CLIENTS_LISTED] + more
+            else:
+                listed = list(itertools.islice(itertools.chain(behind, rest), CLIENTS_LISTED))
             view["clients_not_listed"] = len(ep.clients) - len(listed)
             client_list: list[ClientView] = []
             view["client_list"] = client_list

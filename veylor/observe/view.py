@@ -16,6 +16,7 @@ evaluated.)
 from typing import Any, NotRequired, TypedDict
 
 SCHEMA = 1
+EVERY = "*"  # clients=EVERY (?clients=*): every endpoint's clients, bounded in all (no name is "*")
 
 
 class SourceCounters(TypedDict):

@@ -211,8 +211,8 @@ class VeylorApp(Keys, Overlays):
         """What the keys chose for every table now."""
         return Look(self.rates, self.totals, self.find, self.size.width >= WIDE)
 
-    def show_status(self, view: StateView) -> None:
-        self.query_one("#summary", Summary).show(view, self.rates, self.reader.where)
+    def show_status(self, view: StateView) -> Iterator[None]:
+        yield from self.query_one("#summary", Summary).show(view, self.rates, self.reader.where)
         self.query_one("#status", StatusLine).show(view, self.paused)
 
     def show_graph(self, view: StateView) -> Iterator[None]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import quote, urlencode
 
 from ..observe.client import AdminClient, Unreachable
-from ..observe.view import SCHEMA, ReloadView, StateView
+from ..observe.view import EVERY, SCHEMA, ReloadView, StateView
 from .shape import Misshapen, check_outcome, check_view
 
 if TYPE_CHECKING:
@@ -45,8 +45,10 @@ class InProcess:
         self.tap: str | None = None
 
     async def read(self) -> StateView:
-        # One endpoint's clients (or, with c, every endpoint's: each bounded), not every client of every endpoint twice a second.
-        return await self.server.snapshot_async(clients=self.clients_of or False, tap=self.tap)
+        # One endpoint's clients (or, with c, every endpoint's, bounded in all), not
+        # every client of every endpoint twice a second.
+        clients = EVERY if self.clients_of is True else self.clients_of or False
+        return await self.server.snapshot_async(clients=clients, tap=self.tap)
 
     async def reload(self) -> ReloadView:
         outcome: Outcome = await self.server.reload("TUI (r)")
@@ -78,12 +80,10 @@ class OverHttp:
         return body
 
     async def read(self) -> StateView:
-        params = (
-            {} if self.clients_of is True else {"clients": self.clients_of or ""}
-        )  # (none: every endpoint's)
+        params = {"clients": EVERY if self.clients_of is True else self.clients_of or ""}
         if self.tap:
             params["tap"] = self.tap
-        query = f"?{urlencode(params, quote_via=quote)}" if params else ""
+        query = "?" + urlencode(params, quote_via=quote, safe="*")
         view = await self._call("GET", "/graph" + query, TIMEOUT, (200,))
         if view.get("schema") != SCHEMA:
             raise Unavailable(f"{self.where}: not Veylor's state view (schema {SCHEMA})")

@@ -7,6 +7,7 @@ the screen."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 from rich.text import Text
@@ -15,6 +16,7 @@ from textual.widgets import Static
 from ..observe.view import ReloadView, StateView
 from ..printable import printable
 from ..report import plural
+from .pane import CHUNK
 from .rates import Rates, drops, human_rate
 from .text import duration, problem, step
 
@@ -23,21 +25,31 @@ class Summary(Static):
     """One line: sources up of all, clients, deliveries and drops per second, slow
     clients now, and where the state is read from."""
 
-    def show(self, view: StateView, rates: Rates, where: str) -> None:
+    def show(self, view: StateView, rates: Rates, where: str) -> Iterator[None]:
+        """Sum ``view`` up, in pieces (thousands of endpoints: the loop the relay shares
+        is served between two)."""
         sources = view["sources"]
         up = sum(1 for s in sources.values() if s["state"] == "connected")
-        endpoints = view["endpoints"]
-        clients = sum(e["clients"] for e in endpoints.values())
-        out = [rates.get("endpoint", name) for name in endpoints]
-        lost = [rates.get("drops", name) for name in endpoints]
-        slow = sum(e.get("slow_clients", 0) for e in endpoints.values())
-        total_lost = sum(drops(e) for e in endpoints.values())
+        clients = slow = total_lost = 0
+        out = moving = 0.0
+        known = False  # a rate out is known (a second snapshot came)
+        rates_of = rates.rates
+        for i, (name, e) in enumerate(view["endpoints"].items(), 1):
+            if i % CHUNK == 0:
+                yield
+            clients += e["clients"]
+            slow += e.get("slow_clients", 0)
+            total_lost += drops(e)
+            rate = rates_of.get(("endpoint", name))
+            if rate is not None:
+                known = True
+                out += rate
+            moving += rates_of.get(("drops", name)) or 0.0
         line = Text()
         line.append(f"{up}/{len(sources)} sources up", "bold red" if up < len(sources) else "green")
         line.append(f" · {clients:,} client{'s' * (clients != 1)} · ")
-        line.append(human_rate(sum(r or 0.0 for r in out) if any(r is not None for r in out) else None))
+        line.append(human_rate(out if known else None))
         line.append(" out · ")
-        moving = sum(r or 0.0 for r in lost)
         line.append(f"{human_rate(moving)} dropped", "bold red" if moving else "yellow" if total_lost else "")
         line.append(" · ")
         line.append(f"{slow:,} slow client{'s' * (slow != 1)}", "bold yellow" if slow else "")
