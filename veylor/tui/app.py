@@ -184,11 +184,11 @@ class VeylorApp(Keys, Overlays):
                 for _ in part(view) or ():
                     await asyncio.sleep(0)
                 await asyncio.sleep(0)
+            for _ in self.drain_logs():
+                await asyncio.sleep(0)
+            self.relayout()
         except NoMatches:
             return  # the app is closing (its screen is gone): nothing to draw on
-        for _ in self.drain_logs():
-            await asyncio.sleep(0)
-        self.relayout()
 
     def drain_logs(self) -> Iterator[None]:
         """Lines logged since the last refresh into the log pane (in-process), in pieces."""
@@ -280,7 +280,10 @@ class VeylorApp(Keys, Overlays):
 
     def relayout(self) -> None:
         """Fit the screen's size (:func:`veylor.tui.fitting.relayout`)."""
-        fitting.relayout(self)
+        try:
+            fitting.relayout(self)
+        except NoMatches:
+            pass  # the app is closing (its screen is gone): nothing to lay out
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only: no reload and no tap (their keys do nothing, and leave the footer)."""
