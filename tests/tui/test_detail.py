@@ -425,3 +425,27 @@ async def test_before_the_first_view_the_screens_say_so():
         await pilot.press("escape", "enter")  # the graph is empty: nothing to detail
         await pilot.pause(0.1)
         assert app.screen is app.default_screen
+
+
+def test_an_edges_detail_says_what_its_route_keeps_for_joiners():
+    """A route with snapshot: its edge's detail says what it keeps, and the endpoint's
+    snapshots sent (issue 26)."""
+    from veylor.tui.detail import describe
+
+    from .fixed_view import view
+
+    v = view(0.0, 1)
+    v["routes"]["all-trades"]["kept"] = {
+        "setting": "the last message per s (at most 10,000 keys)",
+        "messages": 1234,
+        "bytes": 56789,
+        "evicted": 2,
+        "unkept": 3,
+    }
+    v["endpoints"]["public"]["snapshots"] = 7
+    v["endpoints"]["public"]["snapshot_messages"] = 8638
+    text = "\n".join(str(line) for line in describe(v, "edge", "binance|all-trades|public"))
+    assert "the last message per s" in text and "1,234 messages, 56,789 bytes" in text
+    assert "7 (8,638 messages)" in text
+    other = "\n".join(str(line) for line in describe(v, "edge", "binance|dashboard-majors|dashboard"))
+    assert "snapshot" not in other  # (a route that keeps nothing says nothing of it)

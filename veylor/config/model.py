@@ -27,6 +27,7 @@ from .adminspec import AdminSpec
 from .common import SKIP, format_size, plain
 from .contract import EndpointAccess, Listen, SourceKindSpec
 from .frozen import freeze, thaw
+from .latestspec import SnapshotSpec
 from .problems import Location, Problem
 
 Shape = Literal["v1", "1.1", "1.0"]
@@ -105,6 +106,7 @@ class RouteSpec:
     origin: Location = field(compare=False, default=Location(""))
     compiled: CompiledFilter | None = field(compare=False, default=None, repr=False)  # compiled at load
     policy: UpstreamPolicy | None = None  # upstream: {allow, rate, ...}; None: all or nothing
+    snapshot: SnapshotSpec | None = None  # what it keeps for clients that join later
     _filter_key: str | None = field(compare=False, default=None, repr=False, init=False)
 
     def __post_init__(self) -> None:
@@ -112,7 +114,15 @@ class RouteSpec:
         object.__setattr__(self, "_filter_key", key)
 
     def _key(self) -> tuple[Any, ...]:
-        return (self.name, self.source, self.endpoints, self.filter_key, self.upstream, self.policy)
+        return (
+            self.name,
+            self.source,
+            self.endpoints,
+            self.filter_key,
+            self.upstream,
+            self.policy,
+            self.snapshot,
+        )
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -159,6 +169,7 @@ def route_from(
     origin: Location,
     compiled: CompiledFilter | None = None,
     collected: Collected | None = None,
+    snapshot: SnapshotSpec | None = None,
 ) -> RouteSpec:
     """A :class:`RouteSpec` from schema-valid data with defaults applied (and its filter,
     compiled by the loader while checking it)."""
@@ -176,4 +187,5 @@ def route_from(
         origin=origin,
         compiled=compiled,
         policy=policy,
+        snapshot=snapshot,
     )

@@ -184,6 +184,26 @@ def render(view: StateView, ready: bool | None = None) -> str:
     routes.family(
         "veylor_route_filtered_total", "counter", "Messages a route's filter did not pass", "filtered"
     )
+    kept = _Table(out, "route", {n: r["kept"] for n, r in view["routes"].items() if "kept" in r})
+    kept.family(
+        "veylor_route_kept_messages",
+        "gauge",
+        "Messages a route keeps for clients that join (keys, with by)",
+        "messages",
+    )
+    kept.family("veylor_route_kept_bytes", "gauge", "Bytes of the messages a route keeps", "bytes")
+    kept.family(
+        "veylor_route_kept_evicted_total",
+        "counter",
+        "Keys a route forgot for its snapshot.max_keys",
+        "evicted",
+    )
+    kept.family(
+        "veylor_route_unkept_total",
+        "counter",
+        "Messages a route delivered but did not keep (not JSON, or without its snapshot.by key)",
+        "unkept",
+    )
 
     endpoints = _Table(out, "endpoint", view["endpoints"])
     endpoints.family("veylor_endpoint_clients", "gauge", "Clients connected now", "clients")
@@ -219,6 +239,18 @@ def render(view: StateView, ready: bool | None = None) -> str:
         "messages_out",
     )
     endpoints.family("veylor_endpoint_bytes_total", "counter", "Bytes written to clients", "bytes_out")
+    endpoints.family(
+        "veylor_endpoint_snapshots_total",
+        "counter",
+        "Clients that joined and got a snapshot first",
+        "snapshots",
+    )
+    endpoints.family(
+        "veylor_endpoint_snapshot_messages_total",
+        "counter",
+        "Messages written in snapshots (also in veylor_endpoint_deliveries_total)",
+        "snapshot_messages",
+    )
     endpoints.split(
         "veylor_endpoint_undelivered_total",
         "Deliveries not made (a message times a client), by reason",

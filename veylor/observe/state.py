@@ -154,6 +154,16 @@ def _routes(runtime: Runtime, out: StateView) -> Iterator[None]:
                 "messages": counted.messages,
             }
         )
+        keeper = runtime.keepers.get(name)
+        if keeper is not None:
+            kept = keeper.kept
+            out["routes"][name]["kept"] = {
+                "setting": kept.spec.describe(),
+                "messages": len(kept),
+                "bytes": kept.bytes,
+                "evicted": kept.evicted,
+                "unkept": kept.unkept,
+            }
         for endpoint in route.endpoints:
             edges.append(
                 {

@@ -63,10 +63,28 @@ class RouteCounters(TypedDict):
     messages: int
 
 
+class KeptView(TypedDict):
+    """What a route keeps for the clients that join later (``snapshot:``)."""
+
+    setting: str  # the snapshot setting, in words
+    messages: int  # kept now (keys, with by)
+    bytes: int  # their payloads
+    evicted: int  # keys forgotten for max_keys
+    unkept: int  # messages delivered but not kept (not JSON, no such key)
+
+
 # "from" is a keyword: the functional syntax.
 RouteView = TypedDict(
     "RouteView",
-    {"from": str, "to": list[str], "filter": str | None, "upstream": Any, "filtered": int, "messages": int},
+    {
+        "from": str,
+        "to": list[str],
+        "filter": str | None,
+        "upstream": Any,
+        "filtered": int,
+        "messages": int,
+        "kept": NotRequired[KeptView],
+    },
 )
 
 
@@ -119,6 +137,8 @@ class EndpointCounters(TypedDict):
     revoked: int
     slow_disconnects: int
     slow_dropping: int
+    snapshot_messages: int
+    snapshots: int
     stalled_closed: int
     stalled_no_pong: int
     stalled_read_loop: int

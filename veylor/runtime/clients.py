@@ -18,9 +18,11 @@ from typing import Any, Generic, Protocol, TypeVar
 from ..config.access import UpstreamPolicy
 from ..config.common import format_size, human_size
 from ..config.model import EndpointSpec
+from ..latest import Kept
 from ..report import plural
 from .budget import NOTABLE, Budget
 from .endpoints import Endpoint, log_due
+from .keeper import welcome
 from .stats import EndpointStats
 from .util import CountedLog, Throttled
 
@@ -73,6 +75,11 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         self._empty: asyncio.Event | None = None  # set when the last client leaves (wait_empty)
         self.losses = LossLog(self)
         self.closing_all = False  # every client is being closed: one line said so, not one each
+        # Latest-value delivery (runtime/keeper.py): what the routes into it keep, for each
+        # client that joins, then the end markers.
+        self.kept: tuple[Kept, ...] = ()
+        self.ends: tuple[bytes, ...] = ()
+        self.end_texts: tuple[bytes, ...] = ()  # (the end markers' payloads)
 
     # ------------------------------------------------------------------ clients
 
@@ -92,9 +99,23 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         return False
 
     def add(self, client: ClientT) -> None:
+        if self.kept and self.pending:
+            # This pass's messages out now, to the clients there before it: they are in
+            # what is kept, so the joiner gets them in its snapshot, not twice.
+            self.flush()
         client.since = time.time()
         client.base = self.stats.messages  # its messages: what the endpoint wrote since, less its drops
         self.clients.add(client)
+
+    def joined(self, client: ClientT) -> None:
+        """A client may now be written to (its handshake is over): what the routes into
+        this endpoint keep first (a snapshot), then the live stream."""
+        if self.kept and client in self.clients:
+            welcome(self, client)
+
+    def write_one(self, client: ClientT, data: bytes, messages: list[tuple[bytes, bool]]) -> None:
+        """Write ``data`` (``messages``, framed in this endpoint's wire) to one client."""
+        client.transport.write(data)
 
     def client_status(self, client: ClientT) -> dict[str, Any]:
         """One client, for ``/graph``: who, since when, messages written to it, bytes
@@ -137,7 +158,7 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         (``None``: the wire cannot carry it). True when the endpoint must be flushed at
         the end of the pass and was not yet scheduled for it."""
         if frame is None:
-            self.cannot_frame("newline" if is_text else "binary")
+            self.losses.cannot_frame("newline" if is_text else "binary")
             return False
         self.pending.append(frame)
         self.pending_bytes += len(frame)
@@ -206,7 +227,7 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
                 if size > limit or client.shed:
                     if drop or client.shed:
                         self.stats.dropped += count
-                        self._note_dropped(client, count, len(data))
+                        self.losses.note_dropped(client, count, len(data))
                     else:
                         slow.append(client)
                     continue
@@ -283,24 +304,6 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         self.losses.stalled(client, idle, held, why)
         self.abort(client)
 
-    def _note_dropped(self, client: Any, count: int, nbytes: int) -> None:
-        """Count messages (``nbytes``) dropped for a slow client; log at most once per
-        ``LOSS_LOG_INTERVAL`` per client, with the count so far."""
-        if not client.dropped and not client.shed:
-            self.stats.slow_dropping += 1  # one more client over client_buffer (slow_client: drop)
-        client.dropped += count
-        client.unwritten += nbytes
-        self.losses.dropped(client)
-
-    def cannot_frame(self, reason: str) -> None:
-        """A message this endpoint's framing cannot carry (``reason``: ``binary`` or
-        ``newline``): not delivered to any of its clients; counted and logged."""
-        n = len(self.clients)
-        if not n:
-            return
-        self.stats.unframeable += n
-        self.losses.unframeable(reason, n)
-
     def rate_exceeded(self, client: Any, policy: UpstreamPolicy) -> None:
         if self.is_open(client):
             self.stats.rate_closed += 1
@@ -355,7 +358,9 @@ class LossLog:
     """What the clients of one endpoint miss, told in the log without flooding it: a
     slow client's drops at most once per ``LOSS_LOG_INTERVAL`` with the count so far,
     the messages its framing cannot carry as one count per interval, and each client it
-    disconnects for being too slow or stalled (rate limited). The endpoint counts."""
+    disconnects for being too slow or stalled (rate limited). It counts the drops and
+    the messages the framing cannot carry in the endpoint's stats; the endpoint counts
+    the rest."""
 
     def __init__(self, ep: ClientEndpoint[Any]) -> None:
         self.ep = ep
@@ -363,6 +368,23 @@ class LossLog:
         self._unframeable_log = {
             reason: CountedLog(log, interval=LOSS_LOG_INTERVAL) for reason in UNFRAMEABLE
         }
+
+    def note_dropped(self, client: Any, count: int, nbytes: int) -> None:
+        """Count messages (``nbytes``) dropped for a slow client; log at most once per
+        ``LOSS_LOG_INTERVAL`` per client, with the count so far."""
+        if not client.dropped and not client.shed:
+            self.ep.stats.slow_dropping += 1  # one more client over client_buffer (slow_client: drop)
+        client.dropped += count
+        client.unwritten += nbytes
+        self.dropped(client)
+
+    def cannot_frame(self, reason: str) -> None:
+        """A message the endpoint's framing cannot carry (``reason``: ``binary`` or
+        ``newline``): not delivered to any of its clients; counted and logged."""
+        n = len(self.ep.clients)
+        if n:
+            self.ep.stats.unframeable += n
+            self.unframeable(reason, n)
 
     def dropped(self, client: Any) -> None:
         """Messages were dropped for ``client`` (``slow_client: drop``)."""

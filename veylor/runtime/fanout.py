@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..filters import CompiledFilter
 from ..graph import Graph, Route
 from ..message import Message
+from .keeper import SEQUENCE, Keeper
 from .stats import RouteStats
 from .tap import Tap
 from .wire import Wire
@@ -55,11 +56,12 @@ class SourceFanout:
 
     always: Groups  # reached by an unfiltered route
     always_stats: tuple[RouteStats, ...]
-    filtered: tuple[tuple[CompiledFilter | Tap, tuple[Endpoint, ...], RouteStats], ...]
+    filtered: tuple[tuple[CompiledFilter | Tap | Keeper, tuple[Endpoint, ...], RouteStats], ...]
     # What it was built from, to reuse it when a reload changed none of it.
     routes: tuple[Route, ...] = ()
     targets: tuple[Endpoint, ...] = ()
     taps: tuple[Tap, ...] = ()  # routes tapped (runtime/tap.py): dispatched as filtered
+    keepers: tuple[Keeper, ...] = ()  # routes that keep (runtime/keeper.py): dispatched as filtered
     # The groups for each combination of filtered routes' endpoints seen so far.
     groupings: dict[tuple[Endpoint, ...], Groups] = field(default_factory=dict)
 
@@ -97,19 +99,30 @@ def build_table(
     stats: Mapping[str, RouteStats],
     previous: RoutingTable | None = None,
     taps: Mapping[str, Tap] | None = None,
+    keepers: Mapping[str, Keeper] | None = None,
 ) -> dict[str, SourceFanout]:
     """The routing table for ``graph`` over the running endpoint objects. An entry of
-    ``previous`` built from the same routes, endpoint objects and taps is kept as it is.
-    A tapped route is dispatched as a filtered route whose filter is its :class:`Tap`."""
+    ``previous`` built from the same routes, endpoint objects, taps and keepers is kept
+    as it is. A tapped route is dispatched as a filtered route whose filter is its
+    :class:`Tap`, a route that keeps as one whose filter is its :class:`Keeper` (a
+    tapped route that keeps: the tap's, around the keeper)."""
     table: dict[str, SourceFanout] = {}
     taps = taps or {}
+    keepers = keepers or {}
+
+    def own(r: Route) -> CompiledFilter | Keeper | None:
+        keeper = keepers.get(r.name)
+        return keeper.wrap(r.filter) if keeper is not None else r.filter
+
     for source, routes in graph.routes_by_source.items():
         before = previous.get(source) if previous is not None else None
-        tapped = tuple(taps[r.name].wrap(r.filter) for r in routes if r.name in taps)
+        keeping = tuple(keepers[r.name] for r in routes if r.name in keepers)
+        tapped = tuple(taps[r.name].wrap(own(r)) for r in routes if r.name in taps)
         if (
             before is not None
             and before.routes is routes
             and before.taps == tapped
+            and before.keepers == keeping
             and all(endpoints.get(e.name) is e for e in before.targets)
         ):
             table[source] = before
@@ -119,7 +132,7 @@ def build_table(
         filtered = []
         for route in routes:
             targets = tuple(endpoints[name] for name in route.endpoints)
-            match = taps.get(route.name, route.filter)
+            match = taps.get(route.name) or own(route)
             if match is None:
                 always.extend(targets)
                 always_stats.append(stats[route.name])
@@ -128,7 +141,7 @@ def build_table(
         if always or filtered:
             targets = tuple(dict.fromkeys(e for r in routes for e in (endpoints[n] for n in r.endpoints)))
             table[source] = SourceFanout(
-                by_wire(always), tuple(always_stats), tuple(filtered), routes, targets, tapped
+                by_wire(always), tuple(always_stats), tuple(filtered), routes, targets, tapped, keeping
             )
     return table
 
@@ -156,6 +169,7 @@ class Router:
         fan = self.table.get(source)
         if fan is None:
             return
+        SEQUENCE.seq += 1  # (this message's number: see runtime/keeper.py)
         for st in fan.always_stats:
             st.messages += 1
         groups = fan.matched(data, is_text) if fan.filtered else fan.always

@@ -92,6 +92,8 @@ class EndpointStats(_Counters):
     refused_token: int = 0  # ... a wrong token (401)
     revoked: int = 0  # clients closed because their token (or uid) is no longer allowed (1008)
     slow_disconnects: int = 0  # clients disconnected for being slow
+    snapshot_messages: int = 0  # messages sent in snapshots (latest-value delivery)
+    snapshots: int = 0  # clients that joined and got a snapshot
     slow_dropping: int = 0  # clients for which messages were dropped for being slow
     # clients aborted for taking nothing of what waited (stall_timeout, limits.buffered)
     stalled_closed: int = 0

@@ -17,9 +17,8 @@ short: a reference, no copy) and made into one short line each only when read
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
-from ..filters import CompiledFilter
 from ..message import Message
 from ..printable import printable
 
@@ -29,6 +28,12 @@ IDLE = 2.0  # seconds without a read after which a tap gives its place to a new 
 MAX_TAPS = 8  # taps on at once (each costs its route a call per message)
 LINE = 200  # characters of a message shown
 SHOWN = LINE * 4  # bytes of a message a tap keeps (a character is up to 4 bytes in UTF-8)
+
+
+class Matching(Protocol):
+    """What a tap follows: a route's filter, or its keeper (runtime/keeper.py)."""
+
+    def match(self, msg: Message) -> bool: ...
 
 
 class Tap:
@@ -44,7 +49,7 @@ class Tap:
         self.messages: deque[tuple[bytes, bool, int]] = deque(maxlen=KEEP)  # head, text?, size
         self.seen = 0  # messages that passed while tapped
 
-    def wrap(self, route_filter: CompiledFilter | None) -> Tap:
+    def wrap(self, route_filter: Matching | None) -> Tap:
         """Follow the route's current filter (a reload may change it)."""
         self.inner = route_filter.match if route_filter is not None else None
         return self

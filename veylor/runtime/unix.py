@@ -75,6 +75,7 @@ class UnixClient(ClientState, asyncio.Protocol):
         log.info(
             "endpoint %s: client %s connected (%s)", ep.name, self.label, plural(len(ep.clients), "client")
         )
+        ep.joined(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:

@@ -86,10 +86,27 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
 
     def joined(self, conn: DownstreamConnection) -> None:
         """The handshake is over: a client that negotiated compression gets compressed
-        frames (made for it alone) while the endpoint's ``compression`` is on."""
+        frames (made for it alone) while the endpoint's ``compression`` is on; then what
+        the routes into the endpoint keep (a snapshot)."""
         if conn.protocol.extensions and conn in self.clients:  # (not already gone)
             self.compressed.add(conn)
             self._compression_changed()
+        super().joined(conn)
+
+    def write_one(
+        self, client: DownstreamConnection, data: bytes, messages: list[tuple[bytes, bool]]
+    ) -> None:
+        """A snapshot to one client: compressed for it alone if it negotiated compression
+        and ``compression`` is on (its context is its own), else the shared frames."""
+        if not (self.spec.compression and client in self.compressed):
+            client.transport.write(data)
+            return
+        for payload, is_text in messages:
+            if is_text:
+                client.protocol.send_text(payload)
+            else:
+                client.protocol.send_binary(payload)
+        client.unwritten += len(data) - client.send_data()
 
     def remove(self, client: DownstreamConnection) -> None:
         super().remove(client)

@@ -273,9 +273,33 @@ def edge_lines(view: StateView, source: str, route: str = "", endpoint: str = ""
         field("passed", count(r.get("messages", 0))),
         field("filtered out", count(r.get("filtered", 0))),
         field("to", printable(", ".join(r.get("to", [])))),
+        *kept_lines(r.get("kept")),
         section("endpoint"),
         field("clients", "-" if e is None else count(e["clients"])),
         field("undelivered", "-" if e is None else count(drops(e))),
+        *(
+            [
+                field(
+                    "snapshots sent",
+                    f"{count(e.get('snapshots', 0))} ({count(e.get('snapshot_messages', 0))} messages)",
+                )
+            ]
+            if e is not None and e.get("snapshots")
+            else []
+        ),
+    ]
+
+
+def kept_lines(kept: Mapping[str, Any] | None) -> list[Text]:
+    """What a route keeps for clients that join (``snapshot:``), if it keeps anything."""
+    if not kept:
+        return []
+    return [
+        section("kept for clients that join (snapshot)"),
+        field("setting", printable(str(kept.get("setting", "")))),
+        field("kept", f"{count(kept.get('messages', 0))} messages, {count(kept.get('bytes', 0))} bytes"),
+        field("forgotten (max_keys)", count(kept.get("evicted", 0))),
+        field("not kept (no key)", count(kept.get("unkept", 0))),
     ]
 
 

@@ -109,14 +109,26 @@ SOURCE = record(
     {"url": text, "ping_rtt": maybe(number), "failures": number, "last_error": maybe(text)}
     | dict.fromkeys(("last_message_at", "connected_since", "next_attempt_at"), maybe(number)),
 )
-ROUTE = record({}, {"filter": text, "filtered": number, "upstream": anything})
+KEPT = record({}, {"setting": text} | dict.fromkeys(("messages", "bytes", "evicted", "unkept"), number))
+ROUTE = record({}, {"filter": text, "filtered": number, "upstream": anything, "kept": KEPT})
 EDGE = record({"source": text, "route": text, "endpoint": text, "messages": number})
 CLIENT = record(
     {"client": text, "connected_since": number, "messages": number, "buffered": number}, {"dropped": number}
 )
 ENDPOINT = record(
     {"messages_out": number, "clients": number, "received": number, "address": text},
-    dict.fromkeys(("dropped", "lost_slow", "unframeable", "slow_clients", "client_buffer"), number)
+    dict.fromkeys(
+        (
+            "dropped",
+            "lost_slow",
+            "unframeable",
+            "slow_clients",
+            "client_buffer",
+            "snapshots",
+            "snapshot_messages",
+        ),
+        number,
+    )
     | {"client_list": items(CLIENT), "clients_not_listed": number},
 )
 CAUGHT = record({"route": anything}, {"error": maybe(text)})  # a tap that failed says so

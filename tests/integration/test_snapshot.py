@@ -1,0 +1,252 @@
+"""Latest-value delivery, the snapshot (issue 26): a client that joins gets what the
+routes into its endpoint keep (the last message per key, or the last N), then the live
+stream, with no gap and no duplicate between the two, even when it joins in the middle
+of a burst; over WebSocket and Unix; kept across a reload that keeps the setting;
+counted; through the same buffer accounting as live data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+
+import pytest
+from helpers import UnixClient, free_port, ws_client
+
+from veylor.server import Server
+
+
+async def started(tmp_path, yaml: str) -> Server:
+    main = tmp_path / "config.yaml"
+    main.write_text(textwrap.dedent(yaml))
+    server = Server.load(str(main), watch="off")
+    assert await server.startup()
+    return server
+
+
+async def until(predicate, what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def tick(s: str, n: int, **more) -> str:
+    return json.dumps({"s": s, "n": n, **more}, separators=(",", ":"))
+
+
+async def test_a_joining_client_gets_the_latest_value_of_each_key_then_the_end_marker_then_live(
+    tmp_path, upstream
+):
+    port = free_port()
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
+        routes:
+          ticks:
+            from: feed
+            to: dash
+            snapshot: {{by: s, end: '{{"type":"snapshot_end"}}'}}
+        """,
+    )
+    try:
+        await upstream.wait_connected()
+        for message in (tick("A", 1), tick("B", 1), tick("A", 2), "not json", tick("C", 1), '{"t": 1}'):
+            await upstream.send(message)
+        await until(lambda: server.snapshot()["routes"]["ticks"]["messages"] == 6, "six messages passed")
+        kept = server.snapshot()["routes"]["ticks"]["kept"]
+        assert kept["messages"] == 3 and kept["unkept"] == 2  # (not JSON; no key s)
+        assert kept["bytes"] == sum(len(tick(s, n)) for s, n in (("B", 1), ("A", 2), ("C", 1)))
+        client = await ws_client(f"ws://127.0.0.1:{port}/d")
+        got = [await asyncio.wait_for(client.recv(), 5) for _ in range(4)]
+        # the latest value of each key, in the order of their latest update; then the end
+        assert got == [tick("B", 1), tick("A", 2), tick("C", 1), '{"type":"snapshot_end"}']
+        await upstream.send(tick("B", 2))
+        assert await asyncio.wait_for(client.recv(), 5) == tick("B", 2)  # then live
+        view = server.snapshot()
+        assert view["endpoints"]["dash"]["snapshots"] == 1
+        assert view["endpoints"]["dash"]["snapshot_messages"] == 3
+        from veylor.observe.metrics import render
+
+        text = render(view)
+        assert 'veylor_route_kept_messages{route="ticks"} 3' in text
+        assert 'veylor_route_unkept_total{route="ticks"} 2' in text
+        assert 'veylor_endpoint_snapshots_total{endpoint="dash"} 1' in text
+        await client.close()
+    finally:
+        await server.shutdown()
+
+
+async def test_the_last_n_over_a_unix_socket_and_only_what_passed_the_filter(tmp_path, upstream):
+    sock = tmp_path / "ipc.sock"
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{ipc: {{unix: {{path: {sock}}}}}}}
+        routes:
+          recent:
+            from: feed
+            to: ipc
+            filter: {{text: {{contains: keep}}}}
+            snapshot: {{last: 3}}
+        """,
+    )
+    try:
+        await upstream.wait_connected()
+        for i in range(6):
+            await upstream.send(f"keep {i}")
+            await upstream.send(f"skip {i}")
+        await until(lambda: server.snapshot()["routes"]["recent"]["filtered"] == 6, "twelve messages seen")
+        client = await UnixClient.connect(sock)
+        assert [await client.recv() for _ in range(3)] == [b"keep 3", b"keep 4", b"keep 5"]
+        await upstream.send("keep 6")
+        assert await client.recv() == b"keep 6"
+        await client.close()
+    finally:
+        await server.shutdown()
+
+
+async def test_clients_that_join_during_a_burst_get_no_gap_and_no_duplicate(tmp_path, upstream):
+    """The snapshot and the live stream are cut at the same place: a client that joins
+    while messages of the pass wait for the end of the pass gets them live, not twice,
+    and none is missing. Messages are numbered 0, 1, 2, ... over 10 keys (n % 10): a
+    joiner's snapshot must be the 10 numbers just before the first it gets live."""
+    port = free_port()
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
+        routes: {{ticks: {{from: feed, to: dash, snapshot: {{by: s, end: END}}}}}}
+        """,
+    )
+    stop = asyncio.Event()
+    total = 6000
+
+    async def stream() -> None:
+        conn = upstream.connections[0]
+        for base in range(0, total, 50):  # bursts: many messages in one pass of the relay
+            await asyncio.gather(*(conn.send(tick(str(n % 10), n)) for n in range(base, base + 50)))
+            await asyncio.sleep(0)
+        stop.set()
+
+    async def joiner() -> tuple[list[int], list[int]]:
+        client = await ws_client(f"ws://127.0.0.1:{port}/d", max_queue=None)
+        snap: list[int] = []
+        live: list[int] = []
+        try:
+            while (message := await asyncio.wait_for(client.recv(), 10)) != "END":
+                snap.append(json.loads(message)["n"])
+            while True:
+                try:
+                    message = await asyncio.wait_for(client.recv(), 1.0 if stop.is_set() else 10)
+                except TimeoutError:
+                    return snap, live
+                live.append(json.loads(message)["n"])
+        finally:
+            await client.close()
+
+    try:
+        await upstream.wait_connected()
+        feeding = asyncio.create_task(stream())
+        joiners = []
+        while not stop.is_set() and len(joiners) < 20:
+            joiners.append(asyncio.create_task(joiner()))
+            await asyncio.sleep(0.005)
+        await feeding
+        results = await asyncio.gather(*joiners)
+        checked = 0
+        for snap, live in results:
+            assert live, "a joiner got nothing live"
+            first = live[0]
+            assert live == list(range(first, total)), "a gap or a duplicate in the live stream"
+            assert sorted(snap) == list(range(max(0, first - 10), first)), (snap[:12], first)
+            checked += first >= 10
+        assert checked >= 5  # (most joined in the middle of the stream)
+    finally:
+        stop.set()
+        await server.shutdown()
+
+
+async def test_a_reload_keeps_what_is_kept_where_the_setting_still_means_the_same(tmp_path, upstream):
+    port = free_port()
+    main = tmp_path / "config.yaml"
+
+    def write(snapshot: str) -> None:
+        main.write_text(
+            textwrap.dedent(
+                f"""
+                sources: {{feed: {{url: "{upstream.url}"}}}}
+                endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
+                routes: {{ticks: {{from: feed, to: dash, snapshot: {snapshot}}}}}
+                """
+            )
+        )
+
+    write("{by: s}")
+    server = Server.load(str(main), watch="off")
+    assert await server.startup()
+    try:
+        await upstream.wait_connected()
+        for s in "ABCDE":
+            await upstream.send(tick(s, 1))
+        await until(lambda: server.snapshot()["routes"]["ticks"]["kept"]["messages"] == 5, "five keys")
+        write("{by: s, max_keys: 3}")  # the same key, a smaller bound: the three latest stay
+        assert (await server.reload("test")).ok
+        kept = server.snapshot()["routes"]["ticks"]["kept"]
+        assert kept["messages"] == 3 and kept["evicted"] == 2
+        client = await ws_client(f"ws://127.0.0.1:{port}/d")
+        assert [json.loads(await client.recv())["s"] for _ in range(3)] == ["C", "D", "E"]
+        await client.close()
+        write("{by: n}")  # another key: what was kept meant something else
+        assert (await server.reload("test")).ok
+        kept = server.snapshot()["routes"]["ticks"]["kept"]
+        assert kept["messages"] == 0 and kept["evicted"] == 2  # (the counter goes on)
+    finally:
+        await server.shutdown()
+
+
+@pytest.mark.parametrize("policy", ["drop", "disconnect"])
+async def test_a_snapshot_counts_against_the_clients_buffer(tmp_path, upstream, policy):
+    """A client that reads nothing of a snapshot larger than its client_buffer gets its
+    slow_client policy at the next message, as for live data."""
+    import socket
+
+    from helpers import raw_handshake
+
+    port = free_port()
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints:
+          dash: {{websocket: {{port: {port}, path: /d}}, socket_buffer: 4KiB, client_buffer: 64KiB, slow_client: {policy}}}
+        routes: {{ticks: {{from: feed, to: dash, snapshot: {{by: s}}}}}}
+        """,
+    )
+    slow = socket.socket()
+    try:
+        await upstream.wait_connected()
+        for i in range(1000):  # 1,000 keys of about 300 bytes: 300 KB kept
+            await upstream.send(tick(f"K{i}", i, pad="x" * 280))
+        await until(lambda: server.snapshot()["routes"]["ticks"]["kept"]["messages"] == 1000, "1,000 keys")
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(slow, ("127.0.0.1", port))
+        await loop.sock_sendall(slow, raw_handshake("/d"))  # (and never reads)
+        ep = server.runtime.endpoints["dash"]
+        await until(lambda: ep.stats.snapshots == 1, "the snapshot written")
+        await upstream.send(tick("K0", 1000))
+        if policy == "drop":
+            await until(lambda: ep.stats.dropped == 1, "the next message dropped for it")
+        else:
+            await until(lambda: ep.stats.slow_disconnects == 1, "it disconnected as slow")
+    finally:
+        slow.close()
+        await server.shutdown()

@@ -1,0 +1,149 @@
+"""What a route keeps for clients that join later (veylor.latest), without sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from veylor.config.latestspec import SnapshotSpec, snapshot_from
+from veylor.latest import ByKey, LastN, kept_for, snapshot
+from veylor.message import Message
+
+
+def msg(text: str) -> Message:
+    return Message(text.encode(), True)
+
+
+def tick(s, n: int) -> Message:
+    return msg(json.dumps({"s": s, "n": n}))
+
+
+def payloads(entries) -> list[str]:
+    return [e.data.decode() for e in entries]
+
+
+def test_by_key_keeps_the_latest_per_key_in_the_order_of_their_latest_update():
+    kept = kept_for(SnapshotSpec(by="s"))
+    assert isinstance(kept, ByKey)
+    for seq, m in enumerate([tick("A", 1), tick("B", 1), tick("A", 2), tick("C", 1)], 1):
+        kept.keep(seq, m)
+    assert [json.loads(p)["n"] for p in payloads(kept.entries())] == [1, 2, 1]
+    assert [json.loads(p)["s"] for p in payloads(kept.entries())] == ["B", "A", "C"]
+    assert len(kept) == 3 and kept.bytes == sum(len(e.data) for e in kept.entries())
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not json", '{"t": 1}', '{"s": {"nested": 1}}', '{"s": [1, 2]}', "[1, 2]", '"s"'],
+)
+def test_a_message_without_a_scalar_key_is_not_kept_and_is_counted(text):
+    kept = kept_for(SnapshotSpec(by="s"))
+    kept.keep(1, msg(text))
+    assert len(kept) == 0 and kept.unkept == 1 and kept.bytes == 0
+
+
+def test_keys_of_different_json_types_are_different_keys():
+    kept = kept_for(SnapshotSpec(by="s"))
+    for seq, value in enumerate([1, 1.0, True, "1", None, False, 0], 1):
+        kept.keep(seq, msg(json.dumps({"s": value})))
+    assert len(kept) == 7
+
+
+def test_a_nested_path_and_a_list_index():
+    kept = kept_for(SnapshotSpec(by="data[0].sym"))
+    kept.keep(1, msg('{"data": [{"sym": "X", "p": 1}]}'))
+    kept.keep(2, msg('{"data": [{"sym": "X", "p": 2}]}'))
+    kept.keep(3, msg('{"data": []}'))
+    assert payloads(kept.entries()) == ['{"data": [{"sym": "X", "p": 2}]}'] and kept.unkept == 1
+
+
+def test_max_keys_forgets_the_least_recently_updated_and_counts_it():
+    kept = kept_for(SnapshotSpec(by="s", max_keys=2))
+    kept.keep(1, tick("A", 1))
+    kept.keep(2, tick("B", 1))
+    kept.keep(3, tick("A", 2))  # A is now the most recent
+    kept.keep(4, tick("C", 1))  # B goes
+    assert [json.loads(p)["s"] for p in payloads(kept.entries())] == ["A", "C"]
+    assert kept.evicted == 1 and kept.bytes == sum(len(e.data) for e in kept.entries())
+
+
+def test_last_n_keeps_the_last_n_and_their_bytes():
+    kept = kept_for(SnapshotSpec(last=3))
+    assert isinstance(kept, LastN)
+    for i in range(10):
+        kept.keep(i, msg(f"m{i}"))
+    assert payloads(kept.entries()) == ["m7", "m8", "m9"] and kept.bytes == 6
+
+
+def test_a_snapshot_of_several_routes_is_in_the_order_messages_came_each_once():
+    a, b = kept_for(SnapshotSpec(by="s")), kept_for(SnapshotSpec(last=10))
+    m1, m2, m3 = tick("A", 1), tick("B", 1), msg("other")
+    a.keep(1, m1)
+    b.keep(1, m1)  # (one message, two routes: one seq)
+    b.keep(2, m3)
+    a.keep(3, m2)
+    b.keep(3, m2)
+    assert payloads(snapshot([a, b])) == [m1.data.decode(), "other", m2.data.decode()]
+    assert payloads(snapshot([a])) == [m1.data.decode(), m2.data.decode()]
+
+
+def test_adopting_what_a_route_kept_before_a_reload():
+    old = kept_for(SnapshotSpec(by="s"))
+    for i, s in enumerate("ABCDE"):
+        old.keep(i, tick(s, i))
+    smaller = kept_for(SnapshotSpec(by="s", max_keys=2))
+    smaller.adopt(old)
+    assert [json.loads(p)["s"] for p in payloads(smaller.entries())] == ["D", "E"] and smaller.evicted == 3
+    other = kept_for(SnapshotSpec(by="n"))
+    other.adopt(old)  # another key: what was kept means something else
+    assert len(other) == 0
+    lastn = kept_for(SnapshotSpec(last=2))
+    lastn.adopt(old)  # by -> last: not the same thing either
+    assert len(lastn) == 0
+    tail = kept_for(SnapshotSpec(last=5))
+    for i in range(5):
+        tail.keep(i, msg(f"m{i}"))
+    shorter = kept_for(SnapshotSpec(last=2))
+    shorter.adopt(tail)
+    assert payloads(shorter.entries()) == ["m3", "m4"] and shorter.bytes == 4
+
+
+class Wire:
+    """A wire that frames text with a prefix and cannot carry binary; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def frame(self, data: bytes, is_text: bool) -> bytes | None:
+        self.calls += 1
+        return b">" + data if is_text else None
+
+
+def test_an_entry_is_framed_once_per_wire_however_many_clients_join():
+    kept = kept_for(SnapshotSpec(last=2))
+    kept.keep(1, msg("x"))
+    kept.keep(2, Message(b"\x00", False))
+    wire = Wire()
+    for _ in range(5):
+        assert [e.frame(wire) for e in kept.entries()] == [b">x", None]
+    assert wire.calls == 2
+
+
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        ({"by": "a..b"}, ("by",)),
+        ({"by": "[0]"}, ("by",)),
+        ({"last": 3, "max_keys": 5}, ("max_keys",)),
+    ],
+)
+def test_settings_the_schema_cannot_judge_are_problems_at_their_key(raw, problem):
+    _spec, problems = snapshot_from(raw)
+    assert [p for p, _ in problems] == [problem]
+
+
+def test_a_spec_says_what_it_keeps():
+    assert SnapshotSpec(by="s").describe() == "the last message per s (at most 10,000 keys)"
+    assert SnapshotSpec(last=1, end="E").describe() == "the last 1 message, then an end marker"
+    assert SnapshotSpec(by="s") != SnapshotSpec(by="s", max_keys=5)

@@ -1,0 +1,62 @@
+"""A route's latest-value settings (``snapshot:``), as the loader builds them from
+schema-valid data, with the problems the schema cannot see (a JSON path that cannot
+be read, ``max_keys`` beside ``last``). What a route keeps at run time:
+:mod:`veylor.latest`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..filters import parse_json_path
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSpec:
+    """A route's ``snapshot:`` setting: ``by`` (a JSON path, as written) or ``last``;
+    ``max_keys`` bounds ``by``; ``end`` is sent after the snapshot (None: nothing)."""
+
+    by: str | None = None
+    last: int | None = None
+    max_keys: int = 10_000
+    end: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """As written (with the default bound), for ``veylor check --json``."""
+        if self.by is not None:
+            return {"by": self.by, "max_keys": self.max_keys, "end": self.end}
+        return {"last": self.last, "end": self.end}
+
+    def describe(self) -> str:
+        """``the last message per s (at most 10,000 keys)``, ``the last 100 messages``."""
+        if self.by is not None:
+            what = f"the last message per {self.by} (at most {self.max_keys:,} keys)"
+        else:
+            what = f"the last {self.last:,} message{'s' * (self.last != 1)}"
+        return what + (", then an end marker" if self.end is not None else "")
+
+
+def snapshot_from(
+    raw: Mapping[str, Any] | None,
+) -> tuple[SnapshotSpec | None, list[tuple[tuple[str, ...], str]]]:
+    """The spec of a route's ``snapshot:`` (None: absent), and its problems as (key path
+    under ``snapshot``, message)."""
+    if raw is None:
+        return None, []
+    problems: list[tuple[tuple[str, ...], str]] = []
+    by = raw.get("by")
+    if by is not None:
+        try:
+            parse_json_path(by)
+        except ValueError as exc:
+            problems.append(
+                (
+                    ("by",),
+                    f"{exc}: write keys separated by dots, with [N] for a list's item, as s, data.symbol or data[0].s",
+                )
+            )
+    elif "max_keys" in raw:
+        problems.append((("max_keys",), "max_keys bounds snapshot.by; with last, last is the bound"))
+    spec = SnapshotSpec(by=by, last=raw.get("last"), max_keys=raw.get("max_keys", 10_000), end=raw.get("end"))
+    return spec, problems

@@ -1,0 +1,185 @@
+"""Latest-value delivery, the pure part: what a route keeps of the messages that passed it,
+for the clients that join later (a snapshot). No sockets, no clock, no event loop: the
+fan-out feeds a :class:`Kept` and an endpoint reads it when a client joins.
+
+Two ways to keep (a route's ``snapshot:``):
+
+- ``by: PATH``: the last message per value of a JSON key (``s`` in ``{"s": "BTCUSDT",
+  ...}``), at most ``max_keys`` keys; beyond, the least recently updated key goes
+  (counted). A message that is not JSON, lacks the key or whose key is not a scalar
+  is delivered but not kept (counted).
+- ``last: N``: the last N messages, whatever they are.
+
+Every message the fan-out dispatches has a sequence number, increasing (one counter
+for the whole process). A message is kept with it, so that the messages of several
+routes into one endpoint make one snapshot in the order they came (:func:`snapshot`),
+a message kept by two of them once. (Where the snapshot meets the live stream:
+:mod:`veylor.runtime.keeper`.)
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .config.latestspec import SnapshotSpec
+from .filters import lookup, parse_json_path
+from .message import NOT_JSON, Message
+
+_MISSING: Any = object()
+
+
+class Entry:
+    """One kept message: its place in the stream, its payload, and its frame in each
+    wire it was asked for (made once, for every client that joins)."""
+
+    __slots__ = ("data", "frames", "is_text", "seq")
+
+    def __init__(self, seq: int, data: bytes, is_text: bool) -> None:
+        self.seq = seq
+        self.data = data
+        self.is_text = is_text
+        self.frames: dict[Any, bytes | None] | None = None
+
+    def frame(self, wire: Any) -> bytes | None:
+        """This message in ``wire``'s framing (None: the wire cannot carry it), made once."""
+        frames = self.frames
+        if frames is None:
+            frames = self.frames = {}
+        try:
+            return frames[wire]
+        except KeyError:
+            made: bytes | None = wire.frame(self.data, self.is_text)
+            frames[wire] = made
+            return made
+
+
+def key_of(value: Any) -> Any:
+    """A dict key for a JSON scalar: its type with it (``1``, ``1.0`` and ``true`` are
+    three keys, as they are three JSON texts); ``_MISSING`` for an object or a list."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return (type(value), value)
+    return _MISSING
+
+
+class Kept:
+    """What a route keeps (see the module docstring); counters for the state view."""
+
+    __slots__ = ("bytes", "evicted", "spec", "unkept")
+
+    def __init__(self, spec: SnapshotSpec) -> None:
+        self.spec = spec
+        self.bytes = 0  # of the kept payloads
+        self.evicted = 0  # keys forgotten for max_keys
+        self.unkept = 0  # messages delivered but not kept (by: not JSON, no such key)
+
+    def keep(self, seq: int, msg: Message) -> None:
+        raise NotImplementedError
+
+    def entries(self) -> Iterable[Entry]:
+        """The kept messages, oldest first (by ``seq``)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def adopt(self, old: Kept) -> None:
+        """Take what ``old`` (the route's before a reload changed its settings) kept,
+        where it still means the same: the same ``by``, or both ``last``."""
+
+
+class ByKey(Kept):
+    """The last message per value of a JSON key, the least recently updated first."""
+
+    __slots__ = ("by", "items")
+
+    def __init__(self, spec: SnapshotSpec) -> None:
+        super().__init__(spec)
+        self.by = parse_json_path(spec.by or "")
+        self.items: OrderedDict[Any, Entry] = OrderedDict()
+
+    def keep(self, seq: int, msg: Message) -> None:
+        doc = msg.json
+        value = _MISSING if doc is NOT_JSON else lookup(doc, self.by)
+        key = _MISSING if value is _MISSING else key_of(value)
+        if key is _MISSING:
+            self.unkept += 1
+            return
+        items = self.items
+        old = items.pop(key, None)  # (re-inserted last: the order is that of the latest update)
+        if old is not None:
+            self.bytes -= len(old.data)
+        elif len(items) >= self.spec.max_keys:
+            self.bytes -= len(items.popitem(last=False)[1].data)
+            self.evicted += 1
+        data = msg.data
+        items[key] = Entry(seq, data, msg.is_text)
+        self.bytes += len(data)
+
+    def entries(self) -> Iterable[Entry]:
+        return self.items.values()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def adopt(self, old: Kept) -> None:
+        if isinstance(old, ByKey) and old.spec.by == self.spec.by:
+            items = old.items
+            while len(items) > self.spec.max_keys:  # (a smaller bound: the oldest go)
+                items.popitem(last=False)
+                self.evicted += 1
+            self.items = items
+            self.bytes = sum(len(e.data) for e in items.values())
+
+
+class LastN(Kept):
+    """The last N messages."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, spec: SnapshotSpec) -> None:
+        super().__init__(spec)
+        self.items: deque[Entry] = deque(maxlen=spec.last)
+
+    def keep(self, seq: int, msg: Message) -> None:
+        items = self.items
+        if len(items) == items.maxlen:
+            self.bytes -= len(items[0].data)
+        data = msg.data
+        items.append(Entry(seq, data, msg.is_text))
+        self.bytes += len(data)
+
+    def entries(self) -> Iterable[Entry]:
+        return self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def adopt(self, old: Kept) -> None:
+        if isinstance(old, LastN):
+            self.items.extend(old.items)  # (a smaller N keeps the newest)
+            self.bytes = sum(len(e.data) for e in self.items)
+
+
+def kept_for(spec: SnapshotSpec) -> Kept:
+    """An empty store for a route's ``snapshot:``."""
+    return ByKey(spec) if spec.by is not None else LastN(spec)
+
+
+def snapshot(kept: Iterable[Kept]) -> Iterator[Entry]:
+    """The messages several routes kept, in the order they came, each once (a message
+    two of the routes kept has one ``seq``)."""
+    stores = [k.entries() for k in kept]
+    merged: Iterable[Entry] = stores[0] if len(stores) == 1 else heapq.merge(*stores, key=_seq)
+    last = -1
+    for entry in merged:
+        seq = entry.seq
+        if seq != last:
+            last = seq
+            yield entry
+
+
+def _seq(entry: Entry) -> int:
+    return entry.seq
