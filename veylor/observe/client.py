@@ -151,10 +151,14 @@ class AdminClient:
             ) as response:
                 if (response.content_length or 0) > MAX_BODY:
                     raise Unreachable(f"{self.spec.url}: an answer of {response.content_length:,} bytes")
-                body = await response.content.read(MAX_BODY + 1)
-                if len(body) > MAX_BODY:
-                    raise Unreachable(f"{self.spec.url}: an answer of more than {MAX_BODY:,} bytes")
-                return response.status, body
+                # (read(n) returns what has come so far, up to n bytes: a /graph of more than
+                # a few segments came cut short, was not JSON, and veylor top said STALE)
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(2**16):
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        raise Unreachable(f"{self.spec.url}: an answer of more than {MAX_BODY:,} bytes")
+                return response.status, bytes(body)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
             raise Unreachable(f"cannot reach Veylor's admin endpoint at {self.spec.url}: {why}") from None

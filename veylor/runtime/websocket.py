@@ -98,15 +98,10 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
     ) -> None:
         """A snapshot to one client: compressed for it alone if it negotiated compression
         and ``compression`` is on (its context is its own), else the shared frames."""
-        if not (self.spec.compression and client in self.compressed):
+        if self.spec.compression and client in self.compressed:
+            send_own(client, messages, data)
+        else:
             client.transport.write(data)
-            return
-        for payload, is_text in messages:
-            if is_text:
-                client.protocol.send_text(payload)
-            else:
-                client.protocol.send_binary(payload)
-        client.unwritten += len(data) - client.send_data()
 
     def remove(self, client: DownstreamConnection) -> None:
         super().remove(client)
@@ -197,14 +192,7 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         for conn in writable:
             try:
                 if conn in compressed:
-                    for payload, is_text in messages:
-                        if is_text:
-                            conn.protocol.send_text(payload)
-                        else:
-                            conn.protocol.send_binary(payload)
-                    # Its frames, not the shared ones: what it was not given (or given
-                    # beyond them) keeps the budget's count of what it took exact.
-                    conn.unwritten += len(data) - conn.send_data()
+                    send_own(conn, messages, data)
                 else:
                     conn.transport.write(data)
             except Exception as exc:
@@ -266,3 +254,15 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
 
 
 KIND = RuntimeKind(endpoint=WebSocketEndpoint, listener=WebSocketListener)
+
+
+def send_own(conn: DownstreamConnection, messages: list[tuple[bytes, bool]], shared: bytes) -> None:
+    """Send ``messages`` to a client in frames of its own (compressed with its own
+    context), in place of the ``shared`` frames: what it was not given of them (or given
+    beyond them) keeps the budget's count of what it took exact."""
+    for payload, is_text in messages:
+        if is_text:
+            conn.protocol.send_text(payload)
+        else:
+            conn.protocol.send_binary(payload)
+    conn.unwritten += len(shared) - conn.send_data()

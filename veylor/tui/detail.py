@@ -20,11 +20,10 @@ from typing import Any, Literal
 from rich.text import Text
 from textual.widget import Widget
 
-from ..observe.view import EndpointView, SourceView, StateView
-from ..printable import printable
+from ..observe.view import EdgeView, EndpointView, SourceView, StateView
 from .clients import ClientsTable
 from .endpoints import refused
-from .live import Live, count, field, section
+from .live import LISTED, Live, count, field, more, outside, section
 from .rates import drops
 from .table import Table
 from .text import clock, duration, state, when
@@ -103,16 +102,15 @@ def counters(item: Mapping[str, Any], shown: set[str]) -> list[Text]:
     """The fields of ``item`` not shown elsewhere: numbers with thousands separators,
     the rest as printable text."""
     lines = []
-    for key in sorted(item):
-        if key in shown:
-            continue
+    keys = sorted(key for key in item if key not in shown)
+    for key in keys[:LISTED]:
         value = item[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            text = "-" if value is None else printable(str(value))
+            text = "-" if value is None else outside(value)
         else:
             text = count(value) if isinstance(value, int) else f"{value:,.3f}"
-        lines.append(field(key.replace("_", " "), text))
-    return lines
+        lines.append(field(outside(key.replace("_", " ")), text))
+    return lines + more(len(keys), "counter")
 
 
 def reasons(item: Mapping[str, Any], group: tuple[tuple[str, str], ...]) -> list[Text]:
@@ -131,7 +129,7 @@ def source_lines(view: StateView, name: str) -> list[Text]:
     mark, word, colour = state(s)
     shown = Text.assemble((f"{mark} {word}", colour))
     if s["state"] not in (word, "backoff"):
-        shown.append(printable(f" ({s['state']})"))
+        shown.append(outside(f" ({s['state']})"))
     next_at = s.get("next_attempt_at")
     if next_at:
         shown.append(f", next try in {duration(next_at - now)}")
@@ -140,31 +138,36 @@ def source_lines(view: StateView, name: str) -> list[Text]:
     last = s.get("last_message_at")
     rtt = s.get("ping_rtt")
     lines = [
-        field("kind", printable(s["kind"])),
+        field("kind", outside(s.get("kind", "-"))),
         field("state", shown),
-        field("last error", Text(printable(error), "red") if error else Text("none")),
+        field("last error", Text(outside(error), "red") if error else Text("none")),
         field("failures", f"{count(s.get('failures', 0))} in a row"),
-        field("attempts", count(s["attempts"])),
-        field("connects", f"{count(s['connects'])} (disconnects: {count(s['disconnects'])})"),
+        field("attempts", count(s.get("attempts", 0))),
+        field("connects", f"{count(s['connects'])} (disconnects: {count(s.get('disconnects', 0))})"),
         field("connected for", f"{duration(now - since)} (since {clock(since, now)})")
         if since and s["state"] == "connected"
         else field("connected", "no"),
         field("next try", when(next_at, now) if next_at else "-"),
         field("last message", when(last, now) if last else "never"),
         field("ping", "-" if rtt is None else f"{rtt * 1000:.1f} ms"),
-        field("url", printable(s.get("url", "")) or "-"),
+        field("url", outside(s.get("url", "")) or "-"),
         section("counters"),
         *counters(s, SHOWN_SOURCE),
         section("routes from it"),
     ]
-    routes = {r: route for r, route in view["routes"].items() if route["from"] == name}
-    for r, route in routes.items():
+    routes = [(r, route) for r, route in view["routes"].items() if route.get("from") == name]
+    edges: dict[str, list[EdgeView]] = {}  # by route, in one pass (a source may feed 1,000 routes)
+    for e in view["edges"]:
+        if e["source"] == name:
+            edges.setdefault(e["route"], []).append(e)
+    for r, route in routes[:LISTED]:
         lines.append(route_line(r, route))
+        into = edges.get(r, [])
         lines += [
-            field(f"  → {printable(e['endpoint'])}", f"{count(e['messages'])} messages")
-            for e in view["edges"]
-            if e["source"] == name and e["route"] == r
+            field(f"  → {outside(e['endpoint'])}", f"{count(e['messages'])} messages") for e in into[:LISTED]
         ]
+        lines += more(len(into), "edge")
+    lines += more(len(routes), "route")
     if not routes:
         lines.append(Text("none"))
     return lines
@@ -173,10 +176,8 @@ def source_lines(view: StateView, name: str) -> list[Text]:
 def route_line(name: str, route: Mapping[str, Any]) -> Text:
     """A route on one line: its filter, what it passed and filtered out."""
     return Text(
-        printable(
-            f"{name}: filter {route.get('filter') or 'everything'}; "
-            f"passed {count(route.get('messages', 0))}, filtered out {count(route.get('filtered', 0))}"
-        )
+        outside(f"{name}: filter {route.get('filter') or 'everything'}")
+        + f"; passed {count(route.get('messages', 0))}, filtered out {count(route.get('filtered', 0))}"
     )
 
 
@@ -191,8 +192,8 @@ def endpoint_lines(view: StateView, name: str) -> list[Text]:
     slow = e.get("slow_clients", 0)
     listed = len(e.get("client_list", []))
     lines = [
-        field("kind", printable(e["kind"])),
-        field("address", printable(e["address"])),
+        field("kind", outside(e.get("kind", "-"))),
+        field("address", outside(e["address"])),
         field(
             "clients",
             f"{count(e['clients'])} connected ({count(listed)} listed), {count(e.get('accepted', 0))} accepted",
@@ -216,9 +217,10 @@ def endpoint_lines(view: StateView, name: str) -> list[Text]:
     lines += reasons(e, FROM_CLIENTS)
     lines += [section("more"), *(counters(e, SHOWN_ENDPOINT) or [Text("none")])]
     lines.append(section("routes into it"))
-    routes = {r: route for r, route in view["routes"].items() if name in route["to"]}
-    for r, route in routes.items():
-        lines.append(Text(printable(f"from {route['from']} by ")).append_text(route_line(r, route)))
+    routes = [(r, route) for r, route in view["routes"].items() if name in route.get("to", ())]
+    for r, route in routes[:LISTED]:
+        lines.append(Text(outside(f"from {route.get('from', '-')} by ")).append_text(route_line(r, route)))
+    lines += more(len(routes), "route")
     if not routes:
         lines.append(Text("none"))
     return lines
@@ -235,14 +237,14 @@ def client_lines(view: StateView, endpoint: str, client: str = "") -> list[Text]
         return gone("disconnected (or its endpoint removed at the last reload?)")
     now = view["time"]
     return [
-        field("client", printable(c["client"])),
-        field("endpoint", printable(endpoint)),
+        field("client", outside(c["client"])),
+        field("endpoint", outside(endpoint)),
         field(
             "connected for",
             f"{duration(now - c['connected_since'])} (since {clock(c['connected_since'], now)})",
         ),
         field("messages", count(c["messages"])),
-        field("dropped", Text(count(c["dropped"]), "red" if c["dropped"] else "")),
+        field("dropped", Text(count(c.get("dropped", 0)), "red" if c.get("dropped") else "")),
         field("buffered", f"{count(c['buffered'])} bytes"),
     ]
 
@@ -259,20 +261,20 @@ def edge_lines(view: StateView, source: str, route: str = "", endpoint: str = ""
     e = view["endpoints"].get(endpoint)
     mark, word, colour = state(s) if s is not None else ("?", "not in the view", "")
     lines = [
-        field("edge", printable(f"{source} → {route} → {endpoint}")),
+        field("edge", outside(f"{source} → {route} → {endpoint}")),
         field("messages", count(edge["messages"])),
         field("source state", Text.assemble((f"{mark} {word}", colour))),
     ]
     if s is not None and s.get("last_error"):
-        lines.append(field("source last error", Text(printable(str(s["last_error"])), "red")))
+        lines.append(field("source last error", Text(outside(s["last_error"]), "red")))
     return [
         *lines,
         section("route"),
-        field("filter", printable(str(r.get("filter") or "everything"))),
+        field("filter", outside(r.get("filter") or "everything")),
         field("upstream", upstream(r.get("upstream"))),
         field("passed", count(r.get("messages", 0))),
         field("filtered out", count(r.get("filtered", 0))),
-        field("to", printable(", ".join(r.get("to", [])))),
+        field("to", outside(", ".join(r.get("to", [])))),
         *kept_lines(r.get("kept")),
         section("endpoint"),
         field("clients", "-" if e is None else count(e["clients"])),
@@ -296,7 +298,7 @@ def kept_lines(kept: Mapping[str, Any] | None) -> list[Text]:
         return []
     return [
         section("kept for clients that join (snapshot)"),
-        field("setting", printable(str(kept.get("setting", "")))),
+        field("setting", outside(kept.get("setting", ""))),
         field("kept", f"{count(kept.get('messages', 0))} messages, {count(kept.get('bytes', 0))} bytes"),
         field("forgotten (max_keys)", count(kept.get("evicted", 0))),
         field("not kept (no key)", count(kept.get("unkept", 0))),
@@ -307,7 +309,7 @@ def upstream(policy: object) -> str:
     """A route's ``upstream``: ``no``, ``yes``, or its policy as configured."""
     if not policy:
         return "no"
-    return "yes (clients may send)" if policy is True else printable(str(policy))
+    return "yes (clients may send)" if policy is True else outside(policy)
 
 
 # ---------------------------------------------------------------------- screens
@@ -336,9 +338,9 @@ class Detail(Live):
     def describe(self, view: StateView) -> tuple[str, list[Text]]:
         if self.kind == "client":
             endpoint, client = self.key.split("|", 1)
-            name = f"client {client} of {endpoint}"
+            name = f"client {outside(client)} of {outside(endpoint)}"
         elif self.kind == "edge":
-            name = "edge " + self.key.replace("|", " → ")
+            name = "edge " + outside(self.key.replace("|", " → "))
         else:
-            name = f"{self.kind} {self.key}"
+            name = f"{self.kind} {outside(self.key)}"
         return f"{name} (escape closes)", describe(view, self.kind, self.key)

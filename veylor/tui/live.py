@@ -17,10 +17,16 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ..observe.view import StateView
+from ..printable import printable
 from .text import title
 
 LABEL = 20  # columns of a field's label
 UNREAD = "no state read yet"  # what a screen says before the app has read a view
+# A screen is drawn again twice a second, on the loop the relay shares in-process: what it
+# shows is bounded whatever the view holds (a reload of 10,000 changes took 4 s a drawing,
+# a 1 MB error 3 s), the rest counted.
+LISTED = 100  # items of one list shown (changes, steps, problems, routes), as a table's rows
+LONGEST = 1000  # characters of one text from outside shown (an error, a URL, a filter)
 
 
 def field(label: str, value: str | Text, style: str = "") -> Text:
@@ -39,6 +45,24 @@ def section(label: str) -> Text:
 def count(n: int) -> str:
     """A number with thousands separators: ``1,234,567``."""
     return f"{n:,}"
+
+
+def outside(value: object) -> str:
+    """Text from outside (a name, an error, a URL, a filter) as shown: printable, and at
+    most ``LONGEST`` characters of it (how many more there are is said)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= LONGEST:
+        return printable(text)
+    return printable(text[:LONGEST]) + f"… ({len(text) - LONGEST:,} more characters)"
+
+
+def more(total: int, noun: str) -> list[Text]:
+    """The line that says how many of ``total`` items a list left out (none: no line),
+    after its first ``LISTED``."""
+    if total <= LISTED:
+        return []
+    left = total - LISTED
+    return [Text(f"  … {left:,} more {noun}{'s' * (left != 1)}", "italic")]
 
 
 class Live(ModalScreen[None]):

@@ -87,7 +87,7 @@ def _pairs(a: StateView, b: StateView) -> list[tuple[tuple[str, ...], float, flo
     for name, r in b["routes"].items():
         before = a["routes"].get(name)
         if before is not None:
-            out.append((("filtered", name), r["filtered"], before["filtered"]))
+            out.append((("filtered", name), r.get("filtered", 0), before.get("filtered", 0)))  # (optional)
     edges = {(x["source"], x["route"], x["endpoint"]): x["messages"] for x in a["edges"]}
     for x in b["edges"]:
         key = (x["source"], x["route"], x["endpoint"])

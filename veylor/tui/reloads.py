@@ -12,9 +12,8 @@ from __future__ import annotations
 from rich.text import Text
 
 from ..observe.view import ReloadView, StateView
-from ..printable import printable
 from ..report import plural
-from .live import Live, count, field, section
+from .live import LISTED, Live, count, field, more, outside, section
 from .text import problem, step, when
 
 
@@ -28,7 +27,7 @@ def reload_lines(view: StateView) -> list[Text]:
     last only checked), and the reload counters."""
     reloads = view["reloads"]
     now = view["time"]
-    lines = [field("reloads", f"{count(reloads['ok'])} ok, {count(reloads['failed'])} failed")]
+    lines = [field("reloads", f"{count(reloads.get('ok', 0))} ok, {count(reloads.get('failed', 0))} failed")]
     last = reloads["last"]
     if last is None:
         return [*lines, Text("no reload yet: the configuration is the one Veylor started with")]
@@ -36,7 +35,7 @@ def reload_lines(view: StateView) -> list[Text]:
     if unchanged(last) and change is not None and change["at"] < last["at"]:
         lines += [
             Text(f"checked, no change ({when(last['at'], now)})", "bold"),
-            field("trigger", printable(last["reason"])),
+            field("trigger", outside(last.get("reason", "-"))),
             section("the last change"),
         ]
         last = change
@@ -44,38 +43,44 @@ def reload_lines(view: StateView) -> list[Text]:
 
 
 def outcome_lines(reload: ReloadView, now: float) -> list[Text]:
-    """One reload: when, why, what came of it, and all its changes, steps and problems."""
-    if reload["problems"]:
+    """One reload: when, why, what came of it, and its changes, steps and problems (the
+    first ``LISTED`` of each: the others are counted)."""
+    changes, steps, problems = reload["changes"], reload.get("steps") or [], reload["problems"]
+    if problems:
         outcome = Text("refused: the running configuration stays", "bold red")
     elif reload["error"]:
-        outcome = Text(printable(f"not applied: {reload['error']}"), "bold red")
-    elif reload["applied"]:
-        outcome = Text(
-            f"applied: generation {reload['generation']} (config {reload['digest'][:12]})", "green"
-        )
+        outcome = Text(outside(f"not applied: {reload['error']}"), "bold red")
+    elif reload.get("applied"):
+        config = outside(f"generation {reload.get('generation')} (config {reload.get('digest', '-')[:12]})")
+        outcome = Text(f"applied: {config}", "green")
     else:
         outcome = Text("checked, no change")
+    took = reload.get("duration_ms")
     lines = [
-        field("at", f"{when(reload['at'], now)}, took {reload['duration_ms']:,.1f} ms"),
-        field("trigger", printable(reload["reason"])),
+        field("at", when(reload["at"], now) + ("" if took is None else f", took {took:,.1f} ms")),
+        field("trigger", outside(reload.get("reason", "-"))),
         field("outcome", outcome),
         field(
             "in all",
-            f"{plural(len(reload['changes']), 'change')}, {plural(len(reload['steps']), 'step')}, "
-            f"{plural(len(reload['problems']), 'problem')}",
+            f"{plural(len(changes), 'change')}, {plural(len(steps), 'step')}, "
+            f"{plural(len(problems), 'problem')}",
         ),
-        section(f"changes ({count(len(reload['changes']))})"),
-        *[Text(printable(f"  {change}")) for change in reload["changes"]],
-        section(f"steps ({count(len(reload['steps']))})"),
+        section(f"changes ({count(len(changes))})"),
+        *[Text(outside(f"  {change}")) for change in changes[:LISTED]],
+        *more(len(changes), "change"),
+        section(f"steps ({count(len(steps))})"),
     ]
-    for entry in reload["steps"]:
-        lines.append(Text(printable(f"  {step(entry)}")))
-        lines += [Text(printable(f"      {detail}")) for detail in entry.get("detail") or []]
-    lines.append(section(f"problems ({count(len(reload['problems']))})"))
-    for found in reload["problems"]:
+    for entry in steps[:LISTED]:
+        details = entry.get("detail") or []
+        lines.append(Text(outside(f"  {step(entry)}")))
+        lines += [Text(outside(f"      {detail}")) for detail in details[:LISTED]]
+        lines += more(len(details), "detail")
+    lines += more(len(steps), "step")
+    lines.append(section(f"problems ({count(len(problems))})"))
+    for found in problems[:LISTED]:
         warning = "warning: " if found.get("severity") == "warning" else ""
-        lines.append(Text(printable(f"  {warning}{problem(found)}"), "yellow" if warning else "red"))
-    return lines
+        lines.append(Text(outside(f"  {warning}{problem(found)}"), "yellow" if warning else "red"))
+    return lines + more(len(problems), "problem")
 
 
 class Reloads(Live):

@@ -101,35 +101,45 @@ def record(required: dict[str, Check], optional: dict[str, Check] | None = None)
 
 PROBLEMS = items(record(dict.fromkeys(("file", "line", "path", "message"), anything)))
 CHANGES = items(text)
-STEPS = maybe(items(record({"op": anything, "name": anything})))
-LAST = record({"problems": PROBLEMS, "error": anything, "changes": CHANGES}, {"steps": STEPS})
+STEPS = maybe(items(record({"op": anything, "name": anything}, {"detail": maybe(items(anything))})))
+# A reload as the status line and the last reload's screen (l) read it: its moment, why
+# it ran, how long it took, the configuration it made (those a Veylor of another version
+# may not say are shown as "-").
+RELOAD = {"reason": text, "duration_ms": number, "digest": text, "steps": STEPS}
+LAST = record({"problems": PROBLEMS, "error": anything, "changes": CHANGES, "at": clock}, RELOAD)
 OUTCOME = record({}, {"problems": PROBLEMS, "error": anything, "changes": CHANGES, "steps": STEPS})
+RELOADS = record({"last": maybe(LAST)}, {"last_change": maybe(LAST), "ok": number, "failed": number})
 SOURCE = record(
     {"state": text, "messages_in": number, "bytes_in": number, "connects": number},
-    {"url": text, "ping_rtt": maybe(number), "failures": number, "last_error": maybe(text)}
+    {"url": text, "kind": text, "ping_rtt": maybe(number), "failures": number, "last_error": maybe(text)}
+    | dict.fromkeys(("attempts", "disconnects"), number)
     | dict.fromkeys(("last_message_at", "connected_since", "next_attempt_at"), maybe(number)),
 )
 KEPT = record({}, {"setting": text} | dict.fromkeys(("messages", "bytes", "evicted", "unkept"), number))
-ROUTE = record({}, {"filter": text, "filtered": number, "upstream": anything, "kept": KEPT})
+ROUTE = record(
+    {},
+    {"from": text, "to": items(text), "filter": text, "messages": number, "filtered": number}
+    | {"upstream": anything, "kept": KEPT},
+)
 EDGE = record({"source": text, "route": text, "endpoint": text, "messages": number})
 CLIENT = record(
     {"client": text, "connected_since": number, "messages": number, "buffered": number}, {"dropped": number}
 )
+# The counters an endpoint's detail (enter) adds and sums, by reason (veylor.tui.detail).
+COUNTED = (
+    "accepted", "messages", "bytes_out", "lost_slow", "unframeable", "refused", "refused_no_token",
+    "refused_token", "refused_origin", "refused_path", "refused_peer", "refused_pending",
+    "slow_disconnects", "memory_closed", "stalled_closed", "keepalive_closed", "control_closed",
+    "rate_closed", "bad_frames", "invalid_utf8", "revoked", "write_failed", "handshake_timeouts",
+    "tls_failed", "pending_evicted", "discarded", "upstream_denied", "upstream_limited",
+    "upstream_blocked",
+)  # fmt: skip
 ENDPOINT = record(
     {"messages_out": number, "clients": number, "received": number, "address": text},
     dict.fromkeys(
-        (
-            "dropped",
-            "lost_slow",
-            "unframeable",
-            "slow_clients",
-            "client_buffer",
-            "snapshots",
-            "snapshot_messages",
-        ),
-        number,
+        ("dropped", "slow_clients", "client_buffer", "snapshots", "snapshot_messages", *COUNTED), number
     )
-    | {"client_list": items(CLIENT), "clients_not_listed": number},
+    | {"kind": text, "client_list": items(CLIENT), "clients_not_listed": number},
 )
 CAUGHT = record({"route": anything}, {"error": maybe(text)})  # a tap that failed says so
 TAPPED = record({"seen": number, "messages": items(text)})  # what a tap caught
@@ -147,7 +157,7 @@ VIEW = record(
         "pid": anything,
         "time": clock,
         "config": record({"generation": anything, "digest": text}),
-        "reloads": record({"last": maybe(LAST)}, {"last_change": maybe(LAST)}),
+        "reloads": RELOADS,
         "sources": entries(SOURCE),
         "routes": entries(ROUTE),
         "edges": items(EDGE),
