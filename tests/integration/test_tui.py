@@ -531,3 +531,55 @@ async def test_the_in_process_tui_asks_before_q_stops_veylor(tmp_path, upstream)
             assert not app.is_running
     finally:
         await server.shutdown()
+
+
+async def test_every_endpoints_clients_are_bounded_in_all_even_when_many_are_behind(
+    tmp_path, upstream, monkeypatch
+):
+    """/graph?clients=* (the TUI's c) lists CLIENTS_LISTED clients in all: those behind
+    first, wherever they are, and no more of them than the bound (one slow client on
+    each of two endpoints, a bound of 1: one listed)."""
+    import socket
+
+    from helpers import raw_handshake
+
+    from veylor.observe import state
+
+    ports = [free_port(), free_port()]
+    endpoints = ", ".join(
+        f"e{i}: {{websocket: {{port: {p}, path: /ws}}, socket_buffer: 4KiB, client_buffer: 64KiB, slow_client: drop}}"
+        for i, p in enumerate(ports)
+    )
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{{endpoints}}}
+        routes: {{all: {{from: feed, to: [e0, e1]}}}}
+        """,
+    )
+    slow = [socket.socket() for _ in ports]
+    try:
+        await upstream.wait_connected()
+        loop = asyncio.get_running_loop()
+        for sock, port in zip(slow, ports, strict=True):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(sock, raw_handshake("/ws"))  # (and never reads)
+        for _ in range(200):
+            for _ in range(20):
+                await upstream.send("x" * 2000)
+            view = server.snapshot()
+            if all(view["endpoints"][f"e{i}"]["slow_clients"] for i in range(2)):
+                break
+            await asyncio.sleep(0.01)
+        monkeypatch.setattr(state, "CLIENTS_LISTED", 1)
+        view = server.snapshot(clients="*")
+        listed = [c for e in view["endpoints"].values() for c in e.get("client_list", [])]
+        assert len(listed) == 1
+        assert sum(e["clients_not_listed"] for e in view["endpoints"].values()) == 1
+    finally:
+        for sock in slow:
+            sock.close()
+        await server.shutdown()

@@ -180,3 +180,45 @@ async def test_c_lists_the_clients_of_every_endpoint_worst_first():
                 break
             await pilot.pause(0.05)
         assert clients.keys == ["127.0.0.1:60111"] and app.reader.clients_of == "dashboard"
+
+
+async def test_the_tap_leaves_each_table_a_row_at_the_minimum_size():
+    """At 60x18 the tap (m) took its 6 lines and left the tables their headers only: it
+    now takes what is left once each table has its header and a row (3 lines at least)."""
+    async with VeylorApp(FixedReader()).run_test(size=(MIN_WIDTH, MIN_HEIGHT)) as pilot:
+        app = await settled(pilot)
+        await pilot.press("m")
+        await pilot.pause(0.3)
+        tap = app.query_one("#tap")
+        assert tap.display and tap.outer_size.height >= 3
+        for name, table in app.tables.items():
+            assert table.scrollable_content_region.height >= 2, name  # its header and a row
+        await pilot.press("m")
+        await pilot.pause(0.3)
+        assert shown(app.tables["sources"]).count("\n") >= 2  # the rows back
+
+
+async def test_an_open_detail_stops_the_dashboard_under_it_being_drawn():
+    """A detail (enter) or the last reload (l) covers the dashboard: redrawing the tables
+    under it cost the relay's loop 50-140 ms a refresh for nothing. They are drawn again
+    once it closes."""
+    async with VeylorApp(FixedReader()).run_test(size=(120, 40)) as pilot:
+        app = await settled(pilot)
+        drawn = []
+        original = app.show_sources
+
+        def counting(view):
+            drawn.append(1)
+            return original(view)
+
+        app.show_sources = counting
+        await pilot.pause(1.2)  # (two refreshes)
+        assert drawn
+        await pilot.press("l")
+        await pilot.pause(0.3)
+        before = len(drawn)
+        await pilot.pause(1.2)
+        assert len(drawn) == before  # not drawn while covered
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        assert len(drawn) > before  # drawn again at once when it closes

@@ -15,7 +15,6 @@ their buffer now) first. ``tap=ROUTE`` starts or renews that route's tap and add
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import os
 import resource
@@ -181,10 +180,13 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
     # Clients behind now: those the budget watches (Veylor holds bytes for them that
     # their socket does not take); a few, however many clients there are.
     watched = runtime.budget.watched
-    slow = collections.Counter(w.ep.name for w in watched.values())
-    # clients="*" (the TUI's c): every endpoint's, CLIENTS_LISTED in all, those behind
+    behind_of: dict[str, list[Any]] = {}  # each endpoint's clients behind (a few), grouped once
+    for client, w in watched.items():
+        behind_of.setdefault(w.ep.name, []).append(client)
+    # clients="*" (the TUI's c): every endpoint's, CLIENTS_LISTED in all: those behind
     # first wherever they are, the others in what is left.
     every = clients == EVERY
+    behind_left = CLIENTS_LISTED
     others_left = max(0, CLIENTS_LISTED - min(len(watched), CLIENTS_LISTED)) if every else 0
     for name, spec in runtime.graph.endpoints.items():
         ep = runtime.endpoints.get(name)
@@ -192,7 +194,7 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
             "kind": spec.kind,
             "address": spec.listen.describe(),
             "clients": len(ep.clients) if ep is not None else 0,
-            "slow_clients": slow.get(name, 0),
+            "slow_clients": len(behind_of.get(name, ())),
             **stats.endpoint(name).as_dict(),
             **(ep.status() if ep is not None else {}),
         }
@@ -202,12 +204,14 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
         if ep is not None and (clients is True or clients == name or every):
             # the slow ones first (those the budget watches: a few), so that the
             # worst are listed however many clients there are beyond the bound
-            behind = [c for c, w in watched.items() if w.ep.name == name and c in ep.clients]
+            behind = [c for c in behind_of.get(name, ()) if c in ep.clients]
             rest = (c for c in ep.clients if c not in watched)
             if every:
+                behind = behind[:behind_left]
+                behind_left -= len(behind)
                 more = list(itertools.islice(rest, others_left))
                 others_left -= len(more)
-                listed = behind[:CLIENTS_LISTED] + more
+                listed = behind + more
             else:
                 listed = list(itertools.islice(itertools.chain(behind, rest), CLIENTS_LISTED))
             view["clients_not_listed"] = len(ep.clients) - len(listed)

@@ -34,6 +34,7 @@ from .clients import ClientsTable
 from .edges import EdgesTable
 from .endpoints import EndpointsTable
 from .keys import Keys
+from .live import Live
 from .logpane import LogBuffer, LogPane
 from .overlays import KEYS, Overlays
 from .pane import Look, Pane
@@ -196,6 +197,11 @@ class VeylorApp(Keys, Overlays):
             yield from self.query_one("#logs", LogPane).drain()
 
     def _parts(self) -> list[Callable[[StateView], Iterator[None] | None]]:
+        if isinstance(self.screen_stack[-1], Live):
+            # A detail (enter) or the last reload (l) covers the dashboard: only it is
+            # drawn (the tables under it cost the relay's loop for nothing); they are
+            # drawn again when it closes.
+            return [self.show_live]
         return [
             self.show_status,
             self.show_graph,
@@ -265,6 +271,9 @@ class VeylorApp(Keys, Overlays):
     def _redraw(self) -> None:
         if self.view is not None:
             self.draw(self.view)
+
+    def redraw_dashboard(self) -> None:
+        self._redraw()
 
     def _relabel(self) -> None:
         both = self.size.width >= WIDE

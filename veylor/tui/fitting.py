@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .app import VeylorApp
 
 SPARK, TAP = 3, 8  # lines of the sparkline (with its label) and of the tap (tall terminals)
+MIN_TAP = 3  # the fewest lines of the tap: its border and a message
 
 
 def relayout(app: VeylorApp) -> None:
@@ -36,8 +37,6 @@ def relayout(app: VeylorApp) -> None:
         return
     chrome = 2 if short else 3  # a table's border(s) and header
     fixed = 3 + (0 if short else 1 + SPARK)  # summary, status, footer; header bar, sparkline
-    if app.tapping:
-        fixed += TAP if not short else TAP - 2
     find = app.query_one("#find", Input)
     if find.display:
         fixed += find.outer_size.height or 3
@@ -50,10 +49,20 @@ def relayout(app: VeylorApp) -> None:
         Want("graph", tables["graph"].row_count, chrome),
         Want("bottom", clients + (chrome + 6 if logs and narrow else 0), chrome),
     ]
+    if app.tapping:  # the tap: what is left once each table has its header and a row
+        least = sum(w.chrome + min(w.rows, 1) for w in wants)
+        tap = max(MIN_TAP, min(TAP if not short else TAP - 2, height - fixed - least))
+        fixed += tap
+        set_height(app, "tap", tap)
     got = heights(height - fixed, wants, {"graph": 1, "bottom": 1})
     if got is None:  # (not even a row each: the rows scroll in what there is)
         got = {w.name: max(1, (height - fixed) // 4) for w in wants}
     for name, lines in got.items():
-        widget = app.query_one(f"#{name}")
-        if widget.styles.height is None or widget.styles.height.value != lines:
-            widget.styles.height = lines
+        set_height(app, name, lines)
+
+
+def set_height(app: VeylorApp, name: str, lines: int) -> None:
+    """Give widget ``#name`` ``lines`` lines (a layout only when that changes)."""
+    widget = app.query_one(f"#{name}")
+    if widget.styles.height is None or widget.styles.height.value != lines:
+        widget.styles.height = lines

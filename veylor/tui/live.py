@@ -78,6 +78,7 @@ class Live(ModalScreen[None]):
     def __init__(self, view: StateView | None) -> None:
         super().__init__()
         self.latest = view
+        self.shown: Text | None = None  # what the body shows now
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="live"):
@@ -94,8 +95,12 @@ class Live(ModalScreen[None]):
         if not body:
             return
         name, lines = self.describe(view)
+        text = Text("\n").join(lines)
+        if text == self.shown:
+            return  # (unchanged: no layout, no redraw, on the loop the relay shares)
+        self.shown = text
         self.query_one(VerticalScroll).border_title = title(name)
-        body.first(Static).update(Text("\n").join(lines))
+        body.first(Static).update(text)
 
     def describe(self, view: StateView) -> tuple[str, list[Text]]:
         """The title and the lines for ``view``."""

@@ -38,11 +38,20 @@ class Overlays(App[None]):
         """The detail of the focused table's row (the graph's, if no table is focused)."""
         chosen = selected(self.focused, self.tables["graph"], self.selected_endpoint)
         if chosen is not None:
-            self.push_screen(Detail(*chosen, self.view))
+            self.push_screen(Detail(*chosen, self.view), self.closed)
 
     def action_reloads(self) -> None:
         """The last reload, whole."""
-        self.push_screen(Reloads(self.view))
+        self.push_screen(Reloads(self.view), self.closed)
+
+    def closed(self, _: object = None) -> None:
+        """A screen drawn from the state view closed: the dashboard under it (not drawn
+        while it was on top) is drawn from the last view."""
+        if self.view is not None:
+            self.redraw_dashboard()
+
+    def redraw_dashboard(self) -> None:
+        """Draw the dashboard from the last view (the app's)."""
 
     def show_live(self, view: StateView) -> None:
         """Draw ``view`` on the detail or the last reload, if one is on top."""
