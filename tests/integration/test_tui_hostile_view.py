@@ -24,8 +24,8 @@ from test_tui_adversarial import ESC, odd_admin, until
 pytest.importorskip("textual")
 
 from textual.widgets import Static
+from tui.fixed_view import view
 
-from tests.tui.fixed_view import view
 from veylor.observe.client import target
 from veylor.tui.app import VeylorApp
 from veylor.tui.detail import Detail, describe
