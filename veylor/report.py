@@ -55,6 +55,8 @@ def config_text(config: Config) -> str:
     for r in config.routes.values():
         text = f"{r.source} -> {', '.join(r.endpoints)}; filter: {describe(r.filter)}"
         text += "; upstream: " + _upstream(r)
+        if r.conflate is not None:
+            text += "; conflate: " + r.conflate.describe()
         if r.snapshot is not None:
             text += "; snapshot: " + r.snapshot.describe()
         rows.append((r.name, text, str(r.origin)))
@@ -140,6 +142,7 @@ def config_json(config: Config) -> dict[str, Any]:
                 "upstream": r.upstream,
                 "upstream_policy": r.policy.as_json() if r.policy is not None else None,
                 "snapshot": r.snapshot.as_json() if r.snapshot is not None else None,
+                "conflate": r.conflate.as_json() if r.conflate is not None else None,
                 "origin": str(r.origin),
             }
             for n, r in config.routes.items()

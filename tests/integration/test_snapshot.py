@@ -250,3 +250,90 @@ async def test_a_snapshot_counts_against_the_clients_buffer(tmp_path, upstream, 
     finally:
         slow.close()
         await server.shutdown()
+
+
+async def test_conflation_sends_the_latest_of_each_changed_key_each_interval(tmp_path, upstream):
+    """conflate: {by, interval}: at most one message per key per interval, the latest,
+    in the order of their latest update; a message without the key at once; counted."""
+    port = free_port()
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
+        routes: {{ticks: {{from: feed, to: dash, conflate: {{by: s, interval: 300ms}}}}}}
+        """,
+    )
+    try:
+        await upstream.wait_connected()
+        client = await ws_client(f"ws://127.0.0.1:{port}/d")
+        loop = asyncio.get_running_loop()
+        started_at = loop.time()
+        for n in range(1, 101):  # 100 updates of 3 keys, within one interval
+            await upstream.send(tick("ABC"[n % 3], n))
+        await upstream.send("no key")
+        assert await asyncio.wait_for(client.recv(), 5) == "no key"  # at once
+        got = [json.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(3)]
+        elapsed = loop.time() - started_at
+        # the latest of each key, in the order of their latest update
+        assert [(g["s"], g["n"]) for g in got] == [("C", 98), ("A", 99), ("B", 100)]
+        assert 0.25 <= elapsed <= 1.0
+        with pytest.raises(TimeoutError):  # nothing more: no key changed since
+            await asyncio.wait_for(client.recv(), 0.5)
+        await upstream.send(tick("A", 101))
+        assert json.loads(await asyncio.wait_for(client.recv(), 2))["n"] == 101  # (a timer armed again)
+        route = server.snapshot()["routes"]["ticks"]
+        assert route["conflated"] == 97 and route["unkeyed"] == 1
+        assert route["messages"] == 5  # what it sent: 3 + 1 + the unkeyed one
+        assert route["conflate"] == "the latest per s every 300ms"
+        from veylor.observe.metrics import render
+
+        text = render(server.snapshot())
+        assert 'veylor_route_conflated_total{route="ticks"} 97' in text
+        assert 'veylor_route_unconflated_total{route="ticks"} 1' in text
+        edges = server.snapshot()["edges"]
+        assert [e["messages"] for e in edges if e["route"] == "ticks"] == [5]
+        await client.close()
+    finally:
+        await server.shutdown()
+
+
+async def test_a_conflating_route_keeps_what_it_sends_and_a_reload_loses_nothing_held(tmp_path, upstream):
+    """With snapshot too, a joiner gets what the route sent, not what it still holds (no
+    duplicate when it sends); removing conflate in a reload sends what was held at once."""
+    port = free_port()
+    main = tmp_path / "config.yaml"
+
+    def write(extra: str) -> None:
+        main.write_text(
+            textwrap.dedent(
+                f"""
+                sources: {{feed: {{url: "{upstream.url}"}}}}
+                endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
+                routes: {{ticks: {{from: feed, to: dash, snapshot: {{by: s}}{extra}}}}}
+                """
+            )
+        )
+
+    write(", conflate: {by: s, interval: 1h}")  # (held until the reload)
+    server = Server.load(str(main), watch="off")
+    assert await server.startup()
+    try:
+        await upstream.wait_connected()
+        watcher = await ws_client(f"ws://127.0.0.1:{port}/d")
+        await upstream.send(tick("A", 1))
+        await upstream.send(tick("A", 2))
+        await until(lambda: server.snapshot()["routes"]["ticks"]["conflated"] == 1, "A held")
+        assert server.snapshot()["routes"]["ticks"]["kept"]["messages"] == 0  # held: not sent, not kept
+        joiner = await ws_client(f"ws://127.0.0.1:{port}/d")
+        write("")  # conflate removed: what it held goes now
+        assert (await server.reload("test")).ok
+        assert json.loads(await asyncio.wait_for(watcher.recv(), 5))["n"] == 2
+        assert json.loads(await asyncio.wait_for(joiner.recv(), 5))["n"] == 2
+        assert server.snapshot()["routes"]["ticks"]["kept"]["messages"] == 1
+        late = await ws_client(f"ws://127.0.0.1:{port}/d")
+        assert json.loads(await asyncio.wait_for(late.recv(), 5))["n"] == 2  # kept as sent
+        for c in (watcher, joiner, late):
+            await c.close()
+    finally:
+        await server.shutdown()

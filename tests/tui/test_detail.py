@@ -442,10 +442,12 @@ def test_an_edges_detail_says_what_its_route_keeps_for_joiners():
         "evicted": 2,
         "unkept": 3,
     }
+    v["routes"]["all-trades"].update(conflate="the latest per s every 250ms", conflated=4321, unkeyed=5)
     v["endpoints"]["public"]["snapshots"] = 7
     v["endpoints"]["public"]["snapshot_messages"] = 8638
     text = "\n".join(str(line) for line in describe(v, "edge", "binance|all-trades|public"))
     assert "the last message per s" in text and "1,234 messages, 56,789 bytes" in text
     assert "7 (8,638 messages)" in text
+    assert "the latest per s every 250ms" in text and "4,321" in text
     other = "\n".join(str(line) for line in describe(v, "edge", "binance|dashboard-majors|dashboard"))
     assert "snapshot" not in other  # (a route that keeps nothing says nothing of it)

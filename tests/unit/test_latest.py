@@ -147,3 +147,39 @@ def test_a_spec_says_what_it_keeps():
     assert SnapshotSpec(by="s").describe() == "the last message per s (at most 10,000 keys)"
     assert SnapshotSpec(last=1, end="E").describe() == "the last 1 message, then an end marker"
     assert SnapshotSpec(by="s") != SnapshotSpec(by="s", max_keys=5)
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("250ms", 0.25), ("2s", 2.0), (" 1.5 s ", 1.5), ("5m", 300.0), ("1h", 3600.0), (3, 3.0), (0.5, 0.5)],
+)
+def test_durations_in_the_units_people_write(text, seconds):
+    from veylor.config.common import human_duration, parse_duration
+
+    assert parse_duration(text) == seconds
+    assert parse_duration(human_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize(
+    "raw, where",
+    [
+        ({"by": "s", "interval": "5ms"}, ("interval",)),
+        ({"by": "s", "interval": "2h"}, ("interval",)),
+        ({"by": "a..b", "interval": 1}, ("by",)),
+    ],
+)
+def test_conflate_settings_the_schema_cannot_judge_are_problems_at_their_key(raw, where):
+    from veylor.config.latestspec import conflate_from
+
+    _spec, problems = conflate_from(raw)
+    assert [p for p, _ in problems] == [where]
+
+
+def test_a_conflate_spec_says_what_it_does_and_compares_by_value():
+    from veylor.config.latestspec import ConflateSpec, conflate_from
+
+    spec, problems = conflate_from({"by": "s", "interval": "250ms"})
+    assert not problems and spec == ConflateSpec("s", 0.25)
+    assert spec.describe() == "the latest per s every 250ms"
+    assert spec.as_json() == {"by": "s", "interval": "250ms"}
+    assert spec != ConflateSpec("s", 0.5)

@@ -26,6 +26,8 @@ from .problems import Location
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGkmg]?)(i?)([Bb]?)\s*$")
 _UNITS = {"": 0, "k": 1, "m": 2, "g": 3}
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_size(value: int | str) -> int:
@@ -40,6 +42,27 @@ def parse_size(value: int | str) -> int:
     # "16MiB", "16M" and "16m" are binary; "16MB" is decimal (what the unit says).
     base = 1000 if (unit and byte and not binary) else 1024
     return int(float(number) * base**power)
+
+
+def parse_duration(value: float | str) -> float:
+    """Seconds from ``250ms``, ``2s``, ``1.5s``, ``5m``, ``1h`` or a number of seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(m.group(1)) * _SECONDS[m.group(2)]
+
+
+def human_duration(seconds: float) -> str:
+    """A duration for people: ``250ms``, ``2s``, ``1.5s``, ``5m``, ``1h``."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
 
 
 def human_size(n: float) -> str:

@@ -1,7 +1,7 @@
-"""A route's latest-value settings (``snapshot:``), as the loader builds them from
-schema-valid data, with the problems the schema cannot see (a JSON path that cannot
-be read, ``max_keys`` beside ``last``). What a route keeps at run time:
-:mod:`veylor.latest`."""
+"""A route's latest-value settings (``snapshot:``, ``conflate:``), as the loader builds
+them from schema-valid data, with the problems the schema cannot see (a JSON path that
+cannot be read, ``max_keys`` beside ``last``, an interval out of bounds). What a route
+keeps at run time: :mod:`veylor.latest`; what it holds back: :mod:`veylor.runtime.conflate`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..filters import parse_json_path
+from .common import human_duration, parse_duration
+
+SHORTEST, LONGEST = 0.01, 3600.0  # a conflation interval's bounds, seconds
+PATH_HINT = "write keys separated by dots, with [N] for a list's item, as s, data.symbol or data[0].s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +64,39 @@ def snapshot_from(
         problems.append((("max_keys",), "max_keys bounds snapshot.by; with last, last is the bound"))
     spec = SnapshotSpec(by=by, last=raw.get("last"), max_keys=raw.get("max_keys", 10_000), end=raw.get("end"))
     return spec, problems
+
+
+@dataclass(frozen=True, slots=True)
+class ConflateSpec:
+    """A route's ``conflate:`` setting: the key (a JSON path, as written) and how often
+    the latest of each changed key is sent (seconds)."""
+
+    by: str
+    interval: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"by": self.by, "interval": human_duration(self.interval)}
+
+    def describe(self) -> str:
+        """``the latest per s every 250ms``."""
+        return f"the latest per {self.by} every {human_duration(self.interval)}"
+
+
+def conflate_from(
+    raw: Mapping[str, Any] | None,
+) -> tuple[ConflateSpec | None, list[tuple[tuple[str, ...], str]]]:
+    """The spec of a route's ``conflate:`` (None: absent), and its problems as (key path
+    under ``conflate``, message)."""
+    if raw is None:
+        return None, []
+    problems: list[tuple[tuple[str, ...], str]] = []
+    try:
+        parse_json_path(raw["by"])
+    except ValueError as exc:
+        problems.append((("by",), f"{exc}: {PATH_HINT}"))
+    interval = parse_duration(raw["interval"])
+    if not SHORTEST <= interval <= LONGEST:
+        problems.append(
+            (("interval",), f"{human_duration(interval)} is out of bounds: write 10ms at least, 1h at most")
+        )
+    return ConflateSpec(by=raw["by"], interval=interval), problems

@@ -27,7 +27,7 @@ from .adminspec import AdminSpec
 from .common import SKIP, format_size, plain
 from .contract import EndpointAccess, Listen, SourceKindSpec
 from .frozen import freeze, thaw
-from .latestspec import SnapshotSpec
+from .latestspec import ConflateSpec, SnapshotSpec
 from .problems import Location, Problem
 
 Shape = Literal["v1", "1.1", "1.0"]
@@ -107,6 +107,7 @@ class RouteSpec:
     compiled: CompiledFilter | None = field(compare=False, default=None, repr=False)  # compiled at load
     policy: UpstreamPolicy | None = None  # upstream: {allow, rate, ...}; None: all or nothing
     snapshot: SnapshotSpec | None = None  # what it keeps for clients that join later
+    conflate: ConflateSpec | None = None  # at most one message per key per interval
     _filter_key: str | None = field(compare=False, default=None, repr=False, init=False)
 
     def __post_init__(self) -> None:
@@ -170,6 +171,7 @@ def route_from(
     compiled: CompiledFilter | None = None,
     collected: Collected | None = None,
     snapshot: SnapshotSpec | None = None,
+    conflate: ConflateSpec | None = None,
 ) -> RouteSpec:
     """A :class:`RouteSpec` from schema-valid data with defaults applied (and its filter,
     compiled by the loader while checking it)."""
@@ -188,4 +190,5 @@ def route_from(
         compiled=compiled,
         policy=policy,
         snapshot=snapshot,
+        conflate=conflate,
     )

@@ -184,6 +184,19 @@ def render(view: StateView, ready: bool | None = None) -> str:
     routes.family(
         "veylor_route_filtered_total", "counter", "Messages a route's filter did not pass", "filtered"
     )
+    conflating = _Table(out, "route", {n: r for n, r in view["routes"].items() if "conflated" in r})
+    conflating.family(
+        "veylor_route_conflated_total",
+        "counter",
+        "Messages replaced by a later one of their key before the route sent them (conflate)",
+        "conflated",
+    )
+    conflating.family(
+        "veylor_route_unconflated_total",
+        "counter",
+        "Messages a conflating route sent at once: not JSON, or without its conflate.by key",
+        "unkeyed",
+    )
     kept = _Table(out, "route", {n: r["kept"] for n, r in view["routes"].items() if "kept" in r})
     kept.family(
         "veylor_route_kept_messages",

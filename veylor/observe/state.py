@@ -153,6 +153,11 @@ def _routes(runtime: Runtime, out: StateView) -> Iterator[None]:
                 "messages": counted.messages,
             }
         )
+        if route.spec.conflate is not None:
+            entry = out["routes"][name]
+            entry["conflate"] = route.spec.conflate.describe()
+            entry["conflated"] = counted.conflated
+            entry["unkeyed"] = counted.unkeyed
         keeper = runtime.keepers.get(name)
         if keeper is not None:
             kept = keeper.kept

@@ -59,8 +59,10 @@ class SourceView(SourceCounters):
 
 
 class RouteCounters(TypedDict):
+    conflated: int
     filtered: int
     messages: int
+    unkeyed: int
 
 
 class KeptView(TypedDict):
@@ -83,6 +85,9 @@ RouteView = TypedDict(
         "upstream": Any,
         "filtered": int,
         "messages": int,
+        "conflated": NotRequired[int],
+        "unkeyed": NotRequired[int],
+        "conflate": NotRequired[str],
         "kept": NotRequired[KeptView],
     },
 )

@@ -19,6 +19,7 @@ joiner gets everything kept, then the live stream: no gap, no duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..config.latestspec import SnapshotSpec
@@ -27,6 +28,7 @@ from ..latest import Kept, kept_for, snapshot
 from ..message import Message
 
 if TYPE_CHECKING:
+    from ..graph import Graph
     from .clients import ClientEndpoint
 
 
@@ -111,3 +113,27 @@ def welcome(ep: ClientEndpoint[Any], client: Any) -> None:
     stats.snapshot_messages += count
     stats.messages_out += count
     stats.bytes_out += len(data)
+
+
+def keepers_for(graph: Graph, old: Mapping[str, Keeper], endpoints: Mapping[str, Any]) -> dict[str, Keeper]:
+    """The keepers of ``graph``'s routes (a route whose ``snapshot:`` did not change keeps
+    what it kept; one whose setting changed keeps what still means the same), and each
+    endpoint with clients told what the routes into it keep and their end markers."""
+    keepers: dict[str, Keeper] = {}
+    for name, route in graph.routes.items():
+        spec = route.spec.snapshot
+        if spec is not None:
+            was = old.get(name)
+            keepers[name] = was.changed(spec) if was is not None else Keeper(spec)
+    from .clients import ClientEndpoint  # (it imports this module: here, not at the top)
+
+    for name, ep in endpoints.items():
+        if not isinstance(ep, ClientEndpoint):
+            continue  # (a kind without clients of its own: nobody joins it)
+        into = [keepers[r.name] for r in graph.routes.values() if name in r.endpoints and r.name in keepers]
+        ep.kept = tuple(k.kept for k in into)
+        ends = [e.encode() for e in dict.fromkeys(k.spec.end for k in into) if e is not None]
+        framed = [(e, f) for e in ends if (f := ep.wire.frame(e, True)) is not None]
+        ep.end_texts = tuple(e for e, _ in framed)
+        ep.ends = tuple(f for _, f in framed)
+    return keepers

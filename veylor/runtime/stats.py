@@ -119,8 +119,10 @@ class EndpointStats(_Counters):
 class RouteStats(_Counters):
     """Counters of one route edge."""
 
+    conflated: int = 0  # messages replaced by a later one of their key before they were sent (conflate)
     filtered: int = 0  # messages its filter refused
-    messages: int = 0  # ... and passed
+    messages: int = 0  # ... and passed (conflate: those it sent)
+    unkeyed: int = 0  # messages sent at once for want of the conflate key
 
 
 @dataclass(slots=True, eq=False)

@@ -25,10 +25,11 @@ from typing import Any
 from ..graph import CONTROL, REMOVED, UNDOABLE, Graph, Op, Plan, Step, diff
 from .budget import Budget
 from .clients import ClientEndpoint, with_clients
+from .conflate import Conflater, conflaters_for
 from .endpoints import Endpoint, StartupError
 from .fanout import Router, build_table
 from .interfaces import Listener, ListenerKey, SourceKind
-from .keeper import Keeper
+from .keeper import Keeper, keepers_for
 from .kinds import make_endpoint, make_listener, make_source
 from .stats import Stats
 from .tap import IDLE, LEASE, MAX_TAPS, Tap
@@ -63,6 +64,7 @@ class Runtime:
         self._ticker: asyncio.TimerHandle | None = None
         self.taps: dict[str, Tap] = {}  # routes an operator is watching (runtime/tap.py)
         self.keepers: dict[str, Keeper] = {}  # routes that keep messages (runtime/keeper.py)
+        self.conflaters: dict[str, Conflater] = {}  # routes that conflate (runtime/conflate.py)
 
     @property
     def generation(self) -> int:
@@ -180,29 +182,16 @@ class Runtime:
         self._route(graph)
 
     def _route(self, graph: Graph) -> None:
-        """Swap in the routing table for ``graph``, the taps on and the routes' keepers
-        (a route whose ``snapshot:`` did not change keeps what it kept; one whose setting
-        changed keeps what still means the same)."""
-        keepers: dict[str, Keeper] = {}
-        for name, route in graph.routes.items():
-            spec = route.spec.snapshot
-            if spec is not None:
-                old = self.keepers.get(name)
-                keepers[name] = old.changed(spec) if old is not None else Keeper(spec)
-        self.keepers = keepers
-        for name, ep in self.endpoints.items():
-            if isinstance(ep, ClientEndpoint):
-                into = [r for r in graph.routes.values() if name in r.endpoints and r.name in keepers]
-                ep.kept = tuple(keepers[r.name].kept for r in into)
-                ends = [
-                    e.encode() for e in dict.fromkeys(keepers[r.name].spec.end for r in into) if e is not None
-                ]
-                framed = [(e, f) for e in ends if (f := ep.wire.frame(e, True)) is not None]
-                ep.end_texts = tuple(e for e, _ in framed)
-                ep.ends = tuple(f for _, f in framed)
+        """Swap in the routing table for ``graph``, the taps on, and the routes' keepers
+        and conflaters (each kept while its setting is unchanged; see
+        :func:`~veylor.runtime.keeper.keepers_for`, :func:`~veylor.runtime.conflate.conflaters_for`)."""
+        self.keepers = keepers_for(graph, self.keepers, self.endpoints)
+        self.conflaters = conflaters_for(graph, self.conflaters, self.stats, self.router.deliver)
         stats = {name: self.stats.route(name) for name in graph.routes}
         self.router.install(
-            build_table(graph, self.endpoints, stats, self.router.table, self.taps, self.keepers)
+            build_table(
+                graph, self.endpoints, stats, self.router.table, self.taps, self.keepers, self.conflaters
+            )
         )
 
     def source_dropped(self, source: SourceKind) -> None:
@@ -226,6 +215,8 @@ class Runtime:
             self._ticker.cancel()
         for listener in self.listeners.values():
             listener.stop_accepting()
+        for conflater in self.conflaters.values():
+            conflater.stop()  # what conflating routes held goes out too
         self.router.flush()  # what was dispatched before the signal still goes out
         for ep in self.endpoints.values():
             ep.stop()

@@ -275,6 +275,7 @@ def edge_lines(view: StateView, source: str, route: str = "", endpoint: str = ""
         field("passed", count(r.get("messages", 0))),
         field("filtered out", count(r.get("filtered", 0))),
         field("to", outside(", ".join(r.get("to", [])))),
+        *conflate_lines(r),
         *kept_lines(r.get("kept")),
         section("endpoint"),
         field("clients", "-" if e is None else count(e["clients"])),
@@ -289,6 +290,18 @@ def edge_lines(view: StateView, source: str, route: str = "", endpoint: str = ""
             if e is not None and e.get("snapshots")
             else []
         ),
+    ]
+
+
+def conflate_lines(route: Mapping[str, Any]) -> list[Text]:
+    """What a conflating route holds back (``conflate:``), if it conflates."""
+    if "conflate" not in route:
+        return []
+    return [
+        section("conflated (at most one message per key per interval)"),
+        field("setting", outside(route["conflate"])),
+        field("replaced before sent", count(route.get("conflated", 0))),
+        field("sent at once (no key)", count(route.get("unkeyed", 0))),
     ]
 
 

@@ -119,7 +119,7 @@ KEPT = record({}, {"setting": text} | dict.fromkeys(("messages", "bytes", "evict
 ROUTE = record(
     {},
     {"from": text, "to": items(text), "filter": text, "messages": number, "filtered": number}
-    | {"upstream": anything, "kept": KEPT},
+    | {"upstream": anything, "kept": KEPT, "conflate": text, "conflated": number, "unkeyed": number},
 )
 EDGE = record({"source": text, "route": text, "endpoint": text, "messages": number})
 CLIENT = record(

@@ -1,0 +1,137 @@
+"""Conflation: at most one message per key per interval, the latest (a route's
+``conflate: {by, interval}``).
+
+A route without it costs nothing: there is no per-message check for one. A route with
+it is dispatched as a filtered route whose filter is its :class:`Conflater` (as a
+route that keeps is, :mod:`veylor.runtime.keeper`): the route's own filter first; a
+message with the key is held (a later one of the same key replaces it: counted) and
+not delivered now; a message without it is delivered at once (counted). A timer,
+armed by the first message held after each sending, sends every ``interval`` the
+latest of each key that changed, in the order of their latest update, to the route's
+endpoints: each framed once per wire for all their clients, as any message. No timer
+runs while nothing is held.
+
+The route's counters are the conflater's: ``messages`` are those it delivered (held
+ones when sent), ``filtered`` those its filter refused, ``conflated`` those replaced
+before they were sent, ``unkeyed`` those without the key. With ``snapshot:`` too, what
+the route keeps is what it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..config.latestspec import ConflateSpec
+from ..filters import CompiledFilter, lookup, parse_json_path
+from ..latest import key_of
+from ..message import NOT_JSON, Message
+from .keeper import SEQUENCE, Keeper
+from .stats import RouteStats
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+    from .fanout import Groups
+    from .stats import Stats
+
+_MISSING: Any = object()
+
+
+class Conflater:
+    """One route's conflation (see the module docstring)."""
+
+    __slots__ = ("by", "deliver", "groups", "held", "inner", "keeper", "spec", "stats", "timer")
+
+    def __init__(self, spec: ConflateSpec, stats: RouteStats) -> None:
+        self.spec = spec
+        self.by = parse_json_path(spec.by)
+        self.stats = stats  # the route's own (the fan-out counts into a scratch one)
+        self.inner: Any = None  # the route's filter's predicate
+        self.keeper: Keeper | None = None  # the route's snapshot: keeps what is sent
+        self.groups: Groups = ()  # the route's endpoints by wire (set by the table's builder)
+        self.deliver: Callable[[Groups, bytes, bool], None] | None = None  # the router's
+        self.held: dict[Any, tuple[bytes, bool]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def wrap(self, route_filter: CompiledFilter | None, keeper: Keeper | None) -> Conflater:
+        """Follow the route's current filter and keeper (a reload may change them)."""
+        self.inner = route_filter.match if route_filter is not None else None
+        self.keeper = keeper
+        return self
+
+    def match(self, msg: Message) -> bool:
+        inner = self.inner
+        stats = self.stats
+        if inner is not None and not inner(msg):
+            stats.filtered += 1
+            return False
+        doc = msg.json
+        value = _MISSING if doc is NOT_JSON else lookup(doc, self.by)
+        key = _MISSING if value is _MISSING else key_of(value)
+        if key is _MISSING:  # no key: at once
+            stats.unkeyed += 1
+            stats.messages += 1
+            if self.keeper is not None:
+                self.keeper.kept.keep(SEQUENCE.seq, msg)
+            return True
+        held = self.held
+        if held.pop(key, None) is not None:  # (re-inserted last: the order of the latest update)
+            stats.conflated += 1
+        held[key] = (msg.data, msg.is_text)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.spec.interval, self.send)
+        return False
+
+    def send(self) -> None:
+        """Send the latest of each key held, in the order of their latest update."""
+        self.timer = None
+        held, self.held = self.held, {}
+        deliver, groups, keeper = self.deliver, self.groups, self.keeper
+        if deliver is None:
+            return
+        for data, is_text in held.values():
+            SEQUENCE.seq += 1
+            if keeper is not None:
+                keeper.kept.keep(SEQUENCE.seq, Message(data, is_text))
+            deliver(groups, data, is_text)
+        self.stats.messages += len(held)
+
+    def stop(self) -> None:
+        """The route goes, or its setting changes: what is held is sent now (nothing is
+        lost to a reload), and the timer ends."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.held:
+            self.send()
+        self.timer = None
+
+    def changed(self, spec: ConflateSpec) -> Conflater:
+        """This route's conflater after a reload that set ``spec``: itself when unchanged,
+        else a new one (this one sends what it held)."""
+        if spec == self.spec:
+            return self
+        self.stop()
+        return Conflater(spec, self.stats)
+
+
+def conflaters_for(
+    graph: Graph,
+    old: Mapping[str, Conflater],
+    stats: Stats,
+    deliver: Callable[[Groups, bytes, bool], None],
+) -> dict[str, Conflater]:
+    """The conflaters of ``graph``'s routes: each kept while its setting is unchanged;
+    those of routes that no longer conflate (or are gone) send what they held now."""
+    conflaters: dict[str, Conflater] = {}
+    left = dict(old)
+    for name, route in graph.routes.items():
+        spec = route.spec.conflate
+        if spec is not None:
+            was = left.pop(name, None)
+            conflater = was.changed(spec) if was is not None else Conflater(spec, stats.route(name))
+            conflater.deliver = deliver
+            conflaters[name] = conflater
+    for gone in left.values():
+        gone.stop()
+    return conflaters
