@@ -19,12 +19,13 @@ a message kept by two of them once. (Where the snapshot meets the live stream:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .config.latestspec import SnapshotSpec
+from .config.latestspec import ResumeSpec, SnapshotSpec
 from .filters import lookup, parse_json_path
 from .message import NOT_JSON, Message
 
@@ -166,6 +167,73 @@ class LastN(Kept):
 def kept_for(spec: SnapshotSpec) -> Kept:
     """An empty store for a route's ``snapshot:``."""
     return ByKey(spec) if spec.by is not None else LastN(spec)
+
+
+class History:
+    """What a route keeps for clients that come back (``resume:``): the last messages,
+    each with the number at ``by`` (increasing), at most ``size`` of them and
+    ``max_bytes`` of payload; the oldest go first."""
+
+    __slots__ = ("by", "bytes", "entries", "evicted", "spec", "unkept", "unordered", "values")
+
+    def __init__(self, spec: ResumeSpec) -> None:
+        self.spec = spec
+        self.by = parse_json_path(spec.by)
+        self.values: deque[float] = deque()
+        self.entries: deque[Entry] = deque()
+        self.bytes = 0
+        self.evicted = 0  # messages forgotten for size or max_bytes
+        self.unkept = 0  # messages without a number at by
+        self.unordered = 0  # messages whose number was not greater than the last kept
+
+    def keep(self, seq: int, msg: Message) -> None:
+        doc = msg.json
+        value = _MISSING if doc is NOT_JSON else lookup(doc, self.by)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            self.unkept += 1  # (not a number, or NaN)
+            return
+        values = self.values
+        if values and value <= values[-1]:
+            self.unordered += 1
+            return
+        data = msg.data
+        values.append(value)
+        self.entries.append(Entry(seq, data, msg.is_text))
+        self.bytes += len(data)
+        self._trim()
+
+    def _trim(self) -> None:
+        """The oldest go while over ``size`` or ``max_bytes`` (the newest always stays)."""
+        spec, values, entries = self.spec, self.values, self.entries
+        while len(values) > spec.size or (self.bytes > spec.max_bytes and len(values) > 1):
+            values.popleft()
+            self.bytes -= len(entries.popleft().data)
+            self.evicted += 1
+
+    def since(self, after: float) -> tuple[list[Entry], bool]:
+        """The kept messages whose number is greater than ``after``, oldest first, and
+        whether some in between may be lost (the oldest kept is past ``after + 1``)."""
+        values = self.values
+        if not values or after >= values[-1]:
+            return [], False
+        lost = values[0] > after + 1
+        start = bisect.bisect_right(values, after)
+        entries = self.entries
+        return [entries[i] for i in range(start, len(entries))], lost
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def adopt(self, old: History) -> None:
+        """Take what the route's history kept before a reload changed its bounds (the
+        same ``by``): the newest within the new bounds."""
+        if old.spec.by != self.spec.by:
+            return
+        for value, entry in zip(old.values, old.entries, strict=True):
+            self.values.append(value)
+            self.entries.append(entry)
+            self.bytes += len(entry.data)
+        self._trim()
 
 
 def snapshot(kept: Iterable[Kept]) -> Iterator[Entry]:

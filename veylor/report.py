@@ -59,6 +59,8 @@ def config_text(config: Config) -> str:
             text += "; conflate: " + r.conflate.describe()
         if r.snapshot is not None:
             text += "; snapshot: " + r.snapshot.describe()
+        if r.resume is not None:
+            text += "; resume: " + r.resume.describe()
         rows.append((r.name, text, str(r.origin)))
     out += [*_table("routes", rows), ""]
     out += [*access_lines(config), ""]
@@ -143,6 +145,7 @@ def config_json(config: Config) -> dict[str, Any]:
                 "upstream_policy": r.policy.as_json() if r.policy is not None else None,
                 "snapshot": r.snapshot.as_json() if r.snapshot is not None else None,
                 "conflate": r.conflate.as_json() if r.conflate is not None else None,
+                "resume": r.resume.as_json() if r.resume is not None else None,
                 "origin": str(r.origin),
             }
             for n, r in config.routes.items()

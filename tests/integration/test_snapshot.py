@@ -337,3 +337,60 @@ async def test_a_conflating_route_keeps_what_it_sends_and_a_reload_loses_nothing
             await c.close()
     finally:
         await server.shutdown()
+
+
+async def test_a_client_that_comes_back_gets_what_it_missed_then_live(tmp_path, upstream):
+    """resume: {by, size, lost}: ?since=V (or Veylor-Since: V) gets every kept message
+    after V, then live, no snapshot; past what is kept, the lost marker first; a since
+    that is not a number is refused (400); counted."""
+    from websockets.exceptions import InvalidStatus
+
+    port = free_port()
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
+        routes:
+          ticks:
+            from: feed
+            to: dash
+            snapshot: {{last: 2, end: END}}
+            resume: {{by: seq, size: 5, lost: LOST}}
+        """,
+    )
+    try:
+        await upstream.wait_connected()
+        for n in range(1, 11):
+            await upstream.send(json.dumps({"seq": n}))
+        await upstream.send("no number")
+        await until(lambda: server.snapshot()["routes"]["ticks"]["history"]["messages"] == 5, "five kept")
+        history = server.snapshot()["routes"]["ticks"]["history"]
+        assert (history["first"], history["last"], history["evicted"], history["unkept"]) == (6, 10, 5, 1)
+
+        async def seqs(client, n: int) -> list:
+            out = []
+            for _ in range(n):
+                message = await asyncio.wait_for(client.recv(), 5)
+                out.append(json.loads(message)["seq"] if message.startswith("{") else message)
+            return out
+
+        back = await ws_client(f"ws://127.0.0.1:{port}/d?since=7")  # in reach: 8, 9, 10, no snapshot
+        assert await seqs(back, 3) == [8, 9, 10]
+        await upstream.send(json.dumps({"seq": 11}))
+        assert await seqs(back, 1) == [11]  # then live
+        far = await ws_client(f"ws://127.0.0.1:{port}/d", additional_headers={"Veylor-Since": "2"})
+        # past what is kept (7..11 now): the marker, then all that is kept
+        assert await seqs(far, 6) == ["LOST", 7, 8, 9, 10, 11]
+        new = await ws_client(f"ws://127.0.0.1:{port}/d")  # no since: the snapshot
+        assert await seqs(new, 3) == ["no number", 11, "END"]
+        with pytest.raises(InvalidStatus) as refused:
+            await ws_client(f"ws://127.0.0.1:{port}/d?since=soon")
+        assert refused.value.response.status_code == 400
+        route = server.snapshot()["routes"]["ticks"]
+        assert (route["resumes_ok"], route["resumes_lost"]) == (1, 1)
+        assert server.snapshot()["endpoints"]["dash"]["refused_since"] == 1
+        for c in (back, far, new):
+            await c.close()
+    finally:
+        await server.shutdown()

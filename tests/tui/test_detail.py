@@ -443,11 +443,17 @@ def test_an_edges_detail_says_what_its_route_keeps_for_joiners():
         "unkept": 3,
     }
     v["routes"]["all-trades"].update(conflate="the latest per s every 250ms", conflated=4321, unkeyed=5)
+    v["routes"]["all-trades"].update(
+        history={"setting": "the last 5 messages by seq", "messages": 5, "bytes": 55, "evicted": 1,
+                 "unkept": 0, "unordered": 2, "first": 6, "last": 10},
+        resumes_ok=3, resumes_lost=1,
+    )  # fmt: skip
     v["endpoints"]["public"]["snapshots"] = 7
     v["endpoints"]["public"]["snapshot_messages"] = 8638
     text = "\n".join(str(line) for line in describe(v, "edge", "binance|all-trades|public"))
     assert "the last message per s" in text and "1,234 messages, 56,789 bytes" in text
     assert "7 (8,638 messages)" in text
     assert "the latest per s every 250ms" in text and "4,321" in text
+    assert "5 messages (6 .. 10)" in text and "3 whole, 1 past it" in text
     other = "\n".join(str(line) for line in describe(v, "edge", "binance|dashboard-majors|dashboard"))
     assert "snapshot" not in other  # (a route that keeps nothing says nothing of it)

@@ -183,3 +183,45 @@ def test_a_conflate_spec_says_what_it_does_and_compares_by_value():
     assert spec.describe() == "the latest per s every 250ms"
     assert spec.as_json() == {"by": "s", "interval": "250ms"}
     assert spec != ConflateSpec("s", 0.5)
+
+
+def seq_msg(n) -> Message:
+    return msg(json.dumps({"seq": n}))
+
+
+def test_a_history_keeps_increasing_numbers_within_its_bounds_and_says_what_is_lost():
+    from veylor.config.latestspec import ResumeSpec
+    from veylor.latest import History
+
+    history = History(ResumeSpec(by="seq", size=3))
+    for seq, n in enumerate([1, 2, 3, 4, 4, 2, 5], 1):  # 4 again and 2: not after the last
+        history.keep(seq, seq_msg(n))
+    history.keep(8, msg("not json"))
+    history.keep(9, msg('{"seq": true}'))
+    history.keep(10, msg('{"seq": NaN}'))
+    assert list(history.values) == [3, 4, 5] and history.evicted == 2
+    assert history.unordered == 2 and history.unkept == 3
+    entries, lost = history.since(3)
+    assert [json.loads(e.data)["seq"] for e in entries] == [4, 5] and not lost
+    entries, lost = history.since(2)  # 3 is V + 1: nothing in between is missing
+    assert [json.loads(e.data)["seq"] for e in entries] == [3, 4, 5] and not lost
+    entries, lost = history.since(1)  # 2 is gone: it may be lost
+    assert len(entries) == 3 and lost
+    assert history.since(5) == ([], False) and history.since(99) == ([], False)
+    assert history.since(3.5)[0][0].data == seq_msg(4).data  # (numbers, not only integers)
+
+
+def test_a_history_bounded_by_bytes_keeps_the_newest_and_adopts_across_a_reload():
+    from veylor.config.latestspec import ResumeSpec
+    from veylor.latest import History
+
+    history = History(ResumeSpec(by="seq", max_bytes=30))
+    for n in range(10, 20):  # 11 bytes each: two fit
+        history.keep(n, seq_msg(n))
+    assert list(history.values) == [18, 19] and history.bytes == 22
+    wider = History(ResumeSpec(by="seq", size=1))
+    wider.adopt(history)
+    assert list(wider.values) == [19]
+    other = History(ResumeSpec(by="n"))
+    other.adopt(history)  # another key: not the same numbers
+    assert len(other) == 0

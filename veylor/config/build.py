@@ -15,7 +15,7 @@ from ..filters import FilterError, compile_filter
 from .access import Collected
 from .adminspec import AdminSpec
 from .kinds import ENDPOINT_KINDS, SOURCE_KINDS, Kind, build_source, endpoint_from
-from .latestspec import conflate_from, snapshot_from
+from .latestspec import conflate_from, resume_from, snapshot_from
 from .merge import Defined, Load
 from .model import route_from
 from .problems import Location, PathT, Problem
@@ -93,11 +93,16 @@ def _route(name: str, d: Defined) -> Built:
             problems.append(Problem(d.where.value(at), at, exc.message))
     snapshot, found = snapshot_from(raw.get("snapshot"))
     conflate, more = conflate_from(raw.get("conflate"))
-    for key, sub, text in [*(("snapshot", *f) for f in found), *(("conflate", *f) for f in more)]:
+    resume, also = resume_from(raw.get("resume"))
+    for key, sub, text in [
+        *(("snapshot", *f) for f in found),
+        *(("conflate", *f) for f in more),
+        *(("resume", *f) for f in also),
+    ]:
         at = (*d.path, key, *sub)
         problems.append(Problem(d.where.value(at), at, text))
     collected = Collected()
-    spec = route_from(name, raw, d.origin, compiled, collected, snapshot, conflate)
+    spec = route_from(name, raw, d.origin, compiled, collected, snapshot, conflate, resume)
     return spec, problems + _found(d.where, d.path, collected), ()
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..filters import parse_json_path
-from .common import human_duration, parse_duration
+from .common import format_size, human_duration, parse_duration, parse_size
 
 SHORTEST, LONGEST = 0.01, 3600.0  # a conflation interval's bounds, seconds
 PATH_HINT = "write keys separated by dots, with [N] for a list's item, as s, data.symbol or data[0].s"
@@ -89,14 +89,56 @@ def conflate_from(
     under ``conflate``, message)."""
     if raw is None:
         return None, []
-    problems: list[tuple[tuple[str, ...], str]] = []
-    try:
-        parse_json_path(raw["by"])
-    except ValueError as exc:
-        problems.append((("by",), f"{exc}: {PATH_HINT}"))
+    problems = path_problems(raw["by"])
     interval = parse_duration(raw["interval"])
     if not SHORTEST <= interval <= LONGEST:
         problems.append(
             (("interval",), f"{human_duration(interval)} is out of bounds: write 10ms at least, 1h at most")
         )
     return ConflateSpec(by=raw["by"], interval=interval), problems
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeSpec:
+    """A route's ``resume:`` setting: the JSON path of a number that increases with each
+    message, the messages kept (``size``, and ``max_bytes`` of them at most), and the
+    text sent first when the kept history no longer reaches what a client asks for."""
+
+    by: str
+    size: int = 100_000
+    max_bytes: int = 64 * 2**20
+    lost: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"by": self.by, "size": self.size, "max_bytes": format_size(self.max_bytes), "lost": self.lost}
+
+    def describe(self) -> str:
+        """``the last 100,000 messages by seq (64MiB at most) for ?since=``."""
+        return (
+            f"the last {self.size:,} messages by {self.by} ({format_size(self.max_bytes)} at most) for ?since="
+            + (", a marker when some may be lost" if self.lost is not None else "")
+        )
+
+
+def resume_from(raw: Mapping[str, Any] | None) -> tuple[ResumeSpec | None, list[tuple[tuple[str, ...], str]]]:
+    """The spec of a route's ``resume:`` (None: absent), and its problems as (key path
+    under ``resume``, message)."""
+    if raw is None:
+        return None, []
+    problems = path_problems(raw["by"])
+    spec = ResumeSpec(
+        by=raw["by"],
+        size=raw.get("size", 100_000),
+        max_bytes=parse_size(raw.get("max_bytes", "64MiB")),
+        lost=raw.get("lost"),
+    )
+    return spec, problems
+
+
+def path_problems(by: str) -> list[tuple[tuple[str, ...], str]]:
+    """The problem of a ``by`` that is not a JSON path (none: an empty list)."""
+    try:
+        parse_json_path(by)
+    except ValueError as exc:
+        return [(("by",), f"{exc}: {PATH_HINT}")]
+    return []

@@ -27,7 +27,7 @@ from .adminspec import AdminSpec
 from .common import SKIP, format_size, plain
 from .contract import EndpointAccess, Listen, SourceKindSpec
 from .frozen import freeze, thaw
-from .latestspec import ConflateSpec, SnapshotSpec
+from .latestspec import ConflateSpec, ResumeSpec, SnapshotSpec
 from .problems import Location, Problem
 
 Shape = Literal["v1", "1.1", "1.0"]
@@ -108,6 +108,7 @@ class RouteSpec:
     policy: UpstreamPolicy | None = None  # upstream: {allow, rate, ...}; None: all or nothing
     snapshot: SnapshotSpec | None = None  # what it keeps for clients that join later
     conflate: ConflateSpec | None = None  # at most one message per key per interval
+    resume: ResumeSpec | None = None  # what it keeps for clients that come back (?since=)
     _filter_key: str | None = field(compare=False, default=None, repr=False, init=False)
 
     def __post_init__(self) -> None:
@@ -172,6 +173,7 @@ def route_from(
     collected: Collected | None = None,
     snapshot: SnapshotSpec | None = None,
     conflate: ConflateSpec | None = None,
+    resume: ResumeSpec | None = None,
 ) -> RouteSpec:
     """A :class:`RouteSpec` from schema-valid data with defaults applied (and its filter,
     compiled by the loader while checking it)."""
@@ -191,4 +193,5 @@ def route_from(
         policy=policy,
         snapshot=snapshot,
         conflate=conflate,
+        resume=resume,
     )

@@ -197,6 +197,26 @@ def render(view: StateView, ready: bool | None = None) -> str:
         "Messages a conflating route sent at once: not JSON, or without its conflate.by key",
         "unkeyed",
     )
+    resuming = _Table(out, "route", {n: r for n, r in view["routes"].items() if "history" in r})
+    resuming.split(
+        "veylor_route_resumes_total",
+        "Clients that came back with ?since=, by result: ok (they got all they missed), lost (the "
+        "history no longer reached their value: some may be lost)",
+        "result",
+        {"ok": "resumes_ok", "lost": "resumes_lost"},
+    )
+    resuming.family(
+        "veylor_route_history_messages",
+        "gauge",
+        "Messages a route keeps for clients that come back",
+        lambda r: r["history"]["messages"],
+    )
+    resuming.family(
+        "veylor_route_history_bytes",
+        "gauge",
+        "Bytes of the messages a route keeps for clients that come back",
+        lambda r: r["history"]["bytes"],
+    )
     kept = _Table(out, "route", {n: r["kept"] for n, r in view["routes"].items() if "kept" in r})
     kept.family(
         "veylor_route_kept_messages",
@@ -231,7 +251,8 @@ def render(view: StateView, ready: bool | None = None) -> str:
         "veylor_endpoint_refused_total",
         "Clients refused, by reason: max_clients (503), origin (403), no_token and token (401), "
         "peer (a Unix uid not allowed), pending (max_pending handshakes in progress, max_pending_per_ip of "
-        "them from its source: closed at once), path (404: counted on the port's first endpoint by name), "
+        "them from its source: closed at once), since (400: a ?since= that is not a number), path (404: "
+        "counted on the port's first endpoint by name), "
         "tls (a failed TLS handshake)",
         "reason",
         {
@@ -241,6 +262,7 @@ def render(view: StateView, ready: bool | None = None) -> str:
             "token": "refused_token",
             "peer": "refused_peer",
             "pending": "refused_pending",
+            "since": "refused_since",
             "path": "refused_path",
             "tls": "tls_failed",
         },

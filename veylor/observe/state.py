@@ -159,8 +159,8 @@ def _routes(runtime: Runtime, out: StateView) -> Iterator[None]:
             entry["conflated"] = counted.conflated
             entry["unkeyed"] = counted.unkeyed
         keeper = runtime.keepers.get(name)
-        if keeper is not None:
-            kept = keeper.kept
+        kept = keeper.kept if keeper is not None else None
+        if kept is not None:
             out["routes"][name]["kept"] = {
                 "setting": kept.spec.describe(),
                 "messages": len(kept),
@@ -168,6 +168,20 @@ def _routes(runtime: Runtime, out: StateView) -> Iterator[None]:
                 "evicted": kept.evicted,
                 "unkept": kept.unkept,
             }
+        history = keeper.history if keeper is not None else None
+        if history is not None:
+            out["routes"][name]["history"] = {
+                "setting": history.spec.describe(),
+                "messages": len(history),
+                "bytes": history.bytes,
+                "evicted": history.evicted,
+                "unkept": history.unkept,
+                "unordered": history.unordered,
+                "first": history.values[0] if history.values else None,
+                "last": history.values[-1] if history.values else None,
+            }
+            out["routes"][name]["resumes_ok"] = counted.resumes_ok
+            out["routes"][name]["resumes_lost"] = counted.resumes_lost
         for endpoint in route.endpoints:
             edges.append(
                 {

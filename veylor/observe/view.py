@@ -62,6 +62,8 @@ class RouteCounters(TypedDict):
     conflated: int
     filtered: int
     messages: int
+    resumes_lost: int
+    resumes_ok: int
     unkeyed: int
 
 
@@ -73,6 +75,19 @@ class KeptView(TypedDict):
     bytes: int  # their payloads
     evicted: int  # keys forgotten for max_keys
     unkept: int  # messages delivered but not kept (not JSON, no such key)
+
+
+class HistoryView(TypedDict):
+    """What a route keeps for clients that come back (``resume:``)."""
+
+    setting: str
+    messages: int
+    bytes: int
+    evicted: int  # forgotten for size or max_bytes
+    unkept: int  # without a number at by
+    unordered: int  # a number not greater than the last kept
+    first: float | None  # the oldest kept number
+    last: float | None  # the newest
 
 
 # "from" is a keyword: the functional syntax.
@@ -89,6 +104,9 @@ RouteView = TypedDict(
         "unkeyed": NotRequired[int],
         "conflate": NotRequired[str],
         "kept": NotRequired[KeptView],
+        "history": NotRequired[HistoryView],
+        "resumes_ok": NotRequired[int],
+        "resumes_lost": NotRequired[int],
     },
 )
 
@@ -138,6 +156,7 @@ class EndpointCounters(TypedDict):
     refused_path: int
     refused_peer: int
     refused_pending: int
+    refused_since: int
     refused_token: int
     revoked: int
     slow_disconnects: int

@@ -22,7 +22,7 @@ from ..latest import Kept
 from ..report import plural
 from .budget import NOTABLE, Budget
 from .endpoints import Endpoint, log_due
-from .keeper import welcome
+from .keeper import Resumable, welcome
 from .stats import EndpointStats
 from .util import CountedLog, Throttled
 
@@ -80,6 +80,7 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         self.kept: tuple[Kept, ...] = ()
         self.ends: tuple[bytes, ...] = ()
         self.end_texts: tuple[bytes, ...] = ()  # (the end markers' payloads)
+        self.histories: tuple[Resumable, ...] = ()  # for clients that come back (?since=)
 
     # ------------------------------------------------------------------ clients
 
@@ -99,7 +100,7 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         return False
 
     def add(self, client: ClientT) -> None:
-        if self.kept and self.pending:
+        if (self.kept or self.histories) and self.pending:
             # This pass's messages out now, to the clients there before it: they are in
             # what is kept, so the joiner gets them in its snapshot, not twice.
             self.flush()
@@ -110,7 +111,7 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
     def joined(self, client: ClientT) -> None:
         """A client may now be written to (its handshake is over): what the routes into
         this endpoint keep first (a snapshot), then the live stream."""
-        if self.kept and client in self.clients:
+        if (self.kept or self.histories) and client in self.clients:
             welcome(self, client)
 
     def write_one(self, client: ClientT, data: bytes, messages: list[tuple[bytes, bool]]) -> None:

@@ -73,7 +73,7 @@ class Conflater:
             stats.unkeyed += 1
             stats.messages += 1
             if self.keeper is not None:
-                self.keeper.kept.keep(SEQUENCE.seq, msg)
+                self.keeper.keep(SEQUENCE.seq, msg)
             return True
         held = self.held
         if held.pop(key, None) is not None:  # (re-inserted last: the order of the latest update)
@@ -93,7 +93,7 @@ class Conflater:
         for data, is_text in held.values():
             SEQUENCE.seq += 1
             if keeper is not None:
-                keeper.kept.keep(SEQUENCE.seq, Message(data, is_text))
+                keeper.keep(SEQUENCE.seq, Message(data, is_text))
             deliver(groups, data, is_text)
         self.stats.messages += len(held)
 

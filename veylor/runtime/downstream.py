@@ -72,6 +72,7 @@ class DownstreamConnection(ClientState, WebSocketConnection):
     head: bytes = b""  # what came before its request line ended
     tail: bytes = b""  # the last bytes of its request fed so far (to find where it ends)
     watching = False  # a close is under way and watched (close_websocket)
+    resume_from: float | None = None  # ?since=V (or Veylor-Since: V): it comes back after V
 
     label = "?"  # the client's address, set when the TCP connection is made (read later,
     # the transport may be closed already)

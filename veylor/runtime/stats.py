@@ -88,6 +88,7 @@ class EndpointStats(_Counters):
     refused_origin: int = 0  # ... an Origin not allowed (403), or none where one is required
     refused_path: int = 0  # ... no endpoint at the path asked for (404; counted on the port's first endpoint)
     refused_peer: int = 0  # ... a Unix peer whose uid and gid are not allowed
+    refused_since: int = 0  # ... a ?since= (Veylor-Since) that is not a number (400)
     refused_pending: int = 0  # ... max_pending handshakes in progress, max_pending_per_ip from its source
     refused_token: int = 0  # ... a wrong token (401)
     revoked: int = 0  # clients closed because their token (or uid) is no longer allowed (1008)
@@ -122,6 +123,8 @@ class RouteStats(_Counters):
     conflated: int = 0  # messages replaced by a later one of their key before they were sent (conflate)
     filtered: int = 0  # messages its filter refused
     messages: int = 0  # ... and passed (conflate: those it sent)
+    resumes_lost: int = 0  # clients that came back (?since=) past what its history kept
+    resumes_ok: int = 0  # clients that came back and got all they missed
     unkeyed: int = 0  # messages sent at once for want of the conflate key
 
 

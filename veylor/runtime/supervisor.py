@@ -185,7 +185,7 @@ class Runtime:
         """Swap in the routing table for ``graph``, the taps on, and the routes' keepers
         and conflaters (each kept while its setting is unchanged; see
         :func:`~veylor.runtime.keeper.keepers_for`, :func:`~veylor.runtime.conflate.conflaters_for`)."""
-        self.keepers = keepers_for(graph, self.keepers, self.endpoints)
+        self.keepers = keepers_for(graph, self.keepers, self.endpoints, self.stats)
         self.conflaters = conflaters_for(graph, self.conflaters, self.stats, self.router.deliver)
         stats = {name: self.stats.route(name) for name in graph.routes}
         self.router.install(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Sequence
@@ -225,6 +226,12 @@ class WebSocketListener:
         refusal = _check_access(ep, conn, request, query)
         if refusal is not None:
             return None, refusal
+        if ep.histories:  # a client that comes back says after what (?since=V, Veylor-Since: V)
+            since, wrong = resume_point(query, request.headers.get("Veylor-Since"))
+            if wrong is not None:
+                ep.stats.refused_since += 1
+                return None, protocol.reject(400, wrong)
+            conn.resume_from = since
         if not ep.admits(conn.label, " (503)"):
             return None, protocol.reject(503, "Too many clients on this endpoint\n")
         return ep, protocol.accept(request)
@@ -494,3 +501,22 @@ def _presented_token(request: Request, query: str) -> str | None:
             if key == "token" and value:
                 return value
     return None
+
+
+def resume_point(query: str, header: str | None) -> tuple[float | None, str | None]:
+    """Where a client comes back from: ``?since=V`` or the header ``Veylor-Since: V``
+    (None: it does not say), or why that cannot be read (the 400's text)."""
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "since"]
+    if header is not None:
+        values.append(header)
+    if not values:
+        return None, None
+    if len(set(values)) > 1:
+        return None, "since is given twice, with two values\n"
+    try:
+        since = float(values[0])
+    except ValueError:
+        return None, f"since is not a number: {clipped(values[0])}\n"
+    if not math.isfinite(since):
+        return None, "since is not a finite number\n"
+    return since, None

@@ -45,6 +45,7 @@ REFUSED = (
     ("refused_path", "no endpoint at that path"),
     ("refused_peer", "a Unix peer not allowed"),
     ("refused_pending", "too many handshakes in progress"),
+    ("refused_since", "a ?since= that is not a number"),
 )
 CLOSED = (
     ("slow_disconnects", "slow"),
@@ -277,6 +278,7 @@ def edge_lines(view: StateView, source: str, route: str = "", endpoint: str = ""
         field("to", outside(", ".join(r.get("to", [])))),
         *conflate_lines(r),
         *kept_lines(r.get("kept")),
+        *history_lines(r),
         section("endpoint"),
         field("clients", "-" if e is None else count(e["clients"])),
         field("undelivered", "-" if e is None else count(drops(e))),
@@ -302,6 +304,30 @@ def conflate_lines(route: Mapping[str, Any]) -> list[Text]:
         field("setting", outside(route["conflate"])),
         field("replaced before sent", count(route.get("conflated", 0))),
         field("sent at once (no key)", count(route.get("unkeyed", 0))),
+    ]
+
+
+def history_lines(route: Mapping[str, Any]) -> list[Text]:
+    """What a route keeps for clients that come back (``resume:``), if it keeps any."""
+    history = route.get("history")
+    if not history:
+        return []
+    span = "-" if history.get("first") is None else f"{history['first']:g} .. {history.get('last', 0):g}"
+    return [
+        section("kept for clients that come back (resume, ?since=)"),
+        field("setting", outside(history.get("setting", ""))),
+        field(
+            "kept",
+            f"{count(history.get('messages', 0))} messages ({span}), {count(history.get('bytes', 0))} bytes",
+        ),
+        field(
+            "resumed",
+            f"{count(route.get('resumes_ok', 0))} whole, {count(route.get('resumes_lost', 0))} past it",
+        ),
+        field(
+            "not kept",
+            f"{count(history.get('unkept', 0))} without a number, {count(history.get('unordered', 0))} out of order",
+        ),
     ]
 
 

@@ -115,11 +115,17 @@ SOURCE = record(
     | dict.fromkeys(("attempts", "disconnects"), number)
     | dict.fromkeys(("last_message_at", "connected_since", "next_attempt_at"), maybe(number)),
 )
+HISTORY = record(
+    {},
+    {"setting": text, "first": maybe(number), "last": maybe(number)}
+    | dict.fromkeys(("messages", "bytes", "evicted", "unkept", "unordered"), number),
+)
 KEPT = record({}, {"setting": text} | dict.fromkeys(("messages", "bytes", "evicted", "unkept"), number))
 ROUTE = record(
     {},
     {"from": text, "to": items(text), "filter": text, "messages": number, "filtered": number}
-    | {"upstream": anything, "kept": KEPT, "conflate": text, "conflated": number, "unkeyed": number},
+    | {"upstream": anything, "kept": KEPT, "conflate": text, "conflated": number, "unkeyed": number}
+    | {"history": HISTORY, "resumes_ok": number, "resumes_lost": number},
 )
 EDGE = record({"source": text, "route": text, "endpoint": text, "messages": number})
 CLIENT = record(
@@ -128,7 +134,7 @@ CLIENT = record(
 # The counters an endpoint's detail (enter) adds and sums, by reason (veylor.tui.detail).
 COUNTED = (
     "accepted", "messages", "bytes_out", "lost_slow", "unframeable", "refused", "refused_no_token",
-    "refused_token", "refused_origin", "refused_path", "refused_peer", "refused_pending",
+    "refused_token", "refused_origin", "refused_path", "refused_peer", "refused_pending", "refused_since",
     "slow_disconnects", "memory_closed", "stalled_closed", "keepalive_closed", "control_closed",
     "rate_closed", "bad_frames", "invalid_utf8", "revoked", "write_failed", "handshake_timeouts",
     "tls_failed", "pending_evicted", "discarded", "upstream_denied", "upstream_limited",
