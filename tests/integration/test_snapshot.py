@@ -394,3 +394,38 @@ async def test_a_client_that_comes_back_gets_what_it_missed_then_live(tmp_path, 
             await c.close()
     finally:
         await server.shutdown()
+
+
+async def test_a_client_coming_back_from_far_gets_at_most_its_buffer_of_the_newest(tmp_path, upstream):
+    """A history larger than client_buffer is not copied whole to each client coming
+    back from far (a thousand of them: a thousand copies): it gets the lost marker and
+    the newest that fit in its client_buffer, counted as lost."""
+    port = free_port()
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}, client_buffer: 64KiB}}}}
+        routes: {{ticks: {{from: feed, to: dash, resume: {{by: seq, lost: LOST}}}}}}
+        """,
+    )
+    try:
+        await upstream.wait_connected()
+        for n in range(1, 1001):  # about 300 bytes each: 300 KB kept
+            await upstream.send(json.dumps({"seq": n, "pad": "x" * 280}))
+        await until(lambda: server.snapshot()["routes"]["ticks"]["history"]["messages"] == 1000, "1,000 kept")
+        back = await ws_client(f"ws://127.0.0.1:{port}/d?since=0", max_size=None)
+        assert await asyncio.wait_for(back.recv(), 5) == "LOST"
+        got = []
+        while True:
+            try:
+                got.append(json.loads(await asyncio.wait_for(back.recv(), 1))["seq"])
+            except TimeoutError:
+                break
+        assert got[-1] == 1000 and got == list(range(got[0], 1001))  # the newest, in order
+        assert 150 <= len(got) <= 230  # (64 KiB of about 300-byte messages)
+        route = server.snapshot()["routes"]["ticks"]
+        assert (route["resumes_ok"], route["resumes_lost"]) == (0, 1)
+        await back.close()
+    finally:
+        await server.shutdown()

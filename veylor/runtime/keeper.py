@@ -164,18 +164,18 @@ def welcome(ep: ClientEndpoint[Any], client: Any) -> None:
 
 def _resumed(ep: ClientEndpoint[Any], since: float) -> tuple[list[Entry], list[tuple[bytes, bytes]]]:
     """What the routes' histories kept after ``since``, merged in the order it came, and
-    the ``lost`` markers of those that no longer reach it; each route's resume counted."""
+    the ``lost`` markers of those that no longer reach it; each route's resume counted.
+
+    At most the endpoint's ``client_buffer`` of it (the newest): a client cannot hold
+    more before its ``slow_client`` policy applies, and a thousand clients coming back
+    from far must not each get a copy of a 64 MiB history. A client that missed more
+    gets the marker, as one the history no longer reaches."""
     found: list[list[Entry]] = []
-    head: list[tuple[bytes, bytes]] = []
+    lost: list[bool] = []
     for r in ep.histories:
-        entries, lost = r.history.since(since)
+        entries, gone = r.history.since(since)
         found.append(entries)
-        if lost:
-            r.stats.resumes_lost += 1
-            if r.lost is not None and r.lost_frame is not None and (r.lost, r.lost_frame) not in head:
-                head.append((r.lost, r.lost_frame))
-        else:
-            r.stats.resumes_ok += 1
+        lost.append(gone)
     merged = found[0] if len(found) == 1 else list(heapq.merge(*found, key=lambda e: e.seq))
     out: list[Entry] = []
     last = -1
@@ -183,6 +183,21 @@ def _resumed(ep: ClientEndpoint[Any], since: float) -> tuple[list[Entry], list[t
         if entry.seq != last:
             last = entry.seq
             out.append(entry)
+    room, size, start = ep.spec.client_buffer, 0, len(out)
+    while start > 0 and size + len(out[start - 1].data) <= room:  # the newest that fit
+        start -= 1
+        size += len(out[start].data)
+    if start > 0:
+        out = out[start:]
+        lost = [True] * len(lost)
+    head: list[tuple[bytes, bytes]] = []
+    for r, gone in zip(ep.histories, lost, strict=True):
+        if gone:
+            r.stats.resumes_lost += 1
+            if r.lost is not None and r.lost_frame is not None and (r.lost, r.lost_frame) not in head:
+                head.append((r.lost, r.lost_frame))
+        else:
+            r.stats.resumes_ok += 1
     return out, head
 
 
