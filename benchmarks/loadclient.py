@@ -34,6 +34,9 @@ except ImportError:  # pragma: no cover
     uvloop = None
 
 MAX_SAMPLES = 200_000
+SPARSE = (
+    False  # --sparse: numbers may skip (a conflated stream); a read of whole frames in order is counted whole
+)
 
 
 class Stats:
@@ -124,11 +127,15 @@ class Client(asyncio.Protocol):
         if buf[:HEADER] == header and buf[last : last + HEADER] == header:
             first_seq = seq_of(buf, HEADER)
             last_seq = seq_of(buf, last + HEADER)
-            if last_seq - first_seq == n - 1 and (first_seq == self.expected or self.expected < 0):
+            dense = last_seq - first_seq == n - 1 and (first_seq == self.expected or self.expected < 0)
+            sparse = SPARSE and last_seq - first_seq >= n - 1 and first_seq >= self.expected
+            if dense or sparse:
                 self.carry = buf[n * FRAME :] if rem else b""
                 self.expected = last_seq + 1
                 stats = self.stats
                 counted = min(last_seq, stats.hi) - max(first_seq, stats.lo) + 1
+                if sparse and not dense:  # (a conflated stream: n frames, numbers apart)
+                    counted = n if first_seq >= stats.lo and last_seq <= stats.hi else 0
                 if counted > 0:
                     self.count += counted
                     if last_seq <= stats.hi:
@@ -274,7 +281,11 @@ if __name__ == "__main__":
     target.add_argument("--unix")
     parser.add_argument("-n", type=int, default=100)
     parser.add_argument("--stall", type=int, default=0, help="this many clients never read")
+    parser.add_argument(
+        "--sparse", action="store_true", help="numbers may skip (conflation): count reads whole"
+    )
     arguments = parser.parse_args()
+    SPARSE = arguments.sparse
     if uvloop is not None:
         uvloop.run(main(arguments))
     else:

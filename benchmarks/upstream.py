@@ -1,7 +1,10 @@
 """The benchmark's upstream feed: numbered, timestamped 200-byte messages, at a fixed rate
 or as fast as the relay reads them.
 
-    python benchmarks/upstream.py --port 9000
+    python benchmarks/upstream.py --port 9000 [--keys N]
+
+With ``--keys N`` the symbol of message ``seq`` is ``K`` and six digits of ``seq % N``
+(the same width as BTCUSDT): N keys, updated in turn, for latest-value delivery.
 
 It prints ``listening PORT``, then ``relay connected`` for each connection, then reads
 commands on standard input:
@@ -33,9 +36,10 @@ WS_TEXT_HEADER = bytes((0x81, 126)) + SIZE.to_bytes(2, "big")
 
 
 class Feed:
-    def __init__(self) -> None:
+    def __init__(self, keys: int = 0) -> None:
         self.relays: list[ServerConnection] = []
         self.seq = 0
+        self.keys = keys
 
     async def handler(self, conn: ServerConnection) -> None:
         # A small send buffer keeps backpressure tight: the feed cannot run megabytes
@@ -53,7 +57,8 @@ class Feed:
         parts = []
         for _ in range(n):
             self.seq += 1
-            parts.append(WS_TEXT_HEADER + message(self.seq, ts, SYMBOLS[self.seq & 1]))
+            symbol = b"K%06d" % (self.seq % self.keys) if self.keys else SYMBOLS[self.seq & 1]
+            parts.append(WS_TEXT_HEADER + message(self.seq, ts, symbol))
         return b"".join(parts)
 
     async def write(self, data: bytes, deadline: float) -> bool:
@@ -89,8 +94,8 @@ class Feed:
         }
 
 
-async def main(port: int) -> None:
-    feed = Feed()
+async def main(port: int, keys: int = 0) -> None:
+    feed = Feed(keys)
     async with serve(
         feed.handler, "127.0.0.1", port, compression=None, ping_interval=None, max_size=2**20
     ) as server:
@@ -112,8 +117,9 @@ async def main(port: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--keys", type=int, default=0, help="symbols K000000.. cycling over N keys")
     args = parser.parse_args()
     if uvloop is not None:
-        uvloop.run(main(args.port))
+        uvloop.run(main(args.port, args.keys))
     else:
-        asyncio.run(main(args.port))
+        asyncio.run(main(args.port, args.keys))
