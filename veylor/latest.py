@@ -118,6 +118,10 @@ class ByKey(Kept):
         data = msg.data
         items[key] = Entry(seq, data, msg.is_text)
         self.bytes += len(data)
+        limit = self.spec.max_bytes
+        while self.bytes > limit and len(items) > 1:  # (the newest always stays)
+            self.bytes -= len(items.popitem(last=False)[1].data)
+            self.evicted += 1
 
     def entries(self) -> Iterable[Entry]:
         return self.items.values()
@@ -151,6 +155,9 @@ class LastN(Kept):
         data = msg.data
         items.append(Entry(seq, data, msg.is_text))
         self.bytes += len(data)
+        limit = self.spec.max_bytes
+        while self.bytes > limit and len(items) > 1:  # (the newest always stays)
+            self.bytes -= len(items.popleft().data)
 
     def entries(self) -> Iterable[Entry]:
         return self.items

@@ -429,3 +429,33 @@ async def test_a_client_coming_back_from_far_gets_at_most_its_buffer_of_the_newe
         await back.close()
     finally:
         await server.shutdown()
+
+
+async def test_a_conflating_route_holds_at_most_max_keys_and_sends_the_oldest_rather_than_lose_it(
+    tmp_path, upstream
+):
+    """A feed with more keys in an interval than conflate.max_keys (or a hostile one)
+    cannot make the route hold more: the least recently updated is sent at once."""
+    port = free_port()
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
+        routes: {{ticks: {{from: feed, to: dash, conflate: {{by: s, interval: 1h, max_keys: 3}}}}}}
+        """,
+    )
+    try:
+        await upstream.wait_connected()
+        client = await ws_client(f"ws://127.0.0.1:{port}/d")
+        for n, s in enumerate("ABCADE", 1):  # A updated again before D and E come
+            await upstream.send(tick(s, n))
+        got = [json.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(2)]
+        assert [(g["s"], g["n"]) for g in got] == [("B", 2), ("C", 3)]  # the oldest held, at once
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.recv(), 0.5)  # A, D, E held (the hour)
+        route = server.snapshot()["routes"]["ticks"]
+        assert route["messages"] == 2 and route["conflated"] == 1
+        await client.close()
+    finally:
+        await server.shutdown()

@@ -436,7 +436,7 @@ def test_an_edges_detail_says_what_its_route_keeps_for_joiners():
 
     v = view(0.0, 1)
     v["routes"]["all-trades"]["kept"] = {
-        "setting": "the last message per s (at most 10,000 keys)",
+        "setting": "the last message per s (at most 10,000 keys, 64MiB)",
         "messages": 1234,
         "bytes": 56789,
         "evicted": 2,

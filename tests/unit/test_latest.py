@@ -144,8 +144,10 @@ def test_settings_the_schema_cannot_judge_are_problems_at_their_key(raw, problem
 
 
 def test_a_spec_says_what_it_keeps():
-    assert SnapshotSpec(by="s").describe() == "the last message per s (at most 10,000 keys)"
-    assert SnapshotSpec(last=1, end="E").describe() == "the last 1 message, then an end marker"
+    assert SnapshotSpec(by="s").describe() == "the last message per s (at most 10,000 keys, 64MiB)"
+    assert (
+        SnapshotSpec(last=1, end="E").describe() == "the last 1 message (at most 64MiB), then an end marker"
+    )
     assert SnapshotSpec(by="s") != SnapshotSpec(by="s", max_keys=5)
 
 
@@ -181,7 +183,7 @@ def test_a_conflate_spec_says_what_it_does_and_compares_by_value():
     spec, problems = conflate_from({"by": "s", "interval": "250ms"})
     assert not problems and spec == ConflateSpec("s", 0.25)
     assert spec.describe() == "the latest per s every 250ms"
-    assert spec.as_json() == {"by": "s", "interval": "250ms"}
+    assert spec.as_json() == {"by": "s", "interval": "250ms", "max_keys": 10000}
     assert spec != ConflateSpec("s", 0.5)
 
 
@@ -225,3 +227,20 @@ def test_a_history_bounded_by_bytes_keeps_the_newest_and_adopts_across_a_reload(
     other = History(ResumeSpec(by="n"))
     other.adopt(history)  # another key: not the same numbers
     assert len(other) == 0
+
+
+def test_kept_bytes_are_bounded_the_newest_always_stays():
+    """A feed of large messages under many keys (or a hostile one: 16 MiB each) cannot
+    make a route keep more than max_bytes: the least recently updated go first."""
+    by_key = kept_for(SnapshotSpec(by="s", max_bytes=100))
+    for i in range(10):
+        by_key.keep(i, msg(json.dumps({"s": i, "pad": "x" * 30})))  # about 40 bytes each
+    assert by_key.bytes <= 100 and len(by_key) == 2 and by_key.evicted == 8
+    assert [json.loads(p)["s"] for p in payloads(by_key.entries())] == [8, 9]
+    huge = kept_for(SnapshotSpec(by="s", max_bytes=10))
+    huge.keep(1, msg(json.dumps({"s": 1, "pad": "x" * 100})))  # larger than the bound alone
+    assert len(huge) == 1  # (the newest stays: a joiner gets the latest value)
+    last = kept_for(SnapshotSpec(last=100, max_bytes=50))
+    for i in range(10):
+        last.keep(i, msg("y" * 20))
+    assert len(last) == 2 and last.bytes == 40

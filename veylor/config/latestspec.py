@@ -19,25 +19,32 @@ PATH_HINT = "write keys separated by dots, with [N] for a list's item, as s, dat
 @dataclass(frozen=True, slots=True)
 class SnapshotSpec:
     """A route's ``snapshot:`` setting: ``by`` (a JSON path, as written) or ``last``;
-    ``max_keys`` bounds ``by``; ``end`` is sent after the snapshot (None: nothing)."""
+    ``max_keys`` bounds ``by``, ``max_bytes`` both (a hostile upstream's 16 MiB messages
+    under distinct keys); ``end`` is sent after the snapshot (None: nothing)."""
 
     by: str | None = None
     last: int | None = None
     max_keys: int = 10_000
     end: str | None = None
+    max_bytes: int = 64 * 2**20
 
     def as_json(self) -> dict[str, Any]:
         """As written (with the default bound), for ``veylor check --json``."""
         if self.by is not None:
-            return {"by": self.by, "max_keys": self.max_keys, "end": self.end}
-        return {"last": self.last, "end": self.end}
+            return {
+                "by": self.by,
+                "max_keys": self.max_keys,
+                "max_bytes": format_size(self.max_bytes),
+                "end": self.end,
+            }
+        return {"last": self.last, "max_bytes": format_size(self.max_bytes), "end": self.end}
 
     def describe(self) -> str:
         """``the last message per s (at most 10,000 keys)``, ``the last 100 messages``."""
         if self.by is not None:
-            what = f"the last message per {self.by} (at most {self.max_keys:,} keys)"
+            what = f"the last message per {self.by} (at most {self.max_keys:,} keys, {format_size(self.max_bytes)})"
         else:
-            what = f"the last {self.last:,} message{'s' * (self.last != 1)}"
+            what = f"the last {self.last:,} message{'s' * (self.last != 1)} (at most {format_size(self.max_bytes)})"
         return what + (", then an end marker" if self.end is not None else "")
 
 
@@ -62,7 +69,13 @@ def snapshot_from(
             )
     elif "max_keys" in raw:
         problems.append((("max_keys",), "max_keys bounds snapshot.by; with last, last is the bound"))
-    spec = SnapshotSpec(by=by, last=raw.get("last"), max_keys=raw.get("max_keys", 10_000), end=raw.get("end"))
+    spec = SnapshotSpec(
+        by=by,
+        last=raw.get("last"),
+        max_keys=raw.get("max_keys", 10_000),
+        end=raw.get("end"),
+        max_bytes=parse_size(raw.get("max_bytes", "64MiB")),
+    )
     return spec, problems
 
 
@@ -73,9 +86,10 @@ class ConflateSpec:
 
     by: str
     interval: float
+    max_keys: int = 10_000  # keys held at most; beyond, the oldest held is sent at once
 
     def as_json(self) -> dict[str, Any]:
-        return {"by": self.by, "interval": human_duration(self.interval)}
+        return {"by": self.by, "interval": human_duration(self.interval), "max_keys": self.max_keys}
 
     def describe(self) -> str:
         """``the latest per s every 250ms``."""
@@ -95,7 +109,7 @@ def conflate_from(
         problems.append(
             (("interval",), f"{human_duration(interval)} is out of bounds: write 10ms at least, 1h at most")
         )
-    return ConflateSpec(by=raw["by"], interval=interval), problems
+    return ConflateSpec(by=raw["by"], interval=interval, max_keys=raw.get("max_keys", 10_000)), problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,8 @@ class Conflater:
         held = self.held
         if held.pop(key, None) is not None:  # (re-inserted last: the order of the latest update)
             stats.conflated += 1
+        elif len(held) >= self.spec.max_keys:  # bounded: the oldest held goes now, not lost
+            self.send_oldest()
         held[key] = (msg.data, msg.is_text)
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.spec.interval, self.send)
@@ -87,15 +89,24 @@ class Conflater:
         """Send the latest of each key held, in the order of their latest update."""
         self.timer = None
         held, self.held = self.held, {}
-        deliver, groups, keeper = self.deliver, self.groups, self.keeper
-        if deliver is None:
-            return
         for data, is_text in held.values():
-            SEQUENCE.seq += 1
-            if keeper is not None:
-                keeper.keep(SEQUENCE.seq, Message(data, is_text))
-            deliver(groups, data, is_text)
-        self.stats.messages += len(held)
+            self.send_one(data, is_text)
+
+    def send_oldest(self) -> None:
+        """Send the least recently updated key held now (``max_keys`` are held: a feed
+        with more keys than that in an interval, or a hostile one, is bounded)."""
+        key = next(iter(self.held))
+        self.send_one(*self.held.pop(key))
+
+    def send_one(self, data: bytes, is_text: bool) -> None:
+        """One message to the route's endpoints (and kept, if the route keeps)."""
+        if self.deliver is None:
+            return
+        SEQUENCE.seq += 1
+        if self.keeper is not None:
+            self.keeper.keep(SEQUENCE.seq, Message(data, is_text))
+        self.deliver(self.groups, data, is_text)
+        self.stats.messages += 1
 
     def stop(self) -> None:
         """The route goes, or its setting changes: what is held is sent now (nothing is
