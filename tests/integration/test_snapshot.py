@@ -33,6 +33,16 @@ async def until(predicate, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def one_route(upstream, port: int, route: str) -> str:
+    """A configuration: the upstream, a WebSocket endpoint dash at /d, and one route
+    ``ticks`` from one to the other with ``route`` (YAML flow mapping items) added."""
+    return f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
+        routes: {{ticks: {{from: feed, to: dash, {route}}}}}
+        """
+
+
 def tick(s: str, n: int, **more) -> str:
     return json.dumps({"s": s, "n": n, **more}, separators=(",", ":"))
 
@@ -117,14 +127,7 @@ async def test_clients_that_join_during_a_burst_get_no_gap_and_no_duplicate(tmp_
     and none is missing. Messages are numbered 0, 1, 2, ... over 10 keys (n % 10): a
     joiner's snapshot must be the 10 numbers just before the first it gets live."""
     port = free_port()
-    server = await started(
-        tmp_path,
-        f"""
-        sources: {{feed: {{url: "{upstream.url}"}}}}
-        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
-        routes: {{ticks: {{from: feed, to: dash, snapshot: {{by: s, end: END}}}}}}
-        """,
-    )
+    server = await started(tmp_path, one_route(upstream, port, "snapshot: {by: s, end: END}"))
     stop = asyncio.Event()
     total = 6000
 
@@ -256,14 +259,7 @@ async def test_conflation_sends_the_latest_of_each_changed_key_each_interval(tmp
     """conflate: {by, interval}: at most one message per key per interval, the latest,
     in the order of their latest update; a message without the key at once; counted."""
     port = free_port()
-    server = await started(
-        tmp_path,
-        f"""
-        sources: {{feed: {{url: "{upstream.url}"}}}}
-        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
-        routes: {{ticks: {{from: feed, to: dash, conflate: {{by: s, interval: 300ms}}}}}}
-        """,
-    )
+    server = await started(tmp_path, one_route(upstream, port, "conflate: {by: s, interval: 300ms}"))
     try:
         await upstream.wait_connected()
         client = await ws_client(f"ws://127.0.0.1:{port}/d")
@@ -438,12 +434,7 @@ async def test_a_conflating_route_holds_at_most_max_keys_and_sends_the_oldest_ra
     cannot make the route hold more: the least recently updated is sent at once."""
     port = free_port()
     server = await started(
-        tmp_path,
-        f"""
-        sources: {{feed: {{url: "{upstream.url}"}}}}
-        endpoints: {{dash: {{websocket: {{port: {port}, path: /d}}}}}}
-        routes: {{ticks: {{from: feed, to: dash, conflate: {{by: s, interval: 1h, max_keys: 3}}}}}}
-        """,
+        tmp_path, one_route(upstream, port, "conflate: {by: s, interval: 1h, max_keys: 3}")
     )
     try:
         await upstream.wait_connected()
