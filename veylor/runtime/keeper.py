@@ -170,24 +170,29 @@ def _resumed(ep: ClientEndpoint[Any], since: float) -> tuple[list[Entry], list[t
     more before its ``slow_client`` policy applies, and a thousand clients coming back
     from far must not each get a copy of a 64 MiB history. A client that missed more
     gets the marker, as one the history no longer reaches."""
+    room = ep.spec.client_buffer
     found: list[list[Entry]] = []
     lost: list[bool] = []
+    floor = -1  # (what is older than a history's newest that did not fit cannot fit either)
     for r in ep.histories:
-        entries, gone = r.history.since(since)
+        entries, gone, cut = r.history.newest_since(since, room)
         found.append(entries)
         lost.append(gone)
-    merged = found[0] if len(found) == 1 else list(heapq.merge(*found, key=lambda e: e.seq))
-    out: list[Entry] = []
-    last = -1
-    for entry in merged:
-        if entry.seq != last:
-            last = entry.seq
-            out.append(entry)
-    room, size, start = ep.spec.client_buffer, 0, len(out)
+        if cut is not None:
+            floor = max(floor, cut)
+    if len(found) == 1:
+        out = found[0]  # (one history: its numbers are distinct, and above any floor)
+    else:
+        out, last = [], floor
+        for entry in heapq.merge(*found, key=lambda e: e.seq):
+            if entry.seq > last:
+                last = entry.seq
+                out.append(entry)
+    size, start = 0, len(out)
     while start > 0 and size + len(out[start - 1].data) <= room:  # the newest that fit
         start -= 1
         size += len(out[start].data)
-    if start > 0:
+    if start > 0 or floor >= 0:
         out = out[start:]
         lost = [True] * len(lost)
     head: list[tuple[bytes, bytes]] = []
