@@ -183,7 +183,7 @@ def test_a_conflate_spec_says_what_it_does_and_compares_by_value():
     spec, problems = conflate_from({"by": "s", "interval": "250ms"})
     assert not problems and spec == ConflateSpec("s", 0.25)
     assert spec.describe() == "the latest per s every 250ms"
-    assert spec.as_json() == {"by": "s", "interval": "250ms", "max_keys": 10000}
+    assert spec.as_json() == {"by": "s", "interval": "250ms", "max_keys": 10000, "max_bytes": "64MiB"}
     assert spec != ConflateSpec("s", 0.5)
 
 

@@ -82,14 +82,21 @@ def snapshot_from(
 @dataclass(frozen=True, slots=True)
 class ConflateSpec:
     """A route's ``conflate:`` setting: the key (a JSON path, as written) and how often
-    the latest of each changed key is sent (seconds)."""
+    the latest of each changed key is sent (seconds); ``max_keys`` and ``max_bytes``
+    bound what is held (10,000 keys of a hostile upstream's 16 MiB messages: 160 GB)."""
 
     by: str
     interval: float
     max_keys: int = 10_000  # keys held at most; beyond, the oldest held is sent at once
+    max_bytes: int = 64 * 2**20  # bytes of the held payloads at most; likewise
 
     def as_json(self) -> dict[str, Any]:
-        return {"by": self.by, "interval": human_duration(self.interval), "max_keys": self.max_keys}
+        return {
+            "by": self.by,
+            "interval": human_duration(self.interval),
+            "max_keys": self.max_keys,
+            "max_bytes": format_size(self.max_bytes),
+        }
 
     def describe(self) -> str:
         """``the latest per s every 250ms``."""
@@ -109,7 +116,13 @@ def conflate_from(
         problems.append(
             (("interval",), f"{human_duration(interval)} is out of bounds: write 10ms at least, 1h at most")
         )
-    return ConflateSpec(by=raw["by"], interval=interval, max_keys=raw.get("max_keys", 10_000)), problems
+    spec = ConflateSpec(
+        by=raw["by"],
+        interval=interval,
+        max_keys=raw.get("max_keys", 10_000),
+        max_bytes=parse_size(raw.get("max_bytes", "64MiB")),
+    )
+    return spec, problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..graph import Graph
     from .fanout import Groups
     from .stats import Stats
+    from .tap import Tap
 
 _MISSING: Any = object()
 
@@ -41,7 +42,19 @@ _MISSING: Any = object()
 class Conflater:
     """One route's conflation (see the module docstring)."""
 
-    __slots__ = ("by", "deliver", "groups", "held", "inner", "keeper", "spec", "stats", "timer")
+    __slots__ = (
+        "by",
+        "deliver",
+        "groups",
+        "held",
+        "held_bytes",
+        "inner",
+        "keeper",
+        "spec",
+        "stats",
+        "tap",
+        "timer",
+    )
 
     def __init__(self, spec: ConflateSpec, stats: RouteStats) -> None:
         self.spec = spec
@@ -49,15 +62,20 @@ class Conflater:
         self.stats = stats  # the route's own (the fan-out counts into a scratch one)
         self.inner: Any = None  # the route's filter's predicate
         self.keeper: Keeper | None = None  # the route's snapshot: keeps what is sent
+        self.tap: Tap | None = None  # the route's tap, if tapped: sees what is sent
         self.groups: Groups = ()  # the route's endpoints by wire (set by the table's builder)
         self.deliver: Callable[[Groups, bytes, bool], None] | None = None  # the router's
         self.held: dict[Any, tuple[bytes, bool]] = {}
+        self.held_bytes = 0  # of the held payloads
         self.timer: asyncio.TimerHandle | None = None
 
-    def wrap(self, route_filter: CompiledFilter | None, keeper: Keeper | None) -> Conflater:
-        """Follow the route's current filter and keeper (a reload may change them)."""
+    def wrap(self, route_filter: CompiledFilter | None, keeper: Keeper | None, tap: Tap | None) -> Conflater:
+        """Follow the route's current filter, keeper and tap (a reload may change them;
+        a tap wraps this conflater, whose match says no to what it holds, so the tap is
+        told here what is sent)."""
         self.inner = route_filter.match if route_filter is not None else None
         self.keeper = keeper
+        self.tap = tap
         return self
 
     def match(self, msg: Message) -> bool:
@@ -76,11 +94,17 @@ class Conflater:
                 self.keeper.keep(SEQUENCE.seq, msg)
             return True
         held = self.held
-        if held.pop(key, None) is not None:  # (re-inserted last: the order of the latest update)
+        old = held.pop(key, None)
+        if old is not None:  # (re-inserted last: the order of the latest update)
             stats.conflated += 1
+            self.held_bytes -= len(old[0])
         elif len(held) >= self.spec.max_keys:  # bounded: the oldest held goes now, not lost
             self.send_oldest()
-        held[key] = (msg.data, msg.is_text)
+        data = msg.data
+        held[key] = (data, msg.is_text)
+        self.held_bytes += len(data)
+        while self.held_bytes > self.spec.max_bytes and len(held) > 1:  # (likewise; the newest stays)
+            self.send_oldest()
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.spec.interval, self.send)
         return False
@@ -89,14 +113,18 @@ class Conflater:
         """Send the latest of each key held, in the order of their latest update."""
         self.timer = None
         held, self.held = self.held, {}
+        self.held_bytes = 0
         for data, is_text in held.values():
             self.send_one(data, is_text)
 
     def send_oldest(self) -> None:
-        """Send the least recently updated key held now (``max_keys`` are held: a feed
-        with more keys than that in an interval, or a hostile one, is bounded)."""
+        """Send the least recently updated key held now (``max_keys`` or ``max_bytes``
+        are held: a feed with more keys than that in an interval, or a hostile one, is
+        bounded)."""
         key = next(iter(self.held))
-        self.send_one(*self.held.pop(key))
+        data, is_text = self.held.pop(key)
+        self.held_bytes -= len(data)
+        self.send_one(data, is_text)
 
     def send_one(self, data: bytes, is_text: bool) -> None:
         """One message to the route's endpoints (and kept, if the route keeps)."""
@@ -107,6 +135,8 @@ class Conflater:
             self.keeper.keep(SEQUENCE.seq, Message(data, is_text))
         self.deliver(self.groups, data, is_text)
         self.stats.messages += 1
+        if self.tap is not None:
+            self.tap.saw(data, is_text)
 
     def stop(self) -> None:
         """The route goes, or its setting changes: what is held is sent now (nothing is

@@ -121,7 +121,7 @@ def build_table(
         conflater = conflaters.get(r.name)
         if conflater is not None:
             conflater.groups = by_wire(endpoints[n] for n in r.endpoints)
-            return conflater.wrap(r.filter, keeper)
+            return conflater.wrap(r.filter, keeper, taps.get(r.name))
         return keeper.wrap(r.filter) if keeper is not None else r.filter
 
     for source, routes in graph.routes_by_source.items():

@@ -58,11 +58,15 @@ class Tap:
         inner = self.inner
         if inner is not None and not inner(msg):
             return False
-        data = msg.data
-        # What a line can show, not the payload (up to max_size, 16 MiB, each).
-        self.messages.append((data[:SHOWN] if len(data) > SHOWN else data, msg.is_text, len(data)))
-        self.seen += 1
+        self.saw(msg.data, msg.is_text)
         return True
+
+    def saw(self, data: bytes, is_text: bool) -> None:
+        """One message passed the route (or a conflating route sent one it held: its
+        match said no when it held it, :mod:`veylor.runtime.conflate`)."""
+        # What a line can show, not the payload (up to max_size, 16 MiB, each).
+        self.messages.append((data[:SHOWN] if len(data) > SHOWN else data, is_text, len(data)))
+        self.seen += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
