@@ -227,7 +227,7 @@ class WebSocketListener:
         if refusal is not None:
             return None, refusal
         if ep.histories:  # a client that comes back says after what (?since=V, Veylor-Since: V)
-            since, wrong = resume_point(query, request.headers.get("Veylor-Since"))
+            since, wrong = resume_point(query, request.headers.get_all("Veylor-Since"))
             if wrong is not None:
                 ep.stats.refused_since += 1
                 return None, protocol.reject(400, wrong)
@@ -503,20 +503,25 @@ def _presented_token(request: Request, query: str) -> str | None:
     return None
 
 
-def resume_point(query: str, header: str | None) -> tuple[float | None, str | None]:
+def resume_point(query: str, headers: Sequence[str]) -> tuple[float | None, str | None]:
     """Where a client comes back from: ``?since=V`` or the header ``Veylor-Since: V``
-    (None: it does not say), or why that cannot be read (the 400's text)."""
+    (None: it does not say), or why that cannot be read (the 400's text). Said twice,
+    it is one number or refused: ``?since=1`` with ``Veylor-Since: 1.0`` is one (a
+    client library may write it either way), two headers are read as two values (not
+    the error that reading one header of two raised in the handshake)."""
     values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "since"]
-    if header is not None:
-        values.append(header)
+    values.extend(headers)
     if not values:
         return None, None
-    if len(set(values)) > 1:
+    numbers: set[float] = set()
+    for value in values:
+        try:
+            number = float(value)
+        except ValueError:
+            return None, f"since is not a number: {clipped(value)}\n"
+        if not math.isfinite(number):
+            return None, "since is not a finite number\n"
+        numbers.add(number)
+    if len(numbers) > 1:
         return None, "since is given twice, with two values\n"
-    try:
-        since = float(values[0])
-    except ValueError:
-        return None, f"since is not a number: {clipped(values[0])}\n"
-    if not math.isfinite(since):
-        return None, "since is not a finite number\n"
-    return since, None
+    return numbers.pop(), None
