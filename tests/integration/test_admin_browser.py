@@ -315,6 +315,7 @@ async def test_admin_token_is_required_counted_and_never_logged(admin, tmp_path)
     assert TOKEN not in a.proc.log and WRONG not in a.proc.log
 
 
+@pytest.mark.slow  # (a dozen veylor processes: 11 s)
 async def test_veylor_cli_sends_the_admin_token_from_a_file_the_environment_or_the_config(admin, tmp_path):
     """``veylor reload|status|health`` against an admin endpoint with auth: the token of
     ``--token-file``, else ``$VEYLOR_ADMIN_TOKEN``, else the configuration's own (the

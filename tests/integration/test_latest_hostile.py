@@ -203,6 +203,7 @@ async def test_keeping_conflating_and_resuming_beside_a_plain_route_gives_each_m
         await server.shutdown()
 
 
+@pytest.mark.slow  # (a hundred reloads: 12 s)
 async def test_settings_changed_a_hundred_times_while_messages_flow_lose_and_repeat_nothing(
     tmp_path, upstream
 ):

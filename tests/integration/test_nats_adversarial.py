@@ -1026,6 +1026,7 @@ BROKEN_SERVERS = {
 }
 
 
+@pytest.mark.slow  # (each waits out a broken server's timeouts: about 7 s)
 @pytest.mark.parametrize("kind", list(BROKEN_SERVERS))
 async def test_a_broken_nats_server_never_stops_veylor_starting_or_stopping_and_is_reported(
     tmp_path: Path, upstream: Upstream, kind: str

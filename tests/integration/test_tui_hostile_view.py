@@ -33,6 +33,10 @@ from veylor.tui.live import LISTED, LONGEST, Live
 from veylor.tui.reader import OverHttp
 from veylor.tui.reloads import Reloads, reload_lines
 
+# Each case starts the TUI and waits for it to read the view (7-9 s each, 21 cases):
+# slow, in the whole suite (the five-minute one), not in the two-minute one.
+pytestmark = pytest.mark.slow
+
 Change = Callable[[dict[str, Any]], None]
 
 

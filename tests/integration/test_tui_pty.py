@@ -92,6 +92,7 @@ class Pty:
             self.proc.wait(10)
 
 
+@pytest.mark.slow  # (a terminal that stops reading for seconds: 9 s)
 async def test_a_terminal_that_stops_reading_stalls_no_client_and_is_repainted_when_it_reads(
     tmp_path, upstream
 ):
