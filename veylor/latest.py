@@ -27,10 +27,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .config.latestspec import ResumeSpec, SnapshotSpec
-from .filters import lookup, parse_json_path
+from .filters import JsonPath, lookup, parse_json_path
 from .message import NOT_JSON, Message
 
-_MISSING: Any = object()
+MISSING: Any = object()  # no key: not JSON, no value at the path, or not a scalar
 
 
 class Entry:
@@ -63,7 +63,7 @@ LONG_KEY = 256  # characters: a longer string key is held by its digest
 
 def key_of(value: Any) -> Any:
     """A dict key for a JSON scalar: its type with it (``1``, ``1.0`` and ``true`` are
-    three keys, as they are three JSON texts); ``_MISSING`` for an object or a list.
+    three keys, as they are three JSON texts); ``MISSING`` for an object or a list.
 
     A string longer than :data:`LONG_KEY` is held by its SHA-256 (tagged ``bytes``, which
     no JSON value is): the key is a copy beside the payload, not counted in ``max_bytes``,
@@ -73,7 +73,14 @@ def key_of(value: Any) -> Any:
         return (bytes, hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest())
     if value is None or isinstance(value, str | int | float | bool):
         return (type(value), value)
-    return _MISSING
+    return MISSING
+
+
+def key_at(msg: Message, path: JsonPath) -> Any:
+    """A message's key: :func:`key_of` its value at ``path``; :data:`MISSING` when it is
+    not JSON, has nothing there, or a list or an object there."""
+    doc = msg.json
+    return MISSING if doc is NOT_JSON else key_of(lookup(doc, path))
 
 
 class Kept:
@@ -113,10 +120,8 @@ class ByKey(Kept):
         self.items: OrderedDict[Any, Entry] = OrderedDict()
 
     def keep(self, seq: int, msg: Message) -> None:
-        doc = msg.json
-        value = _MISSING if doc is NOT_JSON else lookup(doc, self.by)
-        key = _MISSING if value is _MISSING else key_of(value)
-        if key is _MISSING:
+        key = key_at(msg, self.by)
+        if key is MISSING:
             self.unkept += 1
             return
         items = self.items
@@ -206,7 +211,7 @@ class History:
 
     def keep(self, seq: int, msg: Message) -> None:
         doc = msg.json
-        value = _MISSING if doc is NOT_JSON else lookup(doc, self.by)
+        value = MISSING if doc is NOT_JSON else lookup(doc, self.by)
         if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
             # Not a number, NaN, or an infinity (Python's json reads Infinity and 1e999):
             # after an infinity no number is greater, and nothing more would be kept.

@@ -269,6 +269,8 @@ async def test_conflation_sends_the_latest_of_each_changed_key_each_interval(tmp
             await upstream.send(tick("ABC"[n % 3], n))
         await upstream.send("no key")
         assert await asyncio.wait_for(client.recv(), 5) == "no key"  # at once
+        await upstream.send('{"t": 1}')  # JSON without the key: at once too, not held
+        assert await asyncio.wait_for(client.recv(), 5) == '{"t": 1}'
         got = [json.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(3)]
         elapsed = loop.time() - started_at
         # the latest of each key, in the order of their latest update
@@ -279,16 +281,16 @@ async def test_conflation_sends_the_latest_of_each_changed_key_each_interval(tmp
         await upstream.send(tick("A", 101))
         assert json.loads(await asyncio.wait_for(client.recv(), 2))["n"] == 101  # (a timer armed again)
         route = server.snapshot()["routes"]["ticks"]
-        assert route["conflated"] == 97 and route["unkeyed"] == 1
-        assert route["messages"] == 5  # what it sent: 3 + 1 + the unkeyed one
+        assert route["conflated"] == 97 and route["unkeyed"] == 2
+        assert route["messages"] == 6  # what it sent: 3 + 1 + the two unkeyed
         assert route["conflate"] == "the latest per s every 300ms"
         from veylor.observe.metrics import render
 
         text = render(server.snapshot())
         assert 'veylor_route_conflated_total{route="ticks"} 97' in text
-        assert 'veylor_route_unconflated_total{route="ticks"} 1' in text
+        assert 'veylor_route_unconflated_total{route="ticks"} 2' in text
         edges = server.snapshot()["edges"]
-        assert [e["messages"] for e in edges if e["route"] == "ticks"] == [5]
+        assert [e["messages"] for e in edges if e["route"] == "ticks"] == [6]
         await client.close()
     finally:
         await server.shutdown()

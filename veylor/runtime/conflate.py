@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..config.latestspec import ConflateSpec
-from ..filters import CompiledFilter, lookup, parse_json_path
-from ..latest import key_of
-from ..message import NOT_JSON, Message
+from ..filters import CompiledFilter, parse_json_path
+from ..latest import MISSING, key_at
+from ..message import Message
 from .keeper import SEQUENCE, Keeper
 from .stats import RouteStats
 
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from .fanout import Groups
     from .stats import Stats
     from .tap import Tap
-
-_MISSING: Any = object()
 
 
 class Conflater:
@@ -84,10 +82,8 @@ class Conflater:
         if inner is not None and not inner(msg):
             stats.filtered += 1
             return False
-        doc = msg.json
-        value = _MISSING if doc is NOT_JSON else lookup(doc, self.by)
-        key = _MISSING if value is _MISSING else key_of(value)
-        if key is _MISSING:  # no key: at once
+        key = key_at(msg, self.by)
+        if key is MISSING:  # no key: at once
             stats.unkeyed += 1
             stats.messages += 1
             if self.keeper is not None:
