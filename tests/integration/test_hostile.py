@@ -468,7 +468,7 @@ def stalled(port: int, path: str = "/", mss: int | None = None) -> socket.socket
 
 
 @pytest.mark.slow  # a load test: floods, or hundreds of clients (the quick loop leaves it to the full suite)
-@pytest.mark.parametrize("policy", ["disconnect", "drop"])
+@pytest.mark.parametrize("policy", ["disconnect", "drop", "conflate"])
 async def test_the_process_wide_buffer_limit_applies_to_the_clients_holding_the_most(tmp_path, policy):
     """2,000 stalled clients, each within its own client_buffer, held 0.5 GiB: limits.buffered
     bounds the sum; the heaviest get their endpoint's policy first, the others keep going."""

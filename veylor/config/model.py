@@ -41,7 +41,7 @@ class EndpointSpec:
     listen: Listen
     max_clients: int
     client_buffer: int
-    slow_client: Literal["disconnect", "drop"]
+    slow_client: Literal["disconnect", "drop", "conflate"]
     compression: bool
     max_message_size: int
     ping_interval: float | None = None

@@ -290,14 +290,26 @@ def render(view: StateView, ready: bool | None = None) -> str:
         "veylor_endpoint_undelivered_total",
         "Deliveries not made (a message times a client), by reason",
         "reason",
-        {"slow_client_drop": "dropped", "slow_client_disconnect": "lost_slow", "framing": "unframeable"},
+        {
+            "slow_client_drop": "dropped",
+            "slow_client_disconnect": "lost_slow",
+            "framing": "unframeable",
+            "slow_client_conflate": "superseded",
+        },
     )
     endpoints.split(
         "veylor_endpoint_slow_clients_total",
         "Clients found over client_buffer, by the action taken: drop (messages skipped for them "
-        "until they drain), disconnect",
+        "until they drain), disconnect, conflate (the latest of each key held for them until they drain)",
         "action",
-        {"drop": "slow_dropping", "disconnect": "slow_disconnects"},
+        {"drop": "slow_dropping", "disconnect": "slow_disconnects", "conflate": "slow_conflating"},
+    )
+    endpoints.family(
+        "veylor_endpoint_caught_up_total",
+        "counter",
+        "Clients behind that were given the latest message of each key when they read again "
+        "(slow_client: conflate)",
+        "caught_up",
     )
     endpoints.split(
         "veylor_endpoint_closed_clients_total",
@@ -315,6 +327,7 @@ def render(view: StateView, ready: bool | None = None) -> str:
             "upstream_rate": "rate_closed",
             "revoked": "revoked",
             "write_failed": "write_failed",
+            "conflate_keys": "lag_closed",
         },
     )
     endpoints.split(

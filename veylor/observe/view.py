@@ -136,6 +136,10 @@ class EndpointCounters(TypedDict):
     accepted: int
     bad_frames: int
     bytes_out: int
+    caught_up: NotRequired[int]  # (these four: Veylor 2.x since slow_client: conflate)
+    lag_closed: NotRequired[int]
+    slow_conflating: NotRequired[int]
+    superseded: NotRequired[int]
     control_closed: int
     discarded: int
     dropped: int
@@ -316,8 +320,11 @@ class StateView(TypedDict):
 def undelivered(endpoint: EndpointView) -> int:
     """Deliveries an endpoint did not make (``veylor_endpoint_undelivered_total``, all
     reasons): over a slow client's buffer, its messages while it was being disconnected,
-    messages its framing cannot carry."""
-    return endpoint["dropped"] + endpoint["lost_slow"] + endpoint["unframeable"]
+    messages its framing cannot carry, messages a later one of their key replaced for a
+    client behind (``slow_client: conflate``; absent from an older Veylor's view)."""
+    return (
+        endpoint["dropped"] + endpoint["lost_slow"] + endpoint["unframeable"] + endpoint.get("superseded", 0)
+    )
 
 
 def is_state_view(data: object) -> bool:

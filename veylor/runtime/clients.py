@@ -20,9 +20,10 @@ from ..config.common import format_size, human_size
 from ..config.model import EndpointSpec
 from ..latest import Kept
 from ..report import plural
+from . import catchup
 from .budget import NOTABLE, Budget
 from .endpoints import Endpoint, log_due
-from .keeper import Resumable, welcome
+from .keeper import SEQUENCE, Resumable, welcome
 from .stats import EndpointStats
 from .util import CountedLog, Throttled
 
@@ -48,17 +49,61 @@ class Client(Protocol):
     held: int  # ... its bytes
     since: float  # wall clock when it joined
     base: int  # the endpoint's ``messages`` when it joined
+    lag: catchup.Lag | None  # what is held for it while it is behind (slow_client: conflate)
+    superseded: int  # messages replaced for it by a later one of their key while behind
 
 
 ClientT = TypeVar("ClientT", bound=Client)
 
 
-class ClientEndpoint(Endpoint, Generic[ClientT]):
+class ClientKind(Endpoint):
+    """What each kind with clients of its own implements (how its clients are told
+    apart and closed), and the one line said when every client closes at once."""
+
+    closing_all = False  # every client is being closed: one line said so, not one each
+
+    @staticmethod
+    def is_open(client: Any) -> bool:
+        """Whether data may still be written to ``client`` (it is not being closed)."""
+        raise NotImplementedError
+
+    def disconnect_slow(self, client: Any) -> None:
+        """Close a client over ``client_buffer`` (``slow_client: disconnect``)."""
+        raise NotImplementedError
+
+    def close_client(self, client: Any, code: int, reason: str) -> None:
+        """Close one client (``code`` and ``reason`` where the kind has a close message)."""
+        raise NotImplementedError
+
+    def close_clients(self, code: int, reason: str) -> None:
+        """Close every client (``code`` and ``reason`` where the kind has a close message)."""
+        raise NotImplementedError
+
+    def closing_every_client(self, code: int, reason: str) -> None:
+        """Every client is about to be closed (shutdown, a removed or moved endpoint):
+        one line for all of them, at INFO; each client's own line goes to DEBUG
+        (:meth:`departure_level`)."""
+        self.closing_all = True
+        if self.clients:
+            log.info(
+                "endpoint %s: closing %s (%s, %s)",
+                self.name,
+                plural(len(self.clients), "client"),
+                code,
+                reason,
+            )
+
+    def departure_level(self) -> int:
+        """The level of a departing client's line: DEBUG while every client is being
+        closed (:meth:`closing_every_client` said it once), else INFO."""
+        return logging.DEBUG if self.closing_all else logging.INFO
+
+
+class ClientEndpoint(ClientKind, Generic[ClientT]):
     """An endpoint whose clients connect to Veylor: its client set, one write per client
     per pass, the slow-client policy, and what the buffer budget asks of it.
 
-    A kind sets ``wire`` and implements :meth:`is_open`, :meth:`disconnect_slow`,
-    :meth:`close_client` and :meth:`close_clients`.
+    A kind sets ``wire`` and implements :class:`ClientKind`'s methods.
     """
 
     slow_close_code = ""  # for the log line: how a slow client is closed
@@ -74,13 +119,17 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         self.written = 0  # bytes written to every client that could take them (each pass once)
         self._empty: asyncio.Event | None = None  # set when the last client leaves (wait_empty)
         self.losses = LossLog(self)
-        self.closing_all = False  # every client is being closed: one line said so, not one each
         # Latest-value delivery (runtime/keeper.py): what the routes into it keep, for each
         # client that joins, then the end markers.
         self.kept: tuple[Kept, ...] = ()
         self.ends: tuple[bytes, ...] = ()
         self.end_texts: tuple[bytes, ...] = ()  # (the end markers' payloads)
         self.histories: tuple[Resumable, ...] = ()  # for clients that come back (?since=)
+        # slow_client: conflate (runtime/catchup.py): each pending message's source and
+        # payload (None: another policy), each source's key paths, the keys a lag may hold.
+        self.keyed: list[tuple[str, bytes, bool]] | None = [] if spec.slow_client == "conflate" else None
+        self.lag_paths: dict[str, tuple[Any, ...]] = {}
+        self.lag_keys = catchup.UNKEYED_KEYS
 
     # ------------------------------------------------------------------ clients
 
@@ -108,6 +157,16 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         client.base = self.stats.messages  # its messages: what the endpoint wrote since, less its drops
         self.clients.add(client)
 
+    def update(self, spec: EndpointSpec) -> None:
+        was = self.spec.slow_client
+        if spec.slow_client != was:
+            self.flush()  # (this pass's messages under the policy they were taken for)
+            if was == "conflate":  # the clients behind get what is held for them now
+                for client in list(self.clients):
+                    catchup.catch_up(self, client)
+            self.keyed = [] if spec.slow_client == "conflate" else None
+        super().update(spec)
+
     def joined(self, client: ClientT) -> None:
         """A client may now be written to (its handshake is over): what the routes into
         this endpoint keep first (a snapshot), then the live stream."""
@@ -125,7 +184,7 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         return {
             "client": client.label,
             "connected_since": client.since,
-            "messages": max(0, self.stats.messages - client.base - client.dropped),
+            "messages": max(0, self.stats.messages - client.base - client.dropped - client.superseded),
             "dropped": client.dropped,
             "buffered": transport.get_write_buffer_size() + client.held if not transport.is_closing() else 0,
         }
@@ -163,6 +222,8 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
             return False
         self.pending.append(frame)
         self.pending_bytes += len(frame)
+        if self.keyed is not None:
+            self.keyed.append((SEQUENCE.source, data, is_text))
         if self.pending_bytes >= FLUSH_AT:
             # A big pass (a burst read from upstream): write what we have now rather
             # than one huge buffer per client that the kernel cannot take.
@@ -179,14 +240,17 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
             self.pending = []
             self.pending_bytes = 0
             data = frames[0] if len(frames) == 1 else b"".join(frames)
-            self.write_all(data, len(frames))
+            self.write_all(frames, data)
 
     def drop_pending(self) -> None:
         self.pending, self.pending_bytes = [], 0
+        if self.keyed is not None:
+            self.keyed = []
 
-    def write_all(self, data: bytes, count: int) -> None:
-        """Write ``data`` (``count`` whole frames) to every client that can take it."""
-        writable = self.writable(count, data)
+    def write_all(self, frames: list[bytes], data: bytes) -> None:
+        """Write ``data`` (``frames``, joined) to every client that can take it."""
+        count = len(frames)
+        writable = self.writable(frames, data)
         for client in writable:
             try:
                 client.transport.write(data)
@@ -198,12 +262,17 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
         stats.messages_out += len(writable) * count
         stats.bytes_out += len(writable) * len(data)
 
-    def writable(self, count: int, data: bytes) -> list[Any]:
-        """The open clients to write ``data`` (``count`` whole messages) to now. A client
-        over ``client_buffer`` gets the ``slow_client`` policy for them: skipped and
-        counted (``drop``), or disconnected (``disconnect``). A client whose transport is
-        paused is not written to: Veylor keeps ``data`` for it (:meth:`hold`). A client
-        for which bytes wait is watched by the budget (its kernel send buffer is full)."""
+    def writable(self, frames: list[bytes], data: bytes) -> list[Any]:
+        """The open clients to write ``data`` (``frames``, joined) to now. A client over
+        ``client_buffer`` gets the ``slow_client`` policy for them: skipped and counted
+        (``drop``), disconnected (``disconnect``), or given the latest of each key when it
+        drains (``conflate``: :func:`veylor.runtime.catchup.writable`). A client whose
+        transport is paused is not written to: Veylor keeps ``data`` for it
+        (:meth:`hold`). A client for which bytes wait is watched by the budget (its
+        kernel send buffer is full)."""
+        if self.keyed is not None:
+            return catchup.writable(self, frames, data)
+        count = len(frames)
         limit = self.spec.client_buffer
         notable = min(limit, NOTABLE)
         drop = self.spec.slow_client == "drop"
@@ -316,44 +385,6 @@ class ClientEndpoint(Endpoint, Generic[ClientT]):
             )
             self.close_client(client, 1008, "upstream rate exceeded")
 
-    # ------------------------------------------------------------------ what each kind implements
-
-    @staticmethod
-    def is_open(client: Any) -> bool:
-        """Whether data may still be written to ``client`` (it is not being closed)."""
-        raise NotImplementedError
-
-    def disconnect_slow(self, client: Any) -> None:
-        """Close a client over ``client_buffer`` (``slow_client: disconnect``)."""
-        raise NotImplementedError
-
-    def close_client(self, client: Any, code: int, reason: str) -> None:
-        """Close one client (``code`` and ``reason`` where the kind has a close message)."""
-        raise NotImplementedError
-
-    def close_clients(self, code: int, reason: str) -> None:
-        """Close every client (``code`` and ``reason`` where the kind has a close message)."""
-        raise NotImplementedError
-
-    def closing_every_client(self, code: int, reason: str) -> None:
-        """Every client is about to be closed (shutdown, a removed or moved endpoint):
-        one line for all of them, at INFO; each client's own line goes to DEBUG
-        (:meth:`departure_level`)."""
-        self.closing_all = True
-        if self.clients:
-            log.info(
-                "endpoint %s: closing %s (%s, %s)",
-                self.name,
-                plural(len(self.clients), "client"),
-                code,
-                reason,
-            )
-
-    def departure_level(self) -> int:
-        """The level of a departing client's line: DEBUG while every client is being
-        closed (:meth:`closing_every_client` said it once), else INFO."""
-        return logging.DEBUG if self.closing_all else logging.INFO
-
 
 class LossLog:
     """What the clients of one endpoint miss, told in the log without flooding it: a
@@ -366,6 +397,7 @@ class LossLog:
     def __init__(self, ep: ClientEndpoint[Any]) -> None:
         self.ep = ep
         self._stalled_log = Throttled(log)
+        self._behind_log = Throttled(log)
         self._unframeable_log = {
             reason: CountedLog(log, interval=LOSS_LOG_INTERVAL) for reason in UNFRAMEABLE
         }
@@ -415,6 +447,28 @@ class LossLog:
             plural(count, "message"),
         )
 
+    def behind(self, client: Any) -> None:
+        """``client`` is over ``client_buffer`` (``slow_client: conflate``)."""
+        ep = self.ep
+        self._behind_log(
+            "endpoint %s: client %s is too slow (more than %s buffered): holding the latest message "
+            "of each key for it until it reads again (slow_client: conflate)",
+            ep.name,
+            client.label,
+            format_size(ep.spec.client_buffer),
+        )
+
+    def too_many_keys(self, client: Any) -> None:
+        """``client`` is disconnected: it is behind on more keys than a lag may hold."""
+        ep = self.ep
+        self._behind_log(
+            "endpoint %s: disconnecting client %s: behind on more than %s keys (slow_client: conflate; "
+            "the max_keys of the routes into it, one for each source without a key)",
+            ep.name,
+            client.label,
+            f"{ep.lag_keys:,}",
+        )
+
     def stalled(self, client: Any, idle: float, held: int, why: str) -> None:
         """``client`` is aborted: it read nothing for ``idle`` seconds (see
         :meth:`ClientEndpoint.stalled`)."""
@@ -457,9 +511,15 @@ def release(client: Any, write: bool = True) -> None:
     false: discard it: the connection is closing without it)."""
     backlog = client.backlog
     if backlog is not None:
-        client.backlog, client.held = None, 0
+        client.backlog = None
+        client.held -= sum(map(len, backlog))
         if write:
             client.transport.writelines(backlog)
+    if client.lag is not None:  # (slow_client: conflate) the latest of each key next
+        if write:
+            catchup.resumed(client)
+        else:
+            catchup.forget(client)
 
 
 NO_BUDGET = Budget(limit=2**62)  # endpoints made outside a runtime (tests)

@@ -48,6 +48,7 @@ class Conflater:
         "held_bytes",
         "inner",
         "keeper",
+        "source",
         "spec",
         "stats",
         "tap",
@@ -58,6 +59,7 @@ class Conflater:
         self.spec = spec
         self.by = parse_json_path(spec.by)
         self.stats = stats  # the route's own (the fan-out counts into a scratch one)
+        self.source = ""  # the route's source (set by conflaters_for)
         self.inner: Any = None  # the route's filter's predicate
         self.keeper: Keeper | None = None  # the route's snapshot: keeps what is sent
         self.tap: Tap | None = None  # the route's tap, if tapped: sees what is sent
@@ -127,6 +129,7 @@ class Conflater:
         if self.deliver is None:
             return
         SEQUENCE.seq += 1
+        SEQUENCE.source = self.source
         if self.keeper is not None:
             self.keeper.keep(SEQUENCE.seq, Message(data, is_text))
         self.deliver(self.groups, data, is_text)
@@ -168,6 +171,7 @@ def conflaters_for(
             was = left.pop(name, None)
             conflater = was.changed(spec) if was is not None else Conflater(spec, stats.route(name))
             conflater.deliver = deliver
+            conflater.source = route.source
             conflaters[name] = conflater
     for gone in left.values():
         gone.stop()

@@ -189,7 +189,9 @@ class Router:
         fan = self.table.get(source)
         if fan is None:
             return
-        SEQUENCE.seq += 1  # (this message's number: see runtime/keeper.py)
+        seq = SEQUENCE
+        seq.seq += 1  # (this message's number and source: see runtime/keeper.py)
+        seq.source = source
         for st in fan.always_stats:
             st.messages += 1
         groups = fan.matched(data, is_text) if fan.filtered else fan.always

@@ -40,10 +40,11 @@ if TYPE_CHECKING:
 class Sequence:
     """The number of the message being dispatched (see the module docstring)."""
 
-    __slots__ = ("seq",)
+    __slots__ = ("seq", "source")
 
     def __init__(self) -> None:
         self.seq = 0
+        self.source = ""  # ... and its source (slow_client: conflate keys by it: runtime/catchup.py)
 
 
 SEQUENCE = Sequence()  # one for the process: a number never comes back, whatever runs

@@ -69,12 +69,14 @@ class EndpointStats(_Counters):
     accepted: int = 0  # clients accepted
     bad_frames: int = 0  # clients closed for breaking their framing
     bytes_out: int = 0
+    caught_up: int = 0  # clients behind that were given the latest of each key (slow_client: conflate)
     control_closed: int = 0  # clients closed for flooding pings (or not reading the pongs)
     discarded: int = 0  # messages from clients with no upstream route
     dropped: int = 0  # deliveries not made: the client was over client_buffer (slow_client: drop)
     handshake_timeouts: int = 0  # connections dropped for not completing their handshake in time
     invalid_utf8: int = 0  # clients closed for sending text that is not UTF-8
     keepalive_closed: int = 0  # clients closed for answering no ping
+    lag_closed: int = 0  # clients disconnected for being behind on more keys than configured (conflate)
     lost_slow: int = 0  # deliveries not made: the client was being disconnected for being slow
     memory_closed: int = 0  # ... of which disconnected (slow_client: disconnect)
     memory_limited: int = 0  # clients given their policy for the process-wide limits.buffered
@@ -96,10 +98,12 @@ class EndpointStats(_Counters):
     snapshot_messages: int = 0  # messages sent in snapshots (latest-value delivery)
     snapshots: int = 0  # clients that joined and got a snapshot
     slow_dropping: int = 0  # clients for which messages were dropped for being slow
+    slow_conflating: int = 0  # clients that fell behind and were given the latest per key (conflate)
     # clients aborted for taking nothing of what waited (stall_timeout, limits.buffered)
     stalled_closed: int = 0
     stalled_no_pong: int = 0  # its connection made again: no message, no PONG for stall_timeout (NATS)
     stalled_read_loop: int = 0  # ... the client library's read loop had ended (NATS)
+    superseded: int = 0  # deliveries not made: replaced by a later message of their key (conflate)
     tls_failed: int = 0  # connections whose TLS handshake failed (wss:// endpoints)
     unframeable: int = 0  # deliveries not made: the framing cannot carry the message (lines)
     upstream_blocked: int = 0  # client messages that went to no source: every route's policy stopped it
@@ -113,6 +117,7 @@ class EndpointStats(_Counters):
             "slow_client_drop": self.dropped,
             "slow_client_disconnect": self.lost_slow,
             "framing": self.unframeable,
+            "slow_client_conflate": self.superseded,
         }
 
 

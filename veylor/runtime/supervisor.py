@@ -24,6 +24,7 @@ from typing import Any
 
 from ..graph import CONTROL, REMOVED, UNDOABLE, Graph, Op, Plan, Step, diff
 from .budget import Budget
+from .catchup import set_lag_settings
 from .clients import ClientEndpoint, with_clients
 from .conflate import Conflater, conflaters_for
 from .endpoints import Endpoint, StartupError
@@ -186,6 +187,7 @@ class Runtime:
         and conflaters (each kept while its setting is unchanged; see
         :func:`~veylor.runtime.keeper.keepers_for`, :func:`~veylor.runtime.conflate.conflaters_for`)."""
         self.keepers = keepers_for(graph, self.keepers, self.endpoints, self.stats)
+        set_lag_settings(graph, self.endpoints)
         self.conflaters = conflaters_for(graph, self.conflaters, self.stats, self.router.deliver)
         stats = {name: self.stats.route(name) for name in graph.routes}
         self.router.install(

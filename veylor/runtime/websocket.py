@@ -187,7 +187,7 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         self.pending_messages = []
         frames, self.pending, self.pending_bytes = self.pending, [], 0
         data = b"".join(frames)
-        writable = self.writable(len(frames), data)
+        writable = self.writable(frames, data)
         compressed = self.compressed if self.spec.compression else ()
         for conn in writable:
             try:

@@ -36,6 +36,7 @@ UNDELIVERED = (
     ("dropped", "the client was over client_buffer"),
     ("lost_slow", "the client was being disconnected for being slow"),
     ("unframeable", "the framing cannot carry the message"),
+    ("superseded", "a later message of its key replaced it while the client was behind (conflate)"),
 )
 REFUSED = (
     ("refused", "max_clients reached"),
@@ -49,6 +50,7 @@ REFUSED = (
 )
 CLOSED = (
     ("slow_disconnects", "slow"),
+    ("lag_closed", "behind on more keys than max_keys (conflate)"),
     ("memory_closed", "over limits.buffered"),
     ("stalled_closed", "took nothing of what waited"),
     ("keepalive_closed", "answered no ping"),

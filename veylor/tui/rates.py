@@ -110,4 +110,9 @@ def drops(endpoint: Mapping[str, Any]) -> int:
     """Deliveries an endpoint did not make, for every reason (its slow clients, its
     framing): ``veylor_endpoint_undelivered_total``, as :func:`veylor.observe.view.undelivered`."""
     get = endpoint.get  # (no generator: called for every endpoint at each refresh)
-    return int(get("dropped", 0)) + int(get("lost_slow", 0)) + int(get("unframeable", 0))
+    return (
+        int(get("dropped", 0))
+        + int(get("lost_slow", 0))
+        + int(get("unframeable", 0))
+        + int(get("superseded", 0))
+    )

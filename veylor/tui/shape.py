@@ -138,7 +138,7 @@ COUNTED = (
     "slow_disconnects", "memory_closed", "stalled_closed", "keepalive_closed", "control_closed",
     "rate_closed", "bad_frames", "invalid_utf8", "revoked", "write_failed", "handshake_timeouts",
     "tls_failed", "pending_evicted", "discarded", "upstream_denied", "upstream_limited",
-    "upstream_blocked",
+    "upstream_blocked", "superseded", "lag_closed", "caught_up", "slow_conflating",
 )  # fmt: skip
 ENDPOINT = record(
     {"messages_out": number, "clients": number, "received": number, "address": text},
