@@ -13,6 +13,15 @@ the same run.
   msg/s, a delivered message is at most interval + 50 ms old (p99 of the latency
   samples, which time a message from the upstream to the client), and Veylor's CPU is
   well below the unconflated run's.
+- **catchup**: 100 clients read 10,000 msg/s over 1,000 keys; on another endpoint one
+  client (``staller.py``) stops reading for 10 s, then reads again. With
+  ``slow_client: conflate`` Veylor holds at most keys x size for it (beside its
+  ``client_buffer``), it has the latest value of every key within 1 s of reading again,
+  and the 100 others lose nothing; against ``slow_client: drop`` in the same run.
+- **resume**: 100 clients read 5,000 msg/s from a route with ``resume: {by: seq}``; a
+  third of the way in they all drop for 2 s and come back with ``?since=`` the last
+  number they read (``loadclient.py``'s ``blip``): each gets every message in order,
+  no gap, no duplicate; against a run where nobody drops.
 """
 
 from __future__ import annotations
@@ -41,12 +50,29 @@ routes: {{all: {{from: feed, to: ws{route}}}}}
 """
 
 
+CATCHUP_CONFIG = """
+limits: {{buffered: 2GiB}}
+admin: {{listen: "127.0.0.1:{admin}"}}
+sources: {{feed: {{url: "ws://127.0.0.1:{upstream}/"}}}}
+endpoints:
+  ws: {{websocket: {{host: 127.0.0.1, port: {port}}}, client_buffer: 8MiB}}
+  slow: {{websocket: {{host: 127.0.0.1, port: {port}, path: /slow}}, client_buffer: 64KiB,
+          slow_client: {policy}, stall_timeout: 60}}
+routes:
+  all: {{from: feed, to: ws}}
+  slow: {{from: feed, to: slow, snapshot: {{by: s, max_keys: 1000}}}}
+"""
+
+
 def run(
     name: str, *, keys: int, clients: int, rate: float, seconds: float, route: str, joiners: int = 0,
-    sparse: bool = False,
+    sparse: bool = False, blip: int = 0, staller: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     """One run: Veylor with ``route`` (YAML after ``to: ws``), its upstream, ``clients``
-    load clients; ``joiners`` clients join at once a third of the way in."""
+    load clients; ``joiners`` clients join at once a third of the way in; ``blip``
+    of the load clients drop a third of the way in and come back 2 s later with
+    ``?since=``; with ``staller`` (a slow_client policy), another endpoint has one
+    client that stops reading for 10 s, a third of the way in, then reads again."""
     out: dict[str, Any] = {"name": name, "clients": clients, "rate": rate, "keys": keys, "joiners": joiners}
     workdir = Path(tempfile.mkdtemp(prefix="veylor-latest-"))
     procs: list[Process] = []
@@ -58,7 +84,11 @@ def run(
         up_port = int(upstream.expect("listening").split()[1])
         port = free_port()
         config = workdir / "veylor.yaml"
-        config.write_text(CONFIG.format(upstream=up_port, port=port, route=route))
+        admin = free_port()
+        template = CATCHUP_CONFIG if staller else CONFIG
+        config.write_text(
+            template.format(upstream=up_port, port=port, route=route, admin=admin, policy=staller)
+        )
         relay = Process([PY, "-m", "veylor", "-c", str(config), "--no-watch"], cpus=RELAY_CPU, cwd=HERE)
         procs.append(relay)
         upstream.expect("relay connected", 30)
@@ -72,6 +102,13 @@ def run(
         )
         procs.append(load)
         load.expect("ready", 120)
+        if staller:
+            lagging = Process(
+                [PY, str(HERE / "staller.py"), "--url", f"ws://127.0.0.1:{port}/slow", "--keys", str(keys)],
+                cpus=LOAD_CPU, stdin=True, read="stdout",
+            )  # fmt: skip
+            procs.append(lagging)
+            lagging.expect("ready", 30)
         upstream.send(f"go 1 {keys * 2}")  # every key, twice: what a joiner's snapshot holds
         upstream.expect("{", 60)
         time.sleep(1.0)
@@ -91,6 +128,15 @@ def run(
             )  # fmt: skip
             procs.append(joining)
             out["joined"] = json.loads(joining.expect("{", seconds + 120))
+        if blip:
+            time.sleep(seconds / 3)
+            load.send(f"blip {blip} 2")
+            load.expect("blipped", 60)
+        if staller:
+            time.sleep(10.0)  # stalled since it connected; the feed runs
+            out["held"] = held_for_slow(admin)
+            lagging.send(f"resume {out['held']['dispatched']}")  # (the feed numbers its messages from 1)
+            out["caught"] = json.loads(lagging.expect("{", 60))
         went = json.loads(upstream.expect("{", seconds + 60))
         load.send(f"reset-window {went['first']} {went['last']}")
         time.sleep(1.0)  # (what is in flight, and what conflation still holds)
@@ -105,6 +151,8 @@ def run(
             p50_ms=report["p50_ms"],
             p99_ms=report["p99_ms"],
             open=report["open"],
+            gaps=report["gaps"],
+            reorders=report["reorders"],
             cpu_s=(user1 - user0) + (sys1 - sys0),
             cpu_pct=100 * ((user1 - user0) + (sys1 - sys0)) / span,
         )
@@ -118,6 +166,24 @@ def run(
                 p.send("quit")
             p.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def held_for_slow(admin: int) -> dict[str, Any]:
+    """What Veylor holds for the slow endpoint's client now (the admin endpoint's state
+    view), and its counters."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/graph?clients=slow", timeout=10) as r:
+        view = json.load(r)
+    ep = view["endpoints"]["slow"]
+    listed = ep.get("client_list") or [{}]
+    return {
+        "buffered": max(c.get("buffered", 0) for c in listed),
+        "superseded": ep.get("superseded", 0),
+        "dropped": ep.get("dropped", 0),
+        "clients": ep.get("clients", 0),
+        "dispatched": view["routes"]["slow"]["messages"],
+    }
 
 
 def snapshot(seconds: float) -> tuple[list[dict[str, Any]], list[str]]:
@@ -174,6 +240,68 @@ def conflate(seconds: float) -> tuple[list[dict[str, Any]], list[str]]:
     return [plain, merged], checks
 
 
+def catchup(seconds: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """A client stalls for 10 s while 1,000 keys update at 10,000 msg/s; 100 others read."""
+    common = dict(keys=1000, clients=100, rate=10_000, seconds=max(seconds, 16.0), route="")
+    dropping = run("slow_client: drop", staller="drop", **common)
+    merged = run("slow_client: conflate", staller="conflate", **common)
+    frame = 204  # bytes of one 200-byte message in a WebSocket frame
+    # keys x size, beside what was queued before it fell behind: its client_buffer, and the
+    # pass that crossed it (at most FLUSH_AT, 64 KiB)
+    bound = 1000 * frame + 2 * 64 * 1024
+    caught = merged.get("caught", {})
+    others = merged.get("sent", 0) * common["clients"]
+    checks = [
+        verdict(
+            merged.get("held", {}).get("buffered", 1e18) <= bound,
+            f"Veylor held {merged.get('held', {}).get('buffered', 0):,} bytes for it after 10 s "
+            f"(at most 1,000 keys x {frame} B, beside its 64 KiB client_buffer and the pass that crossed it: "
+            f"{bound:,}); "
+            f"{merged.get('held', {}).get('superseded', 0):,} messages replaced by later ones of their key",
+        ),
+        verdict(
+            bool(caught.get("caught_up"))
+            and caught.get("seconds", 1e9) <= 1.0
+            and caught.get("backwards", 1) == 0,
+            f"it had the latest value of every key {caught.get('seconds', 0) * 1000:.0f} ms after it read "
+            f"again (at most 1 s), {caught.get('read_to_catch_up', 0):,} messages read to get there, "
+            f"{caught.get('backwards', 0)} values older than one before; live again: "
+            f"{caught.get('live_read', 0):,} messages in 2 s",
+        ),
+        verdict(
+            merged.get("delivered", 0) == others and merged.get("open", 0) == common["clients"],
+            f"the 100 others lost nothing: {merged.get('delivered', 0):,} of {others:,} deliveries, "
+            f"{merged.get('open', 0)} open",
+        ),
+        f"INFO: with slow_client: drop instead, the client that read again had "
+        f"{'every key' if dropping.get('caught', {}).get('caught_up') else 'not every key'} "
+        f"after {dropping.get('caught', {}).get('seconds', 0):.2f} s "
+        f"({dropping.get('held', {}).get('dropped', 0):,} messages dropped for it): this feed updates "
+        "every key every 100 ms, so new values soon replace what it lost; a key that changes rarely "
+        "stays stale with drop until its next update",
+    ]
+    return [dropping, merged], checks
+
+
+def resume(seconds: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """At 5,000 msg/s, 100 clients drop for 2 s and come back with ?since=."""
+    common = dict(keys=1000, clients=100, rate=5000, seconds=seconds, route=", resume: {by: seq}")
+    calm = run("resume, nobody drops", **common)
+    blips = run("resume, 100 drop for 2 s", blip=100, **common)
+    want = blips.get("sent", 0) * common["clients"]
+    checks = [
+        verdict(
+            blips.get("delivered", 0) == want and blips.get("gaps", 1) == 0 and blips.get("reorders", 1) == 0,
+            f"each of the 100 got every message in order: {blips.get('delivered', 0):,} of {want:,} "
+            f"deliveries, {blips.get('gaps', 0)} gaps, {blips.get('reorders', 0)} duplicates or reorders "
+            f"(without drops: {calm.get('delivered', 0):,} of {calm.get('sent', 0) * common['clients']:,})",
+        ),
+        f"INFO: p99 {blips.get('p99_ms', 0):.1f} ms with the drops (what they missed arrives late), "
+        f"{calm.get('p99_ms', 0):.1f} ms without",
+    ]
+    return [calm, blips], checks
+
+
 def verdict(ok: bool, text: str) -> str:
     return f"{'PASS' if ok else 'FAIL'}: {text}"
 
@@ -181,10 +309,15 @@ def verdict(ok: bool, text: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=12.0)
-    parser.add_argument("--only", default="snapshot,conflate")
+    parser.add_argument("--only", default="snapshot,conflate,catchup,resume")
     args = parser.parse_args()
     failed = False
-    for name, scenario in (("snapshot", snapshot), ("conflate", conflate)):
+    for name, scenario in (
+        ("snapshot", snapshot),
+        ("conflate", conflate),
+        ("catchup", catchup),
+        ("resume", resume),
+    ):
         if name not in args.only.split(","):
             continue
         runs, checks = scenario(args.seconds)

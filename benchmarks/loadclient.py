@@ -11,7 +11,9 @@ path that parses every frame. Pings are answered.
 
 Prints ``ready N`` once every connection is open, then obeys standard input:
 ``reset [LO HI]`` (zero the counters; count only sequence numbers LO..HI),
-``report`` (print one JSON line), ``quit``.
+``report`` (print one JSON line), ``blip N AWAY`` (N readers drop their connection and
+come back AWAY seconds later with ``?since=`` the last number they read: resume),
+``quit``.
 """
 
 from __future__ import annotations
@@ -230,6 +232,18 @@ async def main(args: argparse.Namespace) -> None:
         clients.append(client)
         await asyncio.wait_for(client.ready, 30)
 
+    async def come_back(old: Client) -> None:
+        """A reader that dropped connects again, asking for what it missed: the messages after
+        the last it read (its counters go on: a gap or a duplicate shows there)."""
+        host, port, request = ws_request(
+            f"{args.url}{'&' if '?' in args.url else '?'}since={old.expected - 1}"
+        )
+        new = Client(stats, WS_HEADER, request, False)
+        new.count, new.expected, new.gaps, new.reorders = old.count, old.expected, old.gaps, old.reorders
+        await loop.create_connection(lambda: new, host, port)
+        await asyncio.wait_for(new.ready, 30)
+        clients[clients.index(old)] = new
+
     for start in range(0, args.n, 200):
         await asyncio.gather(*(open_one(i) for i in range(start, min(args.n, start + 200))))
     print(f"ready {len(clients)}", flush=True)
@@ -267,6 +281,13 @@ async def main(args: argparse.Namespace) -> None:
                 "slow_paths": stats.slow_paths,
             }
             print(json.dumps(report), flush=True)
+        elif words[0] == "blip":  # blip N AWAY: N readers drop, and come back AWAY s later with ?since=
+            gone = [c for c in clients if not c.stall][: int(words[1])]
+            for c in gone:
+                c.transport.abort()
+            await asyncio.sleep(float(words[2]))
+            await asyncio.gather(*(come_back(c) for c in gone))
+            print(f"blipped {len(gone)}", flush=True)
         elif words[0] == "quit":
             break
     for c in clients:
