@@ -153,9 +153,9 @@ async def test_a_stalled_client_catches_up_to_the_latest_of_every_key_and_the_ot
         assert [json.loads(m)["n"] for m in got[:: len(keys)]] == list(range(rounds))
         stalled = next(c for c in ep.clients)
         assert stalled.lag is not None and ep.stats.slow_conflating == 1
-        held = len(stalled.lag.frames)
+        held = len(ep.latest.frames)
         assert held == len(keys)  # bounded: one per key, whatever was sent
-        assert stalled.lag.size <= len(keys) * (len(tick("K00", rounds)) + 4)  # (4: a frame's header)
+        assert ep.latest.size <= len(keys) * (len(tick("K00", rounds)) + 4)  # (4: a frame's header)
         view = state_view(rt)
         assert view["endpoints"]["dash"]["slow_clients"] == 1
         assert view["endpoints"]["dash"]["superseded"] == ep.stats.superseded > 0
@@ -170,7 +170,7 @@ async def test_a_stalled_client_catches_up_to_the_latest_of_every_key_and_the_ot
         # exact: what it got and what was replaced for it make what was sent
         assert len(reader.messages) + stalled.superseded == rounds * len(keys)
         assert ep.stats.superseded == stalled.superseded
-        assert ep.stats.caught_up >= 1 and stalled.lag is None
+        assert ep.stats.caught_up >= 1 and stalled.lag is None and ep.latest is None
         # then live
         await upstream.send(tick("K00", rounds))
         await reader.read_until(lambda ms: bool(ms) and json.loads(ms[-1])["n"] == rounds)
@@ -193,7 +193,7 @@ async def test_without_a_key_the_whole_stream_is_one_key(tmp_path, upstream):
         await feed(upstream, ["A", "B", "C"], 300)
         client = next(iter(ep.clients))
         await eventually(lambda: client.lag is not None and ep.stats.messages == 900, what="behind")
-        assert len(client.lag.frames) == 1  # the latest message only
+        assert len(ep.latest.frames) == 1  # the latest message only
         reader = FrameReader(sock)
         await reader.read_until(
             lambda ms: bool(ms) and json.loads(ms[-1])["n"] == 299 and json.loads(ms[-1])["s"] == "C"
@@ -299,3 +299,31 @@ async def test_a_stalled_unix_client_catches_up_too(tmp_path, upstream, framing)
             assert ns == sorted(set(ns)), s
         assert ep.stats.superseded == client.superseded > 0
         sock.close()
+
+
+async def test_clients_behind_share_one_store_and_each_gets_exactly_what_it_missed(tmp_path, upstream):
+    """Twenty clients stop reading at once: the endpoint keeps the latest of each key once
+    for all of them (not once each), and each, reading again, gets what it missed."""
+    port = free_port()
+    keys = [f"K{i:02d}" for i in range(20)]
+    rounds = 150
+    async with veylor_inprocess(tmp_path, config(upstream, port)) as rt:
+        ep = rt.endpoints["dash"]
+        await upstream.wait_connected()
+        socks = [await asyncio.to_thread(stalled_ws_client, port, "/d") for _ in range(20)]
+        await eventually(lambda: len(ep.clients) == 20)
+        await feed(upstream, keys, rounds)
+        await eventually(lambda: ep.stats.messages == rounds * len(keys), what="all dispatched")
+        assert all(c.lag is not None for c in ep.clients) and ep.latest is not None
+        assert len(ep.latest.frames) == len(keys) and ep.latest.behind == 20
+        clients = {c.transport.get_extra_info("peername")[1]: c for c in ep.clients}
+        for sock in socks:
+            reader = FrameReader(sock)
+            await reader.read_until(lambda ms: all(by_key(ms).get(s, [-1])[-1] == rounds - 1 for s in keys))
+            for s, ns in by_key(reader.messages).items():
+                assert ns == sorted(set(ns)), s
+            client = clients[sock.getsockname()[1]]
+            assert len(reader.messages) + client.superseded == rounds * len(keys)
+            sock.close()
+        await eventually(lambda: ep.latest is None, what="nothing kept once nobody is behind")
+        assert ep.stats.superseded == sum(c.superseded for c in clients.values())

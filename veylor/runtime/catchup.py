@@ -2,33 +2,35 @@
 when it can take data again, not every message it missed, and is neither cut off nor
 left with arbitrary holes.
 
-A client of such an endpoint over its ``client_buffer`` gets a :class:`Lag`: from then
-on, each message of each pass is held for it by its key (a later one of the same key
-replaces it: counted as superseded, a reason of undelivered), in the order of the
-latest update, and nothing more is written to it. When its transport takes data again
-(``resume_writing``: it read what was queued; or at the next pass, its transport not
-paused), what Veylor held for it while paused goes first, then the held latest values
-in one write (:func:`catch_up`), then live again. A message never arrives after a newer
-one of its key: while a lag is held, every message goes into it.
+A client of such an endpoint over its ``client_buffer`` is *behind* from the endpoint's
+message number ``N`` (``client.lag``): nothing more is written to it. While any of its
+clients is behind, the endpoint keeps the latest frame of each key with its number, in
+the order of their latest update (:class:`Latest`: one for the endpoint, whatever the
+number of clients behind, updated once per message, not once per client). When a
+client's transport takes data again (``resume_writing``: it read what was queued; or
+at the next pass, its transport not paused), what Veylor held for it while paused goes
+first, then the kept frames numbered ``N`` or later, in one write (:func:`catch_up`),
+then live. A message never arrives after a newer one of its key; what a newer one
+replaced is counted (superseded, a reason of undelivered), for each client exactly.
 
 The key of a message is the value at the JSON path of the route it came by:
 ``conflate.by``, else ``snapshot.by``; with neither, the source's whole stream is one
 key (the latest message). Keys are per source (two exchanges' ``BTCUSDT`` are two
 keys). The endpoint records the source and payload of each message of a pass only
 while its policy is ``conflate`` (:attr:`ClientEndpoint.keyed`), and the keys are read
-once per pass for all its clients behind, only when one is behind.
+once per pass, only while a client is behind.
 
-Bounds: a lag holds at most :attr:`ClientEndpoint.lag_keys` keys (the routes' own
-``max_keys``, one for each unkeyed source); a client past that (a feed with more keys
-than configured, a hostile upstream) is disconnected, counted and logged. Its bytes
-count as held for it (``client.held``): its ``stall_timeout`` and the process-wide
-``limits.buffered`` apply as to any client (over the limit, a conflating client is
-disconnected: what it holds is already the least it can be given).
+Bounds: the kept frames are at most :attr:`ClientEndpoint.lag_keys` keys (the routes'
+own ``max_keys``, one for each source without a key) and ``lag_bytes`` (their
+``max_bytes``); beyond, the least recently updated goes, and a client behind since
+before it is disconnected (counted, logged): it would miss that key. A client's
+``stall_timeout`` and the process-wide ``limits.buffered`` apply as to any client.
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -42,18 +44,57 @@ if TYPE_CHECKING:
     from .clients import ClientEndpoint
 
 log = logging.getLogger("veylor.endpoint")
-UNKEYED_KEYS = 1  # keys an unkeyed source's stream takes in a lag: its latest message
+UNKEYED_KEYS = 1  # keys a source without one takes for the clients behind: its latest message
+UNKEYED_BYTES = 64 * 2**20  # ... and bytes at most (the default max_bytes of a route's keys)
 
 
-class Lag:
-    """What Veylor holds for one client behind: the latest frame of each key, in the
-    order of their latest update, and their bytes."""
+class Latest:
+    """An endpoint's latest frame of each key, with its message number, in the order of
+    their latest update, while some of its clients are behind (see the module
+    docstring)."""
 
-    __slots__ = ("frames", "size")
+    __slots__ = ("behind", "evicted", "frames", "size")
 
     def __init__(self) -> None:
-        self.frames: dict[Any, bytes] = {}
-        self.size = 0
+        self.frames: dict[Any, tuple[int, bytes]] = {}
+        self.size = 0  # bytes of the frames
+        self.evicted = (
+            0  # the newest number forgotten for the bounds: a client behind since then misses a key
+        )
+        self.behind = 0  # clients behind now (none: the endpoint drops it)
+
+    def take(
+        self, keys: list[Any], frames: list[bytes], first: int, max_keys: int, max_bytes: int
+    ) -> list[int]:
+        """A pass's frames, numbered from ``first``; the numbers of those they replaced,
+        in order (superseded for each client behind since one of them)."""
+        held = self.frames
+        replaced: list[int] = []
+        for number, (key, frame) in enumerate(zip(keys, frames, strict=True), first):
+            old = held.pop(key, None)  # (re-inserted last: the order of the latest update)
+            if old is not None:
+                replaced.append(old[0])
+                self.size -= len(old[1])
+            held[key] = (number, frame)
+            self.size += len(frame)
+            while len(held) > max_keys or (self.size > max_bytes and len(held) > 1):
+                gone = next(iter(held))
+                number_gone, frame_gone = held.pop(gone)
+                self.size -= len(frame_gone)
+                self.evicted = max(self.evicted, number_gone)
+        replaced.sort()
+        return replaced
+
+    def since(self, first: int) -> list[bytes]:
+        """The frames numbered ``first`` or later, in the order of their latest update (read
+        from the newest end: what a client gets, not what is kept)."""
+        out = []
+        for number, frame in reversed(self.frames.values()):
+            if number < first:
+                break
+            out.append(frame)
+        out.reverse()
+        return out
 
 
 def pass_keys(ep: ClientEndpoint[Any], keyed: list[tuple[str, bytes, bool]]) -> list[Any]:
@@ -74,24 +115,25 @@ def pass_keys(ep: ClientEndpoint[Any], keyed: list[tuple[str, bytes, bool]]) -> 
 
 def writable(ep: ClientEndpoint[Any], frames: list[bytes], data: bytes) -> list[Any]:
     """:meth:`ClientEndpoint.writable` for ``slow_client: conflate``: the clients to write
-    this pass's ``data`` to; a client behind, or over ``client_buffer`` now, is given
-    the pass in its lag instead."""
+    this pass's ``data`` to. A client behind, or over ``client_buffer`` now, is not
+    written to: the endpoint keeps the pass's latest per key for it (:class:`Latest`),
+    and one whose transport takes data again catches up."""
     keyed, ep.keyed = ep.keyed or [], []
     count = len(frames)
+    first = ep.stats.messages + 1  # this pass's messages: first .. first + count - 1
     limit = ep.spec.client_buffer
     notable = min(limit, NOTABLE)
     is_open = ep.is_open
     budget = ep.budget
     watched = budget.watched
     ok: list[Any] = []
-    keys: list[Any] | None = None
+    behind: list[Any] = []
     for client in ep.clients:
         if not is_open(client):
             continue
         transport = client.transport
         size = transport.get_write_buffer_size()
-        lag = client.lag
-        if not size and lag is None:
+        if not size and client.lag is None:
             ok.append(client)
             continue
         if transport.is_closing():
@@ -99,64 +141,66 @@ def writable(ep: ClientEndpoint[Any], frames: list[bytes], data: bytes) -> list[
         size += client.held
         if size > notable:
             budget.note(ep, client, size)
-        elif client not in watched:
+        elif size and client not in watched:
             budget.watch(ep, client, size)
-        if lag is None:
+        if client.lag is None:
             if size <= limit:
                 if client.paused or client.backlog is not None:
                     ep.hold(client, data, count)
                 else:
                     ok.append(client)
                 continue
-            lag = client.lag = Lag()
-            ep.stats.slow_conflating += 1
-            ep.losses.behind(client)
-        if keys is None:
-            keys = pass_keys(ep, keyed)
-        take(ep, client, lag, keys, frames, len(data))
+            fell_behind(ep, client, first)
+        client.unwritten += len(data)  # (not given it now: the budget's count of what it took stays exact)
+        behind.append(client)
+    if behind:
+        latest = ep.latest
+        if latest is not None:  # (None: the last one behind just left)
+            replaced = latest.take(pass_keys(ep, keyed), frames, first, ep.lag_keys, ep.lag_bytes)
+            stats = ep.stats
+            for client in behind:
+                if replaced:  # (those it would have had: numbered from where it fell behind)
+                    superseded = len(replaced) - bisect_left(replaced, client.lag)
+                    client.superseded += superseded
+                    stats.superseded += superseded
+                if client.lag <= latest.evicted:
+                    too_many_keys(ep, client)
+                elif not client.paused and client.backlog is None:
+                    catch_up(ep, client)
+                if ep.latest is None:
+                    break  # (nobody is behind any more)
     return ok
 
 
-def take(
-    ep: ClientEndpoint[Any], client: Any, lag: Lag, keys: list[Any], frames: list[bytes], size: int
-) -> None:
-    """Hold a pass's frames for a client behind, by key; then, if its transport takes data
-    again already, catch it up."""
-    held = lag.frames
-    before = lag.size
-    superseded = 0
-    for key, frame in zip(keys, frames, strict=True):
-        old = held.pop(key, None)  # (re-inserted last: the order of the latest update)
-        if old is not None:
-            superseded += 1
-            lag.size -= len(old)
-        held[key] = frame
-        lag.size += len(frame)
-    client.held += lag.size - before
-    client.unwritten += size  # (not given it now: the budget's count of what it took stays exact)
-    if superseded:
-        client.superseded += superseded
-        ep.stats.superseded += superseded
-    if len(held) > ep.lag_keys:
-        too_many_keys(ep, client)
-    elif not client.paused and client.backlog is None:
-        catch_up(ep, client)
+def fell_behind(ep: ClientEndpoint[Any], client: Any, first: int) -> None:
+    """``client`` is over its ``client_buffer``: behind from message ``first``."""
+    client.lag = first
+    latest = ep.latest
+    if latest is None:
+        latest = ep.latest = Latest()
+    latest.behind += 1
+    ep.stats.slow_conflating += 1
+    ep.losses.behind(client)
 
 
 def catch_up(ep: ClientEndpoint[Any], client: Any) -> None:
-    """Write what is held for a client behind, the latest of each key, in one write (held
-    for it if its transport is paused again); live data follows."""
-    lag = client.lag
-    if lag is None:
+    """Write what a client behind missed, the latest of each key, in one write (held for
+    it if its transport is paused again); live data follows. (What newer messages
+    replaced was counted as they came: :func:`writable`.)"""
+    first = client.lag
+    latest = ep.latest
+    if first is None or latest is None:
         return
-    client.lag = None
-    client.held -= lag.size
-    frames = list(lag.frames.values())
+    if first <= latest.evicted:
+        too_many_keys(ep, client)
+        return
+    frames = latest.since(first)
+    forget(ep, client)
+    ep.stats.caught_up += 1
     if not frames:
         return
     data = b"".join(frames)
     client.unwritten -= len(data)
-    ep.stats.caught_up += 1
     if client.paused or client.backlog is not None:
         ep.hold(client, data, len(frames))  # (counted there)
         return
@@ -174,57 +218,61 @@ def resumed(client: Any) -> None:
     """A client's transport takes data again (``resume_writing``; what was held while it
     was paused is written): if it is behind and the transport is still not paused, it
     catches up now."""
-    lag = client.lag
-    if lag is not None and not client.paused and client.backlog is None:
+    if client.lag is not None and not client.paused and client.backlog is None:
         ep = client.endpoint
-        if ep is not None:
+        if ep is not None and ep.latest is not None:
             catch_up(ep, client)
 
 
-def forget(client: Any) -> None:
-    """A client leaves or is closed: what was held for it goes."""
-    lag = client.lag
-    if lag is not None:
-        client.lag = None
-        client.held -= lag.size
+def forget(ep: ClientEndpoint[Any] | None, client: Any) -> None:
+    """A client is no longer behind (caught up, gone, closed); the endpoint keeps the
+    latest frames only while some client is."""
+    if client.lag is None:
+        return
+    client.lag = None
+    latest = ep.latest if ep is not None else None
+    if latest is not None:
+        latest.behind -= 1
+        if latest.behind <= 0:
+            ep.latest = None  # type: ignore[union-attr]
 
 
 def too_many_keys(ep: ClientEndpoint[Any], client: Any) -> None:
-    """A client behind for more keys than the routes into its endpoint have: disconnected
-    (counted, logged): holding more would be bounded by nothing configured."""
-    lag = client.lag
-    forget(client)
-    stats = ep.stats
-    stats.lag_closed += 1
-    stats.lost_slow += len(lag.frames) if lag is not None else 0
+    """A client behind since before a key the endpoint had to forget (the bounds): it
+    would miss that key, so it is disconnected (counted, logged)."""
+    forget(ep, client)
+    ep.stats.lag_closed += 1
     ep.losses.too_many_keys(client)
     ep.abort(client)
 
 
-def lag_settings(graph: Graph, name: str) -> tuple[dict[str, tuple[JsonPath, ...]], int]:
+def lag_settings(graph: Graph, name: str) -> tuple[dict[str, tuple[JsonPath, ...]], int, int]:
     """For endpoint ``name``: each source's key paths (its routes' ``conflate.by``, else
-    ``snapshot.by``; none: its stream is one key), and the most keys a lag may hold."""
+    ``snapshot.by``; none: its stream is one key), and the most keys and bytes kept for
+    its clients behind."""
     paths: dict[str, dict[str, JsonPath]] = {}
-    keys = 0
+    keys = size = 0
     unkeyed: set[str] = set()
     for route in graph.routes.values():
         if name not in route.endpoints:
             continue
         spec = route.spec
-        by, bound = None, 0
+        by, bound, most = None, 0, 0
         if spec.conflate is not None:
-            by, bound = spec.conflate.by, spec.conflate.max_keys
+            by, bound, most = spec.conflate.by, spec.conflate.max_keys, spec.conflate.max_bytes
         elif spec.snapshot is not None and spec.snapshot.by is not None:
-            by, bound = spec.snapshot.by, spec.snapshot.max_keys
+            by, bound, most = spec.snapshot.by, spec.snapshot.max_keys, spec.snapshot.max_bytes
         if by is None:
             unkeyed.add(route.source)
             continue
         paths.setdefault(route.source, {})[by] = parse_json_path(by)
         keys += bound
+        size += most
     for source in unkeyed:
         paths.setdefault(source, {})
     keys += len(unkeyed) * UNKEYED_KEYS
-    return {s: tuple(p.values()) for s, p in paths.items()}, max(keys, UNKEYED_KEYS)
+    size += len(unkeyed) * UNKEYED_BYTES
+    return {s: tuple(p.values()) for s, p in paths.items()}, max(keys, UNKEYED_KEYS), max(size, UNKEYED_BYTES)
 
 
 def set_lag_settings(graph: Graph, endpoints: Mapping[str, Any]) -> None:
@@ -233,4 +281,4 @@ def set_lag_settings(graph: Graph, endpoints: Mapping[str, Any]) -> None:
 
     for name, ep in endpoints.items():
         if isinstance(ep, ClientEndpoint) and ep.spec.slow_client == "conflate":
-            ep.lag_paths, ep.lag_keys = lag_settings(graph, name)
+            ep.lag_paths, ep.lag_keys, ep.lag_bytes = lag_settings(graph, name)

@@ -49,7 +49,7 @@ class Client(Protocol):
     held: int  # ... its bytes
     since: float  # wall clock when it joined
     base: int  # the endpoint's ``messages`` when it joined
-    lag: catchup.Lag | None  # what is held for it while it is behind (slow_client: conflate)
+    lag: int | None  # the endpoint's message it is behind from (slow_client: conflate)
     superseded: int  # messages replaced for it by a later one of their key while behind
 
 
@@ -126,10 +126,12 @@ class ClientEndpoint(ClientKind, Generic[ClientT]):
         self.end_texts: tuple[bytes, ...] = ()  # (the end markers' payloads)
         self.histories: tuple[Resumable, ...] = ()  # for clients that come back (?since=)
         # slow_client: conflate (runtime/catchup.py): each pending message's source and
-        # payload (None: another policy), each source's key paths, the keys a lag may hold.
+        # payload (None: another policy), each source's key paths, the bounds of what is
+        # kept for the clients behind, and what is (None: nobody is behind).
         self.keyed: list[tuple[str, bytes, bool]] | None = [] if spec.slow_client == "conflate" else None
         self.lag_paths: dict[str, tuple[Any, ...]] = {}
-        self.lag_keys = catchup.UNKEYED_KEYS
+        self.lag_keys, self.lag_bytes = catchup.UNKEYED_KEYS, catchup.UNKEYED_BYTES
+        self.latest: catchup.Latest | None = None
 
     # ------------------------------------------------------------------ clients
 
@@ -519,7 +521,7 @@ def release(client: Any, write: bool = True) -> None:
         if write:
             catchup.resumed(client)
         else:
-            catchup.forget(client)
+            catchup.forget(client.endpoint, client)
 
 
 NO_BUDGET = Budget(limit=2**62)  # endpoints made outside a runtime (tests)

@@ -62,7 +62,9 @@ class ClientState:
     held = 0  # ... its bytes
     since = 0.0  # wall clock when it joined (set by ClientEndpoint.add)
     base = 0  # the endpoint's ``messages`` when it joined
-    lag: Any = None  # what is held for it while it is behind (slow_client: conflate; runtime/catchup.py)
+    lag: int | None = (
+        None  # the endpoint's message it is behind from (slow_client: conflate; runtime/catchup.py)
+    )
     superseded = 0  # messages replaced for it by a later one of their key while it was behind
 
 
