@@ -159,6 +159,9 @@ async def test_a_stalled_client_catches_up_to_the_latest_of_every_key_and_the_ot
         view = state_view(rt)
         assert view["endpoints"]["dash"]["slow_clients"] == 1
         assert view["endpoints"]["dash"]["superseded"] == ep.stats.superseded > 0
+        assert view["endpoints"]["dash"]["behind_keys"] == len(keys)
+        assert view["endpoints"]["dash"]["behind_bytes"] == ep.latest.size
+        assert f'veylor_endpoint_behind_kept_bytes{{endpoint="dash"}} {ep.latest.size}' in render(view)
 
         reader = FrameReader(sock)  # it reads again
         await reader.read_until(lambda ms: by_key(ms).get(keys[-1], [-1])[-1] == rounds - 1)

@@ -246,6 +246,12 @@ def render(view: StateView, ready: bool | None = None) -> str:
         "Clients behind now: Veylor holds bytes for them that their socket does not take",
         "slow_clients",
     )
+    endpoints.family(
+        "veylor_endpoint_behind_kept_bytes",
+        "gauge",
+        "Bytes of the latest message of each key kept, once, for the clients behind now (slow_client: conflate)",
+        lambda e: e.get("behind_bytes", 0),
+    )
     endpoints.family("veylor_endpoint_accepted_total", "counter", "Clients accepted", "accepted")
     endpoints.split(
         "veylor_endpoint_refused_total",

@@ -219,6 +219,9 @@ def _endpoints(runtime: Runtime, out: StateView, clients: bool | str) -> Iterato
         }
         if isinstance(ep, ClientEndpoint):
             entry["client_buffer"] = spec.client_buffer  # each client's bound (the TUI colours by it)
+            latest = ep.latest  # (slow_client: conflate) kept once for its clients behind
+            entry["behind_keys"] = len(latest.frames) if latest is not None else 0
+            entry["behind_bytes"] = latest.size if latest is not None else 0
         view = out["endpoints"][name] = cast(EndpointView, entry)
         if ep is not None and (clients is True or clients == name or every):
             # the slow ones first (those the budget watches: a few), so that the

@@ -186,6 +186,8 @@ class EndpointView(EndpointCounters):
     clients: int
     slow_clients: int  # behind now: Veylor holds bytes for them that their socket does not take
     client_buffer: NotRequired[int]  # bytes a client may have waiting (WebSocket, Unix)
+    behind_keys: NotRequired[int]  # kept for its clients behind: keys (slow_client: conflate)
+    behind_bytes: NotRequired[int]  # ... and their bytes
     client_list: NotRequired[list[ClientView]]
     clients_not_listed: NotRequired[int]
     # NATS: its connection and what waits to be published

@@ -143,7 +143,17 @@ COUNTED = (
 ENDPOINT = record(
     {"messages_out": number, "clients": number, "received": number, "address": text},
     dict.fromkeys(
-        ("dropped", "slow_clients", "client_buffer", "snapshots", "snapshot_messages", *COUNTED), number
+        (
+            "dropped",
+            "slow_clients",
+            "client_buffer",
+            "behind_keys",
+            "behind_bytes",
+            "snapshots",
+            "snapshot_messages",
+            *COUNTED,
+        ),
+        number,
     )
     | {"kind": text, "client_list": items(CLIENT), "clients_not_listed": number},
 )
