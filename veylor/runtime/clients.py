@@ -23,7 +23,7 @@ from ..report import plural
 from . import catchup
 from .budget import NOTABLE, Budget
 from .endpoints import Endpoint, log_due
-from .keeper import SEQUENCE, Resumable, welcome
+from .keeper import SEQUENCE, Assembled, Resumable, welcome
 from .stats import EndpointStats
 from .util import CountedLog, Throttled
 
@@ -125,6 +125,8 @@ class ClientEndpoint(ClientKind, Generic[ClientT]):
         self.ends: tuple[bytes, ...] = ()
         self.end_texts: tuple[bytes, ...] = ()  # (the end markers' payloads)
         self.histories: tuple[Resumable, ...] = ()  # for clients that come back (?since=)
+        self.assembled: tuple[tuple[int, tuple[Kept, ...], tuple[bytes, ...]], Assembled] | None = None
+        # (this pass's snapshot, made once for all its joiners: keeper._snapshot)
         # slow_client: conflate (runtime/catchup.py): each pending message's source and
         # payload (None: another policy), each source's key paths, the bounds of what is
         # kept for the clients behind, and what is (None: nobody is behind).
@@ -174,6 +176,9 @@ class ClientEndpoint(ClientKind, Generic[ClientT]):
         this endpoint keep first (a snapshot), then the live stream."""
         if (self.kept or self.histories) and client in self.clients:
             welcome(self, client)
+
+    def forget_assembled(self) -> None:
+        self.assembled = None
 
     def write_one(self, client: ClientT, data: bytes, messages: list[tuple[bytes, bool]]) -> None:
         """Write ``data`` (``messages``, framed in this endpoint's wire) to one client."""
