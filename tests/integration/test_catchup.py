@@ -330,3 +330,30 @@ async def test_clients_behind_share_one_store_and_each_gets_exactly_what_it_miss
             sock.close()
         await eventually(lambda: ep.latest is None, what="nothing kept once nobody is behind")
         assert ep.stats.superseded == sum(c.superseded for c in clients.values())
+
+
+async def test_a_client_behind_on_more_than_its_client_buffer_of_keys_catches_up_in_parts(tmp_path, upstream):
+    """300 keys of 1 KB behind, a client_buffer of 64 KiB: what it missed goes in parts of
+    at most its client_buffer (a thousand clients catching up must not each get a copy of
+    every key at once), each when its transport takes the last; it ends with every key's
+    latest, never an older value after a newer one."""
+    port = free_port()
+    keys = [f"K{i:03d}" for i in range(300)]
+    rounds = 12
+    async with veylor_inprocess(tmp_path, config(upstream, port)) as rt:
+        ep = rt.endpoints["dash"]
+        await upstream.wait_connected()
+        sock = await asyncio.to_thread(stalled_ws_client, port, "/d")
+        await eventually(lambda: len(ep.clients) == 1)
+        await feed(upstream, keys, rounds)
+        await eventually(lambda: ep.stats.messages == rounds * len(keys), what="all dispatched")
+        client = next(iter(ep.clients))
+        assert client.lag is not None and ep.latest.size > 4 * 64 * 1024
+        reader = FrameReader(sock)
+        await reader.read_until(lambda ms: all(by_key(ms).get(s, [-1])[-1] == rounds - 1 for s in keys))
+        for s, ns in by_key(reader.messages).items():
+            assert ns == sorted(set(ns)), s
+        assert len(reader.messages) + client.superseded == rounds * len(keys)
+        await eventually(lambda: client.lag is None and ep.latest is None, what="caught up")
+        assert ep.stats.caught_up == 1
+        sock.close()

@@ -85,16 +85,25 @@ class Latest:
         replaced.sort()
         return replaced
 
-    def since(self, first: int) -> list[bytes]:
+    def since(self, first: int, room: int) -> tuple[list[bytes], int | None]:
         """The frames numbered ``first`` or later, in the order of their latest update (read
-        from the newest end: what a client gets, not what is kept)."""
-        out = []
-        for number, frame in reversed(self.frames.values()):
-            if number < first:
+        from the newest end: what a client gets, not what is kept), the oldest that fit in
+        ``room`` bytes (one at least); and the number of the first left out (None: none)."""
+        found = []
+        for entry in reversed(self.frames.values()):
+            if entry[0] < first:
                 break
+            found.append(entry)
+        out: list[bytes] = []
+        size = 0
+        while found:
+            number, frame = found[-1]
+            if out and size + len(frame) > room:
+                return out, number
+            found.pop()
             out.append(frame)
-        out.reverse()
-        return out
+            size += len(frame)
+        return out, None
 
 
 def pass_keys(ep: ClientEndpoint[Any], keyed: list[tuple[str, bytes, bool]]) -> list[Any]:
@@ -183,35 +192,42 @@ def fell_behind(ep: ClientEndpoint[Any], client: Any, first: int) -> None:
     ep.losses.behind(client)
 
 
-def catch_up(ep: ClientEndpoint[Any], client: Any) -> None:
-    """Write what a client behind missed, the latest of each key, in one write (held for
-    it if its transport is paused again); live data follows. (What newer messages
-    replaced was counted as they came: :func:`writable`.)"""
-    first = client.lag
-    latest = ep.latest
-    if first is None or latest is None:
-        return
-    if first <= latest.evicted:
-        too_many_keys(ep, client)
-        return
-    frames = latest.since(first)
-    forget(ep, client)
-    ep.stats.caught_up += 1
-    if not frames:
-        return
-    data = b"".join(frames)
-    client.unwritten -= len(data)
-    if client.paused or client.backlog is not None:
-        ep.hold(client, data, len(frames))  # (counted there)
-        return
-    try:
-        client.transport.write(data)
-    except Exception as exc:
-        ep.broken(client, exc)
-        return
-    stats = ep.stats
-    stats.messages_out += len(frames)
-    stats.bytes_out += len(data)
+def catch_up(ep: ClientEndpoint[Any], client: Any, whole: bool = False) -> None:
+    """Write what a client behind missed, the latest of each key, then live data follows.
+    At most its ``client_buffer`` at a write: a thousand clients catching up must not each
+    get a copy of 64 MiB of keys; parts go while its transport takes them, and it stays
+    behind from the first left out until the next ``resume_writing`` (``whole``: all of
+    it now, held for it while its transport is paused: its endpoint stops conflating).
+    (What newer messages replaced was counted as they came: :func:`writable`.)"""
+    while True:
+        first = client.lag
+        latest = ep.latest
+        if first is None or latest is None:
+            return
+        if first <= latest.evicted:
+            too_many_keys(ep, client)
+            return
+        frames, rest = latest.since(first, ep.spec.client_buffer)
+        if rest is None:
+            forget(ep, client)
+            ep.stats.caught_up += 1
+        else:
+            client.lag = rest
+        data = b"".join(frames)
+        client.unwritten -= len(data)
+        if client.paused or client.backlog is not None:
+            ep.hold(client, data, len(frames))  # (counted there)
+        else:
+            try:
+                client.transport.write(data)
+            except Exception as exc:
+                ep.broken(client, exc)
+                return
+            stats = ep.stats
+            stats.messages_out += len(frames)
+            stats.bytes_out += len(data)
+        if rest is None or (not whole and (client.paused or client.backlog is not None)):
+            return
 
 
 def resumed(client: Any) -> None:

@@ -167,7 +167,9 @@ class ClientEndpoint(ClientKind, Generic[ClientT]):
             self.flush()  # (this pass's messages under the policy they were taken for)
             if was == "conflate":  # the clients behind get what is held for them now
                 for client in list(self.clients):
-                    catchup.catch_up(self, client)
+                    catchup.catch_up(self, client, whole=True)
+                    client.lag = None  # (one whose write failed: it is closing)
+                self.latest = None
             self.keyed = [] if spec.slow_client == "conflate" else None
         super().update(spec)
 
