@@ -178,6 +178,68 @@ async def _abort_at(port: int, path: str, stage: int) -> None:
         writer.close()
 
 
+def _holders(conn: object, ignore: list) -> str:
+    """What keeps ``conn`` (a DownstreamConnection) in memory, for a failure message: its
+    state, and each referrer (but ``ignore``, the test's own list) with what refers to that
+    in turn, by type and by the attribute or key that holds it (an object's ``__dict__``
+    is named by its class: ``PendingHandshakes.conns``, ``Budget.watched``)."""
+    proto = getattr(conn, "protocol", None)
+    transport = getattr(conn, "transport", None)
+    state = {
+        "label": getattr(conn, "label", "?"),
+        "made": getattr(conn, "made", None),
+        "closed": getattr(conn, "closed", None),
+        "protocol": None if proto is None else proto.state.name,
+        "pending": getattr(conn, "listener", None) is not None,
+        "handshake_timer": getattr(conn, "handshake_timer", None) is not None,
+        "endpoint": getattr(getattr(conn, "endpoint", None), "name", None),
+        "transport_closing": None if transport is None else transport.is_closing(),
+    }
+    refs = gc.get_referrers(conn)
+    skip = {id(ignore), id(refs), id(sys._getframe()), id(sys._getframe(1))}  # (not holders)
+    held = []
+    for ref in refs:
+        if id(ref) in skip:
+            continue
+        what = type(ref).__name__
+        if isinstance(ref, dict):
+            what += " (as a key)" if conn in ref else f" (at {_keys_of(ref, conn)})"
+        owners = []
+        for owner in gc.get_referrers(ref):
+            if id(owner) not in skip:
+                owners.append(_owner(owner, ref, skip))
+        held.append(f"{what} <- {', '.join(owners) or 'nothing the collector sees'}")
+    return f"{state} held by [{'; '.join(held)}]"
+
+
+def _keys_of(mapping: dict, value: object) -> list:
+    keys = []
+    for k, v in mapping.items():
+        if v is value:
+            keys.append(k)
+    return keys[:3]
+
+
+def _owner(owner: object, ref: object, skip: set[int]) -> str:
+    """``owner``, which refers to ``ref``: its type and where it holds it; an object's
+    ``__dict__`` is named by the object's class and the attribute."""
+    if isinstance(owner, dict):
+        keys = _keys_of(owner, ref)
+        for obj in gc.get_referrers(owner):
+            if id(obj) not in skip and _dict_of(obj) is owner:
+                return f"{type(obj).__name__}.{','.join(map(str, keys))}"
+        return f"dict{keys}"
+    attrs = _keys_of(_dict_of(owner) or {}, ref)
+    return type(owner).__name__ + (f".{','.join(attrs)}" if attrs else "")
+
+
+def _dict_of(obj: object) -> dict | None:
+    try:
+        return getattr(obj, "__dict__", None)
+    except Exception:  # (a dead weakref.proxy raises ReferenceError)
+        return None
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -224,8 +286,8 @@ routes: {{r: {{from: up, to: ws}}}}
                 await eventually(lambda: not alive(), timeout=5, interval=0.2, what="connections freed")
             except AssertionError:
                 leftover = alive()
-                refs = [type(r).__name__ for o in leftover for r in gc.get_referrers(o)]
-                raise AssertionError(f"{len(leftover)} connections in memory, held by {refs}") from None
+                held = "; ".join([_holders(o, leftover) for o in leftover])
+                raise AssertionError(f"{len(leftover)} connections in memory: {held}") from None
     finally:
         await up.stop()
 
