@@ -121,7 +121,9 @@ def run(
         if joiners:
             time.sleep(seconds / 3)
             joining = Process(
-                [PY, str(HERE / "joiners.py"), "--url", f"ws://127.0.0.1:{port}/", "-n", str(joiners),
+                # (niced: the Python joiners parse 100 x 10,000 messages on the load clients' core,
+                # which must keep reading the 1,000 others' 200 MB/s, or they fall behind)
+                ["nice", "-n", "19", PY, str(HERE / "joiners.py"), "--url", f"ws://127.0.0.1:{port}/", "-n", str(joiners),
                  "--keys", str(keys), "--live", "2"],
                 cpus=LOAD_CPU,
                 read="stdout",
@@ -202,9 +204,12 @@ def snapshot(seconds: float) -> tuple[list[dict[str, Any]], list[str]]:
             f"(the Python joiners, on the load's core, read their 100 x 2 MB in {joined.get('snapshot_s_max', 0):.1f} s)",
         ),
         verdict(
-            busy.get("p99_ms", 1e9) <= calm.get("p99_ms", 0) + 20,
+            busy.get("p99_ms", 1e9) <= calm.get("p99_ms", 0) + 20
+            and busy.get("open", 0) == 1000
+            and busy.get("delivered", 0) == busy.get("sent", -1) * 1000,
             f"the 1,000 others' p99: {busy.get('p99_ms', 0):.1f} ms with joiners, "
-            f"{calm.get('p99_ms', 0):.1f} ms without (within 20 ms)",
+            f"{calm.get('p99_ms', 0):.1f} ms without (within 20 ms); {busy.get('open', 0):,} of them open, "
+            f"{busy.get('delivered', 0):,} of {busy.get('sent', 0) * 1000:,} deliveries",
         ),
     ]
     return [calm, busy], checks
@@ -300,8 +305,9 @@ def resume(seconds: float) -> tuple[list[dict[str, Any]], list[str]]:
             f"deliveries, {blips.get('gaps', 0)} gaps, {blips.get('reorders', 0)} duplicates or reorders "
             f"(without drops: {calm.get('delivered', 0):,} of {calm.get('sent', 0) * common['clients']:,})",
         ),
-        f"INFO: p99 {blips.get('p99_ms', 0):.1f} ms with the drops (what they missed arrives late), "
-        f"{calm.get('p99_ms', 0):.1f} ms without",
+        f"INFO: latency p99 {blips.get('p99_ms', 0):.1f} ms in the run with the drops, "
+        f"{calm.get('p99_ms', 0):.1f} ms without (a read is timed by its last message: what a client "
+        "missed arrives in a few large reads, timed as one)",
     ]
     return [calm, blips], checks
 
