@@ -168,6 +168,8 @@ def writable(ep: ClientEndpoint[Any], frames: list[bytes], data: bytes) -> list[
             replaced = latest.take(pass_keys(ep, keyed), frames, first, ep.lag_keys, ep.lag_bytes)
             stats = ep.stats
             for client in behind:
+                if client.lag is None:
+                    continue  # (caught up, or closed, earlier in this loop)
                 if replaced:  # (those it would have had: numbered from where it fell behind)
                     superseded = len(replaced) - bisect_left(replaced, client.lag)
                     client.superseded += superseded
