@@ -42,12 +42,14 @@ class EndpointSpec:
     max_clients: int
     client_buffer: int
     slow_client: Literal["disconnect", "drop", "conflate"]
-    compression: bool
+    compression: bool  # permessage-deflate per client (compression: true)
     max_message_size: int
     ping_interval: float | None = None
     ping_timeout: float | None = None
     socket_buffer: int | None = None  # SO_SNDBUF for each client; None: the kernel's own
     stall_timeout: float | None = None  # seconds a client may take nothing of what waits; None: any
+    shared_compression: bool = False  # compression: shared (each message compressed once for all)
+    compression_min_size: int = 256  # ... messages smaller go uncompressed
     # Who may connect: an EndpointAccess (WebSocketAccess, UnixAccess), or None for a kind
     # without clients. Any: each kind's runtime reads its own kind's class.
     access: Any = None
@@ -80,7 +82,13 @@ class EndpointSpec:
         own = self.listen.describe_endpoint(self)
         if own is not None:
             return own
-        head = self.listen.describe() + (" compression on" if self.compression else "")
+        head = self.listen.describe() + (
+            " compression on"
+            if self.compression
+            else " compression shared"
+            if self.shared_compression
+            else ""
+        )
         return (
             f"{head}; max_clients {self.max_clients}, client_buffer {format_size(self.client_buffer)}, "
             f"slow_client {self.slow_client}"

@@ -310,6 +310,18 @@ def render(view: StateView, ready: bool | None = None) -> str:
         "action",
         {"drop": "slow_dropping", "disconnect": "slow_disconnects", "conflate": "slow_conflating"},
     )
+    endpoints.split(
+        "veylor_endpoint_compression_clients_total",
+        "Clients of a compression: shared endpoint, by how they are served: shared (the compressed frame, "
+        "made once for all), none (they offered no permessage-deflate: the plain frame), params (they "
+        "asked for a smaller window than Veylor's: the plain frame)",
+        "kind",
+        {
+            "shared": lambda e: e.get("compression_shared", 0),
+            "none": lambda e: e.get("compression_none", 0),
+            "params": lambda e: e.get("compression_params", 0),
+        },
+    )
     endpoints.family(
         "veylor_endpoint_caught_up_total",
         "counter",

@@ -140,6 +140,9 @@ class EndpointCounters(TypedDict):
     lag_closed: NotRequired[int]
     slow_conflating: NotRequired[int]
     superseded: NotRequired[int]
+    compression_none: NotRequired[int]  # (these three: since compression: shared)
+    compression_params: NotRequired[int]
+    compression_shared: NotRequired[int]
     control_closed: int
     discarded: int
     dropped: int

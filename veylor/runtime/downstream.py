@@ -229,11 +229,17 @@ def _path_of(line: bytes) -> str:
     return parts[1].decode("ascii", "replace").partition("?")[0]
 
 
-def server_protocol(max_size: int, compression: bool) -> ServerProtocol:
+def server_protocol(max_size: int, compression: bool, shared: bool = False) -> ServerProtocol:
     """The protocol object of one client connection: the endpoint's size limit, and
-    permessage-deflate offered only where the endpoint enables it."""
+    permessage-deflate offered only where the endpoint enables it (``shared``: without
+    context takeover on Veylor's side, whatever the client offered: runtime/deflate.py)."""
+    extensions: list[ServerPerMessageDeflateFactory] | None = None
+    if shared:
+        extensions = [ServerPerMessageDeflateFactory(server_no_context_takeover=True)]
+    elif compression:
+        extensions = [ServerPerMessageDeflateFactory()]
     return ServerProtocol(
-        extensions=[ServerPerMessageDeflateFactory()] if compression else None,
+        extensions=extensions,
         max_size=max_size,
         logger=protocol_log,
     )

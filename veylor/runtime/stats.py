@@ -70,6 +70,9 @@ class EndpointStats(_Counters):
     bad_frames: int = 0  # clients closed for breaking their framing
     bytes_out: int = 0
     caught_up: int = 0  # clients behind that were given the latest of each key (slow_client: conflate)
+    compression_none: int = 0  # clients of a compression: shared endpoint that offered no deflate
+    compression_params: int = 0  # ... that asked for a smaller window: the plain frame for them
+    compression_shared: int = 0  # ... that take the shared compressed frame
     control_closed: int = 0  # clients closed for flooding pings (or not reading the pongs)
     discarded: int = 0  # messages from clients with no upstream route
     dropped: int = 0  # deliveries not made: the client was over client_buffer (slow_client: drop)

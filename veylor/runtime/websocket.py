@@ -13,6 +13,7 @@ from ..config.model import EndpointSpec
 from ..config.websocketspec import WebSocketListen
 from .budget import Budget
 from .clients import ClientEndpoint
+from .deflate import SharedDeflate, flush_shared, kind_of
 from .downstream import MAX_CONTROL_FRAMES, DownstreamConnection, close_websocket
 from .kinds import RuntimeKind
 from .stats import EndpointStats
@@ -44,6 +45,12 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         self.compressed: set[DownstreamConnection] = set()  # clients that negotiated permessage-deflate
         self.per_client = False  # compression is on and some clients use it: see flush()
         self.pending_messages: list[tuple[bytes, bool]] = []
+        # compression: shared (runtime/deflate.py): the clients that can take the shared
+        # compressed frame, the endpoint's compressor, this pass's compressed frames.
+        self.shareable: set[DownstreamConnection] = set()
+        self.deflate = SharedDeflate(spec.compression_min_size) if spec.shared_compression else None
+        self.pending_shared: list[bytes] = []
+        self.per_message = False  # per_client, or shared frames to make: enqueue() keeps more
         self._keepalive: asyncio.TimerHandle | None = None
         self._serving = False
         self.listener: WebSocketListener | None = None  # the one that serves it (set by attach)
@@ -51,6 +58,12 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
     def update(self, spec: EndpointSpec) -> None:
         changed = (spec.ping_interval, spec.ping_timeout) != (self.spec.ping_interval, self.spec.ping_timeout)
         old: WebSocketAccess = self.spec.access
+        if (spec.shared_compression, spec.compression_min_size) != (
+            self.spec.shared_compression,
+            self.spec.compression_min_size,
+        ):
+            self.flush()  # (this pass's compressed frames as they were made)
+            self.deflate = SharedDeflate(spec.compression_min_size) if spec.shared_compression else None
         super().update(spec)
         self._compression_changed()
         if changed and self._serving:
@@ -88,9 +101,21 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         """The handshake is over: a client that negotiated compression gets compressed
         frames (made for it alone) while the endpoint's ``compression`` is on; then what
         the routes into the endpoint keep (a snapshot)."""
-        if conn.protocol.extensions and conn in self.clients:  # (not already gone)
-            self.compressed.add(conn)
-            self._compression_changed()
+        if conn in self.clients:  # (not already gone)
+            kind = kind_of(conn.protocol.extensions)
+            if self.spec.shared_compression:  # (how it is served, counted by kind)
+                stats = self.stats
+                if kind == "shared":
+                    stats.compression_shared += 1
+                elif kind == "none":
+                    stats.compression_none += 1
+                else:
+                    stats.compression_params += 1
+            if kind != "none":
+                self.compressed.add(conn)
+                if kind == "shared":
+                    self.shareable.add(conn)
+                self._compression_changed()
         super().joined(conn)
 
     def write_one(
@@ -107,6 +132,7 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         super().remove(client)
         if client in self.compressed:
             self.compressed.discard(client)
+            self.shareable.discard(client)
             self._compression_changed()
 
     def _compression_changed(self) -> None:
@@ -116,14 +142,26 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         had negotiated it get the shared, uncompressed frames (RFC 7692 allows them);
         turned on, new clients negotiate it and get compressed frames."""
         per_client = self.spec.compression and bool(self.compressed)
-        if per_client and not self.per_client and self.pending:
-            self.flush()  # what is pending has no per-client copy: out now, as shared frames
+        shared = self.deflate is not None and bool(self.shareable)
+        if self.pending and (per_client, shared) != (
+            self.per_client,
+            self.per_message and not self.per_client,
+        ):
+            self.flush()  # this pass's frames as they were made for the way that ends: out now
         self.per_client = per_client
+        self.per_message = per_client or shared
 
     def enqueue(self, frame: bytes | None, data: bytes, is_text: bool) -> bool:
-        if self.per_client:
-            self.pending_messages.append((data, is_text))
+        if self.per_message:
+            if self.per_client:
+                self.pending_messages.append((data, is_text))
+            elif self.deflate is not None and frame is not None:
+                self.pending_shared.append(self.deflate.frame(data, is_text, frame))
         return super().enqueue(frame, data, is_text)
+
+    def drop_pending(self) -> None:
+        super().drop_pending()
+        self.pending_messages, self.pending_shared = [], []
 
     def start_keepalive(self) -> None:
         """(Re)start pinging. A client's silence counts from now at the earliest: one that
@@ -177,6 +215,9 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         return client.protocol.state is OPEN
 
     def flush(self) -> None:
+        if self.pending_shared:
+            flush_shared(self)
+            return
         messages = self.pending_messages
         if not messages:
             super().flush()

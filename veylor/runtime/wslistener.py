@@ -177,7 +177,7 @@ class WebSocketListener:
         ep = self.lookup(path)
         if ep is None:
             return server_protocol(DEFAULT_MAX_SIZE, False)
-        return server_protocol(ep.spec.max_message_size, ep.spec.compression)
+        return server_protocol(ep.spec.max_message_size, ep.spec.compression, ep.spec.shared_compression)
 
     def tls_failed(self, label: str, exc: BaseException) -> None:
         """A TLS handshake failed (a plain ws:// client, an old TLS version, garbage)."""

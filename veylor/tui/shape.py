@@ -139,6 +139,7 @@ COUNTED = (
     "rate_closed", "bad_frames", "invalid_utf8", "revoked", "write_failed", "handshake_timeouts",
     "tls_failed", "pending_evicted", "discarded", "upstream_denied", "upstream_limited",
     "upstream_blocked", "superseded", "lag_closed", "caught_up", "slow_conflating",
+    "compression_none", "compression_params", "compression_shared",
 )  # fmt: skip
 ENDPOINT = record(
     {"messages_out": number, "clients": number, "received": number, "address": text},
