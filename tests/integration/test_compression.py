@@ -270,3 +270,47 @@ async def test_a_real_browser_negotiates_shared_compression_and_gets_every_messa
             finally:
                 await browser.close()
         assert ep.stats.compression_shared == 1
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [("shared", "false"), ("false", "shared"), ("shared", "true"), ("true", "shared")],
+)
+async def test_compression_changed_between_two_messages_of_a_pass_loses_none(
+    tmp_path, upstream, before, after
+):
+    """The endpoint keeps this pass's frames in one list per way of sending (plain,
+    compressed once, per client): a reload that changes the way between two messages of
+    a pass sends the first the way it was made, then the second the new way, both whole.
+    (The pass is made explicit: dispatch, apply, dispatch in one callback.)"""
+    from test_kinds import RawClient
+    from test_reload_edges import graph_of
+
+    port = free_port()
+
+    def text(mode: str) -> str:
+        return f"""
+sources: {{up: {{url: "{upstream.url}"}}}}
+endpoints:
+  ws: {{websocket: {{host: 127.0.0.1, port: {port}, path: /}}, compression: {mode}, compression_min_size: 1}}
+routes: {{r: {{from: up, to: ws}}}}
+"""
+
+    async with veylor_inprocess(tmp_path, text(before)) as rt:
+        await upstream.wait_connected()
+        client = await RawClient.connect(port, "/", offer_deflate=True)
+        assert client.deflate == (before != "false")  # (negotiated at its handshake: kept)
+        ep = rt.endpoints["ws"]
+        await eventually(lambda: bool(ep.clients) and (ep.per_message or before == "false"))
+        new = graph_of(tmp_path, text(after), "after.yaml")
+        rt.router.dispatch("up", b"first" * 100, True)
+        await rt.apply(new)
+        rt.router.dispatch("up", b"second" * 100, True)
+        got = []
+        try:
+            while len(got) < 2:
+                got.append((await asyncio.wait_for(client.frame(), 2))[1])
+        except TimeoutError:
+            pass
+        client.close()
+        assert got == [b"first" * 100, b"second" * 100], got
