@@ -36,6 +36,8 @@ except ImportError:  # pragma: no cover
     uvloop = None
 
 MAX_SAMPLES = 200_000
+DISCARD = False  # --discard: count the bytes read, nothing else (frames of any size, compressed)
+OFFER = ""  # --deflate: the Sec-WebSocket-Extensions header offered
 SPARSE = (
     False  # --sparse: numbers may skip (a conflated stream); a read of whole frames in order is counted whole
 )
@@ -53,6 +55,7 @@ class Stats:
         self.pings = 0
         self.foreign = 0
         self.slow_paths = 0
+        self.bytes = 0  # (--discard) bytes read after the handshakes
 
 
 class Client(asyncio.Protocol):
@@ -119,6 +122,9 @@ class Client(asyncio.Protocol):
             self._set_ready()
             if not data:
                 return
+        if DISCARD:
+            self.stats.bytes += len(data)
+            return
         buf = self.carry + data if self.carry else data
         n, rem = divmod(len(buf), FRAME)
         if n == 0:
@@ -192,13 +198,15 @@ class Client(asyncio.Protocol):
 
 
 def ws_request(url: str) -> tuple[str, int, bytes]:
-    assert url.startswith("ws://")
-    hostport, _, path = url[5:].partition("/")
+    assert url.startswith(("ws://", "wss://"))
+    hostport, _, path = url.partition("://")[2].partition("/")
     host, _, port = hostport.partition(":")
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
         f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        + (f"Sec-WebSocket-Extensions: {OFFER}\r\n" if OFFER else "")
+        + "\r\n"
     )
     return host, int(port or 80), request.encode()
 
@@ -214,6 +222,13 @@ async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     stats = Stats()
     clients: list[Client] = []
+    tls = None
+    if args.url and args.url.startswith("wss://"):  # (a benchmark's own certificate: not checked)
+        import ssl
+
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
 
     async def open_one(i: int) -> None:
         stall = i < args.stall
@@ -228,7 +243,7 @@ async def main(args: argparse.Namespace) -> None:
         else:
             host, port, request = ws_request(args.url)
             client = Client(stats, WS_HEADER, request, stall)
-            await loop.create_connection(lambda: client, host, port)
+            await loop.create_connection(lambda: client, host, port, ssl=tls)
         clients.append(client)
         await asyncio.wait_for(client.ready, 30)
 
@@ -279,6 +294,7 @@ async def main(args: argparse.Namespace) -> None:
                 "samples": len(samples),
                 "pings": stats.pings,
                 "slow_paths": stats.slow_paths,
+                "bytes": stats.bytes,
             }
             print(json.dumps(report), flush=True)
         elif words[0] == "blip":  # blip N AWAY: N readers drop, and come back AWAY s later with ?since=
@@ -305,8 +321,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--sparse", action="store_true", help="numbers may skip (conflation): count reads whole"
     )
+    parser.add_argument("--discard", action="store_true", help="count bytes only (any frames, compressed)")
+    parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     arguments = parser.parse_args()
     SPARSE = arguments.sparse
+    DISCARD = arguments.discard
+    OFFER = "permessage-deflate; client_max_window_bits" if arguments.deflate else ""
     if uvloop is not None:
         uvloop.run(main(arguments))
     else:

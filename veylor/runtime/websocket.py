@@ -230,19 +230,21 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         data = b"".join(frames)
         writable = self.writable(frames, data)
         compressed = self.compressed if self.spec.compression else ()
+        sent = 0  # bytes written: each compressed client's own frames are their own size
         for conn in writable:
             try:
                 if conn in compressed:
-                    send_own(conn, messages, data)
+                    sent += send_own(conn, messages, data)
                 else:
                     conn.transport.write(data)
+                    sent += len(data)
             except Exception as exc:
                 self.broken(conn, exc)
         self.written += len(data)
         stats = self.stats
         stats.messages += len(frames)
         stats.messages_out += len(writable) * len(frames)
-        stats.bytes_out += len(writable) * len(data)
+        stats.bytes_out += sent
 
     def control_flood(self, conn: DownstreamConnection) -> None:
         """A client sent more than ``MAX_CONTROL_FRAMES`` pings or pongs in a second."""
@@ -297,13 +299,15 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
 KIND = RuntimeKind(endpoint=WebSocketEndpoint, listener=WebSocketListener)
 
 
-def send_own(conn: DownstreamConnection, messages: list[tuple[bytes, bool]], shared: bytes) -> None:
+def send_own(conn: DownstreamConnection, messages: list[tuple[bytes, bool]], shared: bytes) -> int:
     """Send ``messages`` to a client in frames of its own (compressed with its own
     context), in place of the ``shared`` frames: what it was not given of them (or given
-    beyond them) keeps the budget's count of what it took exact."""
+    beyond them) keeps the budget's count of what it took exact. The bytes written."""
     for payload, is_text in messages:
         if is_text:
             conn.protocol.send_text(payload)
         else:
             conn.protocol.send_binary(payload)
-    conn.unwritten += len(shared) - conn.send_data()
+    sent = conn.send_data()
+    conn.unwritten += len(shared) - sent
+    return sent
