@@ -186,20 +186,28 @@ async def test_a_deflate_bomb_from_a_client_is_refused_1009_without_memory_growt
         raw.sock.close()
 
 
-@pytest.mark.parametrize("size", ["1KiB", 1])
-async def test_compression_min_size_sends_small_messages_plain(tmp_path, upstream, size):
+@pytest.mark.parametrize(
+    ("size", "length", "compressed"), [("1KiB", 600, False), (1, 600, True), (1, 300_000, False)]
+)
+async def test_small_and_huge_messages_go_plain(tmp_path, upstream, size, length, compressed):
+    """Under compression_min_size a deflate stream can be larger than the message; over
+    256 KiB compressing it would hold the event loop (15 ms for 1 MiB of JSON)."""
     port = free_port()
-    async with veylor_inprocess(tmp_path, config(upstream, port, f", compression_min_size: {size}")) as rt:
+    text = config(upstream, port, f", compression_min_size: {size}").replace(
+        "max_message_size: 64KiB", "max_message_size: 1MiB"
+    )
+    async with veylor_inprocess(tmp_path, text) as rt:
         ep = rt.endpoints["z"]
         await upstream.wait_connected()
         raw = await asyncio.to_thread(Raw, port, "permessage-deflate")
         await eventually(lambda: len(ep.shareable) == 1)
-        await upstream.send("x" * 600)
-        await asyncio.sleep(0.2)
-        ((first, payload),) = frames(await asyncio.to_thread(raw.read, 2))
-        compressed = bool(first & 0x40)
-        assert compressed == (size == 1)
-        assert (inflate(payload) if compressed else payload) == b"x" * 600
+        await upstream.send("x" * length)
+        data = await asyncio.to_thread(raw.read, 2)
+        while not frames(data):
+            data = await asyncio.to_thread(raw.read, len(data) + 1)
+        ((first, payload),) = frames(data)
+        assert bool(first & 0x40) == compressed
+        assert (inflate(payload) if compressed else payload) == b"x" * length
         raw.sock.close()
 
 
