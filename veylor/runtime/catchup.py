@@ -57,12 +57,18 @@ class Latest:
     What a message costs does not grow with the keys kept: the least recently updated
     goes from an ordered dict's front (a dict's first entry is found past every slot
     emptied since its last resize: a hostile upstream's new key each message beyond
-    100,000 kept cost 70 us, beyond a million 400 us)."""
+    100,000 kept cost 70 us, beyond a million 400 us). Nor does a part of a catch-up:
+    :attr:`order` lists the number and key of each frame taken, ascending, so that the
+    frames numbered ``first`` or later are found by bisection, not by reading every key
+    newer than ``first`` (a client catching up on 10,000 keys of 1 KB in 154 parts of
+    64 KiB read 770,000 entries). An entry of :attr:`order` whose key was taken again
+    since, or forgotten, is skipped; they are dropped when they outnumber the keys."""
 
-    __slots__ = ("behind", "evicted", "frames", "size")
+    __slots__ = ("behind", "evicted", "frames", "order", "size")
 
     def __init__(self) -> None:
         self.frames: OrderedDict[Any, tuple[int, bytes]] = OrderedDict()
+        self.order: list[tuple[int, Any]] = []  # (number, key) of each frame taken, ascending
         self.size = 0  # bytes of the frames
         self.evicted = (
             0  # the newest number forgotten for the bounds: a client behind since then misses a key
@@ -75,6 +81,7 @@ class Latest:
         """A pass's frames, numbered from ``first``; the numbers of those they replaced,
         in order (superseded for each client behind since one of them)."""
         held = self.frames
+        order = self.order
         replaced: list[int] = []
         for number, (key, frame) in enumerate(zip(keys, frames, strict=True), first):
             old = held.pop(key, None)  # (re-inserted last: the order of the latest update)
@@ -82,33 +89,43 @@ class Latest:
                 replaced.append(old[0])
                 self.size -= len(old[1])
             held[key] = (number, frame)
+            order.append((number, key))
             self.size += len(frame)
             while len(held) > max_keys or (self.size > max_bytes and len(held) > 1):
                 number_gone, frame_gone = held.popitem(last=False)[1]
                 self.size -= len(frame_gone)
                 self.evicted = max(self.evicted, number_gone)
+        if len(order) > 2 * len(held) + STALE_ORDER:
+            self.order = [(number, key) for key, (number, _) in held.items()]
         replaced.sort()
         return replaced
 
     def since(self, first: int, room: int) -> tuple[list[bytes], int | None]:
-        """The frames numbered ``first`` or later, in the order of their latest update (read
-        from the newest end: what a client gets, not what is kept), the oldest that fit in
-        ``room`` bytes (one at least); and the number of the first left out (None: none)."""
-        found = []
-        for entry in reversed(self.frames.values()):
-            if entry[0] < first:
-                break
-            found.append(entry)
+        """The frames numbered ``first`` or later, in the order of their latest update,
+        the oldest that fit in ``room`` bytes (one at least); and the number of the first
+        left out (None: none)."""
+        held = self.frames
+        order = self.order
         out: list[bytes] = []
         size = 0
-        while found:
-            number, frame = found[-1]
+        for at in range(bisect_left(order, first, key=_number), len(order)):
+            number, key = order[at]
+            entry = held.get(key)
+            if entry is None or entry[0] != number:
+                continue  # (taken again since, or forgotten)
+            frame = entry[1]
             if out and size + len(frame) > room:
                 return out, number
-            found.pop()
             out.append(frame)
             size += len(frame)
         return out, None
+
+
+STALE_ORDER = 1024  # entries of Latest.order that may be stale beyond the keys kept
+
+
+def _number(entry: tuple[int, Any]) -> int:
+    return entry[0]
 
 
 def pass_keys(ep: ClientEndpoint[Any], keyed: list[tuple[str, bytes, bool]]) -> list[Any]:
