@@ -20,6 +20,7 @@ the route keeps is what it sends.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,7 @@ class Conflater:
         self.tap: Tap | None = None  # the route's tap, if tapped: sees what is sent
         self.groups: Groups = ()  # the route's endpoints by wire (set by the table's builder)
         self.deliver: Callable[[Groups, bytes, bool], None] | None = None  # the router's
-        self.held: dict[Any, tuple[bytes, bool]] = {}
+        self.held: OrderedDict[Any, tuple[bytes, bool]] = OrderedDict()  # (its front taken at once)
         self.held_bytes = 0  # of the held payloads
         self.timer: asyncio.TimerHandle | None = None
 
@@ -110,7 +111,7 @@ class Conflater:
     def send(self) -> None:
         """Send the latest of each key held, in the order of their latest update."""
         self.timer = None
-        held, self.held = self.held, {}
+        held, self.held = self.held, OrderedDict()
         self.held_bytes = 0
         for data, is_text in held.values():
             self.send_one(data, is_text)
@@ -119,8 +120,7 @@ class Conflater:
         """Send the least recently updated key held now (``max_keys`` or ``max_bytes``
         are held: a feed with more keys than that in an interval, or a hostile one, is
         bounded)."""
-        key = next(iter(self.held))
-        data, is_text = self.held.pop(key)
+        data, is_text = self.held.popitem(last=False)[1]
         self.held_bytes -= len(data)
         self.send_one(data, is_text)
 
