@@ -210,6 +210,45 @@ async def test_without_a_key_the_whole_stream_is_one_key(tmp_path, upstream):
         sock.close()
 
 
+async def test_a_message_without_a_key_is_never_replaced_for_a_client_behind(tmp_path, upstream):
+    """A route keyed by s: while a client is behind, messages without a key (binary, not
+    JSON, an object or a list at s, nothing at s) were all held under one key per
+    source, each replacing the last whatever it was (a binary frame replaced by a status
+    line): the client got only the last of them. As a conflating route sends such a
+    message at once and a snapshot does not keep it, each is its own: the client gets
+    every one it missed, in order, with the latest of each key."""
+    port = free_port()
+    async with veylor_inprocess(tmp_path, config(upstream, port)) as rt:
+        ep = rt.endpoints["dash"]
+        await upstream.wait_connected()
+        sock = await asyncio.to_thread(stalled_ws_client, port, "/d")
+        await eventually(lambda: len(ep.clients) == 1)
+        await feed(upstream, ["A", "B"], 200)
+        client = next(iter(ep.clients))
+        await eventually(lambda: client.lag is not None and ep.stats.messages == 400, what="behind")
+        keyless: list[str | bytes] = [
+            b"\x00binary 1",
+            "not JSON 1",
+            json.dumps({"s": {"an": "object"}, "n": 1}),
+            json.dumps({"s": [1], "n": 2}),
+            json.dumps({"no key": 3}),
+            b"\x00binary 2",
+            "not JSON 2",
+        ]
+        for i, message in enumerate(keyless):
+            await upstream.send(message)
+            await upstream.send(tick("A", 200 + i))
+        await eventually(lambda: ep.stats.messages == 400 + 2 * len(keyless), what="all dispatched")
+        reader = FrameReader(sock)
+        await reader.read_until(lambda ms: any(b'"n":206' in m for m in ms))
+        odd = [m for m in reader.messages if not m.startswith(b'{"s":"')]
+        assert odd == [m if isinstance(m, bytes) else m.encode() for m in keyless]
+        ticks = by_key([m for m in reader.messages if m.startswith(b'{"s":"')])
+        assert ticks["A"] == sorted(set(ticks["A"])) and ticks["A"][-1] == 206 and ticks["B"][-1] == 199
+        assert len(reader.messages) + client.superseded == 400 + 2 * len(keyless)
+        sock.close()
+
+
 async def test_a_client_behind_on_more_keys_than_configured_is_disconnected(tmp_path, upstream):
     port = free_port()
     async with veylor_inprocess(

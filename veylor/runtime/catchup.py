@@ -15,7 +15,9 @@ replaced is counted (superseded, a reason of undelivered), for each client exact
 
 The key of a message is the value at the JSON path of the route it came by:
 ``conflate.by``, else ``snapshot.by``; with neither, the source's whole stream is one
-key (the latest message). Keys are per source (two exchanges' ``BTCUSDT`` are two
+key (the latest message). On a keyed route, a message without its key (not JSON,
+nothing at the path, an object or a list there) is never replaced: each is a key of
+its own, as a conflating route sends it at once (within the same bounds). Keys are per source (two exchanges' ``BTCUSDT`` are two
 keys). The endpoint records the source and payload of each message of a pass only
 while its policy is ``conflate`` (:attr:`ClientEndpoint.keyed`), and the keys are read
 once per pass, only while a client is behind.
@@ -36,7 +38,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..filters import JsonPath, parse_json_path
-from ..latest import key_at
+from ..latest import MISSING, key_at
 from ..message import Message
 from .budget import NOTABLE
 
@@ -129,7 +131,8 @@ def _number(entry: tuple[int, Any]) -> int:
 
 
 def pass_keys(ep: ClientEndpoint[Any], keyed: list[tuple[str, bytes, bool]]) -> list[Any]:
-    """The key of each message of a pass (see the module docstring)."""
+    """The key of each message of a pass (see the module docstring); a message without
+    one on a keyed route is a key of its own (never replaced)."""
     paths = ep.lag_paths
     keys: list[Any] = []
     for source, data, is_text in keyed:
@@ -137,10 +140,12 @@ def pass_keys(ep: ClientEndpoint[Any], keyed: list[tuple[str, bytes, bool]]) -> 
         if not by:
             keys.append(source)
         elif len(by) == 1:
-            keys.append((source, key_at(Message(data, is_text), by[0])))
+            key = key_at(Message(data, is_text), by[0])
+            keys.append((source, key) if key is not MISSING else object())
         else:
             msg = Message(data, is_text)
-            keys.append((source, *(key_at(msg, p) for p in by)))
+            found = tuple(key_at(msg, p) for p in by)
+            keys.append((source, *found) if any(k is not MISSING for k in found) else object())
     return keys
 
 
