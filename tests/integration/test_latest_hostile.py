@@ -262,3 +262,46 @@ async def test_settings_changed_a_hundred_times_while_messages_flow_lose_and_rep
         await client.close()
     finally:
         await server.shutdown()
+
+
+async def test_a_conflating_route_over_its_bound_does_not_renumber_the_message_being_dispatched(
+    tmp_path, upstream
+):
+    """A conflating route over max_keys sent its oldest held in the middle of a message's
+    dispatch, under a new number: the routes after it kept the message being dispatched
+    under that number too, and a joiner's snapshot, merging the two routes, dropped one
+    of each pair as the same message (after A, B, C, the snapshot lacked B and C, the
+    latest). What is over the bound now goes once the dispatch is over."""
+    port = free_port()
+    server = await started(
+        tmp_path,
+        f"""
+        sources: {{feed: {{url: "{upstream.url}"}}}}
+        endpoints: {{e: {{websocket: {{port: {port}, path: /e}}}}}}
+        routes:
+          conflated: {{from: feed, to: e, conflate: {{by: s, interval: 1h, max_keys: 1}}, snapshot: {{by: s}}}}
+          all: {{from: feed, to: e, snapshot: {{last: 100}}}}
+        """,
+    )
+    try:
+        await upstream.wait_connected()
+        live = await ws_client(f"ws://127.0.0.1:{port}/e")
+        await until(lambda: len(server.runtime.endpoints["e"].clients) == 1, "a client")
+        sent = [tick(s, i) for i, s in enumerate("ABC")]
+        for message in sent:
+            await upstream.send(message)
+        got = await recv_all(live)
+        # the plain route's three, and the conflated route's A and B (C is held for an hour)
+        assert sorted(got) == sorted(sent + sent[:2]) and got[:1] == sent[:1]
+        joiner = await ws_client(f"ws://127.0.0.1:{port}/e")
+        snap = await recv_all(joiner)
+        # every message kept, each once: the plain route's three (the conflated route kept
+        # the A and B it sent, the same messages, under other numbers: each once more)
+        assert sorted(set(snap)) == sorted(sent) and sent[2] in snap and sent[1] in snap
+        assert len(snap) == len(server.runtime.endpoints["e"].kept[0]) + len(
+            server.runtime.endpoints["e"].kept[1]
+        )
+        await live.close()
+        await joiner.close()
+    finally:
+        await server.shutdown()

@@ -247,7 +247,7 @@ def catch_up(ep: ClientEndpoint[Any], client: Any, whole: bool = False) -> None:
         else:
             client.lag = rest
         if waiting:
-            client.unwritten -= ep.hold_frames(client, frames)  # (counted there)
+            client.unwritten -= hold_frames(ep, client, frames)  # (counted there)
             return
         data = b"".join(frames)
         client.unwritten -= len(data)
@@ -264,6 +264,22 @@ def catch_up(ep: ClientEndpoint[Any], client: Any, whole: bool = False) -> None:
 
 
 ALL = 2**62  # bytes: no bound (every frame kept for a client)
+
+
+def hold_frames(ep: ClientEndpoint[Any], client: Any, frames: list[bytes]) -> int:
+    """:meth:`ClientEndpoint.hold` for frames kept for every client behind, as they are,
+    not joined: each client holds references to the one copy. Their bytes."""
+    size = sum(map(len, frames))
+    backlog = client.backlog
+    if backlog is None:
+        client.backlog = list(frames)
+    else:
+        backlog.extend(frames)
+    client.held += size
+    stats = ep.stats
+    stats.messages_out += len(frames)
+    stats.bytes_out += size
+    return size
 
 
 def resumed(client: Any) -> None:

@@ -341,22 +341,6 @@ class ClientEndpoint(ClientKind, Generic[ClientT]):
         stats.messages_out += count
         stats.bytes_out += len(data)
 
-    def hold_frames(self, client: Any, frames: list[bytes]) -> int:
-        """:meth:`hold` for frames kept for every client behind (``slow_client:
-        conflate``), as they are, not joined: each client holds references to the one
-        copy. Their bytes."""
-        size = sum(map(len, frames))
-        backlog = client.backlog
-        if backlog is None:
-            client.backlog = list(frames)
-        else:
-            backlog.extend(frames)
-        client.held += size
-        stats = self.stats
-        stats.messages_out += len(frames)
-        stats.bytes_out += size
-        return size
-
     def broken(self, client: Any, exc: BaseException) -> None:
         """A write to a client raised (its transport is half-closed, or broken in a way
         nobody foresaw): that client is aborted, counted and logged (rate limited); the

@@ -49,6 +49,7 @@ class Conflater:
         "held_bytes",
         "inner",
         "keeper",
+        "over",
         "source",
         "spec",
         "stats",
@@ -69,6 +70,7 @@ class Conflater:
         self.held: OrderedDict[Any, tuple[bytes, bool]] = OrderedDict()  # (its front taken at once)
         self.held_bytes = 0  # of the held payloads
         self.timer: asyncio.TimerHandle | None = None
+        self.over = False  # over a bound: the oldest held go at the end of the dispatch (trim)
 
     def wrap(self, route_filter: CompiledFilter | None, keeper: Keeper | None, tap: Tap | None) -> Conflater:
         """Follow the route's current filter, keeper and tap (a reload may change them;
@@ -97,13 +99,16 @@ class Conflater:
         if old is not None:  # (re-inserted last: the order of the latest update)
             stats.conflated += 1
             self.held_bytes -= len(old[0])
-        elif len(held) >= self.spec.max_keys:  # bounded: the oldest held goes now, not lost
-            self.send_oldest()
         data = msg.data
         held[key] = (data, msg.is_text)
         self.held_bytes += len(data)
-        while self.held_bytes > self.spec.max_bytes and len(held) > 1:  # (likewise; the newest stays)
-            self.send_oldest()
+        if not self.over and (len(held) > self.spec.max_keys or self.held_bytes > self.spec.max_bytes):
+            # Bounded: the oldest held go, not lost; once this message's dispatch is over
+            # (sent now, they would take a number in the middle of it: the routes keeping
+            # it after this one would keep it under theirs, and a snapshot merging them
+            # would drop one of the two as the same message).
+            self.over = True
+            asyncio.get_running_loop().call_soon(self.trim)
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.spec.interval, self.send)
         return False
@@ -115,6 +120,14 @@ class Conflater:
         self.held_bytes = 0
         for data, is_text in held.values():
             self.send_one(data, is_text)
+
+    def trim(self) -> None:
+        """Send the least recently updated held until within ``max_keys`` and ``max_bytes``
+        (the newest always stays)."""
+        self.over = False
+        held, spec = self.held, self.spec
+        while len(held) > spec.max_keys or (self.held_bytes > spec.max_bytes and len(held) > 1):
+            self.send_oldest()
 
     def send_oldest(self) -> None:
         """Send the least recently updated key held now (``max_keys`` or ``max_bytes``
