@@ -241,6 +241,7 @@ async def blank_page() -> int:
     return server.sockets[0].getsockname()[1]
 
 
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (.ci/run installs it)")
 @pytest.mark.slow  # (a browser starts: about 2 s)
 @pytest.mark.timeout(60)
 async def test_a_real_browser_negotiates_shared_compression_and_gets_every_message_intact(tmp_path, upstream):
