@@ -72,9 +72,8 @@ class Latest:
         self.frames: OrderedDict[Any, tuple[int, bytes]] = OrderedDict()
         self.order: list[tuple[int, Any]] = []  # (number, key) of each frame taken, ascending
         self.size = 0  # bytes of the frames
-        self.evicted = (
-            0  # the newest number forgotten for the bounds: a client behind since then misses a key
-        )
+        # the newest number forgotten for the bounds: a client behind since then misses a key
+        self.evicted = 0
         self.behind = 0  # clients behind now (none: the endpoint drops it)
 
     def take(

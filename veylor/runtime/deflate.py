@@ -22,14 +22,12 @@ would hold the event loop for milliseconds.
 
 from __future__ import annotations
 
-import struct
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-if TYPE_CHECKING:
-    from .websocket import WebSocketEndpoint
+from .wire import RSV1, ws_frame
 
 LEVEL = 6  # zlib's default: the usual balance
 WINDOW_BITS = 15  # the largest window: what a client that asks for no smaller accepts
@@ -38,8 +36,6 @@ EMPTY_BLOCK = b"\x00\x00\xff\xff"  # the tail of a flushed deflate stream; RFC 7
 # for 256 KiB, 15 ms for 1 MiB, 227 ms for a hostile upstream's 16 MiB).
 MAX_COMPRESSED = 256 * 1024
 
-_U16 = struct.Struct("!BBH")
-_U64 = struct.Struct("!BBQ")
 KINDS = ("shared", "none", "params")  # how a client of such an endpoint is served (counted)
 
 
@@ -60,13 +56,7 @@ class SharedDeflate:
         body = self.compressor.compress(data) + self.compressor.flush(zlib.Z_FULL_FLUSH)
         if body.endswith(EMPTY_BLOCK):
             body = body[:-4]
-        first = 0xC1 if is_text else 0xC2  # FIN, RSV1 (compressed), opcode text or binary
-        n = len(body)
-        if n < 126:
-            return bytes((first, n)) + body
-        if n < 65536:
-            return _U16.pack(first, 126, n) + body
-        return _U64.pack(first, 127, n) + body
+        return ws_frame(body, is_text, RSV1)
 
 
 def kind_of(extensions: list[Any]) -> str:
@@ -79,31 +69,3 @@ def kind_of(extensions: list[Any]) -> str:
                 return "shared"
             return "params"
     return "none"
-
-
-def flush_shared(ep: WebSocketEndpoint) -> None:
-    """Write a pass to an endpoint's clients: the compressed frames, joined, to those that
-    take them, the plain frames to the others; one write each, as always."""
-    zipped = b"".join(ep.pending_shared)
-    ep.pending_shared = []
-    frames, ep.pending, ep.pending_bytes = ep.pending, [], 0
-    data = b"".join(frames)
-    writable = ep.writable(frames, data)
-    shared = ep.shareable
-    took = 0
-    saved = len(data) - len(zipped)
-    for conn in writable:
-        try:
-            if conn in shared:
-                conn.transport.write(zipped)
-                conn.unwritten += saved  # (the budget's count of what it took stays exact)
-                took += 1
-            else:
-                conn.transport.write(data)
-        except Exception as exc:
-            ep.broken(conn, exc)
-    ep.written += len(data)
-    stats = ep.stats
-    stats.messages += len(frames)
-    stats.messages_out += len(writable) * len(frames)
-    stats.bytes_out += (len(writable) - took) * len(data) + took * len(zipped)

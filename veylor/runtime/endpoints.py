@@ -62,9 +62,8 @@ class ClientState:
     held = 0  # ... its bytes
     since = 0.0  # wall clock when it joined (set by ClientEndpoint.add)
     base = 0  # the endpoint's ``messages`` when it joined
-    lag: int | None = (
-        None  # the endpoint's message it is behind from (slow_client: conflate; runtime/catchup.py)
-    )
+    # the endpoint's message it is behind from (slow_client: conflate; runtime/catchup.py)
+    lag: int | None = None
     superseded = 0  # messages replaced for it by a later one of their key while it was behind
 
 

@@ -130,8 +130,9 @@ def welcome(ep: ClientEndpoint[Any], client: Any) -> None:
     first). Through the same accounting as live data (what it has not read counts
     against its ``client_buffer``), counted. What comes next is live."""
     since = getattr(client, "resume_from", None)
-    resumed = since is not None and bool(ep.histories)
-    if since is not None and resumed:
+    resumed = False
+    if since is not None and ep.histories:
+        resumed = True
         entries, head = _resumed(ep, since)
         data, messages, count = _assembled(ep, entries, head, [])
     else:

@@ -13,7 +13,7 @@ from ..config.model import EndpointSpec
 from ..config.websocketspec import WebSocketListen
 from .budget import Budget
 from .clients import ClientEndpoint
-from .deflate import SharedDeflate, flush_shared, kind_of
+from .deflate import SharedDeflate, kind_of
 from .downstream import MAX_CONTROL_FRAMES, DownstreamConnection, close_websocket
 from .kinds import RuntimeKind
 from .stats import EndpointStats
@@ -215,29 +215,34 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         return client.protocol.state is OPEN
 
     def flush(self) -> None:
-        if self.pending_shared:
-            flush_shared(self)
-            return
-        messages = self.pending_messages
-        if not messages:
+        shared, messages = self.pending_shared, self.pending_messages
+        if not shared and not messages:
             super().flush()
             return
-        # Compression: websockets compresses per connection (its context is per
-        # connection), so each such client gets its own frames. Costly; off by default.
-        # The other clients get the shared frames, as always.
-        self.pending_messages = []
+        # Compressed clients: with compression: shared, the frames compressed once for all
+        # of them (runtime/deflate.py); with compression: true, their own frames (websockets
+        # compresses per connection, with a context of its own: costly, off by default).
+        # The other clients get the plain frames, as always.
+        self.pending_shared, self.pending_messages = [], []
         frames, self.pending, self.pending_bytes = self.pending, [], 0
         data = b"".join(frames)
         writable = self.writable(frames, data)
-        compressed = self.compressed if self.spec.compression else ()
-        sent = 0  # bytes written: each compressed client's own frames are their own size
+        zipped = b"".join(shared)
+        compressed = self.shareable if shared else self.compressed if self.spec.compression else ()
+        sent = 0  # bytes written: a compressed client's are not the plain frames'
         for conn in writable:
             try:
-                if conn in compressed:
-                    sent += send_own(conn, messages, data)
-                else:
+                if conn not in compressed:
                     conn.transport.write(data)
                     sent += len(data)
+                elif shared:
+                    conn.transport.write(zipped)
+                    conn.unwritten += len(data) - len(
+                        zipped
+                    )  # (the budget's count of what it took stays exact)
+                    sent += len(zipped)
+                else:
+                    sent += send_own(conn, messages, data)
             except Exception as exc:
                 self.broken(conn, exc)
         self.written += len(data)
