@@ -21,18 +21,15 @@ frame. The issue's target for 4 KiB JSON at 1,000 clients: ``shared`` holds at l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import LOAD_CPU, RELAY_CPU, free_port
-from harness.process import Process, wait_listening
+from harness import LOAD_CPU, free_port
+from harness.stage import Stage
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -59,29 +56,17 @@ def graph(admin: int) -> dict[str, Any]:
 
 def run(feed: str, mode: str, clients: int, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"feed": feed, "mode": mode, "clients": clients}
-    workdir = Path(tempfile.mkdtemp(prefix="veylor-deflate-"))
-    procs: list[Process] = []
+    stage = Stage("veylor-deflate-")
     try:
-        upstream = Process(
-            [PY, str(HERE / "upstream.py"), "--feed", feed], cpus=LOAD_CPU, stdin=True, read="stdout"
-        )
-        procs.append(upstream)
-        up_port = int(upstream.expect("listening").split()[1])
+        upstream, up_port = stage.upstream("--feed", feed)
         port, admin = free_port(), free_port()
-        config = workdir / "veylor.yaml"
-        config.write_text(
-            CONFIG.format(upstream=up_port, port=port, admin=admin, mode=mode, min_size=MIN_SIZE)
-        )
-        relay = Process([PY, "-m", "veylor", "-c", str(config), "--no-watch"], cpus=RELAY_CPU, cwd=HERE)
-        procs.append(relay)
-        upstream.expect("relay connected", 30)
-        wait_listening(port, None)
-        load = Process(
+        config = CONFIG.format(upstream=up_port, port=port, admin=admin, mode=mode, min_size=MIN_SIZE)
+        relay = stage.veylor(config, upstream, port)
+        load = stage.start(
             [PY, str(HERE / "loadclient.py"), "--url", f"ws://127.0.0.1:{port}/", "-n", str(clients),
              "--discard", "--deflate"],
             cpus=LOAD_CPU, stdin=True, read="stdout",
         )  # fmt: skip
-        procs.append(load)
         load.expect("ready", 120)
         upstream.send("go 1 20")  # warm up
         upstream.expect("{", 60)
@@ -109,11 +94,7 @@ def run(feed: str, mode: str, clients: int, seconds: float) -> dict[str, Any]:
         out["note"] = f"failed: {exc}"
         return out
     finally:
-        for p in reversed(procs):
-            with contextlib.suppress(Exception):
-                p.send("quit")
-            p.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        stage.stop()
 
 
 def verdict(ok: bool, text: str) -> str:

@@ -27,17 +27,15 @@ the same run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import LOAD_CPU, RELAY_CPU, free_port
-from harness.process import Process, wait_listening
+from harness import LOAD_CPU, free_port
+from harness.stage import Stage
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -75,42 +73,26 @@ def run(
     ``?since=``; with ``staller`` (a slow_client policy), another endpoint has one
     client that stops reading for 10 s, a third of the way in, then reads again."""
     out: dict[str, Any] = {"name": name, "clients": clients, "rate": rate, "keys": keys, "joiners": joiners}
-    workdir = Path(tempfile.mkdtemp(prefix="veylor-latest-"))
-    procs: list[Process] = []
+    stage = Stage("veylor-latest-")
     try:
-        upstream = Process(
-            [PY, str(HERE / "upstream.py"), "--keys", str(keys)], cpus=LOAD_CPU, stdin=True, read="stdout"
-        )
-        procs.append(upstream)
-        up_port = int(upstream.expect("listening").split()[1])
-        port = free_port()
-        config = workdir / "veylor.yaml"
-        admin = free_port()
+        upstream, up_port = stage.upstream("--keys", str(keys))
+        port, admin = free_port(), free_port()
         template = CATCHUP_CONFIG if staller else CONFIG
-        config.write_text(
-            template.format(upstream=up_port, port=port, route=route, admin=admin, policy=staller)
-        )
-        relay = Process(
-            [PY, "-m", "veylor", "-c", str(config), "--no-watch"], cpus=RELAY_CPU, cwd=HERE, log=RELAY_LOG
-        )
-        procs.append(relay)
-        upstream.expect("relay connected", 30)
-        wait_listening(port, None)
-        load = Process(
+        config = template.format(upstream=up_port, port=port, route=route, admin=admin, policy=staller)
+        relay = stage.veylor(config, upstream, port, log=RELAY_LOG)
+        load = stage.start(
             [PY, str(HERE / "loadclient.py"), "--url", f"ws://127.0.0.1:{port}/", "-n", str(clients)]
             + (["--sparse"] if sparse else []),
             cpus=LOAD_CPU,
             stdin=True,
             read="stdout",
         )
-        procs.append(load)
         load.expect("ready", 120)
         if staller:
-            lagging = Process(
+            lagging = stage.start(
                 [PY, str(HERE / "staller.py"), "--url", f"ws://127.0.0.1:{port}/slow", "--keys", str(keys)],
                 cpus=LOAD_CPU, stdin=True, read="stdout",
             )  # fmt: skip
-            procs.append(lagging)
             lagging.expect("ready", 30)
         # Every key once (what a joiner's snapshot holds), at 1,000 msg/s: a burst of 20,000
         # to 1,000 clients is 4 GB of deliveries, past limits.buffered before the load
@@ -127,7 +109,7 @@ def run(
         upstream.send(f"go {seconds} {rate}")
         if joiners:
             time.sleep(seconds / 3)
-            joining = Process(
+            joining = stage.start(
                 # (niced: the Python joiners parse 100 x 10,000 messages on the load clients' core,
                 # which must keep reading the 1,000 others' 200 MB/s, or they fall behind)
                 ["nice", "-n", "19", PY, str(HERE / "joiners.py"), "--url", f"ws://127.0.0.1:{port}/", "-n", str(joiners),
@@ -135,7 +117,6 @@ def run(
                 cpus=LOAD_CPU,
                 read="stdout",
             )  # fmt: skip
-            procs.append(joining)
             out["joined"] = json.loads(joining.expect("{", seconds + 120))
         if blip:
             time.sleep(seconds / 3)
@@ -170,11 +151,7 @@ def run(
         out["note"] = f"failed: {exc}"
         return out
     finally:
-        for p in reversed(procs):
-            with contextlib.suppress(Exception):
-                p.send("quit")
-            p.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        stage.stop()
 
 
 def held_for_slow(admin: int) -> dict[str, Any]:

@@ -12,18 +12,15 @@ at a fixed 500 msg/s. The load clients decrypt on the other core.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import LOAD_CPU, RELAY_CPU, free_port
-from harness.process import Process, wait_listening
+from harness import LOAD_CPU, free_port
+from harness.stage import Stage
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -50,25 +47,16 @@ def certificate(where: Path) -> str:
 
 def run(scheme: str, clients: int, seconds: float, rate: float) -> dict[str, Any]:
     out: dict[str, Any] = {"scheme": scheme, "clients": clients, "rate": rate}
-    workdir = Path(tempfile.mkdtemp(prefix="veylor-tls-"))
-    procs: list[Process] = []
+    stage = Stage("veylor-tls-")
     try:
-        upstream = Process([PY, str(HERE / "upstream.py")], cpus=LOAD_CPU, stdin=True, read="stdout")
-        procs.append(upstream)
-        up_port = int(upstream.expect("listening").split()[1])
+        upstream, up_port = stage.upstream()
         port = free_port()
-        tls = certificate(workdir) if scheme == "wss" else ""
-        config = workdir / "veylor.yaml"
-        config.write_text(CONFIG.format(upstream=up_port, port=port, tls=tls))
-        relay = Process([PY, "-m", "veylor", "-c", str(config), "--no-watch"], cpus=RELAY_CPU, cwd=HERE)
-        procs.append(relay)
-        upstream.expect("relay connected", 30)
-        wait_listening(port, None)
-        load = Process(
+        tls = certificate(stage.dir) if scheme == "wss" else ""
+        relay = stage.veylor(CONFIG.format(upstream=up_port, port=port, tls=tls), upstream, port)
+        load = stage.start(
             [PY, str(HERE / "loadclient.py"), "--url", f"{scheme}://127.0.0.1:{port}/", "-n", str(clients)],
             cpus=LOAD_CPU, stdin=True, read="stdout",
         )  # fmt: skip
-        procs.append(load)
         load.expect("ready", 180)
         upstream.send("go 1 100")  # warm up
         upstream.expect("{", 60)
@@ -100,11 +88,7 @@ def run(scheme: str, clients: int, seconds: float, rate: float) -> dict[str, Any
         out["note"] = f"failed: {exc}"
         return out
     finally:
-        for p in reversed(procs):
-            with contextlib.suppress(Exception):
-                p.send("quit")
-            p.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        stage.stop()
 
 
 def main() -> int:
