@@ -56,7 +56,8 @@ class SharedDeflate:
         body = self.compressor.compress(data) + self.compressor.flush(zlib.Z_FULL_FLUSH)
         if body.endswith(EMPTY_BLOCK):
             body = body[:-4]
-        return ws_frame(body, is_text, RSV1)
+        frame = ws_frame(body, is_text)  # (the hot path's, untouched: RSV1 set on a copy here)
+        return bytes((frame[0] | RSV1,)) + frame[1:]
 
 
 def kind_of(extensions: list[Any]) -> str:

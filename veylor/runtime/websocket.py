@@ -215,8 +215,9 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
         return client.protocol.state is OPEN
 
     def flush(self) -> None:
-        shared, messages = self.pending_shared, self.pending_messages
-        if not shared and not messages:
+        shared = self.pending_shared
+        messages = self.pending_messages
+        if not messages and not shared:
             super().flush()
             return
         # Compressed clients: with compression: shared, the frames compressed once for all
@@ -237,9 +238,8 @@ class WebSocketEndpoint(ClientEndpoint[DownstreamConnection]):
                     sent += len(data)
                 elif shared:
                     conn.transport.write(zipped)
-                    conn.unwritten += len(data) - len(
-                        zipped
-                    )  # (the budget's count of what it took stays exact)
+                    # (what it was not given: the budget's count of what it took stays exact)
+                    conn.unwritten += len(data) - len(zipped)
                     sent += len(zipped)
                 else:
                     sent += send_own(conn, messages, data)

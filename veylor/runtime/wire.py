@@ -24,10 +24,10 @@ _LEN = struct.Struct("!I")
 RSV1 = 0x40  # a frame's first byte: its payload is compressed (permessage-deflate, RFC 7692)
 
 
-def ws_frame(payload: bytes, is_text: bool, rsv: int = 0) -> bytes:
-    """One unfragmented, unmasked (server-to-client) WebSocket data frame (RFC 6455 5.2);
-    ``rsv``: :data:`RSV1` for a compressed payload (runtime/deflate.py)."""
-    first = (0x81 if is_text else 0x82) | rsv  # FIN + opcode text/binary (RSV bits 0: uncompressed)
+def ws_frame(payload: bytes, is_text: bool) -> bytes:
+    """One unfragmented, unmasked (server-to-client) WebSocket data frame (RFC 6455 5.2).
+    (A compressed one: runtime/deflate.py sets :data:`RSV1` in its first byte.)"""
+    first = 0x81 if is_text else 0x82  # FIN + opcode text/binary, RSV bits 0: uncompressed
     n = len(payload)
     if n < 126:
         return bytes((first, n)) + payload
